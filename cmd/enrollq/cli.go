@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"reflect"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/enrollq/enrollq/config"
+)
+
+// Exit statuses, as in DESIGN.md.
+const (
+	exitOK       = 0
+	exitFailure  = 1 // Redis unreachable, a task dead-lettered, …
+	exitUsage    = 2 // bad flags, settings or input
+	exitRejected = 3 // a backfill that finished but rejected some rows
+)
+
+// exitError carries an exit status with the error printed for it.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageErr(format string, args ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// cli is the command line. The embedded Config makes every setting a global
+// flag with its environment variable.
+type cli struct {
+	config.Config `embed:""`
+
+	Worker  workerCmd  `cmd:"" help:"Deliver queued enrollments to the Verisoul API until SIGINT/SIGTERM."`
+	Enqueue enqueueCmd `cmd:"" help:"Enqueue one enrollment."`
+	Demo    demoCmd    `cmd:"" help:"Run the whole system in one process on an embedded Redis and a fake API."`
+}
+
+// env carries what every command needs besides its flags; kong passes it to
+// each command's Run method.
+type env struct {
+	ctx    context.Context
+	cfg    config.Config
+	stdout io.Writer
+	stderr io.Writer
+	log    *slog.Logger
+}
+
+type kongExit int
+
+// run parses args and runs the command, returning the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+	unsetEmptyEnv()
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name("enrollq"),
+		kong.Description("Durable, rate-limited Verisoul Face Match enrollments on Redis (asynq)."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(kongExit(code)) }),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "enrollq: %v\n", err)
+		return exitFailure
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			k, ok := r.(kongExit)
+			if !ok {
+				panic(r)
+			}
+			code = int(k)
+		}
+	}()
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		// Bad flags, or a setting that fails config.Validate.
+		var cfgErr *config.Error
+		if errors.As(err, &cfgErr) {
+			fmt.Fprintf(stderr, "enrollq: %v\n", cfgErr)
+		} else {
+			fmt.Fprintf(stderr, "enrollq: %v (see enrollq --help)\n", err)
+		}
+		return exitUsage
+	}
+	e := &env{cfg: c.Config, stdout: stdout, stderr: stderr}
+	e.log = newLogger(c.Config, stderr)
+	e.ctx = ctx
+	runErr := kctx.Run(e)
+	if runErr == nil {
+		return exitOK
+	}
+	var xe *exitError
+	if errors.As(runErr, &xe) {
+		if xe.err != nil && xe.err.Error() != "" {
+			fmt.Fprintf(stderr, "enrollq: %v\n", xe.err)
+		}
+		return xe.code
+	}
+	var cfgErr *config.Error
+	if errors.As(runErr, &cfgErr) {
+		fmt.Fprintf(stderr, "enrollq: %v\n", cfgErr)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "enrollq: %v\n", runErr)
+	return exitFailure
+}
+
+// unsetEmptyEnv treats an empty setting variable as unset, so that
+// `ENROLLQ_RATE_LIMIT=` (as docker-compose writes for `${X:-}`) means the
+// default rather than a parse error.
+func unsetEmptyEnv() {
+	t := reflect.TypeFor[config.Config]()
+	for i := range t.NumField() {
+		if name := t.Field(i).Tag.Get("env"); name != "" {
+			if v, ok := os.LookupEnv(name); ok && v == "" {
+				_ = os.Unsetenv(name)
+			}
+		}
+	}
+}

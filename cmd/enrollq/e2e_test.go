@@ -1,0 +1,330 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/verisoul"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
+)
+
+// The end-to-end tests build the enrollq binary and run it as a shell would,
+// against the real Redis (database 3, this package's own) and the fake API
+// served from the test process.
+var redisAddr = flag.String("redis-addr", "127.0.0.1:6379", "Redis server for end-to-end tests")
+
+const (
+	redisDB = 3
+	apiKey  = "sk_e2e_7c1d0b8a-very-secret-key"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "enrollq-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "enrollq")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building enrollq: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func redisURL() string { return fmt.Sprintf("redis://%s/%d", *redisAddr, redisDB) }
+
+// freshRedis empties this package's database and returns a client on it.
+func freshRedis(t *testing.T) *redis.Client {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, DB: redisDB})
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("end-to-end tests need Redis at %s: %v", *redisAddr, err)
+	}
+	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// enrollq runs the binary to completion with env added to a clean
+// environment.
+func enrollq(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("running enrollq %v: %v", args, err)
+	}
+	return r
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startWorker starts `enrollq worker` and returns a function that sends
+// SIGTERM and returns its exit status and output.
+func startWorker(t *testing.T, env []string) (stop func() (int, string), httpAddr string) {
+	t.Helper()
+	httpAddr = freePort(t)
+	cmd := exec.Command(binary, "worker")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "ENROLLQ_HTTP_ADDR=" + httpAddr, "LOG_FORMAT=json"}, env...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop = func() (int, string) {
+		if stopped {
+			return -1, logs.String()
+		}
+		stopped = true
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			}
+			return code, logs.String()
+		case <-time.After(40 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("worker did not exit 40s after SIGTERM")
+			return -1, logs.String()
+		}
+	}
+	t.Cleanup(func() { stop() })
+	// Ready when /healthz answers.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + httpAddr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			_, out := stop()
+			t.Fatalf("worker never served /healthz: %v\n%s", err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return stop, httpAddr
+}
+
+func newSessionID() string {
+	var b [16]byte
+	f, _ := os.Open("/dev/urandom")
+	_, _ = f.Read(b[:])
+	f.Close()
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func TestDemoExitsZero(t *testing.T) {
+	r := enrollq(t, nil, "demo")
+	if r.code != 0 {
+		t.Fatalf("enrollq demo exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"session_older_than_30_days", "reconciled", "all tasks ended as scripted"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout, "MISMATCH") {
+		t.Errorf("demo printed a mismatch:\n%s", r.stdout)
+	}
+}
+
+func TestEnqueueAndWorkEndToEnd(t *testing.T) {
+	rdb := freshRedis(t)
+	api := verisoultest.NewServer(apiKey)
+	defer api.Close()
+	env := []string{"REDIS_URL=" + redisURL(), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_RETRY_BASE=1s", "ENROLLQ_RETRY_MAX=2s"}
+
+	ok, expired, dup := newSessionID(), newSessionID(), newSessionID()
+	api.Script(expired, verisoultest.Fail(verisoul.CodeSessionOlderThan30Days))
+
+	// Enqueue before any worker runs: a producer never waits for the API.
+	for _, s := range []string{ok, expired, dup} {
+		r := enrollq(t, env, "enqueue", "--session-id", s, "--account-id", "acct-"+s[:8])
+		if r.code != 0 || !strings.Contains(r.stdout, "enqueued session "+s) {
+			t.Fatalf("enqueue %s: exit %d\n%s%s", s, r.code, r.stdout, r.stderr)
+		}
+	}
+	r := enrollq(t, env, "enqueue", "--session-id", strings.ToUpper(dup), "--account-id", "acct-x")
+	if r.code != 0 || !strings.Contains(r.stdout, "already queued") {
+		t.Fatalf("duplicate enqueue: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	stop, httpAddr := startWorker(t, env)
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	waitFor := func(s string, state asynq.TaskState) *asynq.TaskInfo {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
+			if err == nil && info.State == state {
+				return info
+			}
+			if time.Now().After(deadline) {
+				_, logs := stop()
+				t.Fatalf("task %s never reached %s (%+v, %v)\n%s", s, state, info, err, logs)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor(ok, asynq.TaskStateCompleted)
+	waitFor(dup, asynq.TaskStateCompleted)
+	info := waitFor(expired, asynq.TaskStateArchived)
+	if !strings.HasPrefix(info.LastErr, verisoul.CodeSessionOlderThan30Days+":") {
+		t.Errorf("archived error %q does not start with its code", info.LastErr)
+	}
+	if n := len(api.CallsFor(dup)); n != 1 {
+		t.Errorf("duplicate session called %d times, want 1", n)
+	}
+	resp, err := http.Get("http://" + httpAddr + "/readyz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("/readyz: %v %v", resp, err)
+	}
+
+	// Enqueueing again reports the state instead of a bare asynq error.
+	r = enrollq(t, env, "enqueue", "--session-id", ok, "--account-id", "acct-"+ok[:8])
+	if r.code != 0 || !strings.Contains(r.stdout, "already enrolled") {
+		t.Errorf("re-enqueue of an enrolled session: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = enrollq(t, env, "enqueue", "--session-id", expired, "--account-id", "acct-"+expired[:8])
+	if r.code != 1 || !strings.Contains(r.stderr, "dead-lettered with "+verisoul.CodeSessionOlderThan30Days) {
+		t.Errorf("re-enqueue of a dead-lettered session: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	code, logs := stop()
+	if code != 0 {
+		t.Errorf("worker exited %d after SIGTERM\n%s", code, logs)
+	}
+	if !strings.Contains(logs, `"msg":"attempt"`) || !strings.Contains(logs, `"session_id":"`+ok+`"`) {
+		t.Errorf("worker logs lack an attempt line for %s:\n%s", ok, logs)
+	}
+	if strings.Contains(logs, apiKey) {
+		t.Errorf("worker logs contain the API key")
+	}
+	if !strings.Contains(logs, `"api_key":"[REDACTED]"`) {
+		t.Errorf("worker logs do not show the redacted key in its config line:\n%s", logs)
+	}
+}
+
+func TestBadInputAndConfigExit2(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"bad session id", nil, []string{"enqueue", "--session-id", "nope", "--account-id", "a"}, "session_id: must be a canonical UUID"},
+		{"empty account id", nil, []string{"enqueue", "--session-id", newSessionID(), "--account-id", ""}, "account_id: must not be empty"},
+		{"long account id", nil, []string{"enqueue", "--session-id", newSessionID(), "--account-id", strings.Repeat("a", 256)}, "account_id: must be at most 255 bytes"},
+		{"bad queue", nil, []string{"enqueue", "--session-id", newSessionID(), "--account-id", "a", "--queue", "urgent"}, "--queue: must be signup or backfill"},
+		{"missing flag", nil, []string{"enqueue", "--account-id", "a"}, "--session-id"},
+		{"unknown command", nil, []string{"frobnicate"}, "unexpected argument frobnicate"},
+		{"bad redis url", []string{"REDIS_URL=http://x"}, []string{"enqueue", "--session-id", newSessionID(), "--account-id", "a"}, "REDIS_URL (--redis-url)"},
+		{"flag wins over env", []string{"REDIS_URL=redis://127.0.0.1:6379/0"}, []string{"--redis-url", "mysql://x", "enqueue", "--session-id", newSessionID(), "--account-id", "a"}, "REDIS_URL (--redis-url)"},
+		{"negative timeout", []string{"ENROLLQ_HTTP_TIMEOUT=-1s"}, []string{"worker"}, "ENROLLQ_HTTP_TIMEOUT (--http-timeout)"},
+		{"unknown env", []string{"VERISOUL_ENV=staging", "VERISOUL_API_KEY=k"}, []string{"worker"}, "VERISOUL_ENV (--env): must be sandbox or prod"},
+		{"worker without key", nil, []string{"worker"}, "VERISOUL_API_KEY (--api-key)"},
+		{"bad base url", []string{"VERISOUL_BASE_URL=ftp://x", "VERISOUL_API_KEY=" + apiKey}, []string{"worker"}, "VERISOUL_BASE_URL (--base-url)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			r := enrollq(t, c.env, c.args...)
+			if r.code != 2 {
+				t.Fatalf("exit %d, want 2\nstdout:%s\nstderr:%s", r.code, r.stdout, r.stderr)
+			}
+			if !strings.Contains(r.stderr, c.want) {
+				t.Errorf("stderr %q lacks %q", r.stderr, c.want)
+			}
+			if lines := strings.Count(strings.TrimSpace(r.stderr), "\n"); lines > 0 && !strings.Contains(c.name, "missing") && !strings.Contains(c.name, "unknown command") {
+				t.Errorf("error is %d lines, want one:\n%s", lines+1, r.stderr)
+			}
+			if strings.Contains(r.stdout+r.stderr, apiKey) {
+				t.Errorf("output contains the API key")
+			}
+		})
+	}
+}
+
+func TestEmptyEnvMeansDefault(t *testing.T) {
+	t.Parallel()
+	// An empty ENROLLQ_RATE_LIMIT (docker-compose's ${X:-}) is the default,
+	// not an error; an unreachable Redis is then the failure (exit 1).
+	r := enrollq(t, []string{"ENROLLQ_RATE_LIMIT=", "REDIS_URL=redis://127.0.0.1:1/0"}, "enqueue", "--session-id", newSessionID(), "--account-id", "a")
+	if r.code != 1 || !strings.Contains(r.stderr, "cannot reach Redis at redis://127.0.0.1:1/0") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestRedisUnreachableExit1WithoutPassword(t *testing.T) {
+	t.Parallel()
+	r := enrollq(t, []string{"REDIS_URL=redis://user:hunter2secret@127.0.0.1:1/0"}, "enqueue", "--session-id", newSessionID(), "--account-id", "a")
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1: %s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "cannot reach Redis") || strings.Contains(r.stderr, "hunter2secret") {
+		t.Fatalf("stderr %q: want a clear message without the password", r.stderr)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	r := enrollq(t, nil, "--help")
+	if r.code != 0 || !strings.Contains(r.stdout, "worker") || !strings.Contains(r.stdout, "REDIS_URL") {
+		t.Fatalf("--help: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}

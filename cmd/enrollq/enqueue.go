@@ -1,0 +1,47 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/tasks"
+)
+
+type enqueueCmd struct {
+	SessionID string `name:"session-id" required:"" help:"Face Match session id (a UUID)."`
+	AccountID string `name:"account-id" required:"" help:"Your account id for the user."`
+	Queue     string `name:"queue" default:"signup" help:"Queue: signup or backfill."`
+}
+
+// Run enqueues one enrollment. A session that already has a task is not an
+// error when it is queued or enrolled (the wanted state holds); it is one
+// when it is dead-lettered (the enrollment will not happen by itself).
+func (c enqueueCmd) Run(e *env) error {
+	if c.Queue != tasks.QueueSignup && c.Queue != tasks.QueueBackfill {
+		return usageErr("--queue: must be %s or %s, got %q", tasks.QueueSignup, tasks.QueueBackfill, c.Queue)
+	}
+	if _, err := tasks.NewEnrollPayload(c.SessionID, c.AccountID); err != nil {
+		return usageErr("invalid input: %v", err)
+	}
+	rdb, err := openRedis(e.ctx, e.cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	enq := enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention))
+	res, err := enq.Enroll(e.ctx, c.SessionID, c.AccountID, enqueue.WithQueue(c.Queue))
+	var dup *enqueue.DuplicateError
+	switch {
+	case err == nil:
+		fmt.Fprintf(e.stdout, "enqueued session %s as task %s in queue %s\n", strings.ToLower(c.SessionID), res.TaskID, res.Queue)
+		return nil
+	case errors.Is(err, enqueue.ErrDeadLettered) && errors.As(err, &dup):
+		return &exitError{code: exitFailure, err: fmt.Errorf("not enqueued: %v (last error: %s)", err, dup.LastErr)}
+	case errors.As(err, &dup):
+		fmt.Fprintf(e.stdout, "not enqueued: %v\n", err)
+		return nil
+	}
+	return err
+}

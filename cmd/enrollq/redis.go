@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/config"
+)
+
+// openRedis connects to REDIS_URL and checks that the server answers and is
+// new enough for asynq's scripts (6.2). Errors name the URL with its
+// password redacted.
+func openRedis(ctx context.Context, cfg config.Config) (*redis.Client, error) {
+	opt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, usageErr("REDIS_URL (--redis-url): %v", err)
+	}
+	rdb := redis.NewClient(opt)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := rdb.Info(pctx, "server").Result()
+	if err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("cannot reach Redis at %s: %w", cfg.RedactedRedisURL(), err)
+	}
+	if v := redisVersion(info); v != "" && !atLeast(v, 6, 2) {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis at %s is version %s; enrollq needs 6.2 or newer", cfg.RedactedRedisURL(), v)
+	}
+	return rdb, nil
+}
+
+func redisVersion(info string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func atLeast(version string, major, minor int) bool {
+	parts := strings.SplitN(version, ".", 3)
+	if len(parts) < 2 {
+		return true
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	return ma > major || ma == major && mi >= minor
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"github.com/enrollq/enrollq/verisoul"
+	"github.com/enrollq/enrollq/worker"
+)
+
+type workerCmd struct{}
+
+// Run delivers enrollments until the context ends (SIGINT/SIGTERM).
+func (workerCmd) Run(e *env) error {
+	if err := e.cfg.ValidateWorker(); err != nil {
+		return err
+	}
+	rdb, err := openRedis(e.ctx, e.cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	client, err := verisoul.New(e.cfg.ResolvedBaseURL(), e.cfg.APIKey.Reveal(), verisoul.WithTimeout(e.cfg.HTTPTimeout))
+	if err != nil {
+		return err
+	}
+	w, err := worker.New(worker.Config{
+		Redis:           rdb,
+		API:             client,
+		Logger:          e.log,
+		Concurrency:     e.cfg.ResolvedConcurrency(),
+		RetryBase:       e.cfg.RetryBase,
+		RetryMax:        e.cfg.RetryMax,
+		NotReadyWindow:  e.cfg.NotReadyWindow,
+		MaxWait:         e.cfg.MaxWait,
+		Retention:       e.cfg.Retention,
+		ShutdownTimeout: e.cfg.ShutdownTimeout,
+		HTTPAddr:        e.cfg.HTTPAddr,
+	})
+	if err != nil {
+		return err
+	}
+	e.log.Info("starting worker", "config", e.cfg)
+	return w.Run(e.ctx)
+}

@@ -1,0 +1,446 @@
+// Package config holds enrollq's settings: one Config struct read from
+// environment variables and command-line flags (flags win), its defaults, its
+// validation and its redacted printing.
+//
+// The cmd package embeds Config into its kong CLI with `embed:""`, so every
+// field is a global flag with a matching environment variable. Defaults live
+// in the kong `default` tags and in Default; a test keeps the two equal.
+// Validation is done by Validate and ValidateWorker rather than by kong's own
+// checks (no `enum` or `required` tags), so that every bad setting is
+// reported as one *Error line naming the variable, its flag and the rule.
+// kong calls Validate by itself at the end of Parse, because it runs the
+// Validate method of embedded structs; Parse then returns a *kong.ParseError
+// that wraps the *Error unchanged. ValidateWorker is never called by kong:
+// the worker command calls it.
+//
+// The package imports nothing of the project.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Verisoul environments accepted by Config.Env.
+const (
+	EnvSandbox = "sandbox"
+	EnvProd    = "prod"
+)
+
+// Base URLs of the Verisoul API, picked by Config.Env unless Config.BaseURL is set.
+const (
+	SandboxBaseURL = "https://api.sandbox.verisoul.ai"
+	ProdBaseURL    = "https://api.prod.verisoul.ai"
+)
+
+// Bounds of the concurrency derived from the rate limit when Config.Concurrency is 0.
+const (
+	MinDerivedConcurrency = 4
+	MaxDerivedConcurrency = 64
+)
+
+// Config is every setting of enrollq. Each field is a kong flag with a
+// matching environment variable; the flag wins when both are given. Fields
+// left unset take the default named in their comment, which Default also
+// returns.
+type Config struct {
+	// RedisURL is the Redis that holds the queues, as a redis:// or rediss://
+	// URL with an optional database number as its path. Default
+	// "redis://127.0.0.1:6379/0". Its password is redacted whenever the URL
+	// is printed.
+	RedisURL string `name:"redis-url" env:"REDIS_URL" default:"redis://127.0.0.1:6379/0" help:"Redis URL (redis:// or rediss://); Redis 6.2 or newer. Its password is never printed."`
+
+	// APIKey is the Verisoul API key. Default empty; the worker requires it.
+	// It never prints: see Secret.
+	APIKey Secret `name:"api-key" env:"VERISOUL_API_KEY" help:"Verisoul API key; required by the worker, never printed."`
+
+	// Env is the Verisoul environment, sandbox or prod; it picks the base URL
+	// when BaseURL is empty. Default "sandbox".
+	Env string `name:"env" env:"VERISOUL_ENV" default:"sandbox" help:"Verisoul environment: sandbox or prod; picks the base URL."`
+
+	// BaseURL overrides the Verisoul API base URL. Default empty, meaning the
+	// URL of Env (see ResolvedBaseURL).
+	BaseURL string `name:"base-url" env:"VERISOUL_BASE_URL" help:"Verisoul API base URL; empty means the URL of --env."`
+
+	// RateLimit is the number of API requests per minute allowed for one API
+	// key, shared by all worker processes. Default 300.
+	RateLimit int `name:"rate-limit" env:"ENROLLQ_RATE_LIMIT" default:"300" help:"API requests per minute per API key, shared by all workers."`
+
+	// Concurrency is the number of tasks in flight per worker process.
+	// Default 0, meaning derived from RateLimit (see ResolvedConcurrency).
+	Concurrency int `name:"concurrency" env:"ENROLLQ_CONCURRENCY" default:"0" help:"Tasks in flight per worker process; 0 derives it from the rate limit."`
+
+	// HTTPTimeout bounds one Verisoul API call. Default 10s.
+	HTTPTimeout time.Duration `name:"http-timeout" env:"ENROLLQ_HTTP_TIMEOUT" default:"10s" help:"Timeout of one API call."`
+
+	// RetryBase is the first queue-level retry delay; later delays grow from it
+	// up to RetryMax. Default 10s.
+	RetryBase time.Duration `name:"retry-base" env:"ENROLLQ_RETRY_BASE" default:"10s" help:"First queue-level retry delay; later ones grow up to --retry-max."`
+
+	// RetryMax caps the queue-level retry delay. Default 10m.
+	RetryMax time.Duration `name:"retry-max" env:"ENROLLQ_RETRY_MAX" default:"10m" help:"Longest queue-level retry delay."`
+
+	// MaxRetry is how many counted queue-level retries a task gets before it
+	// is dead-lettered. Default 10.
+	MaxRetry int `name:"max-retry" env:"ENROLLQ_MAX_RETRY" default:"10" help:"Counted queue-level retries before a task is dead-lettered."`
+
+	// NotReadyWindow is how long a task whose session is "not ready yet" keeps
+	// being retried before it is dead-lettered with that code. Default 1h.
+	NotReadyWindow time.Duration `name:"not-ready-window" env:"ENROLLQ_NOT_READY_WINDOW" default:"1h" help:"How long 'session not ready yet' answers are retried."`
+
+	// MaxWait is how long a task may keep waiting on 429 answers, which do
+	// not use up the retry budget, before those waits count as failures.
+	// Default 1h.
+	MaxWait time.Duration `name:"max-wait" env:"ENROLLQ_MAX_WAIT" default:"1h" help:"How long 429 waits may go on before they count as failures."`
+
+	// Retention is how long completed tasks are kept in Redis, so enqueueing
+	// the same session again reports "already enrolled". Default 720h (30 days).
+	Retention time.Duration `name:"retention" env:"ENROLLQ_RETENTION" default:"720h" help:"How long completed tasks are kept, so re-enqueues report 'already enrolled'."`
+
+	// ShutdownTimeout is how long the worker waits for in-flight tasks after
+	// SIGINT or SIGTERM before returning them to the queue. Default 25s.
+	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"ENROLLQ_SHUTDOWN_TIMEOUT" default:"25s" help:"How long in-flight tasks may finish after SIGINT/SIGTERM."`
+
+	// HTTPAddr is the host:port of the health, readiness, metrics and
+	// dashboard endpoints. Default "127.0.0.1:8080"; empty disables them.
+	HTTPAddr string `name:"http-addr" env:"ENROLLQ_HTTP_ADDR" default:"127.0.0.1:8080" help:"host:port of health, readiness, metrics and dashboard; empty disables."`
+
+	// LogFormat is the slog output format: "text", "json", or empty for
+	// automatic (text on a terminal, else json). Default empty.
+	LogFormat string `name:"log-format" env:"LOG_FORMAT" default:"" help:"Log format: text or json; empty means text on a terminal, else json."`
+
+	// LogLevel is the lowest slog level logged: debug, info, warn or error.
+	// Default "info".
+	LogLevel string `name:"log-level" env:"LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
+}
+
+// Default returns the settings used when no flag or environment variable is
+// given. It equals what kong produces from the `default` tags.
+func Default() Config {
+	return Config{
+		RedisURL:        "redis://127.0.0.1:6379/0",
+		Env:             EnvSandbox,
+		RateLimit:       300,
+		Concurrency:     0,
+		HTTPTimeout:     10 * time.Second,
+		RetryBase:       10 * time.Second,
+		RetryMax:        10 * time.Minute,
+		MaxRetry:        10,
+		NotReadyWindow:  time.Hour,
+		MaxWait:         time.Hour,
+		Retention:       720 * time.Hour,
+		ShutdownTimeout: 25 * time.Second,
+		HTTPAddr:        "127.0.0.1:8080",
+		LogFormat:       "",
+		LogLevel:        "info",
+	}
+}
+
+// Error is a bad setting. Its message is one line naming the environment
+// variable, its flag and the rule, e.g.
+//
+//	REDIS_URL (--redis-url): must be a redis:// or rediss:// URL, got "http://x"
+//
+// The rule ends with the bad value unless the setting is secret; passwords in
+// URLs are redacted.
+type Error struct {
+	Var  string // environment variable, e.g. "REDIS_URL"
+	Flag string // flag with its dashes, e.g. "--redis-url"
+	Rule string // the rule broken, with the bad value when it may be shown
+}
+
+// Error returns "VAR (--flag): rule".
+func (e *Error) Error() string {
+	return e.Var + " (" + e.Flag + "): " + e.Rule
+}
+
+// errorFor builds an *Error for the Config field named field, taking the
+// variable and flag names from its kong tags so messages cannot drift from
+// what the user typed. An unknown field name is a programming error.
+func errorFor(field, format string, args ...any) *Error {
+	f, ok := reflect.TypeFor[Config]().FieldByName(field)
+	if !ok {
+		panic("config: no field " + field)
+	}
+	return &Error{
+		Var:  f.Tag.Get("env"),
+		Flag: "--" + f.Tag.Get("name"),
+		Rule: fmt.Sprintf(format, args...),
+	}
+}
+
+// Validate checks the settings every command needs and returns the first
+// bad one as an *Error. It does not require the API key; see ValidateWorker.
+// kong calls it during Parse when Config is embedded in the CLI.
+func (c *Config) Validate() error {
+	if err := validateRedisURL(c.RedisURL); err != nil {
+		return err
+	}
+	if c.APIKey != "" && strings.TrimSpace(c.APIKey.Reveal()) != c.APIKey.Reveal() {
+		// A key read from a file often keeps its newline; it would fail
+		// every call with 401, so say so now, without showing the key.
+		return errorFor("APIKey", "must not start or end with whitespace")
+	}
+	if c.Env != EnvSandbox && c.Env != EnvProd {
+		return errorFor("Env", "must be %s or %s, got %q", EnvSandbox, EnvProd, c.Env)
+	}
+	if c.BaseURL != "" {
+		u, err := url.Parse(c.BaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errorFor("BaseURL", "must be an absolute http(s) URL, got %q", redactUserinfo(c.BaseURL))
+		}
+	}
+	if c.RateLimit < 1 {
+		return errorFor("RateLimit", "must be at least 1 request per minute, got %d", c.RateLimit)
+	}
+	if c.Concurrency < 0 {
+		return errorFor("Concurrency", "must be 0 (derived from the rate limit) or more, got %d", c.Concurrency)
+	}
+	if err := positive("HTTPTimeout", c.HTTPTimeout); err != nil {
+		return err
+	}
+	if err := positive("RetryBase", c.RetryBase); err != nil {
+		return err
+	}
+	if c.RetryMax < c.RetryBase {
+		return errorFor("RetryMax", "must be at least ENROLLQ_RETRY_BASE (%s), got %s", c.RetryBase, c.RetryMax)
+	}
+	if c.MaxRetry < 0 {
+		return errorFor("MaxRetry", "must be 0 or more, got %d", c.MaxRetry)
+	}
+	for _, d := range []struct {
+		field string
+		value time.Duration
+	}{
+		{"NotReadyWindow", c.NotReadyWindow},
+		{"MaxWait", c.MaxWait},
+		{"Retention", c.Retention},
+		{"ShutdownTimeout", c.ShutdownTimeout},
+	} {
+		if err := positive(d.field, d.value); err != nil {
+			return err
+		}
+	}
+	if c.HTTPAddr != "" {
+		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || !validPort(port) {
+			return errorFor("HTTPAddr", "must be empty (disabled) or host:port with a port from 0 to 65535, got %q", c.HTTPAddr)
+		}
+	}
+	switch c.LogFormat {
+	case "", "text", "json":
+	default:
+		return errorFor("LogFormat", "must be empty (text on a terminal, else json), text or json, got %q", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return errorFor("LogLevel", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	return nil
+}
+
+// ValidateWorker checks what Validate checks plus what only the worker
+// needs: an API key. It returns the first bad setting as an *Error.
+func (c *Config) ValidateWorker() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if c.APIKey == "" {
+		return errorFor("APIKey", "required by the worker")
+	}
+	return nil
+}
+
+// validateRedisURL accepts redis:// and rediss:// URLs with a host and an
+// optional database number as the path, which is what asynq's ParseRedisURI
+// accepts too. Messages show the URL with its password redacted.
+func validateRedisURL(raw string) error {
+	shown := redactUserinfo(raw)
+	u, err := url.Parse(raw)
+	if err != nil && (strings.HasPrefix(raw, "redis://") || strings.HasPrefix(raw, "rediss://")) {
+		// Never show err: net/url quotes the whole URL, password included.
+		return errorFor("RedisURL", "is not a valid URL (percent-encode special characters in the password), got %q", shown)
+	}
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+		return errorFor("RedisURL", "must be a redis:// or rediss:// URL, got %q", shown)
+	}
+	if strings.Contains(raw, "#") {
+		// An unescaped '#' in a password silently cuts the URL short, and
+		// the rest would be taken as the host.
+		return errorFor("RedisURL", "must not contain '#' (write it as %%23 in a password), got %q", shown)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return errorFor("RedisURL", "must name a host, as in redis://HOST:6379/0, got %q", shown)
+	}
+	if u.Path != "" {
+		db, err := strconv.Atoi(strings.TrimPrefix(u.Path, "/"))
+		if err != nil || db < 0 {
+			return errorFor("RedisURL", "path must be a database number, as in redis://HOST:6379/0, got %q", shown)
+		}
+	}
+	return nil
+}
+
+// positive reports a duration that is zero or negative.
+func positive(field string, d time.Duration) error {
+	if d <= 0 {
+		return errorFor(field, "must be positive, got %s", d)
+	}
+	return nil
+}
+
+// validPort reports whether port is a decimal number from 0 to 65535. Port 0
+// is allowed so tests can listen on a free port.
+func validPort(port string) bool {
+	_, err := strconv.ParseUint(port, 10, 16)
+	return err == nil
+}
+
+// redactUserinfo replaces the password of a URL with "xxxxx", keeping the
+// user name, the way net/url's URL.Redacted does. It works on the raw text
+// rather than on a parsed URL so that it also hides passwords in URLs that do
+// not parse (an unescaped '#' or '@' in a password, a missing scheme): the
+// user info is taken to end at the last '@'. It may hide more than the
+// password of an odd URL, never less.
+func redactUserinfo(raw string) string {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	start := 0
+	if i := strings.Index(raw[:at], "://"); i >= 0 {
+		start = i + len("://")
+	}
+	userinfo := raw[start:at]
+	colon := strings.Index(userinfo, ":")
+	if colon < 0 {
+		return raw // a user name alone, no password
+	}
+	return raw[:start+colon+1] + "xxxxx" + raw[at:]
+}
+
+// ResolvedBaseURL returns the Verisoul API base URL without a trailing
+// slash: BaseURL when set, else the URL of Env (sandbox for anything but
+// prod; Validate rejects other values).
+func (c Config) ResolvedBaseURL() string {
+	if c.BaseURL != "" {
+		return strings.TrimRight(c.BaseURL, "/")
+	}
+	if c.Env == EnvProd {
+		return ProdBaseURL
+	}
+	return SandboxBaseURL
+}
+
+// ResolvedConcurrency returns the number of tasks a worker process runs at
+// once: Concurrency when set, else twice the calls per second that RateLimit
+// allows, rounded up and clamped to [MinDerivedConcurrency,
+// MaxDerivedConcurrency]. An API call takes well under 2 s, so that many
+// tasks keep the rate budget busy without parking many of them on the
+// limiter.
+func (c Config) ResolvedConcurrency() int {
+	if c.Concurrency > 0 {
+		return c.Concurrency
+	}
+	// ceil(RateLimit/60 * 2) = ceil(RateLimit/30).
+	n := (c.RateLimit + 29) / 30
+	return min(max(n, MinDerivedConcurrency), MaxDerivedConcurrency)
+}
+
+// RedactedRedisURL returns RedisURL with its password replaced by "xxxxx";
+// the user name is kept.
+func (c Config) RedactedRedisURL() string { return redactUserinfo(c.RedisURL) }
+
+// attrs lists every setting as shown to people: secrets redacted, the base
+// URL and concurrency resolved, durations as Go duration strings (slog's
+// JSON handler would print them as nanoseconds).
+func (c Config) attrs() []slog.Attr {
+	return []slog.Attr{
+		slog.String("redis_url", c.RedactedRedisURL()),
+		slog.String("api_key", c.APIKey.String()),
+		slog.String("env", c.Env),
+		slog.String("base_url", c.ResolvedBaseURL()),
+		slog.Int("rate_limit", c.RateLimit),
+		slog.Int("concurrency", c.ResolvedConcurrency()),
+		slog.String("http_timeout", c.HTTPTimeout.String()),
+		slog.String("retry_base", c.RetryBase.String()),
+		slog.String("retry_max", c.RetryMax.String()),
+		slog.Int("max_retry", c.MaxRetry),
+		slog.String("not_ready_window", c.NotReadyWindow.String()),
+		slog.String("max_wait", c.MaxWait.String()),
+		slog.String("retention", c.Retention.String()),
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+		slog.String("http_addr", c.HTTPAddr),
+		slog.String("log_format", c.LogFormat),
+		slog.String("log_level", c.LogLevel),
+	}
+}
+
+// LogValue implements slog.LogValuer: a group of every setting with the API
+// key and the Redis password redacted, and the base URL and concurrency
+// resolved.
+func (c Config) LogValue() slog.Value { return slog.GroupValue(c.attrs()...) }
+
+// String returns the settings of LogValue as space-separated key=value pairs.
+func (c Config) String() string {
+	var b strings.Builder
+	for i, a := range c.attrs() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		v := a.Value.String()
+		if v == "" || strings.ContainsAny(v, " \"=") {
+			v = strconv.Quote(v)
+		}
+		b.WriteString(a.Key + "=" + v)
+	}
+	return b.String()
+}
+
+// GoString implements fmt.GoStringer so %#v shows the fields of Config with
+// the Redis password redacted (the API key redacts itself).
+func (c Config) GoString() string {
+	type fields Config // no methods, so %#v below does not call GoString again
+	f := fields(c)
+	f.RedisURL = c.RedactedRedisURL()
+	s := fmt.Sprintf("%#v", f)
+	return "config.Config" + s[strings.Index(s, "{"):]
+}
+
+// Format implements fmt.Formatter so that every verb prints String (%#v
+// prints GoString); without it a verb such as %d would print the raw fields,
+// Redis password included.
+func (c Config) Format(f fmt.State, verb rune) { formatAs(f, verb, c.String(), c.GoString()) }
+
+// MarshalJSON encodes the settings of LogValue as one JSON object with the
+// same snake_case keys, so a Config marshalled anywhere stays redacted.
+func (c Config) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, a := range c.attrs() {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, err := json.Marshal(a.Key)
+		if err != nil {
+			return nil, err
+		}
+		v, err := json.Marshal(a.Value.Any())
+		if err != nil {
+			return nil, err
+		}
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}

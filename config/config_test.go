@@ -1,0 +1,622 @@
+package config
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io"
+	"log/slog"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alecthomas/kong"
+)
+
+const (
+	testKey      = "sk_test_TOPSECRET_4f2a9c"
+	testPassword = "hunter2pw"
+)
+
+// testCLI is a root CLI like the one cmd builds: Config embedded as global flags.
+type testCLI struct {
+	Config `embed:""`
+}
+
+// parse runs kong on args the way the cmd package does and returns the Config.
+func parse(t *testing.T, args ...string) (Config, error) {
+	t.Helper()
+	var cli testCLI
+	parser, err := kong.New(&cli,
+		kong.Exit(func(code int) { t.Fatalf("kong exited with status %d", code) }),
+		kong.Writers(io.Discard, io.Discard),
+	)
+	if err != nil {
+		t.Fatalf("kong.New: %v", err)
+	}
+	_, err = parser.Parse(args)
+	return cli.Config, err
+}
+
+// envNames returns the environment variable of every Config field.
+func envNames() []string {
+	var names []string
+	for f := range reflect.TypeFor[Config]().Fields() {
+		names = append(names, f.Tag.Get("env"))
+	}
+	return names
+}
+
+// clearEnv unsets every variable Config reads for the rest of the test.
+func clearEnv(t *testing.T) {
+	t.Helper()
+	for _, name := range envNames() {
+		t.Setenv(name, "") // restores the old value when the test ends
+		if err := os.Unsetenv(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// valid returns a Config that passes ValidateWorker and holds both secrets.
+func valid() Config {
+	c := Default()
+	c.APIKey = testKey
+	c.RedisURL = "redis://app:" + testPassword + "@redis.internal:6379/0"
+	return c
+}
+
+func TestTags(t *testing.T) {
+	t.Parallel()
+	seenEnv := map[string]bool{}
+	seenFlag := map[string]bool{}
+	for f := range reflect.TypeFor[Config]().Fields() {
+		env, name := f.Tag.Get("env"), f.Tag.Get("name")
+		if env == "" || name == "" || f.Tag.Get("help") == "" {
+			t.Errorf("%s: want name, env and help tags, got `%s`", f.Name, f.Tag)
+		}
+		// Our Validate must report bad values, not kong.
+		for _, banned := range []string{"enum", "required"} {
+			if _, ok := f.Tag.Lookup(banned); ok {
+				t.Errorf("%s: has a %q tag; validation belongs to Validate", f.Name, banned)
+			}
+		}
+		if seenEnv[env] || seenFlag[name] {
+			t.Errorf("%s: env %s or flag %s used twice", f.Name, env, name)
+		}
+		seenEnv[env], seenFlag[name] = true, true
+	}
+}
+
+// TestFieldDocsStateDefault keeps the promise that every field's comment
+// names its default.
+func TestFieldDocsStateDefault(t *testing.T) {
+	t.Parallel()
+	file, err := parser.ParseFile(token.NewFileSet(), "config.go", nil, parser.ParseComments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	ast.Inspect(file, func(n ast.Node) bool {
+		spec, ok := n.(*ast.TypeSpec)
+		if !ok || spec.Name.Name != "Config" {
+			return true
+		}
+		found = true
+		for _, field := range spec.Type.(*ast.StructType).Fields.List {
+			if field.Doc == nil || !strings.Contains(field.Doc.Text(), "Default") {
+				t.Errorf("field %s: doc comment does not state its default", field.Names[0].Name)
+			}
+		}
+		return false
+	})
+	if !found {
+		t.Fatal("type Config not found in config.go")
+	}
+}
+
+func TestKongDefaultsEqualDefault(t *testing.T) {
+	clearEnv(t)
+	got, err := parse(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := Default(); got != want {
+		t.Errorf("kong defaults differ from Default():\nkong:    %#v\nDefault: %#v", got, want)
+	}
+	if err := got.Validate(); err != nil {
+		t.Errorf("defaults do not validate: %v", err)
+	}
+}
+
+func TestKongReadsEnv(t *testing.T) {
+	clearEnv(t)
+	env := map[string]string{
+		"REDIS_URL":                "rediss://:" + testPassword + "@cache:6380/2",
+		"VERISOUL_API_KEY":         testKey,
+		"VERISOUL_ENV":             "prod",
+		"VERISOUL_BASE_URL":        "http://127.0.0.1:9999",
+		"ENROLLQ_RATE_LIMIT":       "600",
+		"ENROLLQ_CONCURRENCY":      "7",
+		"ENROLLQ_HTTP_TIMEOUT":     "3s",
+		"ENROLLQ_RETRY_BASE":       "2s",
+		"ENROLLQ_RETRY_MAX":        "1m",
+		"ENROLLQ_MAX_RETRY":        "4",
+		"ENROLLQ_NOT_READY_WINDOW": "30m",
+		"ENROLLQ_MAX_WAIT":         "2h",
+		"ENROLLQ_RETENTION":        "48h",
+		"ENROLLQ_SHUTDOWN_TIMEOUT": "5s",
+		"ENROLLQ_HTTP_ADDR":        ":0",
+		"LOG_FORMAT":               "json",
+		"LOG_LEVEL":                "debug",
+	}
+	if len(env) != len(envNames()) {
+		t.Fatalf("test sets %d variables, Config has %d", len(env), len(envNames()))
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	got, err := parse(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		RedisURL:        "rediss://:" + testPassword + "@cache:6380/2",
+		APIKey:          testKey,
+		Env:             "prod",
+		BaseURL:         "http://127.0.0.1:9999",
+		RateLimit:       600,
+		Concurrency:     7,
+		HTTPTimeout:     3 * time.Second,
+		RetryBase:       2 * time.Second,
+		RetryMax:        time.Minute,
+		MaxRetry:        4,
+		NotReadyWindow:  30 * time.Minute,
+		MaxWait:         2 * time.Hour,
+		Retention:       48 * time.Hour,
+		ShutdownTimeout: 5 * time.Second,
+		HTTPAddr:        ":0",
+		LogFormat:       "json",
+		LogLevel:        "debug",
+	}
+	if got != want {
+		t.Errorf("got  %#v\nwant %#v", got, want)
+	}
+	if got.APIKey.Reveal() != testKey {
+		t.Errorf("APIKey from env: got %d bytes, want the key", len(got.APIKey.Reveal()))
+	}
+}
+
+func TestKongFlagWinsOverEnv(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("VERISOUL_API_KEY", "from-env")
+	t.Setenv("ENROLLQ_RATE_LIMIT", "60")
+	t.Setenv("ENROLLQ_HTTP_TIMEOUT", "1s")
+	t.Setenv("LOG_LEVEL", "warn")
+	t.Setenv("ENROLLQ_HTTP_ADDR", "0.0.0.0:9000")
+
+	got, err := parse(t,
+		"--api-key", "from-flag",
+		"--rate-limit=120",
+		"--http-timeout", "4s",
+		"--log-level=error",
+		"--http-addr=",
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.APIKey.Reveal() != "from-flag" {
+		t.Errorf("APIKey: flag did not win over VERISOUL_API_KEY")
+	}
+	if got.RateLimit != 120 || got.HTTPTimeout != 4*time.Second || got.LogLevel != "error" || got.HTTPAddr != "" {
+		t.Errorf("flags did not win: %v", got)
+	}
+	// A variable with no flag still comes from the environment or the default.
+	if got.Env != "sandbox" || got.MaxRetry != 10 {
+		t.Errorf("unflagged settings: got env=%q max_retry=%d", got.Env, got.MaxRetry)
+	}
+}
+
+// TestKongLeavesEnumsToValidate checks that kong has no enum of its own for
+// the enumerated settings, so the user sees our one-line message. kong calls
+// Config.Validate during Parse (it finds Validate methods on embedded
+// structs), so the error comes out of Parse, unwrapped to an *Error.
+func TestKongLeavesEnumsToValidate(t *testing.T) {
+	clearEnv(t)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--env=staging"}, `VERISOUL_ENV (--env): must be sandbox or prod, got "staging"`},
+		{[]string{"--log-format=xml"}, `LOG_FORMAT (--log-format): must be empty (text on a terminal, else json), text or json, got "xml"`},
+		{[]string{"--log-level=verbose"}, `LOG_LEVEL (--log-level): must be debug, info, warn or error, got "verbose"`},
+		{[]string{"--redis-url=redis://:" + testPassword + "@h/x"}, `REDIS_URL (--redis-url): path must be a database number, as in redis://HOST:6379/0, got "redis://:xxxxx@h/x"`},
+	}
+	for _, tt := range tests {
+		_, err := parse(t, tt.args...)
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("%v: got %v, want %s", tt.args, err, tt.want)
+		}
+		var cerr *Error
+		if !errors.As(err, &cerr) {
+			t.Errorf("%v: got %T, want an *Error inside", tt.args, err)
+		}
+	}
+	// The worker-only rule is not applied by kong: other commands need no key.
+	if _, err := parse(t); err != nil {
+		t.Errorf("no API key: kong failed with %v", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		worker bool // ValidateWorker rather than Validate
+		want   string
+	}{
+		{"redis scheme", func(c *Config) { c.RedisURL = "http://x" }, false,
+			`REDIS_URL (--redis-url): must be a redis:// or rediss:// URL, got "http://x"`},
+		{"redis scheme with password", func(c *Config) { c.RedisURL = "http://u:" + testPassword + "@x" }, false,
+			`REDIS_URL (--redis-url): must be a redis:// or rediss:// URL, got "http://u:xxxxx@x"`},
+		{"redis no scheme with password", func(c *Config) { c.RedisURL = "u:" + testPassword + "@x:6379" }, false,
+			`REDIS_URL (--redis-url): must be a redis:// or rediss:// URL, got "u:xxxxx@x:6379"`},
+		{"redis unparsable with password", func(c *Config) { c.RedisURL = "redis://:" + testPassword + "@[::1" }, false,
+			`REDIS_URL (--redis-url): is not a valid URL (percent-encode special characters in the password), got "redis://:xxxxx@[::1"`},
+		{"redis password with ?", func(c *Config) { c.RedisURL = "redis://:p?" + testPassword + "@host" }, false,
+			`REDIS_URL (--redis-url): is not a valid URL (percent-encode special characters in the password), got "redis://:xxxxx@host"`},
+		{"redis password with # and @", func(c *Config) { c.RedisURL = "redis://:p@ss#" + testPassword + "@host" }, false,
+			`REDIS_URL (--redis-url): must not contain '#' (write it as %23 in a password), got "redis://:xxxxx@host"`},
+		{"redis empty", func(c *Config) { c.RedisURL = "" }, false,
+			`REDIS_URL (--redis-url): must be a redis:// or rediss:// URL, got ""`},
+		{"redis no host", func(c *Config) { c.RedisURL = "redis://:6379/0" }, false,
+			`REDIS_URL (--redis-url): must name a host, as in redis://HOST:6379/0, got "redis://:6379/0"`},
+		{"redis bad db", func(c *Config) { c.RedisURL = "redis://u:" + testPassword + "@h:6379/zero" }, false,
+			`REDIS_URL (--redis-url): path must be a database number, as in redis://HOST:6379/0, got "redis://u:xxxxx@h:6379/zero"`},
+		{"redis negative db", func(c *Config) { c.RedisURL = "redis://h/-1" }, false,
+			`REDIS_URL (--redis-url): path must be a database number, as in redis://HOST:6379/0, got "redis://h/-1"`},
+		{"api key whitespace", func(c *Config) { c.APIKey = testKey + "\n" }, false,
+			`VERISOUL_API_KEY (--api-key): must not start or end with whitespace`},
+		{"api key required", func(c *Config) { c.APIKey = "" }, true,
+			`VERISOUL_API_KEY (--api-key): required by the worker`},
+		{"env", func(c *Config) { c.Env = "staging" }, false,
+			`VERISOUL_ENV (--env): must be sandbox or prod, got "staging"`},
+		{"env case", func(c *Config) { c.Env = "Prod" }, false,
+			`VERISOUL_ENV (--env): must be sandbox or prod, got "Prod"`},
+		{"base url relative", func(c *Config) { c.BaseURL = "api.verisoul.ai" }, false,
+			`VERISOUL_BASE_URL (--base-url): must be an absolute http(s) URL, got "api.verisoul.ai"`},
+		{"base url scheme", func(c *Config) { c.BaseURL = "ftp://u:" + testPassword + "@api" }, false,
+			`VERISOUL_BASE_URL (--base-url): must be an absolute http(s) URL, got "ftp://u:xxxxx@api"`},
+		{"base url no host", func(c *Config) { c.BaseURL = "https:///v1" }, false,
+			`VERISOUL_BASE_URL (--base-url): must be an absolute http(s) URL, got "https:///v1"`},
+		{"rate limit", func(c *Config) { c.RateLimit = 0 }, false,
+			`ENROLLQ_RATE_LIMIT (--rate-limit): must be at least 1 request per minute, got 0`},
+		{"concurrency", func(c *Config) { c.Concurrency = -1 }, false,
+			`ENROLLQ_CONCURRENCY (--concurrency): must be 0 (derived from the rate limit) or more, got -1`},
+		{"http timeout", func(c *Config) { c.HTTPTimeout = -time.Second }, false,
+			`ENROLLQ_HTTP_TIMEOUT (--http-timeout): must be positive, got -1s`},
+		{"http timeout zero", func(c *Config) { c.HTTPTimeout = 0 }, false,
+			`ENROLLQ_HTTP_TIMEOUT (--http-timeout): must be positive, got 0s`},
+		{"retry base", func(c *Config) { c.RetryBase = 0 }, false,
+			`ENROLLQ_RETRY_BASE (--retry-base): must be positive, got 0s`},
+		{"retry max below base", func(c *Config) { c.RetryMax = 5 * time.Second }, false,
+			`ENROLLQ_RETRY_MAX (--retry-max): must be at least ENROLLQ_RETRY_BASE (10s), got 5s`},
+		{"max retry", func(c *Config) { c.MaxRetry = -1 }, false,
+			`ENROLLQ_MAX_RETRY (--max-retry): must be 0 or more, got -1`},
+		{"not ready window", func(c *Config) { c.NotReadyWindow = 0 }, false,
+			`ENROLLQ_NOT_READY_WINDOW (--not-ready-window): must be positive, got 0s`},
+		{"max wait", func(c *Config) { c.MaxWait = -time.Minute }, false,
+			`ENROLLQ_MAX_WAIT (--max-wait): must be positive, got -1m0s`},
+		{"retention", func(c *Config) { c.Retention = 0 }, false,
+			`ENROLLQ_RETENTION (--retention): must be positive, got 0s`},
+		{"shutdown timeout", func(c *Config) { c.ShutdownTimeout = 0 }, false,
+			`ENROLLQ_SHUTDOWN_TIMEOUT (--shutdown-timeout): must be positive, got 0s`},
+		{"http addr no port", func(c *Config) { c.HTTPAddr = "localhost" }, false,
+			`ENROLLQ_HTTP_ADDR (--http-addr): must be empty (disabled) or host:port with a port from 0 to 65535, got "localhost"`},
+		{"http addr bad port", func(c *Config) { c.HTTPAddr = "localhost:99999" }, false,
+			`ENROLLQ_HTTP_ADDR (--http-addr): must be empty (disabled) or host:port with a port from 0 to 65535, got "localhost:99999"`},
+		{"log format", func(c *Config) { c.LogFormat = "xml" }, false,
+			`LOG_FORMAT (--log-format): must be empty (text on a terminal, else json), text or json, got "xml"`},
+		{"log level", func(c *Config) { c.LogLevel = "verbose" }, false,
+			`LOG_LEVEL (--log-level): must be debug, info, warn or error, got "verbose"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := valid()
+			tt.mutate(&c)
+			var err error
+			if tt.worker {
+				err = c.ValidateWorker()
+			} else {
+				err = c.Validate()
+				// The worker checks everything Validate checks.
+				if werr := c.ValidateWorker(); werr == nil || werr.Error() != err.Error() {
+					t.Errorf("ValidateWorker: got %v, want the Validate error", werr)
+				}
+			}
+			if err == nil {
+				t.Fatalf("got nil, want %s", tt.want)
+			}
+			if err.Error() != tt.want {
+				t.Errorf("got  %s\nwant %s", err, tt.want)
+			}
+			var cerr *Error
+			if !errors.As(err, &cerr) {
+				t.Fatalf("got %T, want *Error", err)
+			}
+			if !strings.HasPrefix(tt.want, cerr.Var+" ("+cerr.Flag+"): ") || !strings.HasPrefix(cerr.Flag, "--") {
+				t.Errorf("Var %q / Flag %q do not match the message", cerr.Var, cerr.Flag)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("message is not one line: %q", err)
+			}
+			assertNoSecret(t, "error", err.Error())
+		})
+	}
+}
+
+func TestValidateAccepts(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+	}{
+		{"defaults with key", func(*Config) {}},
+		{"rediss", func(c *Config) { c.RedisURL = "rediss://default:pw@redis.example.com:6380" }},
+		{"redis no path", func(c *Config) { c.RedisURL = "redis://localhost" }},
+		{"redis db 15", func(c *Config) { c.RedisURL = "redis://localhost:6379/15" }},
+		{"prod", func(c *Config) { c.Env = "prod" }},
+		{"base url", func(c *Config) { c.BaseURL = "http://127.0.0.1:8081/" }},
+		{"derived concurrency", func(c *Config) { c.Concurrency = 0 }},
+		{"no retries", func(c *Config) { c.MaxRetry = 0 }},
+		{"retry max equals base", func(c *Config) { c.RetryMax = c.RetryBase }},
+		{"http disabled", func(c *Config) { c.HTTPAddr = "" }},
+		{"http any interface port 0", func(c *Config) { c.HTTPAddr = ":0" }},
+		{"http ipv6", func(c *Config) { c.HTTPAddr = "[::1]:8080" }},
+		{"log text", func(c *Config) { c.LogFormat = "text" }},
+		{"log json", func(c *Config) { c.LogFormat = "json" }},
+		{"log debug", func(c *Config) { c.LogLevel = "debug" }},
+		{"log warn", func(c *Config) { c.LogLevel = "warn" }},
+		{"log error", func(c *Config) { c.LogLevel = "error" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := valid()
+			tt.mutate(&c)
+			if err := c.ValidateWorker(); err != nil {
+				t.Errorf("ValidateWorker: %v", err)
+			}
+		})
+	}
+}
+
+func TestValidateDefaultNeedsOnlyKeyForWorker(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	if err := c.ValidateWorker(); err == nil || !strings.HasPrefix(err.Error(), "VERISOUL_API_KEY (--api-key): ") {
+		t.Errorf("ValidateWorker: got %v, want the API key error", err)
+	}
+}
+
+// assertNoSecret fails if out holds the API key or the Redis password, raw
+// or hex-encoded.
+func assertNoSecret(t *testing.T, what, out string) {
+	t.Helper()
+	for _, s := range []string{testKey, testPassword} {
+		for _, form := range []string{s, hex.EncodeToString([]byte(s)), strings.ToUpper(hex.EncodeToString([]byte(s)))} {
+			if strings.Contains(out, form) {
+				t.Errorf("%s leaks a secret: %s", what, out)
+			}
+		}
+	}
+}
+
+func TestSecretNeverPrinted(t *testing.T) {
+	t.Parallel()
+	c := valid()
+	s := c.APIKey
+	values := map[string]any{
+		"Secret":          s,
+		"*Secret":         &s,
+		"Config":          c,
+		"*Config":         &c,
+		"struct{Config}":  struct{ C Config }{c},
+		"struct{*Secret}": struct{ K *Secret }{&s},
+		"[]Secret":        []Secret{s},
+	}
+	for name, v := range values {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%10s", "%-12v"} {
+			assertNoSecret(t, name+" "+verb, fmt.Sprintf(verb, v))
+		}
+		assertNoSecret(t, name+" Sprint", fmt.Sprint(v))
+		out, err := json.Marshal(v)
+		if err != nil {
+			t.Fatalf("json.Marshal(%s): %v", name, err)
+		}
+		assertNoSecret(t, name+" json", string(out))
+		for _, h := range []func(io.Writer) slog.Handler{
+			func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) },
+			func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, nil) },
+		} {
+			var buf bytes.Buffer
+			slog.New(h(&buf)).Info("config", "value", v, slog.Any("any", v))
+			assertNoSecret(t, name+" slog", buf.String())
+		}
+	}
+	text, _ := s.MarshalText()
+	assertNoSecret(t, "MarshalText", string(text))
+	assertNoSecret(t, "String", c.String())
+	assertNoSecret(t, "GoString", c.GoString())
+}
+
+func TestSecretForms(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		format string
+		set    string
+		empty  string
+	}{
+		{"%v", "[REDACTED]", ""},
+		{"%s", "[REDACTED]", ""},
+		{"%q", `"[REDACTED]"`, `""`},
+		{"%#v", `"[REDACTED]"`, `""`},
+		{"%x", "[REDACTED]", ""},
+		{"%12s|", "  [REDACTED]|", "            |"},
+		{"%-12s|", "[REDACTED]  |", "            |"},
+	}
+	for _, tt := range tests {
+		if got := fmt.Sprintf(tt.format, Secret(testKey)); got != tt.set {
+			t.Errorf("%s of a set Secret: got %q, want %q", tt.format, got, tt.set)
+		}
+		if got := fmt.Sprintf(tt.format, Secret("")); got != tt.empty {
+			t.Errorf("%s of an empty Secret: got %q, want %q", tt.format, got, tt.empty)
+		}
+	}
+	if got, _ := json.Marshal(Secret("")); string(got) != `""` {
+		t.Errorf("json of an empty Secret: got %s", got)
+	}
+	if got, _ := json.Marshal(Secret("x")); string(got) != `"[REDACTED]"` {
+		t.Errorf("json of a set Secret: got %s", got)
+	}
+	if got := Secret(testKey).LogValue().String(); got != "[REDACTED]" {
+		t.Errorf("LogValue: got %q", got)
+	}
+	if got := Secret(testKey).Reveal(); got != testKey {
+		t.Errorf("Reveal did not return the key")
+	}
+	var s Secret
+	if err := s.UnmarshalText([]byte(testKey)); err != nil || s.Reveal() != testKey {
+		t.Errorf("UnmarshalText: err %v, value not stored", err)
+	}
+}
+
+func TestRedactedRedisURL(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, want string }{
+		{"redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"},
+		{"redis://app:" + testPassword + "@h:6379/0", "redis://app:xxxxx@h:6379/0"},
+		{"rediss://:" + testPassword + "@h:6380", "rediss://:xxxxx@h:6380"},
+		{"redis://app@h", "redis://app@h"},
+		{"redis://:p@ss/w#" + testPassword + "@h/1", "redis://:xxxxx@h/1"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		c := Config{RedisURL: tt.in}
+		if got := c.RedactedRedisURL(); got != tt.want {
+			t.Errorf("RedactedRedisURL(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestResolvedBaseURL(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ env, base, want string }{
+		{"sandbox", "", "https://api.sandbox.verisoul.ai"},
+		{"prod", "", "https://api.prod.verisoul.ai"},
+		{"prod", "http://127.0.0.1:8081", "http://127.0.0.1:8081"},
+		{"sandbox", "http://127.0.0.1:8081/", "http://127.0.0.1:8081"},
+	}
+	for _, tt := range tests {
+		c := Config{Env: tt.env, BaseURL: tt.base}
+		if got := c.ResolvedBaseURL(); got != tt.want {
+			t.Errorf("env %q base %q: got %q, want %q", tt.env, tt.base, got, tt.want)
+		}
+	}
+}
+
+func TestResolvedConcurrency(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ rateLimit, concurrency, want int }{
+		{300, 0, 10},  // 5/s, twice that
+		{301, 0, 11},  // rounded up
+		{900, 0, 30},  // 15/s
+		{60, 0, 4},    // 2 clamped up to the minimum
+		{1, 0, 4},     // minimum
+		{6000, 0, 64}, // 200 clamped down to the maximum
+		{300, 7, 7},   // explicit wins
+		{300, 100, 100},
+	}
+	for _, tt := range tests {
+		c := Config{RateLimit: tt.rateLimit, Concurrency: tt.concurrency}
+		if got := c.ResolvedConcurrency(); got != tt.want {
+			t.Errorf("rate %d concurrency %d: got %d, want %d", tt.rateLimit, tt.concurrency, got, tt.want)
+		}
+	}
+}
+
+func TestLogValue(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("starting", "config", valid())
+	var line struct {
+		Config map[string]any `json:"config"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("%v in %s", err, buf.String())
+	}
+	want := map[string]any{
+		"redis_url":        "redis://app:xxxxx@redis.internal:6379/0",
+		"api_key":          "[REDACTED]",
+		"env":              "sandbox",
+		"base_url":         "https://api.sandbox.verisoul.ai",
+		"rate_limit":       float64(300),
+		"concurrency":      float64(10),
+		"http_timeout":     "10s",
+		"retry_base":       "10s",
+		"retry_max":        "10m0s",
+		"max_retry":        float64(10),
+		"not_ready_window": "1h0m0s",
+		"max_wait":         "1h0m0s",
+		"retention":        "720h0m0s",
+		"shutdown_timeout": "25s",
+		"http_addr":        "127.0.0.1:8080",
+		"log_format":       "",
+		"log_level":        "info",
+	}
+	if !reflect.DeepEqual(line.Config, want) {
+		t.Errorf("got  %v\nwant %v", line.Config, want)
+	}
+
+	// json.Marshal of a Config gives the same object.
+	out, err := json.Marshal(valid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("json.Marshal: got %s", out)
+	}
+
+	// An unset key is shown as unset, not as redacted.
+	c := Default()
+	if s := c.String(); !strings.Contains(s, `api_key="" `) || !strings.Contains(s, "redis_url=redis://127.0.0.1:6379/0 ") {
+		t.Errorf("String: %s", s)
+	}
+	if s := valid().String(); !strings.Contains(s, "api_key=[REDACTED] ") {
+		t.Errorf("String: %s", s)
+	}
+}
+
+func TestErrorType(t *testing.T) {
+	t.Parallel()
+	err := error(&Error{Var: "REDIS_URL", Flag: "--redis-url", Rule: "must be set"})
+	if got, want := err.Error(), "REDIS_URL (--redis-url): must be set"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

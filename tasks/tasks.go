@@ -1,0 +1,193 @@
+// Package tasks defines the one task enrollq moves through Redis: its type
+// name, its payload and the rules a payload must satisfy, the task ID derived
+// from the session, and the queues. It is the only package that both the
+// producer (enqueue) and the consumer (worker) import.
+package tasks
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/hibiken/asynq"
+)
+
+// TypeEnroll is the asynq task type of an enrollment. It is a stable string:
+// renaming it would strand tasks already queued.
+const TypeEnroll = "verisoul:enroll"
+
+// Queue names. Signup is served before Backfill (strict priority), so a large
+// backfill never delays a signup.
+const (
+	QueueSignup   = "signup"
+	QueueBackfill = "backfill"
+)
+
+// MaxAccountIDBytes is the longest account id accepted.
+const MaxAccountIDBytes = 255
+
+// CrashHeadroom is how many retries a task carries beyond the configured
+// transient retry budget. asynq counts a worker crash (an expired lease) as a
+// retry and archives a task whose count is used up whatever the error, so the
+// headroom keeps crashes and uncounted waits from archiving a task with a
+// message that is not ours. The worker dead-letters transient failures itself
+// when the count reaches MaxRetry - CrashHeadroom.
+const CrashHeadroom = 3
+
+// EnrollPayload is the JSON payload of a TypeEnroll task. Unknown fields are
+// ignored when decoding, so older workers read newer payloads.
+type EnrollPayload struct {
+	// SessionID is the Face Match session, a canonical lower-case UUID.
+	SessionID string `json:"session_id"`
+	// AccountID is the customer's own account id.
+	AccountID string `json:"account_id"`
+}
+
+// ValidationError names the payload field that broke a rule.
+type ValidationError struct {
+	Field string // "session_id" or "account_id"
+	Rule  string // what the field must be
+	Value string // a short, printable rendering of the bad value
+}
+
+func (e *ValidationError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("%s: %s", e.Field, e.Rule)
+	}
+	return fmt.Sprintf("%s: %s, got %s", e.Field, e.Rule, e.Value)
+}
+
+// NewEnrollPayload validates and normalises a session and account id: an
+// upper-case session UUID is lower-cased so both spellings name one task.
+// It returns a *ValidationError naming the field and rule when either is bad.
+func NewEnrollPayload(sessionID, accountID string) (EnrollPayload, error) {
+	p := EnrollPayload{SessionID: strings.ToLower(sessionID), AccountID: accountID}
+	if err := p.Validate(); err != nil {
+		return EnrollPayload{}, err
+	}
+	return p, nil
+}
+
+// Validate checks the rules of DESIGN.md: session_id a canonical UUID (8-4-4-4-12
+// lower-case hex), account_id non-empty, at most 255 bytes, valid UTF-8 and
+// free of control characters. It returns a *ValidationError.
+func (p EnrollPayload) Validate() error {
+	if !IsCanonicalUUID(p.SessionID) {
+		return &ValidationError{Field: "session_id", Rule: "must be a canonical UUID like 0007b793-ae5d-45a2-8d9f-4a5b573c3271", Value: quote(p.SessionID)}
+	}
+	switch a := p.AccountID; {
+	case a == "":
+		return &ValidationError{Field: "account_id", Rule: "must not be empty"}
+	case len(a) > MaxAccountIDBytes:
+		return &ValidationError{Field: "account_id", Rule: fmt.Sprintf("must be at most %d bytes", MaxAccountIDBytes), Value: fmt.Sprintf("%d bytes", len(a))}
+	case !utf8.ValidString(a):
+		return &ValidationError{Field: "account_id", Rule: "must be valid UTF-8", Value: quote(a)}
+	case strings.IndexFunc(a, unicode.IsControl) >= 0:
+		return &ValidationError{Field: "account_id", Rule: "must not contain control characters", Value: quote(a)}
+	}
+	return nil
+}
+
+// quote renders a bad value for an error message: quoted, escaped and cut.
+func quote(s string) string {
+	const max = 64
+	if len(s) > max {
+		return fmt.Sprintf("%q…", s[:max])
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// IsCanonicalUUID reports whether s is a UUID in its canonical text form:
+// 36 characters, lower-case hex in groups 8-4-4-4-12.
+func IsCanonicalUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < 36; i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// DecodeEnrollPayload decodes and validates a task payload. It returns a
+// *ValidationError, or a JSON error wrapped with "payload:" when the bytes are
+// not a JSON object.
+func DecodeEnrollPayload(b []byte) (EnrollPayload, error) {
+	var p EnrollPayload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return EnrollPayload{}, fmt.Errorf("payload: %w", err)
+	}
+	if err := p.Validate(); err != nil {
+		return EnrollPayload{}, err
+	}
+	return p, nil
+}
+
+// TaskID is the asynq task ID of the enrollment of sessionID. Deriving it from
+// the session makes a second enqueue of the same session a conflict instead of
+// a second API call.
+func TaskID(sessionID string) string { return "enroll:" + strings.ToLower(sessionID) }
+
+// SessionFromTaskID returns the session id inside a task ID made by TaskID.
+func SessionFromTaskID(id string) (string, bool) {
+	return strings.CutPrefix(id, "enroll:")
+}
+
+// Options are the settings of one enrollment task.
+type Options struct {
+	// Queue is QueueSignup or QueueBackfill (or another name a worker serves).
+	Queue string
+	// MaxRetry is the transient retry budget; the task carries
+	// MaxRetry+CrashHeadroom.
+	MaxRetry int
+	// Retention is how long a completed task (and its request_id) is kept.
+	Retention time.Duration
+}
+
+// NewEnrollTask builds the asynq task for a validated payload with its ID,
+// queue, retry count and retention set.
+func NewEnrollTask(p EnrollPayload, o Options) (*asynq.Task, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	opts := []asynq.Option{
+		asynq.TaskID(TaskID(p.SessionID)),
+		asynq.Queue(o.Queue),
+		asynq.MaxRetry(o.MaxRetry + CrashHeadroom),
+	}
+	if o.Retention > 0 {
+		opts = append(opts, asynq.Retention(o.Retention))
+	}
+	return asynq.NewTask(TypeEnroll, b, opts...), nil
+}
+
+// CodeOf returns the dead-letter code at the start of an archived task's
+// error text, as the worker writes it ("session_older_than_30_days: …"), or
+// "" when the text does not start with a code. Dead letters are filtered by
+// this code in the dashboard and on the command line.
+func CodeOf(lastErr string) string {
+	for i := 0; i < len(lastErr); i++ {
+		c := lastErr[i]
+		if c == ':' {
+			return lastErr[:i]
+		}
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return ""
+		}
+	}
+	return lastErr
+}

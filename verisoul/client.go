@@ -1,0 +1,242 @@
+// Package verisoul is a client for the one Verisoul Face Match call enrollq
+// makes: POST /liveness/enroll. Every failure is an *APIError.
+package verisoul
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Base URLs of the two Verisoul environments.
+const (
+	SandboxBaseURL = "https://api.sandbox.verisoul.ai"
+	ProdBaseURL    = "https://api.prod.verisoul.ai"
+)
+
+// EnrollPath is the path of the enroll call below the base URL.
+const EnrollPath = "/liveness/enroll"
+
+// maxBodyBytes bounds how much of any response body is read: documented bodies
+// are under 200 bytes, and a proxy's HTML error page is not worth more.
+const maxBodyBytes = 64 << 10
+
+// Version is reported in the User-Agent header.
+var Version = "dev"
+
+// Client calls the Face Match API. It is safe for concurrent use.
+type Client struct {
+	endpoint  string
+	apiKey    string
+	http      *http.Client
+	timeout   time.Duration
+	userAgent string
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithHTTPClient replaces the default http.Client (for proxies or custom
+// transports). Its Timeout is left as it is; the per-call timeout of
+// WithTimeout applies on top.
+func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
+
+// WithTimeout sets the time one call may take, from sending to reading the
+// whole body. The default is 10 seconds.
+func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
+
+// WithUserAgent appends a product token to the User-Agent header.
+func WithUserAgent(ua string) Option {
+	return func(c *Client) { c.userAgent = c.userAgent + " " + ua }
+}
+
+// New returns a client for the API at baseURL (SandboxBaseURL, ProdBaseURL or
+// a test server) authenticating with apiKey. It returns an error when baseURL
+// is not an absolute http(s) URL or apiKey is empty; the key never appears in
+// the error.
+func New(baseURL, apiKey string, opts ...Option) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("verisoul: base URL must be an absolute http(s) URL, got %q", baseURL)
+	}
+	if apiKey == "" {
+		return nil, errors.New("verisoul: API key is empty")
+	}
+	c := &Client{
+		endpoint:  strings.TrimRight(u.String(), "/") + EnrollPath,
+		apiKey:    apiKey,
+		http:      &http.Client{Transport: defaultTransport()},
+		timeout:   10 * time.Second,
+		userAgent: "enrollq/" + Version + " (+https://github.com/enrollq/enrollq)",
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+func defaultTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	return t
+}
+
+// EnrollResult is the answer to a successful enrollment.
+type EnrollResult struct {
+	// RequestID is Verisoul's id of the request, for support cases.
+	RequestID string `json:"request_id"`
+}
+
+type enrollRequest struct {
+	SessionID string `json:"session_id"`
+	AccountID string `json:"account_id"`
+}
+
+type enrollResponse struct {
+	RequestID string  `json:"request_id"`
+	Success   *bool   `json:"success"`
+	Error     *string `json:"error"`
+}
+
+// Enroll ties the Face Match session sessionID to the customer's accountID.
+// It returns an *APIError for every failure: a non-200 status (with the API's
+// error code when the body has one), a 200 whose body is not a success, and a
+// call that got no response (timeout, connection error; Status 0).
+func (c *Client) Enroll(ctx context.Context, sessionID, accountID string) (EnrollResult, error) {
+	body, err := json.Marshal(enrollRequest{SessionID: sessionID, AccountID: accountID})
+	if err != nil {
+		return EnrollResult{}, &APIError{Err: err}
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, errTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return EnrollResult{}, &APIError{Err: err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+	req.Header.Set("x-api-key", c.apiKey)
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return EnrollResult{}, &APIError{Err: transportCause(ctx, err)}
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
+	if err != nil {
+		return EnrollResult{}, &APIError{Status: resp.StatusCode, Err: fmt.Errorf("reading body: %w", transportCause(ctx, err)), Body: excerpt(raw)}
+	}
+	return ParseEnrollResponse(resp.StatusCode, resp.Header, raw, time.Now())
+}
+
+// transportCause makes a timeout of our own per-call deadline say so instead
+// of "context deadline exceeded", and strips the request URL that net/http
+// adds (the URL carries no secret, but it makes the line long).
+func transportCause(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil && errors.Is(cause, errTimeout) {
+		return fmt.Errorf("%w: %w", errTimeout, unwrapURLError(err))
+	}
+	return unwrapURLError(err)
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// ParseEnrollResponse turns one HTTP answer into a result or an *APIError. It
+// is exported so fuzz tests and the fake server can exercise it; now is the
+// time used to turn a Retry-After date into a duration.
+func ParseEnrollResponse(status int, h http.Header, raw []byte, now time.Time) (EnrollResult, error) {
+	var r enrollResponse
+	jsonErr := json.Unmarshal(raw, &r)
+	if status == http.StatusOK {
+		if jsonErr == nil && r.Success != nil && *r.Success {
+			return EnrollResult{RequestID: r.RequestID}, nil
+		}
+		cause := errors.New("200 without success:true")
+		if jsonErr != nil {
+			cause = fmt.Errorf("unreadable 200 body: %w", jsonErr)
+		}
+		return EnrollResult{}, &APIError{Status: status, RequestID: r.RequestID, Body: excerpt(raw), Err: cause}
+	}
+	e := &APIError{Status: status, RetryAfter: parseRetryAfter(h.Get("Retry-After"), now)}
+	if jsonErr == nil {
+		e.RequestID = r.RequestID
+		if r.Error != nil {
+			e.Code = *r.Error
+		}
+	}
+	if jsonErr != nil || e.Code == "" || !validCode(e.Code) {
+		e.Body = excerpt(raw)
+	}
+	if !validCode(e.Code) {
+		e.Code = ""
+	}
+	return EnrollResult{}, e
+}
+
+// validCode accepts what looks like an API error code (snake_case, bounded),
+// so a hostile or broken body cannot put arbitrary text where operators filter
+// by code. Unknown but well-formed codes are kept: the API may add codes.
+func validCode(code string) bool {
+	if code == "" || len(code) > 64 {
+		return false
+	}
+	for _, r := range code {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
+// Absent, unparsable and past values give 0.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		const maxSecs = int64(24 * time.Hour / time.Second)
+		return time.Duration(min(secs, maxSecs)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return min(d, 24*time.Hour)
+		}
+	}
+	return 0
+}
+
+// excerpt keeps at most MaxBodyExcerpt bytes of a body, cut at a rune
+// boundary, with invalid UTF-8 replaced, so it is safe to log.
+func excerpt(raw []byte) string {
+	s := strings.ToValidUTF8(string(raw[:min(len(raw), MaxBodyExcerpt+4)]), "\uFFFD")
+	if len(s) > MaxBodyExcerpt {
+		cut := MaxBodyExcerpt
+		for cut > 0 && !utf8RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return strings.TrimSpace(s)
+}
+
+func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }

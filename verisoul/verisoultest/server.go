@@ -1,0 +1,328 @@
+// Package verisoultest is an in-process fake of the Verisoul Face Match
+// enroll API, in the spirit of net/http/httptest, for tests and the demo.
+//
+// By default the fake behaves like the real API: the first enroll of a
+// session answers 200 and remembers the session; any later enroll of it
+// answers 400 session_already_tied_to_an_account. Calls can be scripted per
+// session or for the next calls whatever their session: any status, error
+// code, Retry-After, a delay past the client's timeout, a connection dropped
+// before answering, or dropped after enrolling (the lost response). Every call
+// is recorded.
+package verisoultest
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"time"
+
+	"github.com/enrollq/enrollq/verisoul"
+)
+
+// Drop says whether and when the fake drops the connection instead of
+// answering.
+type Drop int
+
+const (
+	// NoDrop answers normally.
+	NoDrop Drop = iota
+	// DropBeforeAnswer closes the connection without doing anything.
+	DropBeforeAnswer
+	// LoseResponse enrolls the session, then closes the connection without
+	// answering: the caller cannot know the call succeeded.
+	LoseResponse
+)
+
+// Step scripts the answer to one call. The zero Step behaves like the real
+// API (enroll, or already tied).
+type Step struct {
+	// Status to answer; 0 means the normal behaviour.
+	Status int
+	// Code is the error code of a 400 (or any status) JSON body.
+	Code string
+	// RetryAfter is sent as the Retry-After header when not empty.
+	RetryAfter string
+	// Body, when set, is sent as is instead of a JSON body.
+	Body string
+	// ContentType of Body; defaults to text/plain.
+	ContentType string
+	// Delay is waited before answering (or dropping); the wait ends early
+	// when the client goes away.
+	Delay time.Duration
+	// Drop drops the connection instead of answering.
+	Drop Drop
+}
+
+// OK is a step that enrolls normally.
+func OK() Step { return Step{} }
+
+// Fail answers 400 with the given error code.
+func Fail(code string) Step { return Step{Status: http.StatusBadRequest, Code: code} }
+
+// Status answers the given status with an unspecified JSON body.
+func Status(status int) Step { return Step{Status: status} }
+
+// RateLimited answers 429 with Retry-After set to retryAfter when not empty.
+func RateLimited(retryAfter string) Step {
+	return Step{Status: http.StatusTooManyRequests, RetryAfter: retryAfter}
+}
+
+// Slow waits d, then behaves normally.
+func Slow(d time.Duration) Step { return Step{Delay: d} }
+
+// Dropped closes the connection without answering and without enrolling.
+func Dropped() Step { return Step{Drop: DropBeforeAnswer} }
+
+// Lost enrolls the session and then closes the connection without answering.
+func Lost() Step { return Step{Drop: LoseResponse} }
+
+// Call is one request the fake received.
+type Call struct {
+	At        time.Time
+	SessionID string
+	AccountID string
+	// KeyOK is whether the x-api-key header held the right key.
+	KeyOK bool
+	// Status answered, or 0 when the connection was dropped.
+	Status int
+	// Code is the error code answered, if any.
+	Code string
+	// Enrolled is whether this call tied the session to the account.
+	Enrolled bool
+}
+
+// Server is the fake API. Its methods are safe for concurrent use.
+type Server struct {
+	// URL is the base URL to give the client, like httptest.Server.URL.
+	URL string
+
+	srv *httptest.Server
+
+	mu         sync.Mutex
+	apiKey     string
+	latency    time.Duration
+	enrolled   map[string]string // session id → account id
+	perSession map[string][]Step
+	next       []Step
+	calls      []Call
+}
+
+// NewServer starts a fake API that accepts apiKey. Close it when done.
+func NewServer(apiKey string) *Server {
+	s := &Server{
+		apiKey:     apiKey,
+		enrolled:   make(map[string]string),
+		perSession: make(map[string][]Step),
+	}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
+	s.URL = s.srv.URL
+	return s
+}
+
+// Close shuts the server down, ending open connections.
+func (s *Server) Close() {
+	s.srv.CloseClientConnections()
+	s.srv.Close()
+}
+
+// SetAPIKey changes the key the fake accepts (to simulate a rotated key).
+func (s *Server) SetAPIKey(k string) { s.mu.Lock(); s.apiKey = k; s.mu.Unlock() }
+
+// SetLatency adds d to every answer.
+func (s *Server) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
+
+// Script queues steps for the next calls that enroll sessionID, in order;
+// once they are used up the session behaves normally.
+func (s *Server) Script(sessionID string, steps ...Step) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.perSession[sessionID] = append(s.perSession[sessionID], steps...)
+}
+
+// ScriptNext queues steps for the next calls whatever their session; they are
+// used before any per-session script.
+func (s *Server) ScriptNext(steps ...Step) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.next = append(s.next, steps...)
+}
+
+// Calls returns a copy of every call received, in arrival order.
+func (s *Server) Calls() []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Call(nil), s.calls...)
+}
+
+// CallsFor returns the calls that named sessionID.
+func (s *Server) CallsFor(sessionID string) []Call {
+	var out []Call
+	for _, c := range s.Calls() {
+		if c.SessionID == sessionID {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Enrolled reports whether sessionID is enrolled, and to which account.
+func (s *Server) Enrolled(sessionID string) (accountID string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	accountID, ok = s.enrolled[sessionID]
+	return accountID, ok
+}
+
+// EnrolledCount is the number of sessions enrolled so far.
+func (s *Server) EnrolledCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.enrolled)
+}
+
+type enrollBody struct {
+	SessionID string `json:"session_id"`
+	AccountID string `json:"account_id"`
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	call := Call{At: time.Now()}
+	if r.Method != http.MethodPost || r.URL.Path != verisoul.EnrollPath {
+		http.NotFound(w, r)
+		return
+	}
+	var body enrollBody
+	decodeErr := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&body)
+	call.SessionID, call.AccountID = body.SessionID, body.AccountID
+
+	s.mu.Lock()
+	call.KeyOK = r.Header.Get("x-api-key") == s.apiKey
+	latency := s.latency
+	var step Step
+	if call.KeyOK && decodeErr == nil {
+		if len(s.next) > 0 {
+			step, s.next = s.next[0], s.next[1:]
+		} else if q := s.perSession[body.SessionID]; len(q) > 0 {
+			step, s.perSession[body.SessionID] = q[0], q[1:]
+		}
+	}
+	s.mu.Unlock()
+
+	defer func() {
+		s.mu.Lock()
+		s.calls = append(s.calls, call)
+		s.mu.Unlock()
+	}()
+
+	if !sleep(r, latency+step.Delay) {
+		return // the client gave up; it sees no answer
+	}
+	switch {
+	case !call.KeyOK:
+		call.Status = http.StatusUnauthorized
+		writeJSON(w, call.Status, nil, map[string]any{"message": "Unauthorized"})
+		return
+	case decodeErr != nil:
+		call.Status, call.Code = http.StatusBadRequest, "invalid_request"
+		writeJSON(w, call.Status, nil, map[string]any{"request_id": newUUID(), "success": false, "error": call.Code})
+		return
+	case step.Drop == DropBeforeAnswer:
+		hangUp(w)
+		return
+	case step.Status != 0:
+		call.Status, call.Code = step.Status, step.Code
+		h := http.Header{}
+		if step.RetryAfter != "" {
+			h.Set("Retry-After", step.RetryAfter)
+		}
+		if step.Body != "" {
+			ct := step.ContentType
+			if ct == "" {
+				ct = "text/plain; charset=utf-8"
+			}
+			h.Set("Content-Type", ct)
+			for k, v := range h {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(step.Status)
+			_, _ = w.Write([]byte(step.Body))
+			return
+		}
+		resp := map[string]any{"request_id": newUUID(), "success": false}
+		if step.Code != "" {
+			resp["error"] = step.Code
+		} else {
+			resp["message"] = http.StatusText(step.Status)
+		}
+		writeJSON(w, step.Status, h, resp)
+		return
+	}
+
+	// The normal behaviour of the real API.
+	s.mu.Lock()
+	_, tied := s.enrolled[body.SessionID]
+	if !tied {
+		s.enrolled[body.SessionID] = body.AccountID
+	}
+	s.mu.Unlock()
+	if tied {
+		call.Status, call.Code = http.StatusBadRequest, verisoul.CodeSessionAlreadyTiedToAnAccount
+		writeJSON(w, call.Status, nil, map[string]any{"request_id": newUUID(), "success": false, "error": call.Code})
+		return
+	}
+	call.Enrolled = true
+	if step.Drop == LoseResponse {
+		hangUp(w)
+		return
+	}
+	call.Status = http.StatusOK
+	writeJSON(w, http.StatusOK, nil, map[string]any{"request_id": newUUID(), "success": true})
+}
+
+// sleep waits d unless the client goes away first; it reports whether the
+// client is still there.
+func sleep(r *http.Request, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, h http.Header, v any) {
+	for k, vs := range h {
+		w.Header()[k] = vs
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// hangUp closes the connection without writing a response.
+func hangUp(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic("verisoultest: response writer cannot hijack")
+	}
+	conn, _, err := hj.Hijack()
+	if err == nil {
+		_ = conn.Close()
+	}
+}
+
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

@@ -1,0 +1,177 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/enrollq/enrollq/verisoul"
+)
+
+// Bucket is where one attempt of a task ends. Every attempt lands in exactly
+// one bucket, decided by Classify.
+type Bucket int
+
+const (
+	// Done: the session is enrolled (or was already, by our own earlier call).
+	Done Bucket = iota
+	// Retry: try again later; the attempt counts against the retry budget.
+	Retry
+	// Wait: try again later without using up the retry budget (429, a
+	// rejected key, a session that is not ready yet, a worker shutting down).
+	Wait
+	// DeadLetter: archive now with a code; retrying cannot help.
+	DeadLetter
+)
+
+func (b Bucket) String() string {
+	switch b {
+	case Done:
+		return "done"
+	case Retry:
+		return "retry"
+	case Wait:
+		return "wait"
+	case DeadLetter:
+		return "dead_letter"
+	}
+	return fmt.Sprintf("bucket(%d)", int(b))
+}
+
+// Dead-letter codes of enrollq's own, beside the API's codes.
+const (
+	// CodeTransientExhausted: transient failures used up the retry budget.
+	CodeTransientExhausted = "transient_exhausted"
+	// CodeInvalidPayload: the task's payload does not decode or validate.
+	CodeInvalidPayload = "invalid_payload"
+	// CodeBadRequest: a 400 without a readable error code.
+	CodeBadRequest = "bad_request"
+)
+
+// Outcomes of Done, as recorded in the task result.
+const (
+	OutcomeEnrolled         = "enrolled"
+	OutcomeReconciled       = "reconciled"
+	OutcomeAlreadyEnrolled  = "already_enrolled"
+	reasonAuth              = "api_key_rejected"
+	reasonRateLimited       = "rate_limited"
+	reasonNotReady          = "not_ready"
+	reasonTransient         = "transient"
+	reasonShutdown          = "worker_stopping"
+	reasonWaitedTooLong     = "rate_limited_too_long"
+	reasonReconciledLostRsp = "reconciled_lost_response"
+)
+
+// Attempt is what Classify needs to know about one finished API call.
+type Attempt struct {
+	// Err is the call's error; nil for a success.
+	Err error
+	// UnknownBefore: an earlier call for this session ended without a known
+	// outcome (no answer, 5xx, timeout, unreadable 200, or a worker crash), so
+	// it may have enrolled the session.
+	UnknownBefore bool
+	// Retried is the number of counted retries so far; Budget is how many
+	// the task may use for transient failures.
+	Retried, Budget int
+	// NotReadyFor is how long the session has been answering "not ready yet"
+	// codes (0 on the first such answer).
+	NotReadyFor time.Duration
+	// WaitingFor is how long the task has been in uncounted rate-limit
+	// waits (0 on the first).
+	WaitingFor time.Duration
+}
+
+// Policy bounds the uncounted waits.
+type Policy struct {
+	// NotReadyWindow is how long "not ready yet" codes are retried before the
+	// task is dead-lettered with that code.
+	NotReadyWindow time.Duration
+	// MaxWait is how long 429 answers may keep a task waiting without using
+	// up its retry budget; after that they count as transient failures.
+	MaxWait time.Duration
+}
+
+// Decision is the verdict on one attempt.
+type Decision struct {
+	Bucket Bucket
+	// Code is the dead-letter code (DeadLetter) or the API's code.
+	Code string
+	// Reason says why, for the log line: "transient", "rate_limited", …
+	Reason string
+	// NotBefore is the least time to wait before the next attempt (from
+	// Retry-After); the retry delay is at least this.
+	NotBefore time.Duration
+	// Outcome is set for Done: enrolled, reconciled or already_enrolled.
+	Outcome string
+}
+
+// IsNotReadyCode reports whether code says the session is still in progress
+// and may succeed later.
+func IsNotReadyCode(code string) bool {
+	switch code {
+	case verisoul.CodeSessionNotStarted, verisoul.CodeSessionNotComplete, verisoul.CodeIDScanNotComplete:
+		return true
+	}
+	return false
+}
+
+// Classify puts one attempt into its bucket. It checks, in order: success,
+// the worker stopping, the error's own kind (no answer, status), and for a
+// 400 the API's code. It is the only place that decides what a failure means.
+func Classify(a Attempt, p Policy) Decision {
+	if a.Err == nil {
+		return Decision{Bucket: Done, Outcome: OutcomeEnrolled}
+	}
+	transient := func(reason, code string) Decision {
+		if a.Retried >= a.Budget {
+			return Decision{Bucket: DeadLetter, Code: CodeTransientExhausted, Reason: reason}
+		}
+		return Decision{Bucket: Retry, Code: code, Reason: reason}
+	}
+	var apiErr *verisoul.APIError
+	if !errors.As(a.Err, &apiErr) {
+		if errors.Is(a.Err, context.Canceled) {
+			return Decision{Bucket: Wait, Reason: reasonShutdown}
+		}
+		return transient(reasonTransient, "")
+	}
+	switch s := apiErr.Status; {
+	case s == 0 && errors.Is(apiErr, context.Canceled):
+		// Our own context ended (the worker is stopping), not the API.
+		return Decision{Bucket: Wait, Reason: reasonShutdown}
+	case s == http.StatusTooManyRequests:
+		if p.MaxWait > 0 && a.WaitingFor >= p.MaxWait {
+			return transient(reasonWaitedTooLong, "")
+		}
+		return Decision{Bucket: Wait, Reason: reasonRateLimited, NotBefore: apiErr.RetryAfter}
+	case s == http.StatusUnauthorized || s == http.StatusForbidden:
+		return Decision{Bucket: Wait, Reason: reasonAuth, NotBefore: apiErr.RetryAfter}
+	case s == http.StatusBadRequest:
+		return classifyCode(apiErr, a, p)
+	default:
+		// 0 (no answer), 408, 5xx, an unreadable 200, and statuses the
+		// vendor does not document: the API or the path to it is unwell.
+		return transient(reasonTransient, apiErr.Code)
+	}
+}
+
+func classifyCode(e *verisoul.APIError, a Attempt, p Policy) Decision {
+	switch code := e.Code; {
+	case code == "":
+		return Decision{Bucket: DeadLetter, Code: CodeBadRequest, Reason: "400 without an error code"}
+	case code == verisoul.CodeSessionAlreadyTiedToAnAccount && a.UnknownBefore:
+		return Decision{Bucket: Done, Code: code, Outcome: OutcomeReconciled, Reason: reasonReconciledLostRsp}
+	case IsNotReadyCode(code):
+		if a.NotReadyFor >= p.NotReadyWindow {
+			return Decision{Bucket: DeadLetter, Code: code, Reason: fmt.Sprintf("still not ready after %s", p.NotReadyWindow)}
+		}
+		return Decision{Bucket: Wait, Code: code, Reason: reasonNotReady}
+	default:
+		// The terminal codes of the spec, already-tied on a first attempt,
+		// and codes this version does not know: retrying will not help, and
+		// the raw code is kept for the operator.
+		return Decision{Bucket: DeadLetter, Code: code, Reason: "terminal code"}
+	}
+}

@@ -1,0 +1,224 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/hibiken/asynq"
+
+	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/verisoul"
+)
+
+// gateHold is how long a task waits at a closed auth gate before it is put
+// back (uncounted), so a wrong key holds at most Concurrency tasks.
+const gateHold = 30 * time.Second
+
+// Result is the JSON kept as a completed task's result.
+type Result struct {
+	Outcome   string    `json:"outcome"`
+	RequestID string    `json:"request_id,omitempty"`
+	At        time.Time `json:"at"`
+}
+
+// ProcessTask handles one attempt of a verisoul:enroll task. It implements
+// asynq.Handler. The error it returns tells asynq what to do: nil (done), a
+// *DeadLetterError (archive now), or a retry, counted or not.
+func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	start := time.Now()
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	queue, _ := asynq.GetQueueName(ctx)
+	taskID, _ := asynq.GetTaskID(ctx)
+	log := w.log.With(slog.String("task_id", taskID), slog.String("queue", queue), slog.Int("attempt", retried+1))
+
+	if t.Type() != tasks.TypeEnroll {
+		err := &DeadLetterError{Code: CodeInvalidPayload, Cause: fmt.Errorf("unknown task type %q", t.Type())}
+		log.Warn("attempt", "outcome", DeadLetter.String(), "code", CodeInvalidPayload, "err", err.Cause)
+		return err
+	}
+	p, err := tasks.DecodeEnrollPayload(t.Payload())
+	if err != nil {
+		log.Warn("attempt", "outcome", DeadLetter.String(), "code", CodeInvalidPayload, "err", err)
+		return &DeadLetterError{Code: CodeInvalidPayload, Cause: err}
+	}
+	log = log.With(slog.String("session_id", p.SessionID))
+
+	// A session another task already enrolled needs no call.
+	if st, err := w.state.peek(ctx, p.SessionID); err != nil {
+		return retryErr(true, 0, 0, "redis: reading session state: %w", err)
+	} else if st.Enrolled {
+		w.writeResult(ctx, t, log, Result{Outcome: OutcomeAlreadyEnrolled, RequestID: st.EnrolledRequestID, At: time.Now()})
+		log.Info("attempt", "outcome", Done.String(), "result", OutcomeAlreadyEnrolled, "request_id", st.EnrolledRequestID)
+		return nil
+	}
+
+	probe, err := w.gate.enter(ctx, gateHold)
+	if err != nil {
+		if errors.Is(err, errGateClosed) {
+			return retryErr(false, w.cfg.ProbeInterval, 0, "%w", err)
+		}
+		return retryErr(false, 0, 0, "worker stopping: %w", err)
+	}
+
+	st, err := w.state.begin(ctx, p.SessionID, time.Now())
+	if err != nil {
+		w.gate.report(probe, false, false, "")
+		return retryErr(true, 0, 0, "redis: marking the call: %w", err)
+	}
+	if st.Enrolled { // enrolled by another task since the peek
+		w.gate.report(probe, false, false, "")
+		w.writeResult(ctx, t, log, Result{Outcome: OutcomeAlreadyEnrolled, RequestID: st.EnrolledRequestID, At: time.Now()})
+		return nil
+	}
+	unknownBefore := st.InFlight || st.Unknown
+
+	res, callErr, unknown := w.call(ctx, p, &unknownBefore)
+	var apiErr *verisoul.APIError
+	isAPIErr := errors.As(callErr, &apiErr)
+	rejected := isAPIErr && (apiErr.Status == 401 || apiErr.Status == 403)
+	answered := callErr == nil || isAPIErr && apiErr.Status != 0
+	if w.gate.report(probe, rejected, answered, authReason(apiErr)) {
+		if rejected {
+			w.log.Error("the API rejects the key: no calls until a probe succeeds", "status", apiErr.Status, "probe_interval", w.cfg.ProbeInterval)
+		} else {
+			w.log.Info("the API accepts the key again: resuming")
+		}
+	}
+
+	now := time.Now()
+	d := Classify(Attempt{
+		Err:           callErr,
+		UnknownBefore: unknownBefore,
+		Retried:       retried,
+		Budget:        max(maxRetry-tasks.CrashHeadroom, 0),
+		NotReadyFor:   since(st.NotReadySince, now),
+		WaitingFor:    since(st.WaitSince, now),
+	}, w.policy)
+
+	attrs := []any{
+		slog.String("outcome", d.Bucket.String()),
+		slog.Duration("duration", time.Since(start)),
+	}
+	if isAPIErr {
+		attrs = append(attrs, slog.Int("status", apiErr.Status))
+		if apiErr.Code != "" {
+			attrs = append(attrs, slog.String("code", apiErr.Code))
+		}
+		if apiErr.RequestID != "" {
+			attrs = append(attrs, slog.String("request_id", apiErr.RequestID))
+		}
+	} else if callErr == nil {
+		attrs = append(attrs, slog.Int("status", 200), slog.String("request_id", res.RequestID))
+	}
+	if d.Reason != "" {
+		attrs = append(attrs, slog.String("reason", d.Reason))
+	}
+
+	// Record what the call showed before telling asynq, so that a crash
+	// between the two errs on the side of "outcome unknown".
+	var stateErr error
+	switch d.Bucket {
+	case Done:
+		requestID := res.RequestID
+		if isAPIErr {
+			requestID = apiErr.RequestID
+		}
+		stateErr = w.state.enrolled(ctx, p.SessionID, requestID, w.cfg.Retention)
+		w.writeResult(ctx, t, log, Result{Outcome: d.Outcome, RequestID: requestID, At: now})
+		attrs = append(attrs, slog.String("result", d.Outcome))
+		if stateErr != nil {
+			log.Warn("could not record the enrollment; a duplicate task would be reconciled by the API's answer instead", "err", stateErr)
+		}
+		log.Info("attempt", attrs...)
+		return nil
+	case DeadLetter:
+		stateErr = w.state.deadLettered(ctx, p.SessionID)
+	default:
+		stateErr = w.state.finish(ctx, p.SessionID, now, unknown, d.Reason == reasonNotReady, d.Reason == reasonRateLimited)
+	}
+	if stateErr != nil {
+		log.Warn("could not record the call's outcome", "err", stateErr)
+	}
+
+	switch d.Bucket {
+	case DeadLetter:
+		attrs = append(attrs, slog.String("dead_letter_code", d.Code), slog.String("err", callErr.Error()))
+		log.Warn("attempt", attrs...)
+		return &DeadLetterError{Code: d.Code, Cause: callErr}
+	case Wait:
+		attrs = append(attrs, slog.String("err", callErr.Error()))
+		log.Info("attempt", attrs...)
+		return &retryError{counted: false, notBefore: d.NotBefore, waitN: st.Attempts, cause: callErr}
+	default:
+		attrs = append(attrs, slog.String("err", callErr.Error()))
+		log.Warn("attempt", attrs...)
+		return &retryError{counted: true, notBefore: d.NotBefore, cause: callErr}
+	}
+}
+
+// call makes the API call, retrying transient blips in process (bounded by
+// BlipRetries and BlipMaxElapsed). It returns the last result and error, and
+// whether any call of this attempt ended with an unknown outcome; it sets
+// *unknownBefore when a blip retry follows such a call, so that a
+// session_already_tied_to_an_account answer to the retry is reconciled.
+func (w *Worker) call(ctx context.Context, p tasks.EnrollPayload, unknownBefore *bool) (verisoul.EnrollResult, error, bool) {
+	var res verisoul.EnrollResult
+	var lastErr error
+	unknown := false
+	op := func() error {
+		if unknown {
+			*unknownBefore = true
+		}
+		res, lastErr = w.cfg.API.Enroll(ctx, p.SessionID, p.AccountID)
+		var apiErr *verisoul.APIError
+		if errors.As(lastErr, &apiErr) && apiErr.OutcomeUnknown() {
+			unknown = true
+			if apiErr.Status == 0 && ctx.Err() != nil {
+				return backoff.Permanent(lastErr) // our own context ended
+			}
+			return lastErr // a blip: retry in process
+		}
+		if lastErr != nil {
+			return backoff.Permanent(lastErr)
+		}
+		return nil
+	}
+	if w.cfg.BlipRetries < 0 {
+		_ = op()
+		return res, lastErr, unknown
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = w.cfg.BlipInterval
+	b.MaxElapsedTime = w.cfg.BlipMaxElapsed
+	_ = backoff.Retry(op, backoff.WithContext(backoff.WithMaxRetries(b, uint64(w.cfg.BlipRetries)), ctx))
+	return res, lastErr, unknown
+}
+
+func (w *Worker) writeResult(ctx context.Context, t *asynq.Task, log *slog.Logger, r Result) {
+	b, _ := json.Marshal(r)
+	if rw := t.ResultWriter(); rw != nil {
+		if _, err := rw.Write(b); err != nil {
+			log.Warn("could not write the task result", "err", err)
+		}
+	}
+}
+
+func authReason(e *verisoul.APIError) string {
+	if e == nil {
+		return ""
+	}
+	return fmt.Sprintf("the API rejects the key (%d)", e.Status)
+}
+
+func since(t, now time.Time) time.Duration {
+	if t.IsZero() {
+		return 0
+	}
+	return now.Sub(t)
+}

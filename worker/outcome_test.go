@@ -1,0 +1,449 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/verisoul"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
+	"github.com/enrollq/enrollq/worker"
+)
+
+const waitLong = 20 * time.Second
+
+func resultOf(t *testing.T, info *asynq.TaskInfo) worker.Result {
+	t.Helper()
+	var r worker.Result
+	if err := json.Unmarshal(info.Result, &r); err != nil {
+		t.Fatalf("task result %q: %v", info.Result, err)
+	}
+	return r
+}
+
+func wantCalls(t *testing.T, calls []verisoultest.Call, n int) {
+	t.Helper()
+	if len(calls) != n {
+		t.Fatalf("API received %d calls, want %d: %+v", len(calls), n, calls)
+	}
+	for _, c := range calls {
+		if !c.KeyOK {
+			t.Errorf("call without the right x-api-key: %+v", c)
+		}
+	}
+}
+
+func TestSuccessKeepsRequestID(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	s := newSessionID()
+	b.enroll(s)
+	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	r := resultOf(t, info)
+	if r.Outcome != worker.OutcomeEnrolled || r.RequestID == "" {
+		t.Fatalf("result %+v, want enrolled with a request id", r)
+	}
+	if info.Retention != 720*time.Hour {
+		t.Errorf("retention %s, want 720h", info.Retention)
+	}
+	calls := b.calls(s)
+	wantCalls(t, calls, 1)
+	if acct, ok := b.api.Enrolled(s); !ok || acct != "acct-"+s[:8] {
+		t.Fatalf("API enrolled %q %v", acct, ok)
+	}
+}
+
+func TestTerminalCodesDeadLetterAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	codes := []string{
+		verisoul.CodeSessionNotFound,
+		verisoul.CodeSessionNotValidForEndpoint,
+		verisoul.CodeLivenessCheckFailed,
+		verisoul.CodeIDScanFailed,
+		verisoul.CodeSessionOlderThan30Days,
+		// On a first attempt, already tied means another account has it.
+		verisoul.CodeSessionAlreadyTiedToAnAccount,
+		// A code this version does not know is kept raw, not retried.
+		"brand_new_code",
+	}
+	sessions := map[string]string{}
+	for _, code := range codes {
+		s := newSessionID()
+		sessions[code] = s
+		b.api.Script(s, verisoultest.Fail(code))
+		b.enroll(s)
+	}
+	for _, code := range codes {
+		s := sessions[code]
+		info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+		if got := tasks.CodeOf(info.LastErr); got != code {
+			t.Errorf("%s: archived with %q (code %q)", code, info.LastErr, got)
+		}
+		if info.Retried != 0 {
+			t.Errorf("%s: retried %d times, want 0", code, info.Retried)
+		}
+		wantCalls(t, b.calls(s), 1)
+	}
+}
+
+func TestNotReadyCodesRetryThenSucceed(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	for _, code := range []string{verisoul.CodeSessionNotStarted, verisoul.CodeSessionNotComplete, verisoul.CodeIDScanNotComplete} {
+		t.Run(code, func(t *testing.T) {
+			s := newSessionID()
+			// Budget 0: were the not-ready answers counted, the task would
+			// be archived at the first one.
+			b.api.Script(s, verisoultest.Fail(code), verisoultest.Fail(code))
+			b.enroll(s, enqueue.WithMaxRetry(0))
+			info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+			if info.Retried != 0 {
+				t.Errorf("retried %d, want 0: not-ready waits must not be counted", info.Retried)
+			}
+			wantCalls(t, b.calls(s), 3)
+		})
+	}
+}
+
+func TestNotReadyCodesDeadLetterAfterWindow(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{cfg: func(c *worker.Config) { c.NotReadyWindow = 1500 * time.Millisecond }})
+	s := newSessionID()
+	for range 20 {
+		b.api.Script(s, verisoultest.Fail(verisoul.CodeSessionNotComplete))
+	}
+	start := time.Now()
+	b.enroll(s)
+	info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+	if got := tasks.CodeOf(info.LastErr); got != verisoul.CodeSessionNotComplete {
+		t.Fatalf("archived with %q, want code %s", info.LastErr, verisoul.CodeSessionNotComplete)
+	}
+	if el := time.Since(start); el < 1500*time.Millisecond {
+		t.Errorf("dead-lettered after %s, before the 1.5s window ended", el)
+	}
+	if n := len(b.calls(s)); n < 2 || n > 5 {
+		t.Errorf("API received %d calls in a 1.5s window with 1s waits, want 2-5", n)
+	}
+}
+
+func TestTransient503BurstThenSuccess(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	s := newSessionID()
+	// Five 503s: the first attempt calls three times (two in-process blip
+	// retries), the second attempt twice more and succeeds on its third call.
+	for range 5 {
+		b.api.Script(s, verisoultest.Status(http.StatusServiceUnavailable))
+	}
+	b.enroll(s)
+	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	if info.Retried != 1 {
+		t.Errorf("retried %d, want 1", info.Retried)
+	}
+	if r := resultOf(t, info); r.Outcome != worker.OutcomeEnrolled {
+		t.Errorf("outcome %q", r.Outcome)
+	}
+	wantCalls(t, b.calls(s), 6)
+}
+
+func TestTransientExhaustedDeadLetters(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	s := newSessionID()
+	for range 50 {
+		b.api.Script(s, verisoultest.Step{Status: http.StatusBadGateway, Body: "<html><body>502 Bad Gateway</body></html>", ContentType: "text/html"})
+	}
+	b.enroll(s, enqueue.WithMaxRetry(1))
+	info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+	if got := tasks.CodeOf(info.LastErr); got != worker.CodeTransientExhausted {
+		t.Fatalf("archived with %q, want %s", info.LastErr, worker.CodeTransientExhausted)
+	}
+	if !strings.Contains(info.LastErr, "502") || !strings.Contains(info.LastErr, "Bad Gateway") {
+		t.Errorf("last error %q does not keep the last cause", info.LastErr)
+	}
+	// Budget 1: two attempts of three calls each.
+	wantCalls(t, b.calls(s), 6)
+	if _, ok := b.api.Enrolled(s); ok {
+		t.Error("session enrolled though every call failed")
+	}
+}
+
+func TestTimeoutThenSuccess(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{clientOpt: []verisoul.Option{verisoul.WithTimeout(200 * time.Millisecond)}})
+	s := newSessionID()
+	b.api.Script(s, verisoultest.Slow(time.Second))
+	b.enroll(s)
+	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	if r := resultOf(t, info); r.Outcome != worker.OutcomeEnrolled {
+		t.Errorf("outcome %q, want enrolled", r.Outcome)
+	}
+	calls := b.calls(s)
+	wantCalls(t, calls, 2)
+	if calls[0].Status != 0 || calls[1].Status != 200 {
+		t.Errorf("calls %+v: want an unanswered call then a 200", calls)
+	}
+}
+
+func TestLostResponseIsReconciled(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	s := newSessionID()
+	b.api.Script(s, verisoultest.Lost())
+	b.enroll(s)
+	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	if r := resultOf(t, info); r.Outcome != worker.OutcomeReconciled {
+		t.Fatalf("outcome %q, want reconciled", r.Outcome)
+	}
+	calls := b.calls(s)
+	wantCalls(t, calls, 2)
+	if !calls[0].Enrolled || calls[1].Code != verisoul.CodeSessionAlreadyTiedToAnAccount {
+		t.Fatalf("calls %+v: want the lost enrollment then already-tied", calls)
+	}
+	enrolled := 0
+	for _, c := range calls {
+		if c.Enrolled {
+			enrolled++
+		}
+	}
+	if enrolled != 1 {
+		t.Fatalf("enrolled %d times, want once", enrolled)
+	}
+}
+
+// TestLostResponseAcrossAttempts: the unknown outcome is remembered in Redis,
+// so reconciliation works when the already-tied answer comes on a later
+// attempt (after the in-process retries were spent on 503s).
+func TestLostResponseAcrossAttempts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{cfg: func(c *worker.Config) { c.BlipRetries = -1 }})
+	s := newSessionID()
+	b.api.Script(s, verisoultest.Lost(), verisoultest.Status(http.StatusServiceUnavailable))
+	b.enroll(s)
+	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	if r := resultOf(t, info); r.Outcome != worker.OutcomeReconciled {
+		t.Fatalf("outcome %q, want reconciled", r.Outcome)
+	}
+	if info.Retried != 2 {
+		t.Errorf("retried %d, want 2", info.Retried)
+	}
+	wantCalls(t, b.calls(s), 3)
+}
+
+// TestCrashMidCallIsReconciled reproduces what a worker killed during a call
+// leaves behind: the session marked in flight in Redis and, at the API, the
+// session enrolled by the call whose answer nobody read. When asynq runs the
+// task again (after the dead worker's lease expires) the already-tied answer
+// must be reconciled, not dead-lettered.
+func TestCrashMidCallIsReconciled(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	s := newSessionID()
+	// The call the dead worker made: it reached the API.
+	c, _ := verisoul.New(b.api.URL, testAPIKey)
+	if _, err := c.Enroll(context.Background(), s, "acct-"+s[:8]); err != nil {
+		t.Fatal(err)
+	}
+	// What the dead worker wrote before calling.
+	if err := b.rdb.HSet(context.Background(), b.prefix+"session:{"+s+"}", "inflight", "1", "attempts", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.enroll(s)
+	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	if r := resultOf(t, info); r.Outcome != worker.OutcomeReconciled {
+		t.Fatalf("outcome %q, want reconciled", r.Outcome)
+	}
+	wantCalls(t, b.calls(s), 2)
+}
+
+func TestRateLimitedWaitsRetryAfterWithoutCounting(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	s := newSessionID()
+	b.api.Script(s, verisoultest.RateLimited("2"), verisoultest.RateLimited(""), verisoultest.RateLimited("1"))
+	b.enroll(s, enqueue.WithMaxRetry(0))
+	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	if info.Retried != 0 {
+		t.Errorf("retried %d, want 0: 429s must not use up the budget", info.Retried)
+	}
+	calls := b.calls(s)
+	wantCalls(t, calls, 4)
+	if gap := calls[1].At.Sub(calls[0].At); gap < 2*time.Second {
+		t.Errorf("second call %s after a 429 with Retry-After: 2", gap)
+	}
+	if gap := calls[3].At.Sub(calls[2].At); gap < time.Second {
+		t.Errorf("fourth call %s after a 429 with Retry-After: 1", gap)
+	}
+}
+
+func TestRateLimitedTooLongCounts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{cfg: func(c *worker.Config) { c.MaxWait = 1500 * time.Millisecond }})
+	s := newSessionID()
+	for range 50 {
+		b.api.Script(s, verisoultest.RateLimited("1"))
+	}
+	b.enroll(s, enqueue.WithMaxRetry(0))
+	info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+	if got := tasks.CodeOf(info.LastErr); got != worker.CodeTransientExhausted {
+		t.Fatalf("archived with %q, want %s", info.LastErr, worker.CodeTransientExhausted)
+	}
+}
+
+func TestUnreadable200IsTransient(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	s := newSessionID()
+	b.api.Script(s, verisoultest.Step{Status: 200, Body: "<html>maintenance</html>", ContentType: "text/html"})
+	b.enroll(s)
+	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	if r := resultOf(t, info); r.Outcome != worker.OutcomeEnrolled {
+		t.Fatalf("outcome %q, want enrolled", r.Outcome)
+	}
+	wantCalls(t, b.calls(s), 2)
+}
+
+func TestInvalidPayloadDeadLettersWithoutCalling(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	ac := asynq.NewClientFromRedisClient(b.rdb)
+	payloads := map[string][]byte{
+		"garbage":     []byte("\x00not json"),
+		"bad-session": []byte(`{"session_id":"nope","account_id":"a"}`),
+		"no-account":  []byte(`{"session_id":"` + newSessionID() + `"}`),
+	}
+	for id, p := range payloads {
+		if _, err := ac.Enqueue(asynq.NewTask(tasks.TypeEnroll, p), asynq.Queue(b.queue), asynq.TaskID(id), asynq.MaxRetry(5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id := range payloads {
+		deadline := time.Now().Add(waitLong)
+		for {
+			info, err := b.insp.GetTaskInfo(b.queue, id)
+			if err == nil && info.State == asynq.TaskStateArchived {
+				if got := tasks.CodeOf(info.LastErr); got != worker.CodeInvalidPayload {
+					t.Errorf("%s: archived with %q", id, info.LastErr)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never archived: %+v %v", id, info, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if n := len(b.api.Calls()); n != 0 {
+		t.Fatalf("API received %d calls for invalid payloads", n)
+	}
+}
+
+func TestWrongKeyDeadLettersNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{apiKey: "sk_wrong_key"})
+	ready := httptest.NewServer(b.w.HTTPHandler())
+	defer ready.Close()
+	var sessions []string
+	for range 6 {
+		s := newSessionID()
+		sessions = append(sessions, s)
+		b.enroll(s, enqueue.WithMaxRetry(0))
+	}
+	// Wait for the first rejection to close the gate.
+	deadline := time.Now().Add(waitLong)
+	for len(b.api.Calls()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond) // several probe intervals
+	resp, err := http.Get(ready.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d while the key is rejected, want 503", resp.StatusCode)
+	}
+	if resp, err := http.Get(ready.URL + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("/healthz = %v %v, want 200", resp, err)
+	}
+	// Calls are probes only: about one per probe interval, not one per task.
+	if n := len(b.api.Calls()); n > 8 {
+		t.Errorf("API received %d calls in 1.5s with a rejected key; want only probes", n)
+	}
+	qi, err := b.insp.GetQueueInfo(b.queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qi.Archived != 0 || qi.Completed != 0 {
+		t.Fatalf("queue %+v: a wrong key must dead-letter nothing", qi)
+	}
+	// The key is fixed (rotated at the API): the probe succeeds and
+	// everything is enrolled, with no retry used.
+	b.api.SetAPIKey("sk_wrong_key")
+	for _, s := range sessions {
+		info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+		if info.Retried != 0 {
+			t.Errorf("%s retried %d, want 0", s, info.Retried)
+		}
+	}
+	resp, err = http.Get(ready.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/readyz = %d after the key works, want 200", resp.StatusCode)
+	}
+}
+
+func TestDuplicateEnqueueCallsOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{noStart: true})
+	ctx := context.Background()
+	s := newSessionID()
+	b.enroll(s)
+	_, err := b.enq.Enroll(ctx, strings.ToUpper(s), "acct-other")
+	if !errors.Is(err, enqueue.ErrAlreadyQueued) {
+		t.Fatalf("second Enroll: %v, want ErrAlreadyQueued", err)
+	}
+	b.start()
+	b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	_, err = b.enq.Enroll(ctx, s, "acct-"+s[:8])
+	var dup *enqueue.DuplicateError
+	if !errors.Is(err, enqueue.ErrAlreadyEnrolled) || !errors.As(err, &dup) || dup.RequestID == "" {
+		t.Fatalf("Enroll after completion: %v, want ErrAlreadyEnrolled with a request id", err)
+	}
+	wantCalls(t, b.calls(s), 1)
+}
+
+// TestSameSessionInBothQueues: a session enqueued to a second queue after the
+// first task enrolled it completes without a second call.
+func TestSameSessionInBothQueues(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	other := "test-" + randHex(6)
+	t.Cleanup(func() { _ = b.insp.DeleteQueue(other, true) })
+	s := newSessionID()
+	b.enroll(s)
+	b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	// Served by a second worker on the other queue, sharing the key prefix.
+	b2 := setup(t, setupOpts{cfg: func(c *worker.Config) { c.Queues = map[string]int{other: 1}; c.KeyPrefix = b.prefix }})
+	b2.queue = other
+	b2.enroll(s, enqueue.WithQueue(other))
+	info := b2.waitState(s, asynq.TaskStateCompleted, waitLong)
+	if r := resultOf(t, info); r.Outcome != worker.OutcomeAlreadyEnrolled {
+		t.Fatalf("outcome %q, want already_enrolled", r.Outcome)
+	}
+	wantCalls(t, b.calls(s), 1)
+	wantCalls(t, b2.calls(s), 0)
+}

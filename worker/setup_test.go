@@ -1,0 +1,205 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/verisoul"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
+	"github.com/enrollq/enrollq/worker"
+)
+
+// The worker's tests use their own Redis database so that packages tested in
+// parallel do not meet, and their own queue names and key prefix per test so
+// that tests in this package do not either.
+var redisAddr = flag.String("redis-addr", "127.0.0.1:6379", "Redis server for integration tests")
+
+const redisDB = 11
+
+const testAPIKey = "sk_test_9f2b1c7e-worker-secret-key"
+
+// bundle is what one integration test works with: real Redis, a real asynq
+// server through worker.Worker, and the fake API.
+type bundle struct {
+	t      *testing.T
+	rdb    *redis.Client
+	api    *verisoultest.Server
+	queue  string
+	prefix string
+	insp   *asynq.Inspector
+	enq    *enqueue.Client
+	w      *worker.Worker
+	logs   *syncBuffer
+	stop   func()
+}
+
+// start runs the worker until the test ends.
+func (b *bundle) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.w.Run(ctx) }()
+	b.stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.t.Errorf("worker.Run: %v", err)
+		}
+	}
+}
+
+type setupOpts struct {
+	cfg       func(*worker.Config)
+	clientOpt []verisoul.Option
+	apiKey    string // key the worker sends; default testAPIKey
+	noStart   bool
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newSessionID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func setup(t *testing.T, o setupOpts) *bundle {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, DB: redisDB})
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("integration tests need Redis at %s (start one, or pass -redis-addr): %v", *redisAddr, err)
+	}
+	b := &bundle{
+		t:      t,
+		rdb:    rdb,
+		api:    verisoultest.NewServer(testAPIKey),
+		queue:  "test-" + randHex(6),
+		prefix: "enrollq-test-" + randHex(6) + ":",
+		insp:   asynq.NewInspectorFromRedisClient(rdb),
+		logs:   &syncBuffer{},
+	}
+	b.enq = enqueue.New(rdb, enqueue.WithQueue(b.queue), enqueue.WithMaxRetry(3))
+	key := o.apiKey
+	if key == "" {
+		key = testAPIKey
+	}
+	client, err := verisoul.New(b.api.URL, key, append([]verisoul.Option{verisoul.WithTimeout(2 * time.Second)}, o.clientOpt...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := worker.Config{
+		Redis:          rdb,
+		API:            client,
+		Logger:         slog.New(slog.NewJSONHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Queues:         map[string]int{b.queue: 1},
+		Concurrency:    4,
+		RetryBase:      time.Second,
+		RetryMax:       2 * time.Second,
+		NotReadyWindow: time.Minute,
+		MaxWait:        time.Minute,
+		BlipInterval:   50 * time.Millisecond,
+		ProbeInterval:  300 * time.Millisecond,
+		PollInterval:   100 * time.Millisecond,
+		KeyPrefix:      b.prefix,
+	}
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	b.w, err = worker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.noStart {
+		b.start()
+	}
+	t.Cleanup(func() {
+		if b.stop != nil {
+			b.stop()
+		}
+		b.api.Close()
+		_ = b.insp.DeleteQueue(b.queue, true)
+		b.deleteKeys(b.prefix + "*")
+		_ = rdb.Close()
+		if t.Failed() {
+			t.Logf("worker logs:\n%s", b.logs.String())
+		}
+	})
+	return b
+}
+
+func (b *bundle) deleteKeys(pattern string) {
+	ctx := context.Background()
+	iter := b.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+	for iter.Next(ctx) {
+		b.rdb.Del(ctx, iter.Val())
+	}
+}
+
+// enroll enqueues a session through the real producer API.
+func (b *bundle) enroll(sessionID string, opts ...enqueue.Option) {
+	b.t.Helper()
+	if _, err := b.enq.Enroll(context.Background(), sessionID, "acct-"+sessionID[:8], opts...); err != nil {
+		b.t.Fatalf("Enroll(%s): %v", sessionID, err)
+	}
+}
+
+// waitState polls Redis until the session's task reaches state, and returns
+// its info.
+func (b *bundle) waitState(sessionID string, state asynq.TaskState, timeout time.Duration) *asynq.TaskInfo {
+	b.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var info *asynq.TaskInfo
+	var err error
+	for time.Now().Before(deadline) {
+		info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(sessionID))
+		if err == nil && info.State == state {
+			return info
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		b.t.Fatalf("task of %s never reached %s: %v", sessionID, state, err)
+	}
+	b.t.Fatalf("task of %s never reached %s: it is %s (retried %d, last error %q)", sessionID, state, info.State, info.Retried, info.LastErr)
+	return nil
+}
+
+// calls returns the calls the fake API received for the session, waiting a
+// moment for in-flight ones to be recorded.
+func (b *bundle) calls(sessionID string) []verisoultest.Call {
+	return b.api.CallsFor(sessionID)
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}

@@ -1,0 +1,157 @@
+package worker
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// sessionState is what the worker remembers about one session between
+// attempts, in a Redis hash beside asynq's own keys. asynq keeps no per-task
+// memory a handler can write, and the outcome table needs some: whether an
+// earlier call may have enrolled the session (for the lost-response
+// reconciliation, including a call cut off by a crash), since when the
+// session has been "not ready", and since when 429s have kept it waiting.
+type sessionState struct {
+	// InFlight: a call was started and its outcome never recorded — the
+	// worker died or lost its lease mid-call.
+	InFlight bool
+	// Unknown: a call ended with no known outcome (no answer, 5xx, timeout).
+	Unknown bool
+	// EnrolledRequestID is set once the session was enrolled by any task.
+	EnrolledRequestID string
+	Enrolled          bool
+	NotReadySince     time.Time
+	WaitSince         time.Time
+	FirstAttempt      time.Time
+	Attempts          int
+}
+
+// stateTTL bounds how long the state of an unfinished session is kept:
+// sessions cannot be enrolled after 30 days anyway.
+const stateTTL = 31 * 24 * time.Hour
+
+const (
+	fInFlight     = "inflight"
+	fUnknown      = "unknown"
+	fEnrolled     = "enrolled_request_id"
+	fNotReady     = "not_ready_since"
+	fWaitSince    = "wait_since"
+	fFirstAttempt = "first_attempt"
+	fLastAttempt  = "last_attempt"
+	fAttempts     = "attempts"
+)
+
+// stateStore keeps sessionState in Redis.
+type stateStore struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// key puts the session in a hash tag so a Redis Cluster keeps the hash on
+// one slot.
+func (s stateStore) key(sessionID string) string { return s.prefix + "session:{" + sessionID + "}" }
+
+// begin reads the state left by earlier attempts and marks a call as in
+// flight, in one round trip. The API must not be called when begin fails:
+// the mark is what makes a crash mid-call recognisable.
+func (s stateStore) begin(ctx context.Context, sessionID string, now time.Time) (sessionState, error) {
+	k := s.key(sessionID)
+	var get *redis.MapStringStringCmd
+	ms := strconv.FormatInt(now.UnixMilli(), 10)
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		get = p.HGetAll(ctx, k)
+		p.HSetNX(ctx, k, fFirstAttempt, ms)
+		p.HSet(ctx, k, fInFlight, "1", fLastAttempt, ms)
+		p.HIncrBy(ctx, k, fAttempts, 1)
+		p.Expire(ctx, k, stateTTL)
+		return nil
+	})
+	if err != nil {
+		return sessionState{}, err
+	}
+	return parseState(get.Val()), nil
+}
+
+// peek reads the state without marking anything.
+func (s stateStore) peek(ctx context.Context, sessionID string) (sessionState, error) {
+	m, err := s.rdb.HGetAll(ctx, s.key(sessionID)).Result()
+	return parseState(m), err
+}
+
+func parseState(m map[string]string) sessionState {
+	st := sessionState{
+		InFlight:          m[fInFlight] == "1",
+		Unknown:           m[fUnknown] == "1",
+		EnrolledRequestID: m[fEnrolled],
+		NotReadySince:     msTime(m[fNotReady]),
+		WaitSince:         msTime(m[fWaitSince]),
+		FirstAttempt:      msTime(m[fFirstAttempt]),
+	}
+	_, st.Enrolled = m[fEnrolled]
+	st.Attempts, _ = strconv.Atoi(m[fAttempts])
+	return st
+}
+
+func msTime(s string) time.Time {
+	ms, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// finish records what a call showed. unknown: the call may have enrolled
+// the session; notReady / waiting: the session answered a not-ready code or
+// a 429 (their start times are kept on the first occurrence, cleared
+// otherwise).
+func (s stateStore) finish(ctx context.Context, sessionID string, now time.Time, unknown, notReady, waiting bool) error {
+	k := s.key(sessionID)
+	ms := strconv.FormatInt(now.UnixMilli(), 10)
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HDel(ctx, k, fInFlight)
+		switch {
+		case unknown:
+			p.HSet(ctx, k, fUnknown, "1")
+		case notReady:
+			// A not-ready answer proves no earlier call enrolled the session.
+			p.HDel(ctx, k, fUnknown)
+		}
+		if notReady {
+			p.HSetNX(ctx, k, fNotReady, ms)
+		} else {
+			p.HDel(ctx, k, fNotReady)
+		}
+		if waiting {
+			p.HSetNX(ctx, k, fWaitSince, ms)
+		} else {
+			p.HDel(ctx, k, fWaitSince)
+		}
+		return nil
+	})
+	return err
+}
+
+// enrolled replaces the state by the fact that the session is enrolled, kept
+// for retention, so that another task for the same session (from the other
+// queue, or enqueued after this one completed) finishes without a call.
+func (s stateStore) enrolled(ctx context.Context, sessionID, requestID string, retention time.Duration) error {
+	k := s.key(sessionID)
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, k)
+		p.HSet(ctx, k, fEnrolled, requestID)
+		p.Expire(ctx, k, retention)
+		return nil
+	})
+	return err
+}
+
+// deadLettered clears the waits of a dead-lettered session, so a requeued
+// task starts its windows afresh, but keeps whether an earlier call may have
+// enrolled it: a requeued task that then hears
+// session_already_tied_to_an_account is still reconciled.
+func (s stateStore) deadLettered(ctx context.Context, sessionID string) error {
+	return s.rdb.HDel(ctx, s.key(sessionID), fInFlight, fNotReady, fWaitSince).Err()
+}

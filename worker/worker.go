@@ -1,0 +1,287 @@
+// Package worker runs the asynq server that delivers enrollments to the
+// Verisoul API: it calls the API for each task, decides the outcome of each
+// attempt (Classify), schedules retries, dead-letters what is terminal, and
+// serves health and readiness over HTTP.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/verisoul"
+)
+
+// Enroller is the API call the worker makes; *verisoul.Client implements it.
+type Enroller interface {
+	Enroll(ctx context.Context, sessionID, accountID string) (verisoul.EnrollResult, error)
+}
+
+// Config configures a Worker. Zero fields take the default in their comment.
+type Config struct {
+	// Redis is the connection shared by asynq and the worker's own keys.
+	// Required. The worker does not close it.
+	Redis redis.UniversalClient
+	// API is the Verisoul client. Required.
+	API Enroller
+	// Logger receives one line per attempt and asynq's own logs. Default:
+	// slog.Default().
+	Logger *slog.Logger
+	// Queues maps queue names to priorities; served strictly by priority.
+	// Default: signup (2) before backfill (1).
+	Queues map[string]int
+	// Concurrency is the number of tasks in flight. Default 10.
+	Concurrency int
+	// RetryBase and RetryMax bound the exponential backoff between counted
+	// retries. Defaults 10s and 10m.
+	RetryBase, RetryMax time.Duration
+	// NotReadyWindow and MaxWait bound the uncounted waits (see Policy).
+	// Defaults 1h and 1h.
+	NotReadyWindow, MaxWait time.Duration
+	// Retention is how long a completed task and the session's enrolled mark
+	// are kept. Default 720h.
+	Retention time.Duration
+	// BlipRetries is how many times one attempt retries a transient failure
+	// in process before handing it to the queue's retry, within
+	// BlipMaxElapsed. Defaults 2 and 5s; BlipRetries < 0 disables.
+	BlipRetries    int
+	BlipMaxElapsed time.Duration
+	// BlipInterval is the first in-process backoff. Default 250ms.
+	BlipInterval time.Duration
+	// ProbeInterval is how often a call probes an API that rejected the key.
+	// Default 30s.
+	ProbeInterval time.Duration
+	// ShutdownTimeout is how long in-flight tasks get to finish on shutdown
+	// before asynq puts them back in their queue. Default 25s.
+	ShutdownTimeout time.Duration
+	// PollInterval is how often idle workers look for tasks and scheduled
+	// retries are moved to their queue (asynq's TaskCheckInterval and
+	// DelayedTaskCheckInterval). Default 1s.
+	PollInterval time.Duration
+	// HTTPAddr serves /healthz and /readyz when not empty.
+	HTTPAddr string
+	// KeyPrefix prefixes the worker's own Redis keys. Default "enrollq:".
+	KeyPrefix string
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if len(c.Queues) == 0 {
+		c.Queues = map[string]int{tasks.QueueSignup: 2, tasks.QueueBackfill: 1}
+	}
+	setDefault(&c.Concurrency, 10)
+	setDefault(&c.RetryBase, 10*time.Second)
+	setDefault(&c.RetryMax, 10*time.Minute)
+	setDefault(&c.NotReadyWindow, time.Hour)
+	setDefault(&c.MaxWait, time.Hour)
+	setDefault(&c.Retention, 720*time.Hour)
+	setDefault(&c.BlipRetries, 2)
+	setDefault(&c.BlipMaxElapsed, 5*time.Second)
+	setDefault(&c.BlipInterval, 250*time.Millisecond)
+	setDefault(&c.ProbeInterval, 30*time.Second)
+	setDefault(&c.ShutdownTimeout, 25*time.Second)
+	setDefault(&c.PollInterval, time.Second)
+	setDefault(&c.KeyPrefix, "enrollq:")
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
+// Worker processes enrollment tasks. Create it with New, run it with Run.
+type Worker struct {
+	cfg    Config
+	log    *slog.Logger
+	state  stateStore
+	gate   *authGate
+	policy Policy
+
+	srv        *asynq.Server
+	redisAlive atomic.Bool
+}
+
+// New checks cfg and builds a Worker. It returns an error when Redis or API
+// is missing or a bound is negative.
+func New(cfg Config) (*Worker, error) {
+	cfg.setDefaults()
+	switch {
+	case cfg.Redis == nil:
+		return nil, errors.New("worker: Config.Redis is required")
+	case cfg.API == nil:
+		return nil, errors.New("worker: Config.API is required")
+	case cfg.RetryMax < cfg.RetryBase:
+		return nil, fmt.Errorf("worker: RetryMax %s is below RetryBase %s", cfg.RetryMax, cfg.RetryBase)
+	}
+	w := &Worker{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		state:  stateStore{rdb: cfg.Redis, prefix: cfg.KeyPrefix},
+		gate:   newAuthGate(cfg.ProbeInterval),
+		policy: Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
+	}
+	w.redisAlive.Store(true)
+	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
+		Concurrency:              cfg.Concurrency,
+		Queues:                   cfg.Queues,
+		StrictPriority:           true,
+		RetryDelayFunc:           w.retryDelay,
+		IsFailure:                isFailure,
+		Logger:                   NewAsynqLogger(cfg.Logger),
+		LogLevel:                 asynq.InfoLevel,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		DelayedTaskCheckInterval: cfg.PollInterval,
+		TaskCheckInterval:        cfg.PollInterval,
+		HealthCheckFunc: func(err error) {
+			if w.redisAlive.Swap(err == nil) != (err == nil) {
+				if err != nil {
+					w.log.Error("redis unreachable", "err", err)
+				} else {
+					w.log.Info("redis reachable again")
+				}
+			}
+		},
+		HealthCheckInterval: 5 * time.Second,
+	})
+	return w, nil
+}
+
+// Run processes tasks until ctx is done, then stops taking new tasks, gives
+// in-flight ones ShutdownTimeout to finish (asynq puts the rest back in their
+// queue) and returns. It returns an error when the server cannot start or the
+// HTTP address cannot be bound.
+func (w *Worker) Run(ctx context.Context) error {
+	var httpSrv *http.Server
+	httpErr := make(chan error, 1)
+	if w.cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", w.cfg.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("worker: listening on %s: %w", w.cfg.HTTPAddr, err)
+		}
+		httpSrv = &http.Server{Handler: w.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { httpErr <- httpSrv.Serve(ln) }()
+		w.log.Info("http endpoints listening", "addr", ln.Addr().String())
+	}
+	if err := w.srv.Start(w); err != nil {
+		if httpSrv != nil {
+			_ = httpSrv.Close()
+		}
+		return fmt.Errorf("worker: starting: %w", err)
+	}
+	w.log.Info("worker started", "queues", w.cfg.Queues, "concurrency", w.cfg.Concurrency)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-httpErr:
+		err = fmt.Errorf("worker: http server: %w", err)
+	}
+	w.log.Info("worker stopping", "shutdown_timeout", w.cfg.ShutdownTimeout)
+	w.srv.Shutdown()
+	if httpSrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = httpSrv.Shutdown(sctx)
+	}
+	w.log.Info("worker stopped")
+	return err
+}
+
+// Ready reports whether the worker can do useful work, and why not.
+func (w *Worker) Ready() (bool, string) {
+	if !w.redisAlive.Load() {
+		return false, "redis unreachable"
+	}
+	if closed, reason, since := w.gate.state(); closed {
+		return false, fmt.Sprintf("%s since %s; probing every %s", reason, since.UTC().Format(time.RFC3339), w.cfg.ProbeInterval)
+	}
+	return true, "ok"
+}
+
+// HTTPHandler serves /healthz (the process is up) and /readyz (it can do
+// useful work: Redis answers and the API accepts the key).
+func (w *Worker) HTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = rw.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		ok, reason := w.Ready()
+		if !ok {
+			rw.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_, _ = rw.Write([]byte(reason + "\n"))
+	})
+	return mux
+}
+
+// retryDelay is asynq's RetryDelayFunc. Counted retries back off
+// exponentially with jitter between RetryBase and RetryMax; waits back off by
+// their own count; a Retry-After is never cut short. The delay is rounded up
+// to a whole second because asynq stores retry times in whole seconds,
+// rounding down, which would otherwise run a task up to a second early.
+func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	var d time.Duration
+	var re *retryError
+	switch {
+	case errors.As(err, &re) && !re.counted:
+		if re.notBefore > 0 {
+			d = re.notBefore
+		} else {
+			d = backoffDelay(re.waitN, w.cfg.RetryBase, w.cfg.RetryMax)
+		}
+	default:
+		d = backoffDelay(n, w.cfg.RetryBase, w.cfg.RetryMax)
+		if re != nil && re.notBefore > d {
+			d = re.notBefore
+		}
+	}
+	return roundUpDelay(time.Now(), d)
+}
+
+// roundUpDelay returns a delay from now whose end falls on a whole second no
+// earlier than now+d.
+func roundUpDelay(now time.Time, d time.Duration) time.Duration {
+	at := now.Add(d)
+	if r := at.Truncate(time.Second); !r.Equal(at) {
+		at = r.Add(time.Second)
+	}
+	return at.Sub(now)
+}
+
+// backoffDelay is the n-th (from 0) delay of an exponential backoff with
+// jitter from base, doubling, capped at max.
+func backoffDelay(n int, base, max time.Duration) time.Duration {
+	b := newBackoff(base, max)
+	d := b.NextBackOff()
+	for i := 0; i < n && i < 64; i++ {
+		d = b.NextBackOff()
+	}
+	return d
+}
+
+func newBackoff(base, max time.Duration) *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = base
+	b.MaxInterval = max
+	b.Multiplier = 2
+	b.RandomizationFactor = 0.5
+	b.MaxElapsedTime = 0
+	b.Reset()
+	return b
+}
