@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Base URLs of the two Verisoul environments.
@@ -45,13 +47,28 @@ type Client struct {
 type Option func(*Client)
 
 // WithHTTPClient replaces the default http.Client (for proxies or custom
-// transports). Its Timeout is left as it is; the per-call timeout of
-// WithTimeout applies on top.
-func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
+// transports); nil keeps the default. Its Timeout is left as it is; the
+// per-call timeout of WithTimeout applies on top. The client never follows
+// redirects, whatever h's CheckRedirect says: a redirect would carry the key
+// to another host.
+func WithHTTPClient(h *http.Client) Option {
+	return func(c *Client) {
+		if h != nil {
+			hc := *h
+			c.http = &hc
+		}
+	}
+}
 
 // WithTimeout sets the time one call may take, from sending to reading the
-// whole body. The default is 10 seconds.
-func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
+// whole body. The default is 10 seconds; zero or less keeps the default.
+func WithTimeout(d time.Duration) Option {
+	return func(c *Client) {
+		if d > 0 {
+			c.timeout = d
+		}
+	}
+}
 
 // WithUserAgent appends a product token to the User-Agent header.
 func WithUserAgent(ua string) Option {
@@ -64,11 +81,14 @@ func WithUserAgent(ua string) Option {
 // the error.
 func New(baseURL, apiKey string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(baseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("verisoul: base URL must be an absolute http(s) URL, got %q", baseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("verisoul: base URL must be an absolute http(s) URL without user, query or fragment, got %q", redactURL(baseURL))
 	}
 	if apiKey == "" {
 		return nil, errors.New("verisoul: API key is empty")
+	}
+	if strings.IndexFunc(apiKey, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return nil, errors.New("verisoul: API key contains whitespace or control characters; it cannot be sent in a header")
 	}
 	c := &Client{
 		endpoint:  strings.TrimRight(u.String(), "/") + EnrollPath,
@@ -80,7 +100,17 @@ func New(baseURL, apiKey string, opts ...Option) (*Client, error) {
 	for _, o := range opts {
 		o(c)
 	}
+	c.http.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return c, nil
+}
+
+// redactURL hides any user information in a URL that is about to be printed.
+func redactURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		u.User = url.User("xxxxx")
+		return u.String()
+	}
+	return raw
 }
 
 func defaultTransport() *http.Transport {
@@ -111,9 +141,14 @@ type enrollResponse struct {
 // error code when the body has one), a 200 whose body is not a success, and a
 // call that got no response (timeout, connection error; Status 0).
 func (c *Client) Enroll(ctx context.Context, sessionID, accountID string) (EnrollResult, error) {
+	if !utf8.ValidString(sessionID) || !utf8.ValidString(accountID) {
+		// encoding/json would replace the bad bytes silently, enrolling
+		// another account id than the caller's.
+		return EnrollResult{}, &APIError{NotSent: true, Err: errors.New("session_id and account_id must be valid UTF-8")}
+	}
 	body, err := json.Marshal(enrollRequest{SessionID: sessionID, AccountID: accountID})
 	if err != nil {
-		return EnrollResult{}, &APIError{Err: err}
+		return EnrollResult{}, &APIError{NotSent: true, Err: err}
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, errTimeout)
 	defer cancel()
@@ -128,24 +163,43 @@ func (c *Client) Enroll(ctx context.Context, sessionID, accountID string) (Enrol
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return EnrollResult{}, &APIError{Err: transportCause(ctx, err)}
+		return EnrollResult{}, c.redact(&APIError{Err: transportCause(ctx, err), NotSent: isDialError(err)})
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
 	if err != nil {
-		return EnrollResult{}, &APIError{Status: resp.StatusCode, Err: fmt.Errorf("reading body: %w", transportCause(ctx, err)), Body: excerpt(raw)}
+		return EnrollResult{}, c.redact(&APIError{Status: resp.StatusCode, Err: fmt.Errorf("reading body: %w", transportCause(ctx, err)), Body: excerpt(raw)})
 	}
-	return ParseEnrollResponse(resp.StatusCode, resp.Header, raw, time.Now())
+	res, err := ParseEnrollResponse(resp.StatusCode, resp.Header, raw, time.Now())
+	if e, ok := err.(*APIError); ok {
+		return res, c.redact(e)
+	}
+	return res, err
 }
 
-// transportCause makes a timeout of our own per-call deadline say so instead
-// of "context deadline exceeded", and strips the request URL that net/http
+// redact removes the key from an error page that echoed the request headers
+// (debug proxies and some gateways do), so it cannot reach a log line.
+func (c *Client) redact(e *APIError) *APIError {
+	e.Body = strings.ReplaceAll(e.Body, c.apiKey, "[REDACTED]")
+	return e
+}
+
+// isDialError reports whether the connection could not be made, in which
+// case nothing was sent.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// transportCause says "timed out" for our own per-call deadline (net/http
+// returns the context's cause), and strips the request URL that net/http
 // adds (the URL carries no secret, but it makes the line long).
 func transportCause(ctx context.Context, err error) error {
-	if cause := context.Cause(ctx); cause != nil && errors.Is(cause, errTimeout) {
-		return fmt.Errorf("%w: %w", errTimeout, unwrapURLError(err))
+	err = unwrapURLError(err)
+	if errors.Is(context.Cause(ctx), errTimeout) && !errors.Is(err, errTimeout) {
+		return fmt.Errorf("%w: %w", errTimeout, err)
 	}
-	return unwrapURLError(err)
+	return err
 }
 
 func unwrapURLError(err error) error {
@@ -164,17 +218,17 @@ func ParseEnrollResponse(status int, h http.Header, raw []byte, now time.Time) (
 	jsonErr := json.Unmarshal(raw, &r)
 	if status == http.StatusOK {
 		if jsonErr == nil && r.Success != nil && *r.Success {
-			return EnrollResult{RequestID: r.RequestID}, nil
+			return EnrollResult{RequestID: cleanRequestID(r.RequestID)}, nil
 		}
 		cause := errors.New("200 without success:true")
 		if jsonErr != nil {
 			cause = fmt.Errorf("unreadable 200 body: %w", jsonErr)
 		}
-		return EnrollResult{}, &APIError{Status: status, RequestID: r.RequestID, Body: excerpt(raw), Err: cause}
+		return EnrollResult{}, &APIError{Status: status, RequestID: cleanRequestID(r.RequestID), Body: excerpt(raw), Err: cause}
 	}
 	e := &APIError{Status: status, RetryAfter: parseRetryAfter(h.Get("Retry-After"), now)}
 	if jsonErr == nil {
-		e.RequestID = r.RequestID
+		e.RequestID = cleanRequestID(r.RequestID)
 		if r.Error != nil {
 			e.Code = *r.Error
 		}
@@ -186,6 +240,21 @@ func ParseEnrollResponse(status int, h http.Header, raw []byte, now time.Time) (
 		e.Code = ""
 	}
 	return EnrollResult{}, e
+}
+
+// cleanRequestID keeps a request id that looks like one (a UUID, or at
+// least short and of id characters) and drops anything else, so a broken or
+// hostile body cannot put new lines or escape codes into log lines.
+func cleanRequestID(id string) string {
+	if len(id) > 64 {
+		return ""
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return ""
+		}
+	}
+	return id
 }
 
 // validCode accepts what looks like an API error code (snake_case, bounded),

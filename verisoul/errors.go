@@ -1,6 +1,7 @@
 package verisoul
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -59,6 +60,9 @@ type APIError struct {
 	// Err is the underlying cause for transport failures and unreadable
 	// bodies; nil otherwise.
 	Err error
+	// NotSent is true when the request certainly never reached the API:
+	// the connection could not be made, or the input could not be sent.
+	NotSent bool
 }
 
 // Error describes the failure on one line. It never contains the API key: the
@@ -67,6 +71,8 @@ func (e *APIError) Error() string {
 	var b strings.Builder
 	b.WriteString("verisoul: ")
 	switch {
+	case e.NotSent:
+		b.WriteString("not sent")
 	case e.Status == 0:
 		b.WriteString("no response")
 	case e.Code != "":
@@ -114,6 +120,8 @@ func (e *APIError) Timeout() bool {
 // the session.
 func (e *APIError) OutcomeUnknown() bool {
 	switch {
+	case e.NotSent:
+		return false
 	case e.Status == 0, e.Status == 408, e.Status >= 500:
 		return true
 	case e.Status == 200:
@@ -122,5 +130,12 @@ func (e *APIError) OutcomeUnknown() bool {
 	return false
 }
 
-// errTimeout marks a call cut off by the client's own per-call timeout.
-var errTimeout = errors.New("timed out")
+// errTimeout marks a call cut off by the client's own per-call timeout. It
+// matches context.DeadlineExceeded, as a caller's deadline would.
+var errTimeout error = timeoutError{}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string        { return "timed out" }
+func (timeoutError) Timeout() bool        { return true }
+func (timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }

@@ -126,7 +126,7 @@ func (c demoCmd) Run(e *env) error {
 	ok := printDemoTable(e.stdout, scen, rows, api)
 	fmt.Fprintf(e.stdout, "\nenqueue of a duplicate: %v\n", dupErr)
 	fmt.Fprintf(e.stdout, "enqueue of bad input:   %v\n", badErr)
-	ok = ok && errors.Is(dupErr, enqueue.ErrAlreadyQueued) || errors.Is(dupErr, enqueue.ErrAlreadyEnrolled)
+	ok = ok && (errors.Is(dupErr, enqueue.ErrAlreadyQueued) || errors.Is(dupErr, enqueue.ErrAlreadyEnrolled))
 	var ve *tasks.ValidationError
 	ok = ok && errors.As(badErr, &ve)
 
