@@ -5,9 +5,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/internal/redistest"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -25,9 +26,9 @@ import (
 // The worker's tests use their own Redis database so that packages tested in
 // parallel do not meet, and their own queue names and key prefix per test so
 // that tests in this package do not either.
-var redisAddr = flag.String("redis-addr", "127.0.0.1:6379", "Redis server for integration tests")
-
 const redisDB = 11
+
+func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
 
 const testAPIKey = "sk_test_9f2b1c7e-worker-secret-key"
 
@@ -82,10 +83,7 @@ func newSessionID() string {
 
 func setup(t *testing.T, o setupOpts) *bundle {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, DB: redisDB})
-	if err := rdb.Ping(context.Background()).Err(); err != nil {
-		t.Fatalf("integration tests need Redis at %s (start one, or pass -redis-addr): %v", *redisAddr, err)
-	}
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr(t), DB: redisDB})
 	b := &bundle{
 		t:      t,
 		rdb:    rdb,

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/enrollq/enrollq/internal/redistest"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -27,7 +27,6 @@ import (
 // The end-to-end tests build the enrollq binary and run it as a shell would,
 // against the real Redis (database 3, this package's own) and the fake API
 // served from the test process.
-var redisAddr = flag.String("redis-addr", "127.0.0.1:6379", "Redis server for end-to-end tests")
 
 const (
 	redisDB = 3
@@ -37,7 +36,7 @@ const (
 var binary string
 
 func TestMain(m *testing.M) {
-	flag.Parse()
+
 	dir, err := os.MkdirTemp("", "enrollq-e2e")
 	if err != nil {
 		panic(err)
@@ -48,20 +47,17 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building enrollq: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := redistest.Run(m)
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-func redisURL() string { return fmt.Sprintf("redis://%s/%d", *redisAddr, redisDB) }
+func redisURL(t *testing.T) string { return fmt.Sprintf("redis://%s/%d", redistest.Addr(t), redisDB) }
 
 // freshRedis empties this package's database and returns a client on it.
 func freshRedis(t *testing.T) *redis.Client {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, DB: redisDB})
-	if err := rdb.Ping(context.Background()).Err(); err != nil {
-		t.Fatalf("end-to-end tests need Redis at %s: %v", *redisAddr, err)
-	}
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr(t), DB: redisDB})
 	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +182,7 @@ func TestEnqueueAndWorkEndToEnd(t *testing.T) {
 	rdb := freshRedis(t)
 	api := verisoultest.NewServer(apiKey)
 	defer api.Close()
-	env := []string{"REDIS_URL=" + redisURL(), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_RETRY_BASE=1s", "ENROLLQ_RETRY_MAX=2s"}
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_RETRY_BASE=1s", "ENROLLQ_RETRY_MAX=2s"}
 
 	ok, expired, dup := newSessionID(), newSessionID(), newSessionID()
 	api.Script(expired, verisoultest.Fail(verisoul.CodeSessionOlderThan30Days))

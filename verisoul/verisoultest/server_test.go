@@ -1,0 +1,136 @@
+package verisoultest_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/enrollq/enrollq/verisoul"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
+)
+
+const (
+	key  = "fake-key"
+	sess = "0007b793-ae5d-45a2-8d9f-4a5b573c3271"
+)
+
+func client(t *testing.T, s *verisoultest.Server, k string) *verisoul.Client {
+	t.Helper()
+	c, err := verisoul.New(s.URL, k, verisoul.WithTimeout(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func apiErr(t *testing.T, err error) *verisoul.APIError {
+	t.Helper()
+	var e *verisoul.APIError
+	if !errors.As(err, &e) {
+		t.Fatalf("want *verisoul.APIError, got %v", err)
+	}
+	return e
+}
+
+func TestBehavesLikeTheAPI(t *testing.T) {
+	t.Parallel()
+	s := verisoultest.NewServer(key)
+	defer s.Close()
+	c := client(t, s, key)
+	ctx := context.Background()
+	if r, err := c.Enroll(ctx, sess, "acct-1"); err != nil || r.RequestID == "" {
+		t.Fatalf("first enroll: %+v %v", r, err)
+	}
+	_, err := c.Enroll(ctx, sess, "acct-1")
+	if e := apiErr(t, err); e.Status != 400 || e.Code != verisoul.CodeSessionAlreadyTiedToAnAccount {
+		t.Fatalf("second enroll: %v", err)
+	}
+	if acct, ok := s.Enrolled(sess); !ok || acct != "acct-1" || s.EnrolledCount() != 1 {
+		t.Fatalf("Enrolled = %q %v, count %d", acct, ok, s.EnrolledCount())
+	}
+	calls := s.CallsFor(sess)
+	if len(calls) != 2 || !calls[0].Enrolled || calls[1].Enrolled || !calls[0].KeyOK {
+		t.Fatalf("calls %+v", calls)
+	}
+}
+
+func TestChecksTheKey(t *testing.T) {
+	t.Parallel()
+	s := verisoultest.NewServer(key)
+	defer s.Close()
+	_, err := client(t, s, "wrong").Enroll(context.Background(), sess, "a")
+	if e := apiErr(t, err); e.Status != http.StatusUnauthorized {
+		t.Fatalf("wrong key: %v", err)
+	}
+	if _, ok := s.Enrolled(sess); ok {
+		t.Fatal("enrolled with a wrong key")
+	}
+	if c := s.Calls(); len(c) != 1 || c[0].KeyOK {
+		t.Fatalf("calls %+v", c)
+	}
+}
+
+func TestScripts(t *testing.T) {
+	t.Parallel()
+	s := verisoultest.NewServer(key)
+	defer s.Close()
+	c := client(t, s, key)
+	ctx := context.Background()
+	other := "1117b793-ae5d-45a2-8d9f-4a5b573c3271"
+	s.Script(sess, verisoultest.Fail(verisoul.CodeSessionNotComplete), verisoultest.RateLimited("3"))
+	s.ScriptNext(verisoultest.Status(503))
+
+	// ScriptNext comes first, whatever the session.
+	_, err := c.Enroll(ctx, other, "a")
+	if e := apiErr(t, err); e.Status != 503 {
+		t.Fatalf("ScriptNext: %v", err)
+	}
+	_, err = c.Enroll(ctx, sess, "a")
+	if e := apiErr(t, err); e.Code != verisoul.CodeSessionNotComplete {
+		t.Fatalf("script step 1: %v", err)
+	}
+	_, err = c.Enroll(ctx, sess, "a")
+	if e := apiErr(t, err); e.Status != 429 || e.RetryAfter != 3*time.Second {
+		t.Fatalf("script step 2: %v", err)
+	}
+	if _, err := c.Enroll(ctx, sess, "a"); err != nil {
+		t.Fatalf("after the script, normal behaviour: %v", err)
+	}
+}
+
+func TestDropsAndDelays(t *testing.T) {
+	t.Parallel()
+	s := verisoultest.NewServer(key)
+	defer s.Close()
+	c := client(t, s, key)
+	ctx := context.Background()
+
+	s.Script(sess, verisoultest.Dropped())
+	_, err := c.Enroll(ctx, sess, "a")
+	if e := apiErr(t, err); e.Status != 0 || !e.OutcomeUnknown() {
+		t.Fatalf("dropped: %v", err)
+	}
+	if _, ok := s.Enrolled(sess); ok {
+		t.Fatal("Dropped must not enroll")
+	}
+
+	s.Script(sess, verisoultest.Slow(time.Second))
+	_, err = c.Enroll(ctx, sess, "a")
+	if e := apiErr(t, err); !e.Timeout() {
+		t.Fatalf("slow: %v, want a timeout", err)
+	}
+
+	s.Script(sess, verisoultest.Lost())
+	_, err = c.Enroll(ctx, sess, "a")
+	if e := apiErr(t, err); e.Status != 0 {
+		t.Fatalf("lost: %v", err)
+	}
+	if _, ok := s.Enrolled(sess); !ok {
+		t.Fatal("Lost must enroll before hanging up")
+	}
+	if n := len(s.CallsFor(sess)); n != 3 {
+		t.Fatalf("%d calls recorded, want 3", n)
+	}
+}
