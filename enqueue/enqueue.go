@@ -106,12 +106,16 @@ type Enrolled struct {
 }
 
 // Enroll validates the session and account ids and enqueues one task, in one
-// Redis round trip. It returns:
+// Redis round trip. asynq keys task IDs per queue, so the same session can
+// have a task in signup and one in backfill; the worker still calls the API
+// for it once (it records enrolled sessions, and lets one call per session
+// be in flight at a time). It returns:
 //   - a *tasks.ValidationError naming the field and rule when an id is bad
 //     (nothing is enqueued);
 //   - a *DuplicateError matching ErrAlreadyQueued, ErrAlreadyEnrolled or
 //     ErrDeadLettered when the session already has a task in that queue
 //     (found by a second round trip, only then);
+//   - the context's error (errors.Is) when ctx ended first;
 //   - any other error when Redis fails.
 func (c *Client) Enroll(ctx context.Context, sessionID, accountID string, opts ...Option) (Enrolled, error) {
 	o := c.defaults
@@ -131,6 +135,11 @@ func (c *Client) Enroll(ctx context.Context, sessionID, accountID string, opts .
 		return Enrolled{TaskID: info.ID, Queue: info.Queue}, nil
 	}
 	if !errors.Is(err, asynq.ErrTaskIDConflict) {
+		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+			// asynq flattens a script's failure into text; keep the
+			// context's error matchable.
+			return Enrolled{}, fmt.Errorf("enqueue session %s: %w (%v)", p.SessionID, ctxErr, err)
+		}
 		return Enrolled{}, fmt.Errorf("enqueue session %s: %w", p.SessionID, err)
 	}
 	return Enrolled{}, c.describeDuplicate(p.SessionID, o.Queue)

@@ -6,8 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -18,15 +18,19 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/internal/redistest"
 	"github.com/enrollq/enrollq/tasks"
 )
 
 // The producer's tests run against a real Redis, in a database of their own
 // so that packages tested in parallel do not meet, and with a queue name of
 // their own per test so that tests in this package do not either.
-var redisAddr = flag.String("redis-addr", "127.0.0.1:6379", "Redis server for integration tests")
-
 const redisDB = 2
+
+func TestMain(m *testing.M) {
+	exampleRedisAddr = redistest.MustAddr()
+	os.Exit(redistest.Run(m))
+}
 
 // bundle is what one test works with: the real Redis, an inspector on it and
 // a producer whose default queue belongs to the test.
@@ -40,10 +44,7 @@ type bundle struct {
 
 func setup(t *testing.T, opts ...enqueue.Option) *bundle {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, DB: redisDB})
-	if err := rdb.Ping(context.Background()).Err(); err != nil {
-		t.Fatalf("integration tests need Redis at %s (start one, or pass -redis-addr): %v", *redisAddr, err)
-	}
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr(t), DB: redisDB})
 	b := &bundle{
 		t:     t,
 		rdb:   rdb,
@@ -51,26 +52,35 @@ func setup(t *testing.T, opts ...enqueue.Option) *bundle {
 		queue: newQueue(),
 	}
 	b.enq = enqueue.New(rdb, append([]enqueue.Option{enqueue.WithQueue(b.queue)}, opts...)...)
-	b.cleanupQueue(b.queue)
+	// Cleanups run last-registered first: the connection is closed after
+	// every queue of the test (and any server on it) is gone.
 	t.Cleanup(func() {
 		if err := b.enq.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 		_ = rdb.Close()
 	})
+	b.cleanupQueue(b.queue)
 	return b
 }
 
 // cleanupQueue deletes q and anything left of it when the test ends.
 func (b *bundle) cleanupQueue(q string) {
 	b.t.Cleanup(func() {
-		_ = b.insp.DeleteQueue(q, true)
-		ctx := context.Background()
-		iter := b.rdb.Scan(ctx, 0, "asynq:{"+q+"}:*", 1000).Iterator()
-		for iter.Next(ctx) {
-			b.rdb.Del(ctx, iter.Val())
+		if err := b.insp.DeleteQueue(q, true); err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
+			b.t.Errorf("DeleteQueue(%s): %v", q, err)
 		}
-		b.rdb.SRem(ctx, "asynq:queues", q)
+		ctx := context.Background()
+		keys, err := b.rdb.Keys(ctx, "asynq:{"+q+"}:*").Result()
+		if err == nil && len(keys) > 0 {
+			err = b.rdb.Del(ctx, keys...).Err()
+		}
+		if err == nil {
+			err = b.rdb.SRem(ctx, "asynq:queues", q).Err()
+		}
+		if err != nil {
+			b.t.Errorf("cleaning up queue %s: %v", q, err)
+		}
 	})
 }
 
@@ -570,4 +580,49 @@ func TestEnrollPerCallOptions(t *testing.T) {
 	}
 	b.assertSize(other, 1)
 	b.assertSize(b.queue, 1)
+}
+
+// TestEnrollRunningOrRetryingIsAlreadyQueued: a task a worker is running, or
+// one waiting for its next attempt, is still "already queued", with its
+// state and last error.
+func TestEnrollRunningOrRetryingIsAlreadyQueued(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	release := make(chan struct{})
+	b.serve(func(ctx context.Context, task *asynq.Task) error {
+		p, err := tasks.DecodeEnrollPayload(task.Payload())
+		if err != nil {
+			return err
+		}
+		if p.AccountID == "acct-block" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		}
+		return errors.New("verisoul: status 503")
+	})
+	// Registered after serve, so it runs first and the server's shutdown
+	// does not wait for the blocked handler.
+	t.Cleanup(func() { close(release) })
+	running, retrying := newSessionID(), newSessionID()
+	ctx := context.Background()
+	if _, err := b.enq.Enroll(ctx, running, "acct-block"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.enq.Enroll(ctx, retrying, "acct-fail"); err != nil {
+		t.Fatal(err)
+	}
+	b.waitState(running, asynq.TaskStateActive)
+	b.waitState(retrying, asynq.TaskStateRetry)
+
+	_, err := b.enq.Enroll(ctx, running, "acct-block")
+	if d := assertDuplicate(t, err, enqueue.ErrAlreadyQueued); d.State != "active" {
+		t.Errorf("DuplicateError = %+v, want state active", *d)
+	}
+	_, err = b.enq.Enroll(ctx, retrying, "acct-fail")
+	if d := assertDuplicate(t, err, enqueue.ErrAlreadyQueued); d.State != "retry" || d.LastErr != "verisoul: status 503" || d.Code != "" {
+		t.Errorf("DuplicateError = %+v, want state retry with the last error and no code", *d)
+	}
 }

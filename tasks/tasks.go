@@ -178,16 +178,22 @@ func NewEnrollTask(p EnrollPayload, o Options) (*asynq.Task, error) {
 // CodeOf returns the dead-letter code at the start of an archived task's
 // error text, as the worker writes it ("session_older_than_30_days: …"), or
 // "" when the text does not start with a code. Dead letters are filtered by
-// this code in the dashboard and on the command line.
+// this code in the dashboard and on the command line. A code is snake_case
+// with at least one underscore, like every code of the API and of enrollq;
+// that keeps texts other libraries write ("asynq: task lease expired",
+// "verisoul: status 503") from passing for codes.
 func CodeOf(lastErr string) string {
-	for i := 0; i < len(lastErr); i++ {
-		c := lastErr[i]
-		if c == ':' {
-			return lastErr[:i]
-		}
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+	code := lastErr
+	if i := strings.IndexByte(lastErr, ':'); i >= 0 {
+		code = lastErr[:i]
+	}
+	if code == "" || !strings.Contains(code, "_") {
+		return ""
+	}
+	for i := 0; i < len(code); i++ {
+		if c := code[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
 			return ""
 		}
 	}
-	return lastErr
+	return code
 }

@@ -297,7 +297,7 @@ func TestCodeOf(t *testing.T) {
 		{"has space: x", ""},
 		{"panic [handler.go:12]: boom", ""},
 		{": leading colon", ""},
-		{"plain", "plain"},
+		{"plain", ""}, {"bad_request", "bad_request"},
 		{"transient_exhausted", "transient_exhausted"},
 	}
 	for _, tt := range tests {

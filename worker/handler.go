@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -14,10 +15,6 @@ import (
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 )
-
-// gateHold is how long a task waits at a closed auth gate before it is put
-// back (uncounted), so a wrong key holds at most Concurrency tasks.
-const gateHold = 30 * time.Second
 
 // Result is the JSON kept as a completed task's result.
 type Result struct {
@@ -58,38 +55,44 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 
-	probe, err := w.gate.enter(ctx, gateHold)
+	lock, err := w.state.lockCall(ctx, p.SessionID)
 	if err != nil {
-		if errors.Is(err, errGateClosed) {
-			return retryErr(false, w.cfg.ProbeInterval, 0, "%w", err)
+		return retryErr(true, 0, 0, "redis: locking the session: %w", err)
+	}
+	if lock == "" {
+		log.Info("attempt", "outcome", Wait.String(), "reason", "another task of this session is calling the API")
+		return retryErr(false, 2*time.Second, 0, "another task of this session is calling the API")
+	}
+	defer w.state.unlockCall(ctx, p.SessionID, lock)
+
+	t0, err := w.gov.admit(ctx, queue, w.cfg.MaxHold)
+	if err != nil {
+		var held *errHeld
+		switch {
+		case errors.As(err, &held):
+			log.Debug("attempt", "outcome", Wait.String(), "reason", "not admitted: "+held.reason)
+			return retryErr(false, held.wait, 0, "waiting: %s", held.reason)
+		case ctx.Err() != nil:
+			return retryErr(false, 0, 0, "worker stopping: %w", err)
 		}
-		return retryErr(false, 0, 0, "worker stopping: %w", err)
+		return retryErr(true, 0, 0, "%w", err)
 	}
 
 	st, err := w.state.begin(ctx, p.SessionID, time.Now())
 	if err != nil {
-		w.gate.report(probe, false, false, "")
+		w.gov.releaseProbe(ctx, t0)
 		return retryErr(true, 0, 0, "redis: marking the call: %w", err)
 	}
 	if st.Enrolled { // enrolled by another task since the peek
-		w.gate.report(probe, false, false, "")
+		w.gov.releaseProbe(ctx, t0)
 		w.writeResult(ctx, t, log, Result{Outcome: OutcomeAlreadyEnrolled, RequestID: st.EnrolledRequestID, At: time.Now()})
 		return nil
 	}
 	unknownBefore := st.InFlight || st.Unknown
 
-	res, callErr, unknown := w.call(ctx, p, &unknownBefore)
+	res, callErr, unknown := w.call(ctx, t0, p, &unknownBefore)
 	var apiErr *verisoul.APIError
 	isAPIErr := errors.As(callErr, &apiErr)
-	rejected := isAPIErr && (apiErr.Status == 401 || apiErr.Status == 403)
-	answered := callErr == nil || isAPIErr && apiErr.Status != 0
-	if w.gate.report(probe, rejected, answered, authReason(apiErr)) {
-		if rejected {
-			w.log.Error("the API rejects the key: no calls until a probe succeeds", "status", apiErr.Status, "probe_interval", w.cfg.ProbeInterval)
-		} else {
-			w.log.Info("the API accepts the key again: resuming")
-		}
-	}
 
 	now := time.Now()
 	d := Classify(Attempt{
@@ -167,15 +170,28 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // whether any call of this attempt ended with an unknown outcome; it sets
 // *unknownBefore when a blip retry follows such a call, so that a
 // session_already_tied_to_an_account answer to the retry is reconciled.
-func (w *Worker) call(ctx context.Context, p tasks.EnrollPayload, unknownBefore *bool) (verisoul.EnrollResult, error, bool) {
+func (w *Worker) call(ctx context.Context, t ticket, p tasks.EnrollPayload, unknownBefore *bool) (verisoul.EnrollResult, error, bool) {
 	var res verisoul.EnrollResult
 	var lastErr error
 	unknown := false
+	calls := 0
 	op := func() error {
 		if unknown {
 			*unknownBefore = true
 		}
+		if calls > 0 {
+			// Every call, blip retries too, spends budget and respects
+			// the breakers; a retry that is not admitted now is left to
+			// the queue.
+			next, err := w.gov.admit(ctx, "", blipHold)
+			if err != nil {
+				return backoff.Permanent(lastErr)
+			}
+			t = next
+		}
+		calls++
 		res, lastErr = w.cfg.API.Enroll(ctx, p.SessionID, p.AccountID)
+		w.gov.report(ctx, t, outcomeOf(lastErr))
 		var apiErr *verisoul.APIError
 		if errors.As(lastErr, &apiErr) && apiErr.OutcomeUnknown() {
 			unknown = true
@@ -200,6 +216,42 @@ func (w *Worker) call(ctx context.Context, p tasks.EnrollPayload, unknownBefore 
 	return res, lastErr, unknown
 }
 
+// blipHold is how long an in-process retry waits for admission before the
+// attempt gives up and leaves the retry to the queue.
+const blipHold = 5 * time.Second
+
+// outcomeOf says what one call means for the shared rate state.
+func outcomeOf(err error) callOutcome {
+	var e *verisoul.APIError
+	if err == nil {
+		return callOutcome{status: 200}
+	}
+	if !errors.As(err, &e) {
+		return callOutcome{}
+	}
+	o := callOutcome{status: e.Status}
+	switch {
+	case e.Status == 429:
+		o.rateLimit, o.retryAfter = true, e.RetryAfter
+	case e.Status == 401 || e.Status == 403:
+		o.rejected = true
+	case e.Status == 0 && errors.Is(e, context.Canceled):
+		// Our own shutdown says nothing about the API.
+	case e.Status == 0 && !e.NotSent, e.Status == 408, e.Status >= 500:
+		o.transient = true
+	case e.NotSent && e.Status == 0:
+		o.transient = isDial(e)
+	}
+	return o
+}
+
+// isDial: a connection that could not be made counts against the API's
+// health; input that could not be sent does not.
+func isDial(e *verisoul.APIError) bool {
+	var op *net.OpError
+	return errors.As(e, &op)
+}
+
 func (w *Worker) writeResult(ctx context.Context, t *asynq.Task, log *slog.Logger, r Result) {
 	b, _ := json.Marshal(r)
 	if rw := t.ResultWriter(); rw != nil {
@@ -207,13 +259,6 @@ func (w *Worker) writeResult(ctx context.Context, t *asynq.Task, log *slog.Logge
 			log.Warn("could not write the task result", "err", err)
 		}
 	}
-}
-
-func authReason(e *verisoul.APIError) string {
-	if e == nil {
-		return ""
-	}
-	return fmt.Sprintf("the API rejects the key (%d)", e.Status)
 }
 
 func since(t, now time.Time) time.Duration {

@@ -116,6 +116,8 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		ProbeInterval:  300 * time.Millisecond,
 		PollInterval:   100 * time.Millisecond,
 		KeyPrefix:      b.prefix,
+		APIKeyID:       worker.KeyID(key),
+		RateLimit:      6000,
 	}
 	if o.cfg != nil {
 		o.cfg(&cfg)

@@ -155,3 +155,35 @@ func (s stateStore) enrolled(ctx context.Context, sessionID, requestID string, r
 func (s stateStore) deadLettered(ctx context.Context, sessionID string) error {
 	return s.rdb.HDel(ctx, s.key(sessionID), fInFlight, fNotReady, fWaitSince).Err()
 }
+
+// callLockTTL bounds how long one attempt may hold a session's call lock; a
+// crashed worker's lock expires by itself after it.
+const callLockTTL = 2 * time.Minute
+
+// lockCall lets one attempt at a time call the API for a session, whatever
+// queue its task is in: two tasks of one session (one per queue) must not
+// both call, or the second would read the first's enrollment as "tied to
+// another account". It returns a token for unlockCall, or "" when another
+// attempt holds the lock.
+func (s stateStore) lockCall(ctx context.Context, sessionID string) (string, error) {
+	token := randToken()
+	ok, err := s.rdb.SetNX(ctx, s.key(sessionID)+":lock", token, callLockTTL).Result()
+	if err != nil || !ok {
+		return "", err
+	}
+	return token, nil
+}
+
+// unlockCall releases the lock if it is still ours.
+func (s stateStore) unlockCall(ctx context.Context, sessionID, token string) {
+	k := s.key(sessionID) + ":lock"
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		if v, _ := tx.Get(ctx, k).Result(); v != token {
+			return nil
+		}
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error { return p.Del(ctx, k).Err() })
+		return err
+	}, k)
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -61,6 +62,33 @@ type Config struct {
 	// ProbeInterval is how often a call probes an API that rejected the key.
 	// Default 30s.
 	ProbeInterval time.Duration
+	// APIKeyID names the API key's shared state in Redis (rate budget,
+	// pause, breakers) without revealing the key: use KeyID(key). Workers
+	// with the same id share one budget. Required.
+	APIKeyID string
+	// RateLimit is the number of calls allowed per RatePeriod for the key,
+	// across all workers. Defaults 300 per minute.
+	RateLimit  int
+	RatePeriod time.Duration
+	// SignupQueue is the queue whose tasks take the rate budget before any
+	// other's. Default "signup"; NoSignupFirst disables the rule (leaving
+	// asynq's queue priority alone).
+	SignupQueue   string
+	NoSignupFirst bool
+	// BreakerCooldown is how long nobody calls after the api breaker opens
+	// (most recent calls failed transiently) before a probe. Default 30s.
+	BreakerCooldown time.Duration
+	// BreakerWindow, BreakerMinFailures and BreakerRatio decide when the api
+	// breaker opens: at least BreakerMinFailures transient failures in the
+	// last BreakerWindow, making at least BreakerRatio of the calls.
+	// Defaults 30s, 10 and 0.5.
+	BreakerWindow      time.Duration
+	BreakerMinFailures int
+	BreakerRatio       float64
+	// MaxHold is the longest a task waits in its handler for admission
+	// (budget, a pause, an open breaker) before it goes back to the queue
+	// as an uncounted wait. Default 60s.
+	MaxHold time.Duration
 	// ShutdownTimeout is how long in-flight tasks get to finish on shutdown
 	// before asynq puts them back in their queue. Default 25s.
 	ShutdownTimeout time.Duration
@@ -94,6 +122,14 @@ func (c *Config) setDefaults() {
 	setDefault(&c.ShutdownTimeout, 25*time.Second)
 	setDefault(&c.PollInterval, time.Second)
 	setDefault(&c.KeyPrefix, "enrollq:")
+	setDefault(&c.RateLimit, 300)
+	setDefault(&c.RatePeriod, time.Minute)
+	setDefault(&c.SignupQueue, tasks.QueueSignup)
+	setDefault(&c.BreakerCooldown, 30*time.Second)
+	setDefault(&c.BreakerWindow, 30*time.Second)
+	setDefault(&c.BreakerMinFailures, 10)
+	setDefault(&c.BreakerRatio, 0.5)
+	setDefault(&c.MaxHold, 60*time.Second)
 }
 
 func setDefault[T comparable](p *T, v T) {
@@ -108,7 +144,7 @@ type Worker struct {
 	cfg    Config
 	log    *slog.Logger
 	state  stateStore
-	gate   *authGate
+	gov    *governor
 	policy Policy
 
 	srv        *asynq.Server
@@ -124,6 +160,8 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: Config.Redis is required")
 	case cfg.API == nil:
 		return nil, errors.New("worker: Config.API is required")
+	case cfg.APIKeyID == "":
+		return nil, errors.New("worker: Config.APIKeyID is required")
 	case cfg.RetryMax < cfg.RetryBase:
 		return nil, fmt.Errorf("worker: RetryMax %s is below RetryBase %s", cfg.RetryMax, cfg.RetryBase)
 	}
@@ -131,7 +169,7 @@ func New(cfg Config) (*Worker, error) {
 		cfg:    cfg,
 		log:    cfg.Logger,
 		state:  stateStore{rdb: cfg.Redis, prefix: cfg.KeyPrefix},
-		gate:   newAuthGate(cfg.ProbeInterval),
+		gov:    newGovernor(cfg),
 		policy: Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
 	}
 	w.redisAlive.Store(true)
@@ -200,13 +238,21 @@ func (w *Worker) Run(ctx context.Context) error {
 	return err
 }
 
-// Ready reports whether the worker can do useful work, and why not.
+// Ready reports whether the worker can do useful work, and why not: Redis
+// must answer and neither shared breaker may be open (a rejected key, a
+// failing API).
 func (w *Worker) Ready() (bool, string) {
 	if !w.redisAlive.Load() {
 		return false, "redis unreachable"
 	}
-	if closed, reason, since := w.gate.state(); closed {
-		return false, fmt.Sprintf("%s since %s; probing every %s", reason, since.UTC().Format(time.RFC3339), w.cfg.ProbeInterval)
+	st, err := w.gov.state(context.Background())
+	if err != nil {
+		return false, "redis: " + err.Error()
+	}
+	for _, name := range []string{breakerAuth, breakerAPI} {
+		if b := st.Breakers[name]; b.Open {
+			return false, fmt.Sprintf("%s since %s; next probe at %s", b.Reason, b.Since.UTC().Format(time.RFC3339), b.Until.UTC().Format(time.RFC3339))
+		}
 	}
 	return true, "ok"
 }
@@ -284,4 +330,32 @@ func newBackoff(base, max time.Duration) *backoff.ExponentialBackOff {
 	b.MaxElapsedTime = 0
 	b.Reset()
 	return b
+}
+
+func newGovernor(cfg Config) *governor {
+	g := &governor{
+		rdb: cfg.Redis,
+		lim: redis_rate.NewLimiter(cfg.Redis),
+		// Burst 1: calls are spread evenly, one every RatePeriod/RateLimit.
+		// The period is stretched by 1% so that the spacing survives the
+		// jitter of network latency: calls as they arrive at the API never
+		// exceed the limit in any window.
+		limit:          redis_rate.Limit{Rate: cfg.RateLimit, Burst: 1, Period: cfg.RatePeriod + cfg.RatePeriod/100},
+		keys:           newGovKeys(cfg.KeyPrefix, cfg.APIKeyID),
+		log:            cfg.Logger,
+		maxHold:        cfg.MaxHold,
+		cooldown:       cfg.BreakerCooldown,
+		probeInterval:  cfg.ProbeInterval,
+		probeTTL:       max(cfg.ProbeInterval, cfg.BreakerCooldown),
+		window:         cfg.BreakerWindow,
+		minFailures:    cfg.BreakerMinFailures,
+		failureRatio:   cfg.BreakerRatio,
+		pauseFallback:  5 * time.Second,
+		bucket:         max(cfg.BreakerWindow/6, time.Second),
+		stateCacheTime: time.Second,
+	}
+	if !cfg.NoSignupFirst {
+		g.signupQueue = cfg.SignupQueue
+	}
+	return g
 }

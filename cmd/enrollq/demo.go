@@ -91,6 +91,8 @@ func (c demoCmd) Run(e *env) error {
 		RetryMax:     2 * time.Second,
 		PollInterval: 100 * time.Millisecond,
 		HTTPAddr:     demoHTTPAddr(c.Keep, e.cfg.HTTPAddr),
+		APIKeyID:     worker.KeyID(demoKey),
+		RateLimit:    600,
 	})
 	if err != nil {
 		return err

@@ -33,6 +33,8 @@ func (workerCmd) Run(e *env) error {
 		Retention:       e.cfg.Retention,
 		ShutdownTimeout: e.cfg.ShutdownTimeout,
 		HTTPAddr:        e.cfg.HTTPAddr,
+		APIKeyID:        worker.KeyID(e.cfg.APIKey.Reveal()),
+		RateLimit:       e.cfg.RateLimit,
 	})
 	if err != nil {
 		return err

@@ -57,6 +57,16 @@ func Addr(tb testing.TB) string {
 	return addr
 }
 
+// MustAddr is Addr for code without a testing.TB (a TestMain setting up
+// examples); it panics when no server can be had.
+func MustAddr() string {
+	once.Do(find)
+	if err != nil {
+		panic("no Redis for the tests: " + err.Error())
+	}
+	return addr
+}
+
 // Kind says which server Addr found: "shared", "child" or "miniredis".
 func Kind() string { once.Do(find); return kind }
 

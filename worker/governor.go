@@ -1,0 +1,438 @@
+package worker
+
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+)
+
+// The governor decides when this process may call the API. Everything it
+// knows is in Redis, shared by every worker process that uses the same API
+// key:
+//
+//   - one rate budget per API key (GCRA, github.com/go-redis/redis_rate),
+//     spread evenly: a call every period/limit, never a burst;
+//   - a pause every worker honours after any worker sees a 429;
+//   - the signup-first rule: while a signup task waits for budget, backfill
+//     tasks do not take it;
+//   - two shared breakers: "api" opens when most recent calls fail
+//     transiently, "auth" when the API rejects the key (401/403). While one
+//     is open nobody calls; when its cool-down ends exactly one worker makes
+//     a probe call, and its answer closes or reopens the breaker.
+//
+// Tasks wait for admission inside their handler (holding their worker slot,
+// which keeps a failing API from churning every queued task through the
+// retry set), but never longer than maxHold: then they go back to the queue
+// as an uncounted wait, well before asynq's lease or task timeout matters.
+type governor struct {
+	rdb         redis.UniversalClient
+	lim         *redis_rate.Limiter
+	limit       redis_rate.Limit
+	keys        govKeys
+	log         *slog.Logger
+	signupQueue string // "" disables the signup-first rule
+
+	maxHold        time.Duration
+	cooldown       time.Duration // api breaker
+	probeInterval  time.Duration // auth breaker
+	probeTTL       time.Duration
+	window         time.Duration // api breaker's look-back
+	minFailures    int
+	failureRatio   float64
+	pauseFallback  time.Duration // 429 without Retry-After
+	bucket         time.Duration
+	stateCacheTime time.Duration
+
+	mu        sync.Mutex
+	cached    sharedState
+	cachedAt  time.Time
+	cachedErr error
+}
+
+type govKeys struct {
+	rate, pause, waiting, meta string
+	breaker                    map[string]string // name → hash key
+	probe                      map[string]string // name → lock key
+	calls                      string            // prefix of per-bucket call counters
+}
+
+// Breaker names.
+const (
+	breakerAPI  = "api"
+	breakerAuth = "auth"
+)
+
+// KeyID names an API key in Redis without revealing it: the first 16 hex
+// digits of its SHA-256.
+func KeyID(apiKey string) string {
+	sum := sha256.Sum256([]byte("enrollq:" + apiKey))
+	return hex.EncodeToString(sum[:8])
+}
+
+func newGovKeys(prefix, keyID string) govKeys {
+	// The hash tag keeps every key of one API key on one Cluster slot, so
+	// they can share a pipeline (and a MULTI) there too.
+	p := prefix + "api:{" + keyID + "}:"
+	return govKeys{
+		rate:    p + "rate",
+		pause:   p + "pause",
+		waiting: p + "signup_waiting",
+		meta:    p + "meta",
+		breaker: map[string]string{breakerAPI: p + "breaker:api", breakerAuth: p + "breaker:auth"},
+		probe:   map[string]string{breakerAPI: p + "breaker:api:probe", breakerAuth: p + "breaker:auth:probe"},
+		calls:   p + "calls:",
+	}
+}
+
+// breakerState is one shared breaker as stored in Redis.
+type breakerState struct {
+	Open   bool      `json:"open"`
+	Until  time.Time `json:"until,omitzero"`
+	Since  time.Time `json:"since,omitzero"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// sharedState is what every worker reads before a call.
+type sharedState struct {
+	PausedUntil    time.Time
+	Breakers       map[string]breakerState
+	SignupsWaiting int64
+}
+
+// errHeld: no admission within maxHold. wait hints when to try again.
+type errHeld struct {
+	wait   time.Duration
+	reason string
+}
+
+func (e *errHeld) Error() string {
+	return fmt.Sprintf("no API call admitted within the hold time (%s)", e.reason)
+}
+
+// ticket is an admission to call once; probe names the breaker the call
+// probes, if any.
+type ticket struct {
+	probe      string
+	probeToken string
+}
+
+func (g *governor) readState(ctx context.Context, now time.Time, signupToken string) (sharedState, error) {
+	var (
+		pause   *redis.FloatCmd
+		brs     = map[string]*redis.MapStringStringCmd{}
+		waiting *redis.IntCmd
+	)
+	nowMs := now.UnixMilli()
+	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		pause = p.ZScore(ctx, g.keys.pause, "until")
+		for name, k := range g.keys.breaker {
+			brs[name] = p.HGetAll(ctx, k)
+		}
+		if g.signupQueue != "" {
+			if signupToken != "" {
+				// Announce this signup task for a little longer than it
+				// will wait, so a crashed waiter expires by itself.
+				p.ZAdd(ctx, g.keys.waiting, redis.Z{Score: float64(nowMs + (g.maxHold + 5*time.Second).Milliseconds()), Member: signupToken})
+				p.PExpire(ctx, g.keys.waiting, g.maxHold+10*time.Second)
+			}
+			p.ZRemRangeByScore(ctx, g.keys.waiting, "-inf", strconv.FormatInt(nowMs, 10))
+			waiting = p.ZCard(ctx, g.keys.waiting)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return sharedState{}, err
+	}
+	st := sharedState{Breakers: map[string]breakerState{}}
+	if v, err := pause.Result(); err == nil {
+		st.PausedUntil = time.UnixMilli(int64(v))
+	}
+	for name, c := range brs {
+		st.Breakers[name] = parseBreaker(c.Val())
+	}
+	if waiting != nil {
+		st.SignupsWaiting = waiting.Val()
+	}
+	return st, nil
+}
+
+func parseBreaker(m map[string]string) breakerState {
+	return breakerState{
+		Open:   m["state"] == "open",
+		Until:  msTime(m["until"]),
+		Since:  msTime(m["since"]),
+		Reason: m["reason"],
+	}
+}
+
+// admit waits until this process may call the API for a task of queue, at
+// most hold. It returns *errHeld when the hold ran out and ctx's error
+// when ctx ended.
+func (g *governor) admit(ctx context.Context, queue string, hold time.Duration) (ticket, error) {
+	start := time.Now()
+	deadline := start.Add(hold)
+	var t ticket
+	signupToken := ""
+	if g.signupQueue != "" && queue == g.signupQueue {
+		signupToken = randToken()
+		defer func() {
+			// A fresh context: the task's may be done, the mark must go.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			g.rdb.ZRem(cctx, g.keys.waiting, signupToken)
+		}()
+	}
+	for {
+		now := time.Now()
+		st, err := g.readState(ctx, now, signupToken)
+		if err != nil {
+			return t, fmt.Errorf("redis: reading the shared rate state: %w", err)
+		}
+		wait, reason := time.Duration(0), ""
+		switch {
+		case st.PausedUntil.After(now):
+			wait, reason = st.PausedUntil.Sub(now), "rate limited by the API (429)"
+		default:
+			for _, name := range []string{breakerAuth, breakerAPI} {
+				b := st.Breakers[name]
+				if !b.Open || t.probe == name {
+					continue
+				}
+				if now.Before(b.Until) {
+					wait, reason = b.Until.Sub(now), b.Reason
+					break
+				}
+				// The cool-down is over: one worker probes.
+				if token, ok := g.tryProbe(ctx, name); ok {
+					t.probe, t.probeToken = name, token
+					continue
+				}
+				wait, reason = g.poll(), b.Reason+" (a probe is under way)"
+				break
+			}
+			if wait == 0 && signupToken == "" && st.SignupsWaiting > 0 && t.probe == "" {
+				wait, reason = g.slot(), "signup tasks first"
+			}
+		}
+		if wait == 0 {
+			res, err := g.lim.Allow(ctx, g.keys.rate, g.limit)
+			if err != nil {
+				g.releaseProbe(ctx, t)
+				return ticket{}, fmt.Errorf("redis: rate limiter: %w", err)
+			}
+			if res.Allowed > 0 {
+				return t, nil
+			}
+			wait, reason = res.RetryAfter, "rate budget"
+		}
+		if now.Add(wait).After(deadline) {
+			g.releaseProbe(ctx, t)
+			return ticket{}, &errHeld{wait: wait, reason: reason}
+		}
+		// A little jitter so that waiters do not all ask at once.
+		wait += time.Duration(rand.Int64N(int64(5 * time.Millisecond)))
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			g.releaseProbe(ctx, t)
+			return ticket{}, ctx.Err()
+		case <-timer.C:
+		}
+	}
+}
+
+// slot is the time between two calls at the rate limit.
+func (g *governor) slot() time.Duration { return g.limit.Period / time.Duration(g.limit.Rate) }
+
+func (g *governor) poll() time.Duration { return min(time.Second, g.probeTTL/4) }
+
+func (g *governor) tryProbe(ctx context.Context, name string) (string, bool) {
+	token := randToken()
+	ok, err := g.rdb.SetNX(ctx, g.keys.probe[name], token, g.probeTTL).Result()
+	return token, err == nil && ok
+}
+
+func (g *governor) releaseProbe(ctx context.Context, t ticket) {
+	if t.probe == "" {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	// Only our own lock: compare and delete in one transaction.
+	k := g.keys.probe[t.probe]
+	_ = g.rdb.Watch(cctx, func(tx *redis.Tx) error {
+		if v, _ := tx.Get(cctx, k).Result(); v != t.probeToken {
+			return nil
+		}
+		_, err := tx.TxPipelined(cctx, func(p redis.Pipeliner) error { return p.Del(cctx, k).Err() })
+		return err
+	}, k)
+}
+
+// callOutcome is what report needs to know about one call.
+type callOutcome struct {
+	transient  bool          // no answer, 408, 5xx: counts toward the api breaker
+	rateLimit  bool          // 429
+	retryAfter time.Duration // with rateLimit
+	rejected   bool          // 401/403
+	status     int
+}
+
+// report records one call's outcome in the shared state: the call count,
+// a 429's pause, the breakers. Errors are logged, not returned: the call has
+// happened, and the task's outcome does not depend on this bookkeeping.
+func (g *governor) report(ctx context.Context, t ticket, o callOutcome) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	defer g.releaseProbe(ctx, t)
+	now := time.Now()
+	bucket := g.keys.calls + strconv.FormatInt(now.UnixNano()/int64(g.bucket), 10)
+	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.HIncrBy(ctx, bucket, "n", 1)
+		if o.transient {
+			p.HIncrBy(ctx, bucket, "f", 1)
+		}
+		p.PExpire(ctx, bucket, 2*time.Minute+g.window)
+		return nil
+	})
+	if err != nil {
+		g.log.Warn("could not record the call in the shared rate state", "err", err)
+	}
+
+	switch {
+	case o.rateLimit:
+		d := o.retryAfter
+		if d <= 0 {
+			d = g.pauseFallback
+		}
+		until := now.Add(d)
+		changed, err := g.rdb.ZAddArgs(ctx, g.keys.pause, redis.ZAddArgs{GT: true, Ch: true, Members: []redis.Z{{Score: float64(until.UnixMilli()), Member: "until"}}}).Result()
+		if err == nil {
+			g.rdb.PExpireAt(ctx, g.keys.pause, until.Add(time.Minute))
+		}
+		if err != nil {
+			g.log.Warn("could not pause the shared rate budget after a 429", "err", err)
+		} else if changed > 0 {
+			g.log.Warn("the API answered 429: every worker pauses", "until", until.UTC().Format(time.RFC3339Nano), "retry_after", o.retryAfter)
+		}
+	case o.rejected:
+		g.open(ctx, breakerAuth, now, g.probeInterval, fmt.Sprintf("the API rejects the key (%d)", o.status), t.probe == breakerAuth)
+	case o.transient && t.probe == breakerAPI:
+		g.open(ctx, breakerAPI, now, g.cooldown, fmt.Sprintf("the API is failing (probe got %s)", statusText(o.status)), true)
+	case o.transient:
+		if g.tripped(ctx, now) {
+			g.open(ctx, breakerAPI, now, g.cooldown, "the API is failing (most recent calls failed)", false)
+		}
+	}
+	// An answer other than a rejection closes the auth breaker; anything
+	// but a transient failure closes the api breaker.
+	if t.probe == breakerAuth && !o.rejected && o.status != 0 {
+		g.close(ctx, breakerAuth, "the API accepts the key again")
+	}
+	if t.probe == breakerAPI && !o.transient {
+		g.close(ctx, breakerAPI, "the API answers again")
+	}
+}
+
+// tripped reads the recent call counters: the api breaker opens when at
+// least minFailures of the calls in the window failed transiently and they
+// are at least failureRatio of all calls.
+func (g *governor) tripped(ctx context.Context, now time.Time) bool {
+	n := int(g.window / g.bucket)
+	cur := now.UnixNano() / int64(g.bucket)
+	cmds := make([]*redis.SliceCmd, 0, n)
+	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := 0; i < n; i++ {
+			cmds = append(cmds, p.HMGet(ctx, g.keys.calls+strconv.FormatInt(cur-int64(i), 10), "n", "f"))
+		}
+		return nil
+	})
+	if err != nil {
+		return false
+	}
+	var total, fails int
+	for _, c := range cmds {
+		v := c.Val()
+		total += atoi(v[0])
+		fails += atoi(v[1])
+	}
+	return fails >= g.minFailures && float64(fails) >= g.failureRatio*float64(total)
+}
+
+func atoi(v any) int {
+	s, _ := v.(string)
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+func (g *governor) open(ctx context.Context, name string, now time.Time, d time.Duration, reason string, wasProbe bool) {
+	k := g.keys.breaker[name]
+	var prev *redis.StringCmd
+	_, err := g.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		prev = p.HGet(ctx, k, "state")
+		p.HSet(ctx, k, "state", "open", "until", now.Add(d).UnixMilli(), "reason", reason)
+		p.HSetNX(ctx, k, "since", now.UnixMilli())
+		p.Expire(ctx, k, 24*time.Hour)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		g.log.Warn("could not open the shared breaker", "breaker", name, "err", err)
+		return
+	}
+	if prev.Val() != "open" {
+		g.log.Error("breaker opened: no API calls until a probe succeeds", "breaker", name, "reason", reason, "cooldown", d)
+	} else if wasProbe {
+		g.log.Warn("probe failed: breaker stays open", "breaker", name, "reason", reason, "next_probe_in", d)
+	}
+}
+
+func (g *governor) close(ctx context.Context, name, msg string) {
+	n, err := g.rdb.Del(ctx, g.keys.breaker[name]).Result()
+	if err != nil {
+		g.log.Warn("could not close the shared breaker", "breaker", name, "err", err)
+		return
+	}
+	if n > 0 {
+		g.log.Info("breaker closed: "+msg, "breaker", name)
+	}
+	g.mu.Lock()
+	g.cachedAt = time.Time{}
+	g.mu.Unlock()
+}
+
+// state returns the shared state, read at most once a second (for /readyz).
+func (g *governor) state(ctx context.Context) (sharedState, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if time.Since(g.cachedAt) < g.stateCacheTime {
+		return g.cached, g.cachedErr
+	}
+	g.cached, g.cachedErr = g.readState(ctx, time.Now(), "")
+	g.cachedAt = time.Now()
+	return g.cached, g.cachedErr
+}
+
+func statusText(status int) string {
+	if status == 0 {
+		return "no answer"
+	}
+	return strconv.Itoa(status)
+}
+
+func randToken() string {
+	b := make([]byte, 8)
+	_, _ = crand.Read(b)
+	return hex.EncodeToString(b)
+}
