@@ -436,3 +436,16 @@ func randToken() string {
 	_, _ = crand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// announce records the key's limit where `enrollq stats` finds it.
+func (g *governor) announce(ctx context.Context, cfg Config) {
+	err := g.rdb.HSet(ctx, g.keys.meta,
+		"limit", cfg.RateLimit,
+		"period_ms", cfg.RatePeriod.Milliseconds(),
+		"bucket_ms", g.bucket.Milliseconds(),
+		"updated_at", time.Now().UTC().Format(time.RFC3339),
+	).Err()
+	if err != nil {
+		g.log.Warn("could not record the rate limit for stats", "err", err)
+	}
+}

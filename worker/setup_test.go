@@ -45,6 +45,33 @@ type bundle struct {
 	w      *worker.Worker
 	logs   *syncBuffer
 	stop   func()
+	cfg    worker.Config
+	stops  []func()
+}
+
+// addWorker starts one more worker on the same Redis, queue and key prefix
+// (a second worker process, in effect), with the bundle's settings changed
+// by mutate, and returns it.
+func (b *bundle) addWorker(mutate func(*worker.Config)) *worker.Worker {
+	b.t.Helper()
+	cfg := b.cfg
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	w, err := worker.New(cfg)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	b.stops = append(b.stops, func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.t.Errorf("worker.Run: %v", err)
+		}
+	})
+	return w
 }
 
 // start runs the worker until the test ends.
@@ -122,6 +149,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}
+	b.cfg = cfg
 	b.w, err = worker.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -132,6 +160,9 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	t.Cleanup(func() {
 		if b.stop != nil {
 			b.stop()
+		}
+		for _, stop := range b.stops {
+			stop()
 		}
 		b.api.Close()
 		_ = b.insp.DeleteQueue(b.queue, true)

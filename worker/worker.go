@@ -214,6 +214,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		go func() { httpErr <- httpSrv.Serve(ln) }()
 		w.log.Info("http endpoints listening", "addr", ln.Addr().String())
 	}
+	w.gov.announce(ctx, w.cfg)
 	if err := w.srv.Start(w); err != nil {
 		if httpSrv != nil {
 			_ = httpSrv.Close()

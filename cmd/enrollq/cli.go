@@ -42,6 +42,7 @@ type cli struct {
 
 	Worker  workerCmd  `cmd:"" help:"Deliver queued enrollments to the Verisoul API until SIGINT/SIGTERM."`
 	Enqueue enqueueCmd `cmd:"" help:"Enqueue one enrollment."`
+	Stats   statsCmd   `cmd:"" help:"Show queue sizes, the shared rate budget and the breakers."`
 	Demo    demoCmd    `cmd:"" help:"Run the whole system in one process on an embedded Redis and a fake API."`
 }
 

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"context"
 	"errors"
 	"fmt"
@@ -240,6 +241,35 @@ func TestEnqueueAndWorkEndToEnd(t *testing.T) {
 		t.Errorf("re-enqueue of a dead-lettered session: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
+	// stats shows the queues and the budget the worker used.
+	r = enrollq(t, env, "stats", "--json")
+	if r.code != 0 {
+		t.Fatalf("stats: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	var st struct {
+		Queues []struct {
+			Queue               string
+			Completed, Archived int
+		}
+		Budgets []struct {
+			Limit          int `json:"limit"`
+			UsedLastMinute int `json:"used_last_minute"`
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("stats --json: %v\n%s", err, r.stdout)
+	}
+	if len(st.Queues) != 2 || st.Queues[0].Queue != "signup" || st.Queues[0].Completed != 2 || st.Queues[0].Archived != 1 {
+		t.Errorf("stats queues = %+v, want signup with 2 completed and 1 archived", st.Queues)
+	}
+	if len(st.Budgets) != 1 || st.Budgets[0].Limit != 300 || st.Budgets[0].UsedLastMinute != 3 {
+		t.Errorf("stats budgets = %+v, want one key, limit 300, 3 calls used", st.Budgets)
+	}
+	r = enrollq(t, env, "stats")
+	if r.code != 0 || !strings.Contains(r.stdout, "breaker api") || strings.Contains(r.stdout, apiKey) {
+		t.Errorf("stats: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
 	code, logs := stop()
 	if code != 0 {
 		t.Errorf("worker exited %d after SIGTERM\n%s", code, logs)
@@ -322,5 +352,56 @@ func TestHelp(t *testing.T) {
 	r := enrollq(t, nil, "--help")
 	if r.code != 0 || !strings.Contains(r.stdout, "worker") || !strings.Contains(r.stdout, "REDIS_URL") {
 		t.Fatalf("--help: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestWorkerProcessesShareOneBudget runs three worker processes with one API
+// key: together they stay within ENROLLQ_RATE_LIMIT as the API counts it.
+func TestWorkerProcessesShareOneBudget(t *testing.T) {
+	rdb := freshRedis(t)
+	api := verisoultest.NewServer(apiKey)
+	defer api.Close()
+	api.SetRateLimit(10, time.Second) // what 600/min allows in any second
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_RATE_LIMIT=600"}
+	var stops []func() (int, string)
+	for range 3 {
+		stop, _ := startWorker(t, env)
+		stops = append(stops, stop)
+	}
+	var sessions []string
+	for range 40 {
+		s := newSessionID()
+		sessions = append(sessions, s)
+		r := enrollq(t, env, "enqueue", "--session-id", s, "--account-id", "a-"+s[:6], "--queue", "backfill")
+		if r.code != 0 {
+			t.Fatalf("enqueue: %d %s", r.code, r.stderr)
+		}
+	}
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		qi, err := insp.GetQueueInfo(tasks.QueueBackfill)
+		if err == nil && qi.Completed == len(sessions) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backfill not drained: %+v %v", qi, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for i, stop := range stops {
+		if code, logs := stop(); code != 0 {
+			t.Errorf("worker %d exited %d\n%s", i, code, logs)
+		}
+	}
+	calls := api.Calls()
+	if len(calls) != len(sessions) {
+		t.Errorf("API received %d calls for %d sessions", len(calls), len(sessions))
+	}
+	if n := api.RateLimited(); n != 0 {
+		t.Errorf("the API answered 429 %d times: the processes exceeded the shared budget", n)
+	}
+	if n, _ := verisoultest.MaxInWindow(calls, time.Second); n > 10 {
+		t.Errorf("%d calls in one second; the limit allows 10", n)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"sync"
 	"time"
 
@@ -92,6 +93,8 @@ type Call struct {
 	Code string
 	// Enrolled is whether this call tied the session to the account.
 	Enrolled bool
+	// OverLimit: the call was answered 429 by SetRateLimit's limit.
+	OverLimit bool
 }
 
 // Server is the fake API. Its methods are safe for concurrent use.
@@ -108,6 +111,12 @@ type Server struct {
 	perSession map[string][]Step
 	next       []Step
 	calls      []Call
+
+	// The API's own rate limit, when set: at most limitN calls per
+	// limitPer, in a sliding window of arrival times.
+	limitN   int
+	limitPer time.Duration
+	recent   []time.Time
 }
 
 // NewServer starts a fake API that accepts apiKey. Close it when done.
@@ -133,6 +142,47 @@ func (s *Server) SetAPIKey(k string) { s.mu.Lock(); s.apiKey = k; s.mu.Unlock() 
 
 // SetLatency adds d to every answer.
 func (s *Server) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
+
+// SetRateLimit makes the fake enforce the API's rate limit like the real
+// one: a call that would make more than n calls in any window of length per
+// (by arrival time) is answered 429 with a Retry-After in whole seconds.
+// n <= 0 removes the limit.
+func (s *Server) SetRateLimit(n int, per time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limitN, s.limitPer, s.recent = n, per, nil
+}
+
+// RateLimited counts the calls the fake answered 429 on its own (not by a
+// script) because they were over SetRateLimit's limit.
+func (s *Server) RateLimited() int {
+	n := 0
+	for _, c := range s.Calls() {
+		if c.OverLimit {
+			n++
+		}
+	}
+	return n
+}
+
+// MaxInWindow returns the largest number of calls that arrived within any
+// window of length d (half-open: a call exactly d after another is in the
+// next window), and when that window started.
+func MaxInWindow(calls []Call, d time.Duration) (int, time.Time) {
+	calls = append([]Call(nil), calls...)
+	sort.Slice(calls, func(i, j int) bool { return calls[i].At.Before(calls[j].At) })
+	best, at := 0, time.Time{}
+	j := 0
+	for i := range calls {
+		for calls[i].At.Sub(calls[j].At) >= d {
+			j++
+		}
+		if n := i - j + 1; n > best {
+			best, at = n, calls[j].At
+		}
+	}
+	return best, at
+}
 
 // Script queues steps for the next calls that enroll sessionID, in order;
 // once they are used up the session behaves normally.
@@ -202,7 +252,19 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	call.KeyOK = r.Header.Get("x-api-key") == s.apiKey
 	latency := s.latency
 	var step Step
-	if call.KeyOK && decodeErr == nil {
+	if s.limitN > 0 {
+		for len(s.recent) > 0 && call.At.Sub(s.recent[0]) >= s.limitPer {
+			s.recent = s.recent[1:]
+		}
+		if len(s.recent) >= s.limitN {
+			call.OverLimit = true
+			wait := s.recent[0].Add(s.limitPer).Sub(call.At)
+			step = Step{Status: http.StatusTooManyRequests, RetryAfter: fmt.Sprint(int((wait + time.Second - 1) / time.Second))}
+		} else {
+			s.recent = append(s.recent, call.At)
+		}
+	}
+	if call.KeyOK && decodeErr == nil && !call.OverLimit {
 		if len(s.next) > 0 {
 			step, s.next = s.next[0], s.next[1:]
 		} else if q := s.perSession[body.SessionID]; len(q) > 0 {

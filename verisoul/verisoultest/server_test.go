@@ -3,6 +3,7 @@ package verisoultest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -132,5 +133,33 @@ func TestDropsAndDelays(t *testing.T) {
 	}
 	if n := len(s.CallsFor(sess)); n != 3 {
 		t.Fatalf("%d calls recorded, want 3", n)
+	}
+}
+
+func TestRateLimitAndWindows(t *testing.T) {
+	t.Parallel()
+	s := verisoultest.NewServer(key)
+	defer s.Close()
+	s.SetRateLimit(3, time.Second)
+	c := client(t, s, key)
+	ctx := context.Background()
+	for i := range 5 {
+		_, err := c.Enroll(ctx, fmt.Sprintf("0007b793-ae5d-45a2-8d9f-4a5b573c327%d", i), "a")
+		if i < 3 && err != nil {
+			t.Fatalf("call %d within the limit: %v", i, err)
+		}
+		if i >= 3 {
+			if e := apiErr(t, err); e.Status != 429 || e.RetryAfter != time.Second {
+				t.Fatalf("call %d over the limit: %v", i, err)
+			}
+		}
+	}
+	if n := s.RateLimited(); n != 2 {
+		t.Fatalf("RateLimited() = %d, want 2", n)
+	}
+	base := time.Unix(100, 0)
+	calls := []verisoultest.Call{{At: base}, {At: base.Add(500 * time.Millisecond)}, {At: base.Add(time.Second)}, {At: base.Add(1200 * time.Millisecond)}}
+	if n, at := verisoultest.MaxInWindow(calls, time.Second); n != 3 || !at.Equal(base.Add(500*time.Millisecond)) {
+		t.Fatalf("MaxInWindow = %d at %v, want 3 from +500ms", n, at)
 	}
 }

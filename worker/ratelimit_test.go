@@ -1,0 +1,258 @@
+package worker_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
+	"github.com/enrollq/enrollq/worker"
+)
+
+// waitAll waits until every session's task reached state and returns them.
+func (b *bundle) waitAll(sessions []string, state asynq.TaskState, timeout time.Duration) []*asynq.TaskInfo {
+	b.t.Helper()
+	out := make([]*asynq.TaskInfo, len(sessions))
+	for i, s := range sessions {
+		out[i] = b.waitState(s, state, timeout)
+	}
+	return out
+}
+
+func (b *bundle) enrollN(n int, opts ...enqueue.Option) []string {
+	b.t.Helper()
+	out := make([]string, n)
+	for i := range out {
+		out[i] = newSessionID()
+		b.enroll(out[i], opts...)
+	}
+	return out
+}
+
+func sortedCalls(calls []verisoultest.Call) []verisoultest.Call {
+	sort.Slice(calls, func(i, j int) bool { return calls[i].At.Before(calls[j].At) })
+	return calls
+}
+
+// TestSharedBudgetAcrossWorkers: three workers share one budget of 20 calls
+// per 2 s (the same code as 300 per minute, on a scale a test can afford):
+// the API never sees more than 20 calls in any 2 s window, never answers
+// 429, and the busiest window uses the budget up.
+func TestSharedBudgetAcrossWorkers(t *testing.T) {
+	t.Parallel()
+	rate := func(c *worker.Config) { c.RateLimit, c.RatePeriod, c.Concurrency = 20, 2*time.Second, 4 }
+	b := setup(t, setupOpts{cfg: rate})
+	b.addWorker(nil)
+	b.addWorker(nil)
+	b.api.SetRateLimit(20, 2*time.Second)
+	sessions := b.enrollN(70)
+	start := time.Now()
+	for _, info := range b.waitAll(sessions, asynq.TaskStateCompleted, time.Minute) {
+		if info.Retried != 0 {
+			t.Errorf("task %s retried %d: waiting for budget must not count", info.ID, info.Retried)
+		}
+	}
+	calls := b.api.Calls()
+	if len(calls) != 70 {
+		t.Fatalf("API received %d calls, want 70", len(calls))
+	}
+	if n := b.api.RateLimited(); n != 0 {
+		t.Errorf("API answered %d calls with 429: the budget was exceeded", n)
+	}
+	busiest, at := verisoultest.MaxInWindow(calls, 2*time.Second)
+	if busiest > 20 {
+		t.Errorf("%d calls in the 2s window from %s: over the budget of 20", busiest, at.Format("15:04:05.000"))
+	}
+	if busiest < 19 {
+		t.Errorf("busiest 2s window had %d calls: the budget of 20 was not used", busiest)
+	}
+	// Spread evenly: never a burst.
+	if n, _ := verisoultest.MaxInWindow(calls, 200*time.Millisecond); n > 3 {
+		t.Errorf("%d calls within 200ms: the budget is not spread evenly", n)
+	}
+	t.Logf("70 calls in %s across 3 workers; busiest 2s window %d/20", time.Since(start).Round(10*time.Millisecond), busiest)
+}
+
+// TestRateLimited429PausesAllWorkers: one 429 with Retry-After: 2 stops every
+// worker's calls for 2 s, and costs no task a retry.
+func TestRateLimited429PausesAllWorkers(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{cfg: func(c *worker.Config) { c.RateLimit, c.RatePeriod = 20, time.Second }})
+	b.addWorker(nil)
+	b.addWorker(nil)
+	// The first calls pass; then one call is answered 429.
+	b.api.ScriptNext(verisoultest.OK(), verisoultest.OK(), verisoultest.OK(), verisoultest.RateLimited("2"))
+	sessions := b.enrollN(30, enqueue.WithMaxRetry(0))
+	for _, info := range b.waitAll(sessions, asynq.TaskStateCompleted, time.Minute) {
+		if info.Retried != 0 {
+			t.Errorf("task %s retried %d", info.ID, info.Retried)
+		}
+	}
+	calls := sortedCalls(b.api.Calls())
+	var at time.Time
+	for _, c := range calls {
+		if c.Status == http.StatusTooManyRequests {
+			at = c.At
+		}
+	}
+	if at.IsZero() {
+		t.Fatal("no 429 was answered")
+	}
+	// Calls admitted before the pause was recorded may still arrive just
+	// after the 429; none may arrive later within the 2 s.
+	for _, c := range calls {
+		if d := c.At.Sub(at); d > 150*time.Millisecond && d < 2*time.Second {
+			t.Errorf("a call arrived %s after the 429 with Retry-After: 2", d.Round(time.Millisecond))
+		}
+	}
+	if !strings.Contains(b.logs.String(), "every worker pauses") {
+		t.Error("no log line for the pause")
+	}
+}
+
+// TestBreakerOpensOnStormAndCloses: a burst of 503s opens the shared
+// breaker; while it is open the workers make one probe per cool-down
+// instead of burning every task's retries; when the API answers again the
+// breaker closes and everything is enrolled.
+func TestBreakerOpensOnStormAndCloses(t *testing.T) {
+	t.Parallel()
+	br := func(c *worker.Config) {
+		c.BreakerWindow, c.BreakerMinFailures, c.BreakerRatio, c.BreakerCooldown = 6*time.Second, 5, 0.5, 500*time.Millisecond
+		c.RateLimit, c.RatePeriod = 50, time.Second
+	}
+	b := setup(t, setupOpts{cfg: br})
+	b.addWorker(nil)
+	ready := httptest.NewServer(b.w.HTTPHandler())
+	defer ready.Close()
+	const storm = 25
+	for range storm {
+		b.api.ScriptNext(verisoultest.Status(http.StatusServiceUnavailable))
+	}
+	sessions := b.enrollN(10, enqueue.WithMaxRetry(8))
+
+	// While the breaker is open, /readyz says so.
+	deadline := time.Now().Add(20 * time.Second)
+	sawNotReady := false
+	for time.Now().Before(deadline) && !sawNotReady {
+		resp, err := http.Get(ready.URL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			sawNotReady = resp.StatusCode == http.StatusServiceUnavailable
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !sawNotReady {
+		t.Error("/readyz never reported the open breaker")
+	}
+	for _, info := range b.waitAll(sessions, asynq.TaskStateCompleted, time.Minute) {
+		_ = info
+	}
+	calls := sortedCalls(b.api.Calls())
+	if len(calls) != storm+10 {
+		t.Fatalf("API received %d calls, want %d (the storm, then one success per task)", len(calls), storm+10)
+	}
+	// Without a breaker the storm would be over within a few hundred ms
+	// (50 calls/s); with it, after the first failures trip it (2 workers × 4
+	// in flight may still land), the rest come one probe per cool-down.
+	failures := calls[:storm]
+	probes := 0
+	for i := 1; i < len(failures); i++ {
+		if failures[i].At.Sub(failures[i-1].At) >= 450*time.Millisecond {
+			probes++
+		}
+	}
+	if probes < storm-5-8 {
+		t.Errorf("only %d of the 503s came a cool-down apart; the breaker did not hold the calls back", probes)
+	}
+	logs := b.logs.String()
+	if !strings.Contains(logs, "breaker opened") || !strings.Contains(logs, "breaker closed") {
+		t.Error("no log lines for the breaker opening and closing")
+	}
+	resp, err := http.Get(ready.URL + "/readyz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("/readyz after the breaker closed: %v %v", resp, err)
+	}
+}
+
+// TestWrongKeySharedAcrossWorkers: a rejected key stops every worker, not
+// just the one that saw the 401; both report not ready.
+func TestWrongKeySharedAcrossWorkers(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{apiKey: "sk_wrong_key_shared"})
+	w2 := b.addWorker(nil)
+	sessions := b.enrollN(8, enqueue.WithMaxRetry(0))
+	deadline := time.Now().Add(waitLong)
+	for len(b.api.Calls()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	for i, w := range []*worker.Worker{b.w, w2} {
+		if ok, reason := w.Ready(); ok || !strings.Contains(reason, "rejects the key (401)") {
+			t.Errorf("worker %d: Ready() = %v %q, want not ready naming the 401", i, ok, reason)
+		}
+	}
+	// One probe per probe interval (300ms) across both workers, not one
+	// call per task and worker.
+	if n := len(b.api.Calls()); n > 8 {
+		t.Errorf("API received %d calls in 1.5s with a rejected key", n)
+	}
+	b.api.SetAPIKey("sk_wrong_key_shared")
+	for _, info := range b.waitAll(sessions, asynq.TaskStateCompleted, waitLong) {
+		if info.Retried != 0 {
+			t.Errorf("%s retried %d", info.ID, info.Retried)
+		}
+	}
+}
+
+// TestSignupFirstWhileBackfillDrains: with a backfill using the whole
+// budget and every worker slot, a signup task is called within about one
+// rate slot of being enqueued.
+func TestSignupFirstWhileBackfillDrains(t *testing.T) {
+	t.Parallel()
+	signup := "test-" + randHex(6) + "-signup"
+	cfg := func(c *worker.Config) {
+		c.RateLimit, c.RatePeriod, c.Concurrency = 10, time.Second, 6
+		c.Queues = map[string]int{signup: 2, firstKey(c.Queues): 1}
+		c.SignupQueue = signup
+	}
+	b := setup(t, setupOpts{cfg: cfg})
+	t.Cleanup(func() { _ = b.insp.DeleteQueue(signup, true) })
+	b.addWorker(nil)
+	b.enrollN(200) // the backfill, in the bundle's queue
+	time.Sleep(1500 * time.Millisecond)
+
+	var lat []time.Duration
+	for range 6 {
+		s := newSessionID()
+		at := time.Now()
+		b.enroll(s, enqueue.WithQueue(signup))
+		deadline := time.Now().Add(10 * time.Second)
+		for len(b.api.CallsFor(s)) == 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		calls := b.api.CallsFor(s)
+		if len(calls) == 0 {
+			t.Fatalf("signup %s never called", s)
+		}
+		lat = append(lat, calls[0].At.Sub(at))
+		time.Sleep(300 * time.Millisecond)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("signup enqueue→call latencies: %v", lat)
+	if worst := lat[len(lat)-1]; worst > time.Second {
+		t.Errorf("a signup waited %s for its call behind the backfill (slot 100ms)", worst)
+	}
+}
+
+func firstKey(m map[string]int) string {
+	for k := range m {
+		return k
+	}
+	return ""
+}

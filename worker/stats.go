@@ -1,0 +1,132 @@
+package worker
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// QueueStats is one queue's size by task state.
+type QueueStats struct {
+	Queue     string `json:"queue"`
+	Pending   int    `json:"pending"`
+	Active    int    `json:"active"`
+	Scheduled int    `json:"scheduled"`
+	Retry     int    `json:"retry"`
+	Archived  int    `json:"archived"`
+	Completed int    `json:"completed"`
+	Paused    bool   `json:"paused"`
+	// ProcessedToday and FailedToday are asynq's daily counters.
+	ProcessedToday int `json:"processed_today"`
+	FailedToday    int `json:"failed_today"`
+}
+
+// BudgetStats is the shared rate state of one API key.
+type BudgetStats struct {
+	// KeyID names the key (see KeyID); the key itself is not stored.
+	KeyID string `json:"key_id"`
+	// Limit calls per Period, as the workers last configured it.
+	Limit  int           `json:"limit"`
+	Period time.Duration `json:"period_ns"`
+	// UsedLastMinute counts the calls made in about the last minute.
+	UsedLastMinute int                     `json:"used_last_minute"`
+	PausedUntil    time.Time               `json:"paused_until,omitzero"`
+	Breakers       map[string]breakerState `json:"breakers"`
+	SignupsWaiting int64                   `json:"signups_waiting"`
+}
+
+// Stats is what `enrollq stats` shows.
+type Stats struct {
+	Queues  []QueueStats  `json:"queues"`
+	Budgets []BudgetStats `json:"budgets"`
+}
+
+// ReadStats reads the sizes of queues (missing queues count as empty) and
+// the shared rate state of every API key workers have used on this Redis
+// under prefix ("enrollq:" by default).
+func ReadStats(ctx context.Context, rdb redis.UniversalClient, prefix string, queues []string) (Stats, error) {
+	var st Stats
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	known, err := insp.Queues()
+	if err != nil {
+		return st, err
+	}
+	for _, q := range queues {
+		qs := QueueStats{Queue: q}
+		if slices.Contains(known, q) {
+			info, err := insp.GetQueueInfo(q)
+			if err != nil {
+				return st, err
+			}
+			qs.Pending, qs.Active, qs.Scheduled, qs.Retry = info.Pending, info.Active, info.Scheduled, info.Retry
+			qs.Archived, qs.Completed, qs.Paused = info.Archived, info.Completed, info.Paused
+			qs.ProcessedToday, qs.FailedToday = info.Processed, info.Failed
+		}
+		st.Queues = append(st.Queues, qs)
+	}
+	var metas []string
+	iter := rdb.Scan(ctx, 0, prefix+"api:{*}:meta", 100).Iterator()
+	for iter.Next(ctx) {
+		metas = append(metas, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return st, err
+	}
+	sort.Strings(metas)
+	for _, m := range metas {
+		id := strings.TrimSuffix(strings.TrimPrefix(m, prefix+"api:{"), "}:meta")
+		b, err := readBudget(ctx, rdb, prefix, id)
+		if err != nil {
+			return st, err
+		}
+		st.Budgets = append(st.Budgets, b)
+	}
+	return st, nil
+}
+
+func readBudget(ctx context.Context, rdb redis.UniversalClient, prefix, id string) (BudgetStats, error) {
+	keys := newGovKeys(prefix, id)
+	meta, err := rdb.HGetAll(ctx, keys.meta).Result()
+	if err != nil {
+		return BudgetStats{}, err
+	}
+	b := BudgetStats{KeyID: id}
+	b.Limit, _ = strconv.Atoi(meta["limit"])
+	periodMs, _ := strconv.ParseInt(meta["period_ms"], 10, 64)
+	b.Period = time.Duration(periodMs) * time.Millisecond
+	bucket := time.Duration(0)
+	if ms, err := strconv.ParseInt(meta["bucket_ms"], 10, 64); err == nil && ms > 0 {
+		bucket = time.Duration(ms) * time.Millisecond
+	}
+	g := &governor{rdb: rdb, keys: keys, signupQueue: "-"}
+	sh, err := g.readState(ctx, time.Now(), "")
+	if err != nil {
+		return b, err
+	}
+	b.PausedUntil, b.Breakers, b.SignupsWaiting = sh.PausedUntil, sh.Breakers, sh.SignupsWaiting
+	if !b.PausedUntil.After(time.Now()) {
+		b.PausedUntil = time.Time{}
+	}
+	if bucket > 0 {
+		cur := time.Now().UnixNano() / int64(bucket)
+		n := int(time.Minute / bucket)
+		cmds := make([]*redis.StringCmd, n)
+		_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := range n {
+				cmds[i] = p.HGet(ctx, keys.calls+strconv.FormatInt(cur-int64(i), 10), "n")
+			}
+			return nil
+		})
+		for _, c := range cmds {
+			v, _ := strconv.Atoi(c.Val())
+			b.UsedLastMinute += v
+		}
+	}
+	return b, nil
+}
