@@ -20,6 +20,7 @@ import (
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/internal/redistest"
 	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
 )
 
 // The producer's tests run against a real Redis, in a database of their own
@@ -90,14 +91,6 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func newSessionID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 // keys returns the asynq keys of queue q, and whether asynq lists q at all.
@@ -626,3 +619,6 @@ func TestEnrollRunningOrRetryingIsAlreadyQueued(t *testing.T) {
 		t.Errorf("DuplicateError = %+v, want state retry with the last error and no code", *d)
 	}
 }
+
+// newSessionID is a fresh random session id.
+var newSessionID = verisoultest.NewSessionID

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,7 +108,7 @@ func (c demoCmd) Run(e *env) error {
 	enq := enqueue.New(rdb)
 	scen := demoScenarios()
 	for _, s := range scen {
-		s.sessID = newUUID()
+		s.sessID = verisoultest.NewSessionID()
 		api.Script(s.sessID, s.steps...)
 		if _, err := enq.Enroll(ctx, s.sessID, "user-"+s.sessID[:8]); err != nil {
 			return fmt.Errorf("demo: enqueue: %w", err)
@@ -203,12 +202,4 @@ func printDemoTable(w io.Writer, scen []*scenario, rows []string, api *verisoult
 	}
 	_ = tw.Flush()
 	return ok
-}
-
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

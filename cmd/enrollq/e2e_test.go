@@ -2,8 +2,8 @@ package main_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -152,16 +152,6 @@ func startWorker(t *testing.T, env []string) (stop func() (int, string), httpAdd
 		time.Sleep(50 * time.Millisecond)
 	}
 	return stop, httpAddr
-}
-
-func newSessionID() string {
-	var b [16]byte
-	f, _ := os.Open("/dev/urandom")
-	_, _ = f.Read(b[:])
-	f.Close()
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 func TestDemoExitsZero(t *testing.T) {
@@ -405,3 +395,6 @@ func TestWorkerProcessesShareOneBudget(t *testing.T) {
 		t.Errorf("%d calls in one second; the limit allows 10", n)
 	}
 }
+
+// newSessionID is a fresh random session id.
+var newSessionID = verisoultest.NewSessionID

@@ -381,6 +381,10 @@ func hangUp(w http.ResponseWriter) {
 	}
 }
 
+// NewSessionID returns a random session id in the form Verisoul gives them
+// (a version 4 UUID), for tests and the demo.
+func NewSessionID() string { return newUUID() }
+
 func newUUID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])

@@ -1,0 +1,214 @@
+// Command ratebench measures the shared rate budget and the signup-first
+// rule with real parts: a private redis-server, the fake Verisoul API (100 ms
+// latency, enforcing the limit like the real API), and enrollq workers.
+//
+//	go run ./internal/bench/ratebench              # both scenarios (about 8 minutes)
+//	go run ./internal/bench/ratebench -scenario share
+//	go run ./internal/bench/ratebench -scenario signup
+//
+// share:  three separate `enrollq worker` processes, limit 120/min, 600
+//
+//	tasks: calls in the busiest 60 s window as a share of the limit,
+//	and the 429s the API answered.
+//
+// signup: 5,000 backfill tasks draining at 300/min, then a signup task
+//
+//	every 2 s for a minute: time from enqueue to the API call for each
+//	signup, p50/p95/max, with the signup-first rule and with queue
+//	priority alone, in the same run.
+//
+// It needs redis-server on PATH and sends traffic only to loopback.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/verisoul"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
+	"github.com/enrollq/enrollq/worker"
+)
+
+const key = "bench-key-not-a-secret"
+
+func main() {
+	scenario := flag.String("scenario", "all", "share, signup or all")
+	flag.Parse()
+	ctx := context.Background()
+	if *scenario == "share" || *scenario == "all" {
+		if err := share(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "share:", err)
+			os.Exit(1)
+		}
+	}
+	if *scenario == "signup" || *scenario == "all" {
+		if err := signup(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "signup:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+func newRedis() (*redis.Client, string, func(), error) {
+	addr, stop, err := redistest.StartServer("")
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("starting redis-server (needed on PATH): %w", err)
+	}
+	return redis.NewClient(&redis.Options{Addr: addr}), addr, stop, nil
+}
+
+func share(ctx context.Context) error {
+	const limit, n = 120, 600
+	rdb, addr, stopRedis, err := newRedis()
+	if err != nil {
+		return err
+	}
+	defer stopRedis()
+	api := verisoultest.NewServer(key)
+	defer api.Close()
+	api.SetLatency(100 * time.Millisecond)
+	api.SetRateLimit(limit, time.Minute)
+
+	dir, _ := os.MkdirTemp("", "ratebench")
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "enrollq")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/enrollq").CombinedOutput(); err != nil {
+		return fmt.Errorf("go build (run from the repository root): %v\n%s", err, out)
+	}
+	enq := enqueue.New(rdb)
+	for range n {
+		if _, err := enq.Enroll(ctx, verisoultest.NewSessionID(), "acct", enqueue.WithQueue(tasks.QueueBackfill)); err != nil {
+			return err
+		}
+	}
+	var procs []*exec.Cmd
+	for i := range 3 {
+		cmd := exec.Command(bin, "worker")
+		cmd.Env = append(os.Environ(), "REDIS_URL=redis://"+addr+"/0", "VERISOUL_API_KEY="+key, "VERISOUL_BASE_URL="+api.URL,
+			fmt.Sprintf("ENROLLQ_RATE_LIMIT=%d", limit), "ENROLLQ_HTTP_ADDR=", "LOG_LEVEL=warn", "LOG_FORMAT=json")
+		cmd.Args = append(cmd.Args, "--http-addr=")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		procs = append(procs, cmd)
+		_ = i
+	}
+	start := time.Now()
+	fmt.Printf("share: 3 worker processes, limit %d/min, %d tasks, API latency 100ms; draining (about %s)…\n", limit, n, time.Duration(n/limit)*time.Minute)
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	for {
+		qi, err := insp.GetQueueInfo(tasks.QueueBackfill)
+		if err == nil && qi.Completed+qi.Archived >= n {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	for _, p := range procs {
+		_ = p.Process.Signal(os.Interrupt)
+		_ = p.Wait()
+	}
+	calls := api.Calls()
+	busiest, _ := verisoultest.MaxInWindow(calls, time.Minute)
+	fmt.Printf("share: %d calls in %s; busiest 60 s window %d calls = %.1f%% of the limit; 429s answered by the API: %d\n",
+		len(calls), elapsed.Round(time.Second), busiest, 100*float64(busiest)/limit, api.RateLimited())
+	return nil
+}
+
+func signup(ctx context.Context) error {
+	for _, signupFirst := range []bool{false, true} {
+		lat, err := signupRun(ctx, signupFirst)
+		if err != nil {
+			return err
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		name := "queue priority alone"
+		if signupFirst {
+			name = "signup-first (enrollq)"
+		}
+		fmt.Printf("signup: %-24s n=%d p50=%s p95=%s max=%s\n", name, len(lat),
+			lat[len(lat)/2].Round(time.Millisecond), lat[(len(lat)*95+99)/100-1].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	}
+	return nil
+}
+
+func signupRun(ctx context.Context, signupFirst bool) ([]time.Duration, error) {
+	const backfill = 5000
+	rdb, _, stopRedis, err := newRedis()
+	if err != nil {
+		return nil, err
+	}
+	defer stopRedis()
+	defer rdb.Close()
+	api := verisoultest.NewServer(key)
+	defer api.Close()
+	api.SetLatency(100 * time.Millisecond)
+	api.SetRateLimit(300, time.Minute)
+
+	enq := enqueue.New(rdb)
+	for range backfill {
+		if _, err := enq.Enroll(ctx, verisoultest.NewSessionID(), "acct", enqueue.WithQueue(tasks.QueueBackfill)); err != nil {
+			return nil, err
+		}
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	const workers = 3
+	for range workers {
+		client, _ := verisoul.New(api.URL, key)
+		w, err := worker.New(worker.Config{
+			Redis: rdb, API: client, Logger: log, APIKeyID: worker.KeyID(key),
+			RateLimit: 300, Concurrency: 10, NoSignupFirst: !signupFirst,
+		})
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		go func() { _ = w.Run(wctx); done <- struct{}{} }()
+	}
+	defer func() {
+		cancel()
+		for range workers {
+			<-done
+		}
+	}()
+	time.Sleep(10 * time.Second) // the backfill is draining at full budget
+	var lat []time.Duration
+	enqueued := map[string]time.Time{}
+	for range 30 {
+		s := verisoultest.NewSessionID()
+		enqueued[s] = time.Now()
+		if _, err := enq.Enroll(ctx, s, "signup-acct"); err != nil {
+			return nil, err
+		}
+		time.Sleep(2 * time.Second)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for s, at := range enqueued {
+		for len(api.CallsFor(s)) == 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		calls := api.CallsFor(s)
+		if len(calls) == 0 {
+			return nil, fmt.Errorf("signup %s never called", s)
+		}
+		lat = append(lat, calls[0].At.Sub(at))
+	}
+	return lat, nil
+}
