@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -29,6 +30,8 @@ var (
 	// ErrDeadLettered: the session's task is in the dead letters; requeue it
 	// with `enrollq dead requeue` rather than enqueueing it again.
 	ErrDeadLettered = errors.New("dead-lettered")
+	// ErrDuplicateRow: an earlier row of the same EnrollMany has the session.
+	ErrDuplicateRow = errors.New("duplicate row")
 )
 
 // DuplicateError reports that the session already has a task.
@@ -45,11 +48,15 @@ type DuplicateError struct {
 	LastErr string
 	// RequestID is Verisoul's request id when State is completed.
 	RequestID string
+	// FirstLine is the earlier row's Line, for ErrDuplicateRow.
+	FirstLine int
 	kind      error
 }
 
 func (e *DuplicateError) Error() string {
 	switch e.kind {
+	case ErrDuplicateRow:
+		return fmt.Sprintf("session %s: duplicate of line %d", e.SessionID, e.FirstLine)
 	case ErrDeadLettered:
 		return fmt.Sprintf("session %s: dead-lettered with %s in queue %s", e.SessionID, e.Code, e.Queue)
 	case ErrAlreadyEnrolled:
@@ -64,36 +71,64 @@ func (e *DuplicateError) Is(target error) bool { return target == e.kind }
 // Client enqueues enrollments. It is safe for concurrent use; create one per
 // process and Close it when done.
 type Client struct {
+	rdb      redis.UniversalClient
 	ac       *asynq.Client
 	insp     *asynq.Inspector
-	defaults tasks.Options
+	defaults settings
 }
 
-// Option changes a Client's defaults or one Enroll call.
-type Option func(*tasks.Options)
+// settings are what Options change.
+type settings struct {
+	task        tasks.Options
+	createdAt   time.Time
+	concurrency int
+	maxQueued   int
+	onWait      func(queued int)
+}
+
+// Option changes a Client's defaults, one Enroll call or one EnrollMany.
+type Option func(*settings)
 
 // WithQueue sets the queue (default tasks.QueueSignup).
-func WithQueue(q string) Option { return func(o *tasks.Options) { o.Queue = q } }
+func WithQueue(q string) Option { return func(s *settings) { s.task.Queue = q } }
 
 // WithMaxRetry sets the transient retry budget (default 10).
-func WithMaxRetry(n int) Option { return func(o *tasks.Options) { o.MaxRetry = n } }
+func WithMaxRetry(n int) Option { return func(s *settings) { s.task.MaxRetry = n } }
 
 // WithRetention sets how long the completed task is kept, which is how long a
 // second Enroll of the session reports ErrAlreadyEnrolled (default 720h).
-func WithRetention(d time.Duration) Option { return func(o *tasks.Options) { o.Retention = d } }
+func WithRetention(d time.Duration) Option { return func(s *settings) { s.task.Retention = d } }
+
+// WithCreatedAt gives the session's creation time (one Enroll call): a
+// session whose 30-day enrollment window has ended is dead-lettered as
+// session_older_than_30_days by the worker without an API call, and its
+// retries never go past the window.
+func WithCreatedAt(t time.Time) Option { return func(s *settings) { s.createdAt = t } }
 
 // New returns a Client on rdb, which it does not close. opts set the defaults
 // of every Enroll.
 func New(rdb redis.UniversalClient, opts ...Option) *Client {
 	c := &Client{
-		ac:       asynq.NewClientFromRedisClient(rdb),
-		insp:     asynq.NewInspectorFromRedisClient(rdb),
-		defaults: tasks.Options{Queue: tasks.QueueSignup, MaxRetry: 10, Retention: 720 * time.Hour},
+		rdb:  rdb,
+		ac:   asynq.NewClientFromRedisClient(rdb),
+		insp: asynq.NewInspectorFromRedisClient(rdb),
+		defaults: settings{
+			task:        tasks.Options{Queue: tasks.QueueSignup, MaxRetry: 10, Retention: 720 * time.Hour},
+			concurrency: 32,
+		},
 	}
 	for _, o := range opts {
 		o(&c.defaults)
 	}
 	return c
+}
+
+func (c *Client) settings(opts []Option) settings {
+	s := c.defaults
+	for _, f := range opts {
+		f(&s)
+	}
+	return s
 }
 
 // Close releases the client. The Redis connection is the caller's.
@@ -118,14 +153,25 @@ type Enrolled struct {
 //   - the context's error (errors.Is) when ctx ended first;
 //   - any other error when Redis fails.
 func (c *Client) Enroll(ctx context.Context, sessionID, accountID string, opts ...Option) (Enrolled, error) {
-	o := c.defaults
-	for _, f := range opts {
-		f(&o)
-	}
-	p, err := tasks.NewEnrollPayload(sessionID, accountID)
+	s := c.settings(opts)
+	p, err := newPayload(sessionID, accountID, s.createdAt)
 	if err != nil {
 		return Enrolled{}, err
 	}
+	return c.enqueue(ctx, p, s.task)
+}
+
+func newPayload(sessionID, accountID string, createdAt time.Time) (tasks.EnrollPayload, error) {
+	p, err := tasks.NewEnrollPayload(sessionID, accountID)
+	if err != nil || createdAt.IsZero() {
+		return p, err
+	}
+	p.CreatedAt = createdAt.UTC()
+	return p, p.Validate()
+}
+
+// enqueue puts one validated payload into Redis and explains a conflict.
+func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Options) (Enrolled, error) {
 	t, err := tasks.NewEnrollTask(p, o)
 	if err != nil {
 		return Enrolled{}, err
@@ -142,11 +188,13 @@ func (c *Client) Enroll(ctx context.Context, sessionID, accountID string, opts .
 		}
 		return Enrolled{}, fmt.Errorf("enqueue session %s: %w", p.SessionID, err)
 	}
-	return Enrolled{}, c.describeDuplicate(p.SessionID, o.Queue)
+	return Enrolled{}, c.describeDuplicate(p.SessionID, o)
 }
 
-// describeDuplicate looks up the task that holds the session's ID.
-func (c *Client) describeDuplicate(sessionID, queue string) error {
+// describeDuplicate looks up the task that holds the session's ID. A task
+// enqueued earlier by the same bulk run (o.Headers) is a repeated row.
+func (c *Client) describeDuplicate(sessionID string, o tasks.Options) error {
+	queue := o.Queue
 	id := tasks.TaskID(sessionID)
 	info, err := c.insp.GetTaskInfo(queue, id)
 	if err != nil {
@@ -156,6 +204,11 @@ func (c *Client) describeDuplicate(sessionID, queue string) error {
 		return &DuplicateError{SessionID: sessionID, Queue: queue, TaskID: id, State: "unknown", kind: ErrAlreadyQueued}
 	}
 	d := &DuplicateError{SessionID: sessionID, Queue: queue, TaskID: id, State: info.State.String(), LastErr: info.LastErr, kind: ErrAlreadyQueued}
+	if run := o.Headers[headerRun]; run != "" && info.Headers[headerRun] == run {
+		d.kind = ErrDuplicateRow
+		d.FirstLine, _ = strconv.Atoi(info.Headers[headerLine])
+		return d
+	}
 	switch info.State {
 	case asynq.TaskStateCompleted:
 		d.kind = ErrAlreadyEnrolled

@@ -17,7 +17,7 @@ import (
 func FuzzDecodeEnrollPayload(f *testing.F) {
 	for _, s := range []string{
 		`{"session_id":"` + goodSession + `","account_id":"acct-42"}`,
-		`{"session_id":"` + goodSession + `","account_id":"acct-42","created_at":"x","extra":1}`,
+		`{"session_id":"` + goodSession + `","account_id":"acct-42","future_field":"x","extra":1}`,
 		`{"session_id":"` + strings.ToUpper(goodSession) + `","account_id":"acct-42"}`,
 		`{"session_id":"` + goodSession + `","account_id":"Zo\u00eb \u6771\u4eac"}`,
 		`{"session_id":"` + goodSession + `","account_id":"a\u0085b"}`,

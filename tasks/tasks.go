@@ -44,6 +44,32 @@ type EnrollPayload struct {
 	SessionID string `json:"session_id"`
 	// AccountID is the customer's own account id.
 	AccountID string `json:"account_id"`
+	// CreatedAt is when the session was created, when the producer knows
+	// it. A session can be enrolled only within EnrollWindow of it; the
+	// worker dead-letters an expired session without calling the API.
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// EnrollWindow is how long after its creation a session can be enrolled.
+const EnrollWindow = 30 * 24 * time.Hour
+
+// maxClockSkew is how far in the future a created_at may be before it is
+// taken for a mistake rather than another machine's clock.
+const maxClockSkew = time.Hour
+
+// Deadline is the end of the session's enrollment window, or the zero time
+// when CreatedAt is unknown.
+func (p EnrollPayload) Deadline() time.Time {
+	if p.CreatedAt.IsZero() {
+		return time.Time{}
+	}
+	return p.CreatedAt.Add(EnrollWindow)
+}
+
+// Expired reports whether the enrollment window has ended at now.
+func (p EnrollPayload) Expired(now time.Time) bool {
+	d := p.Deadline()
+	return !d.IsZero() && !now.Before(d)
 }
 
 // ValidationError names the payload field that broke a rule.
@@ -73,7 +99,8 @@ func NewEnrollPayload(sessionID, accountID string) (EnrollPayload, error) {
 
 // Validate checks the rules of DESIGN.md: session_id a canonical UUID (8-4-4-4-12
 // lower-case hex), account_id non-empty, at most 255 bytes, valid UTF-8 and
-// free of control characters. It returns a *ValidationError.
+// free of control characters; created_at, when set, not in the future (an
+// hour of clock skew is allowed). It returns a *ValidationError.
 func (p EnrollPayload) Validate() error {
 	if !IsCanonicalUUID(p.SessionID) {
 		return &ValidationError{Field: "session_id", Rule: "must be a canonical UUID like 0007b793-ae5d-45a2-8d9f-4a5b573c3271", Value: quote(p.SessionID)}
@@ -87,6 +114,9 @@ func (p EnrollPayload) Validate() error {
 		return &ValidationError{Field: "account_id", Rule: "must be valid UTF-8", Value: quote(a)}
 	case strings.IndexFunc(a, unicode.IsControl) >= 0:
 		return &ValidationError{Field: "account_id", Rule: "must not contain control characters", Value: quote(a)}
+	}
+	if !p.CreatedAt.IsZero() && p.CreatedAt.After(time.Now().Add(maxClockSkew)) {
+		return &ValidationError{Field: "created_at", Rule: "must not be in the future", Value: p.CreatedAt.UTC().Format(time.RFC3339)}
 	}
 	return nil
 }
@@ -155,6 +185,9 @@ type Options struct {
 	MaxRetry int
 	// Retention is how long a completed task (and its request_id) is kept.
 	Retention time.Duration
+	// Headers are stored with the task (asynq task headers); bulk enqueues
+	// use them to recognise their own earlier rows.
+	Headers map[string]string
 }
 
 // NewEnrollTask builds the asynq task for a validated payload with its ID,
@@ -171,6 +204,9 @@ func NewEnrollTask(p EnrollPayload, o Options) (*asynq.Task, error) {
 	}
 	if o.Retention > 0 {
 		opts = append(opts, asynq.Retention(o.Retention))
+	}
+	if len(o.Headers) > 0 {
+		return asynq.NewTaskWithHeaders(TypeEnroll, b, o.Headers, opts...), nil
 	}
 	return asynq.NewTask(TypeEnroll, b, opts...), nil
 }

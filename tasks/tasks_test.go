@@ -186,7 +186,8 @@ func TestDecodeEnrollPayload(t *testing.T) {
 		wantJSON  bool   // a "payload:" error
 	}{
 		{name: "valid", in: `{"session_id":"` + goodSession + `","account_id":"acct-42"}`, want: good},
-		{name: "unknown fields ignored", in: `{"session_id":"` + goodSession + `","account_id":"acct-42","created_at":"x","extra":1}`, want: good},
+		{name: "created_at read", in: `{"session_id":"` + goodSession + `","account_id":"acct-42","created_at":"2026-11-01T10:00:00Z"}`, want: EnrollPayload{SessionID: goodSession, AccountID: "acct-42", CreatedAt: time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)}},
+		{name: "unknown fields ignored", in: `{"session_id":"` + goodSession + `","account_id":"acct-42","future_field":"x","extra":1}`, want: good},
 		{name: "nested unknown field ignored", in: `{"v":{"a":[1,2,{"b":null}]},"session_id":"` + goodSession + `","account_id":"acct-42"}`, want: good},
 		{name: "whitespace around", in: " \n{ \"session_id\" : \"" + goodSession + "\" , \"account_id\" : \"acct-42\" }\n", want: good},
 		{name: "escaped unicode", in: `{"session_id":"` + goodSession + `","account_id":"Zo\u00eb"}`, want: EnrollPayload{SessionID: goodSession, AccountID: "Zoë"}},

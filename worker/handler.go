@@ -46,6 +46,14 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	log = log.With(slog.String("session_id", p.SessionID))
 
+	// A session past its enrollment window is not worth a call: the API
+	// would answer session_older_than_30_days.
+	if p.Expired(start) {
+		err := &DeadLetterError{Code: verisoul.CodeSessionOlderThan30Days, Cause: expiredCause(p)}
+		log.Warn("attempt", "outcome", DeadLetter.String(), "dead_letter_code", err.Code, "reason", "enrollment window ended; not sent", "created_at", p.CreatedAt)
+		return err
+	}
+
 	// A session another task already enrolled needs no call.
 	if st, err := w.state.peek(ctx, p.SessionID); err != nil {
 		return retryErr(true, 0, 0, "redis: reading session state: %w", err)
@@ -103,6 +111,12 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		NotReadyFor:   since(st.NotReadySince, now),
 		WaitingFor:    since(st.WaitSince, now),
 	}, w.policy)
+
+	// Retries never go past the session's enrollment window.
+	if (d.Bucket == Retry || d.Bucket == Wait) && p.Expired(now.Add(d.NotBefore)) {
+		d = Decision{Bucket: DeadLetter, Code: verisoul.CodeSessionOlderThan30Days, Reason: "enrollment window ends before the next attempt"}
+		callErr = fmt.Errorf("%w; no retry: the session's enrollment window ends %s", callErr, p.Deadline().UTC().Format(time.RFC3339))
+	}
 
 	attrs := []any{
 		slog.String("outcome", d.Bucket.String()),
@@ -259,6 +273,11 @@ func (w *Worker) writeResult(ctx context.Context, t *asynq.Task, log *slog.Logge
 			log.Warn("could not write the task result", "err", err)
 		}
 	}
+}
+
+func expiredCause(p tasks.EnrollPayload) error {
+	return fmt.Errorf("session created %s: its enrollment window ended %s; not sent to the API",
+		p.CreatedAt.UTC().Format(time.RFC3339), p.Deadline().UTC().Format(time.RFC3339))
 }
 
 func since(t, now time.Time) time.Duration {

@@ -447,3 +447,43 @@ func TestSameSessionInBothQueues(t *testing.T) {
 	wantCalls(t, b.calls(s), 1)
 	wantCalls(t, b2.calls(s), 0)
 }
+
+// TestExpiredSessionIsNotSent: a session past its 30-day window is
+// dead-lettered with the API's own code, without a call.
+func TestExpiredSessionIsNotSent(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	s := newSessionID()
+	b.enroll(s, enqueue.WithCreatedAt(time.Now().Add(-31*24*time.Hour)))
+	info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+	if got := tasks.CodeOf(info.LastErr); got != verisoul.CodeSessionOlderThan30Days || !strings.Contains(info.LastErr, "not sent") {
+		t.Fatalf("archived with %q", info.LastErr)
+	}
+	wantCalls(t, b.calls(s), 0)
+}
+
+// TestRetriesStopAtTheDeadline: a transient failure near the end of the
+// window is not retried past it.
+func TestRetriesStopAtTheDeadline(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{cfg: func(c *worker.Config) { c.BlipRetries = -1 }})
+	s := newSessionID()
+	for range 5 {
+		b.api.Script(s, verisoultest.Status(http.StatusServiceUnavailable))
+	}
+	created := time.Now().Add(-tasks.EnrollWindow + 1500*time.Millisecond)
+	b.enroll(s, enqueue.WithCreatedAt(created))
+	info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+	if got := tasks.CodeOf(info.LastErr); got != verisoul.CodeSessionOlderThan30Days {
+		t.Fatalf("archived with %q, want %s", info.LastErr, verisoul.CodeSessionOlderThan30Days)
+	}
+	calls := b.calls(s)
+	if len(calls) == 0 || len(calls) == 5 {
+		t.Fatalf("API received %d calls: want the first attempt, and no retry after the deadline", len(calls))
+	}
+	for _, c := range calls {
+		if !c.At.Before(created.Add(tasks.EnrollWindow)) {
+			t.Errorf("a call at %s, after the deadline %s", c.At, created.Add(tasks.EnrollWindow))
+		}
+	}
+}

@@ -40,10 +40,11 @@ func usageErr(format string, args ...any) error {
 type cli struct {
 	config.Config `embed:""`
 
-	Worker  workerCmd  `cmd:"" help:"Deliver queued enrollments to the Verisoul API until SIGINT/SIGTERM."`
-	Enqueue enqueueCmd `cmd:"" help:"Enqueue one enrollment."`
-	Stats   statsCmd   `cmd:"" help:"Show queue sizes, the shared rate budget and the breakers."`
-	Demo    demoCmd    `cmd:"" help:"Run the whole system in one process on an embedded Redis and a fake API."`
+	Worker   workerCmd   `cmd:"" help:"Deliver queued enrollments to the Verisoul API until SIGINT/SIGTERM."`
+	Enqueue  enqueueCmd  `cmd:"" help:"Enqueue one enrollment."`
+	Backfill backfillCmd `cmd:"" help:"Enqueue many enrollments from a CSV or JSONL file (or -)."`
+	Stats    statsCmd    `cmd:"" help:"Show queue sizes, the shared rate budget and the breakers."`
+	Demo     demoCmd     `cmd:"" help:"Run the whole system in one process on an embedded Redis and a fake API."`
 }
 
 // env carries what every command needs besides its flags; kong passes it to

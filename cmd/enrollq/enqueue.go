@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/tasks"
@@ -13,6 +14,7 @@ type enqueueCmd struct {
 	SessionID string `name:"session-id" required:"" help:"Face Match session id (a UUID)."`
 	AccountID string `name:"account-id" required:"" help:"Your account id for the user."`
 	Queue     string `name:"queue" default:"signup" help:"Queue: signup or backfill."`
+	CreatedAt string `name:"created-at" help:"When the session was created (RFC 3339): a session past its 30-day window is dead-lettered without an API call."`
 }
 
 // Run enqueues one enrollment. A session that already has a task is not an
@@ -22,7 +24,20 @@ func (c enqueueCmd) Run(e *env) error {
 	if c.Queue != tasks.QueueSignup && c.Queue != tasks.QueueBackfill {
 		return usageErr("--queue: must be %s or %s, got %q", tasks.QueueSignup, tasks.QueueBackfill, c.Queue)
 	}
-	if _, err := tasks.NewEnrollPayload(c.SessionID, c.AccountID); err != nil {
+	var created time.Time
+	if c.CreatedAt != "" {
+		t, err := time.Parse(time.RFC3339Nano, c.CreatedAt)
+		if err != nil {
+			return usageErr("--created-at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got %q", c.CreatedAt)
+		}
+		created = t
+	}
+	p, err := tasks.NewEnrollPayload(c.SessionID, c.AccountID)
+	if err == nil && !created.IsZero() {
+		p.CreatedAt = created
+		err = p.Validate()
+	}
+	if err != nil {
 		return usageErr("invalid input: %v", err)
 	}
 	rdb, err := openRedis(e.ctx, e.cfg)
@@ -31,7 +46,7 @@ func (c enqueueCmd) Run(e *env) error {
 	}
 	defer rdb.Close()
 	enq := enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention))
-	res, err := enq.Enroll(e.ctx, c.SessionID, c.AccountID, enqueue.WithQueue(c.Queue))
+	res, err := enq.Enroll(e.ctx, c.SessionID, c.AccountID, enqueue.WithQueue(c.Queue), enqueue.WithCreatedAt(created))
 	var dup *enqueue.DuplicateError
 	switch {
 	case err == nil:

@@ -1,0 +1,221 @@
+package enqueue
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"iter"
+	"maps"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/enrollq/enrollq/tasks"
+)
+
+// Task headers a bulk run writes, so that a repeated row of the same run is
+// told apart from a session queued before the run.
+const (
+	headerRun  = "enrollq-run"
+	headerLine = "enrollq-line"
+)
+
+// WithConcurrency sets how many enqueues EnrollMany keeps in flight
+// (default 32). asynq has no batch enqueue, so throughput comes from
+// concurrent round trips over the client's connection pool.
+func WithConcurrency(n int) Option { return func(s *settings) { s.concurrency = max(n, 1) } }
+
+// WithMaxQueued makes EnrollMany keep at most n tasks waiting (pending,
+// scheduled or retrying) in its queue: past that it waits for workers to
+// drain the queue, calling onWait (if not nil) with the queue's size about
+// once a second while it waits. It bounds the Redis memory a large backfill
+// holds at about n × 600 bytes.
+func WithMaxQueued(n int, onWait func(queued int)) Option {
+	return func(s *settings) { s.maxQueued, s.onWait = n, onWait }
+}
+
+// RowResult is the outcome of one row of EnrollMany.
+type RowResult struct {
+	Row Row
+	// Err is nil when the row was enqueued. Otherwise it is a
+	// *tasks.ValidationError (the row is invalid; nothing was enqueued), a
+	// *DuplicateError (ErrAlreadyQueued, ErrAlreadyEnrolled,
+	// ErrDeadLettered, or ErrDuplicateRow for a repeat of an earlier row),
+	// or a Redis or context error.
+	Err error
+}
+
+// Expired reports whether the row's session was past its 30-day enrollment
+// window at now: it is enqueued all the same, and the worker dead-letters it
+// as session_older_than_30_days without calling the API.
+func (r RowResult) Expired(now time.Time) bool {
+	return !r.Row.CreatedAt.IsZero() && !now.Before(r.Row.CreatedAt.Add(tasks.EnrollWindow))
+}
+
+// EnrollMany enqueues every row of rows with Enroll's validation and
+// duplicate handling, WithConcurrency enqueues in flight, and yields one
+// result per row, in completion order (Row.Line says which). Memory stays
+// bounded whatever the number of rows: rows are pulled as results are
+// consumed. Stopping the iteration, or ctx ending, stops reading rows;
+// results of rows already taken are still yielded unless the loop stopped.
+func (c *Client) EnrollMany(ctx context.Context, rows iter.Seq[Row], opts ...Option) iter.Seq[RowResult] {
+	return func(yield func(RowResult) bool) {
+		s := c.settings(opts)
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		run := newRunID()
+		var gate *queueGate
+		if s.maxQueued > 0 {
+			gate = &queueGate{c: c, queue: s.task.Queue, max: s.maxQueued, onWait: s.onWait}
+		}
+
+		// Rows are sharded by session over the workers, so rows of one
+		// session are enqueued in file order by one worker: the first row
+		// wins and later ones are reported as its duplicates.
+		ins := make([]chan Row, s.concurrency)
+		for i := range ins {
+			ins[i] = make(chan Row, 4)
+		}
+		out := make(chan RowResult, s.concurrency)
+		go func() {
+			defer func() {
+				for _, in := range ins {
+					close(in)
+				}
+			}()
+			for r := range rows {
+				select {
+				case ins[shard(r.SessionID, len(ins))] <- r:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+		var wg sync.WaitGroup
+		for _, in := range ins {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for r := range in {
+					out <- RowResult{Row: r, Err: c.enrollRow(ctx, r, s, run, gate)}
+				}
+			}()
+		}
+		go func() { wg.Wait(); close(out) }()
+
+		for res := range out {
+			if !yield(res) {
+				cancel()
+				for range out { // let the workers finish
+				}
+				return
+			}
+		}
+	}
+}
+
+func (c *Client) enrollRow(ctx context.Context, r Row, s settings, run string, gate *queueGate) error {
+	p, err := newPayload(r.SessionID, r.AccountID, r.CreatedAt)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if gate != nil {
+		if err := gate.wait(ctx); err != nil {
+			return err
+		}
+	}
+	o := s.task
+	o.Headers = map[string]string{headerRun: run, headerLine: strconv.Itoa(r.Line)}
+	if len(s.task.Headers) > 0 {
+		maps.Copy(o.Headers, s.task.Headers)
+	}
+	_, err = c.enqueue(ctx, p, o)
+	return err
+}
+
+// shard maps a session id (case-insensitively, as task IDs do) to one of n
+// workers.
+func shard(sessionID string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(strings.ToLower(strings.TrimSpace(sessionID))))
+	return int(h.Sum32() % uint32(n))
+}
+
+func newRunID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// queueGate keeps a queue's waiting tasks under max: it reads the queue's
+// size at most once per pollEvery and counts its own enqueues in between.
+type queueGate struct {
+	c      *Client
+	queue  string
+	max    int
+	onWait func(int)
+
+	mu     sync.Mutex
+	queued int
+	read   time.Time
+}
+
+const pollEvery = time.Second
+
+func (g *queueGate) wait(ctx context.Context) error {
+	for {
+		g.mu.Lock()
+		if time.Since(g.read) >= pollEvery {
+			n, err := g.c.waiting(g.queue)
+			if err != nil {
+				g.mu.Unlock()
+				return fmt.Errorf("reading the size of queue %s: %w", g.queue, err)
+			}
+			g.queued, g.read = n, time.Now()
+		}
+		if g.queued < g.max {
+			g.queued++
+			g.mu.Unlock()
+			return nil
+		}
+		n, next := g.queued, g.read.Add(pollEvery)
+		g.mu.Unlock()
+		if g.onWait != nil {
+			g.onWait(n)
+		}
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// waiting is the number of tasks of queue not yet processed: pending,
+// scheduled and retrying.
+func (c *Client) waiting(queue string) (int, error) {
+	qs, err := c.insp.Queues()
+	if err != nil {
+		return 0, err
+	}
+	found := false
+	for _, q := range qs {
+		found = found || q == queue
+	}
+	if !found {
+		return 0, nil
+	}
+	info, err := c.insp.GetQueueInfo(queue)
+	if err != nil {
+		return 0, err
+	}
+	return info.Pending + info.Scheduled + info.Retry, nil
+}

@@ -1,0 +1,1019 @@
+package enqueue
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// This file reads the input of `enrollq backfill FILE|-`: a CSV file with a
+// header, or JSON Lines, maybe gzip-compressed, streamed so that memory stays
+// flat whatever the size of the file. It reads structure only: whether a
+// session id is a UUID and an account id follows the rules is for
+// tasks.NewEnrollPayload to say.
+
+// maxRecordBytes bounds one record (a CSV record, which may span lines, or a
+// JSONL line), not counting the line end that closes it. It keeps the memory
+// a file can make the reader hold to about that much.
+const maxRecordBytes = 1 << 20
+
+// readBufferSize is the size of the read buffer over the input.
+const readBufferSize = 64 << 10
+
+// Row is one enrollment read from a backfill file.
+type Row struct {
+	Line      int // 1-based line number where the record starts
+	SessionID string
+	AccountID string
+	CreatedAt time.Time // zero when the file has no created_at for the row
+	// Raw is the record as read: CSV fields in file order, or the JSONL line, for the rejects file.
+	Raw []string
+}
+
+// Format is the layout of a backfill file.
+type Format int
+
+const (
+	// FormatCSV is comma-separated values whose first line is a header
+	// naming the columns session_id and account_id, and optionally
+	// created_at; other columns are ignored.
+	FormatCSV Format = iota + 1
+	// FormatJSONL is one JSON object per line with the string members
+	// session_id and account_id, and optionally created_at; other members
+	// are ignored.
+	FormatJSONL
+)
+
+// String returns the name --format takes: "csv" or "jsonl".
+func (f Format) String() string {
+	switch f {
+	case FormatCSV:
+		return "csv"
+	case FormatJSONL:
+		return "jsonl"
+	}
+	return fmt.Sprintf("Format(%d)", int(f))
+}
+
+// FormatFor picks the format: explicit ("csv", "jsonl", or "" for auto) wins; otherwise by name: *.jsonl / *.jsonl.gz / *.ndjson → JSONL, anything else (including "-" for stdin, *.csv, *.csv.gz) → CSV. Unknown explicit value → error naming --format and the allowed values.
+//
+// Names are matched without regard to case, and *.ndjson.gz is JSONL too.
+func FormatFor(name, explicit string) (Format, error) {
+	switch explicit {
+	case "csv":
+		return FormatCSV, nil
+	case "jsonl":
+		return FormatJSONL, nil
+	case "":
+	default:
+		return 0, fmt.Errorf("--format: must be csv or jsonl, got %q", explicit)
+	}
+	base := strings.TrimSuffix(strings.ToLower(name), ".gz")
+	if strings.HasSuffix(base, ".jsonl") || strings.HasSuffix(base, ".ndjson") {
+		return FormatJSONL, nil
+	}
+	return FormatCSV, nil
+}
+
+// OpenInput opens name ("-" = stdin) and, when name ends in ".gz" (or the content starts with the gzip magic bytes 1f 8b, so `-` with gzip works too), wraps it in a gzip reader. It returns the reader, its size in bytes of the file on disk when known (for progress; -1 for stdin/pipes), a func reporting how many bytes of the underlying file have been consumed so far (for a progress bar with ETA), and a closer. Errors name the file ("open rows.csv: no such file or directory").
+//
+// consumed may be called from any goroutine. The closer closes the file
+// (standard input is left open). A name ending in ".gz" whose content is
+// not gzip, or a gzip header that is broken, is an error wrapping a
+// *FormatError; so is a corrupt or truncated gzip stream found later, which
+// the reader returns instead of the decompression error (ReadRows passes it
+// on with the line it had reached). An empty file is not an error here:
+// ReadRows reports it.
+func OpenInput(name string) (r io.Reader, size int64, consumed func() int64, closer func() error, err error) {
+	file, display := os.Stdin, "standard input"
+	closeFile := func() error { return nil }
+	if name != "-" {
+		file, err = os.Open(name)
+		if err != nil {
+			return nil, -1, nil, nil, err // *fs.PathError: "open rows.csv: no such file or directory"
+		}
+		display, closeFile = name, file.Close
+	}
+	size = -1
+	if fi, err := file.Stat(); err == nil && fi.Mode().IsRegular() && name != "-" {
+		size = fi.Size()
+	}
+	src := &countingReader{r: file}
+	br := bufio.NewReaderSize(src, readBufferSize)
+	head, err := br.Peek(2)
+	if err != nil && err != io.EOF {
+		_ = closeFile()
+		return nil, -1, nil, nil, err // a read error of *os.File names the file
+	}
+	isGzip := len(head) == 2 && head[0] == 0x1f && head[1] == 0x8b
+	if !isGzip {
+		if len(head) > 0 && strings.HasSuffix(strings.ToLower(name), ".gz") {
+			_ = closeFile()
+			return nil, -1, nil, nil, fmt.Errorf("%s: %w", display, &FormatError{Reason: "not gzip data (it does not start with the bytes 1f 8b), though the name ends in .gz"})
+		}
+		return br, size, src.consumed, closeFile, nil
+	}
+	zr, err := gzip.NewReader(br)
+	if err != nil {
+		_ = closeFile()
+		return nil, -1, nil, nil, fmt.Errorf("%s: %w", display, src.gzipError(err))
+	}
+	return &gzipInput{zr: zr, src: src}, size, src.consumed, closeFile, nil
+}
+
+// countingReader counts the bytes read from the file, for progress, and
+// keeps its last read error so that a gzip error can be told apart from a
+// disk error.
+type countingReader struct {
+	r   io.Reader
+	n   atomic.Int64
+	err error // the last error other than io.EOF
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		c.err = err
+	}
+	return n, err
+}
+
+func (c *countingReader) consumed() int64 { return c.n.Load() }
+
+// gzipError makes a decompression error a *FormatError, unless it is the
+// file's own read error coming through.
+func (c *countingReader) gzipError(err error) error {
+	if c.err != nil && errors.Is(err, c.err) {
+		return err
+	}
+	reason := "corrupt gzip stream: " + err.Error()
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		reason = "the gzip stream is truncated"
+	}
+	return &FormatError{Reason: reason, err: err}
+}
+
+// gzipInput is the decompressed input; see countingReader.gzipError.
+type gzipInput struct {
+	zr  *gzip.Reader
+	src *countingReader
+}
+
+func (g *gzipInput) Read(p []byte) (int, error) {
+	n, err := g.zr.Read(p)
+	if err != nil && err != io.EOF {
+		err = g.src.gzipError(err)
+	}
+	return n, err
+}
+
+// RowError is a row that cannot be read: wrong number of fields, missing value, unparsable created_at, bad JSON, a line too long.
+//
+// Reading goes on with the next row.
+type RowError struct {
+	Line   int
+	Reason string
+	Raw    []string
+}
+
+// Error returns "line 12: account_id is missing".
+func (e *RowError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Reason) }
+
+// FormatError is input that cannot be read at all: a CSV without the required header (it must name session_id and account_id; created_at optional; other columns ignored; any order; a UTF-8 BOM before the header is skipped; header names are matched case-insensitively after trimming spaces), an empty file, a gzip stream that is corrupt. Reading stops.
+//
+// Line is 0 when the problem is not at a line (an empty file, a gzip
+// header that is broken).
+type FormatError struct {
+	Line   int
+	Reason string
+	err    error // the cause, when there is one (a gzip error)
+}
+
+// Error returns "line 1: …", or the reason alone when Line is 0.
+func (e *FormatError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s", e.Line, e.Reason)
+	}
+	return e.Reason
+}
+
+// Unwrap returns the cause, if any (gzip.ErrChecksum, a
+// flate.CorruptInputError, io.ErrUnexpectedEOF, …).
+func (e *FormatError) Unwrap() error { return e.err }
+
+// errTooLong is what the CSV feeder returns to encoding/csv when a record
+// passes the limit; ReadRows turns it into a RowError.
+var errTooLong = errors.New("record too long")
+
+// ReadRows streams the rows of r. For each record it yields either (row, nil) or (Row{Line, Raw}, *RowError) and goes on; on a *FormatError or an I/O error it yields (Row{}, err) once and stops. Blank lines (also whitespace-only, also in JSONL) are skipped silently. CRLF line ends work. Line numbers are the physical line where a record starts (a quoted CSV field may span lines: report the starting line; use csv.Reader.FieldPos). A record longer than 1 MiB is a RowError ("line too long") and reading continues at the next line where possible (for JSONL; for CSV it's acceptable to fail the whole file with a FormatError naming the line, if you cannot resync — say which you did).
+//
+// In detail:
+//   - A record of more than 1 MiB, not counting its line end, is a RowError
+//     in both formats, and reading goes on after it: for CSV at the end of
+//     the record as encoding/csv sees it (a quoted field may hold line
+//     breaks), found by a small quote-aware scanner while the rest of the
+//     record is dropped. Raw is nil for such a record. A header that long is
+//     a FormatError.
+//   - A *RowError row has Line and Raw; when only its created_at is bad it
+//     has SessionID and AccountID too, so that the rejects file keeps them.
+//     For a CSV record that encoding/csv cannot parse (a bare or stray
+//     quote), Raw holds the fields read before the error.
+//   - CSV: a row with fewer fields than the header needs is a RowError;
+//     session_id and created_at are trimmed of spaces, account_id is kept as
+//     is; empty ids are passed on for validation to reject. UTF-8 is not
+//     checked.
+//   - JSONL: a line that is not valid UTF-8, or whose session_id or
+//     account_id holds a \u escape of half a surrogate pair, is a RowError
+//     (encoding/json would silently turn either into U+FFFD); so is a line
+//     that is not a JSON object, a missing or non-string session_id or
+//     account_id, or a non-string created_at. A created_at that is null or
+//     "" is unknown. Member names are matched exactly.
+//   - A UTF-8 byte order mark at the start of the input is skipped in both
+//     formats. A CSV header with only blank lines or no lines at all, or a
+//     JSONL file without a non-blank line, is a FormatError ("empty").
+//   - An error of r is yielded as it is, except that a corrupt gzip stream
+//     (from OpenInput, or a *gzip.Reader) is a *FormatError with the line
+//     reached.
+//
+// Each call reads on from where r is; do not read r elsewhere meanwhile.
+func ReadRows(r io.Reader, f Format) iter.Seq2[Row, error] {
+	return readRows(r, f, maxRecordBytes)
+}
+
+// readRows is ReadRows with the record limit as a parameter, so that tests
+// can reach it with small inputs.
+func readRows(r io.Reader, f Format, limit int) iter.Seq2[Row, error] {
+	return func(yield func(Row, error) bool) {
+		if f != FormatCSV && f != FormatJSONL {
+			yield(Row{}, fmt.Errorf("enqueue.ReadRows: unknown format %v", f))
+			return
+		}
+		src := bufio.NewReaderSize(r, readBufferSize)
+		head, err := src.Peek(3)
+		switch {
+		case bytes.Equal(head, []byte("\ufeff")):
+			_, _ = src.Discard(3)
+		case err != nil && err != io.EOF:
+			// bufio forgets an error once returned, so report it now.
+			yield(Row{}, inputError(err, 1))
+			return
+		}
+		if f == FormatJSONL {
+			readJSONL(src, limit, yield)
+		} else {
+			readCSV(src, limit, yield)
+		}
+	}
+}
+
+// inputError is the error to yield for a read error of the input at line.
+func inputError(err error, line int) error {
+	if fe, ok := errors.AsType[*FormatError](err); ok {
+		if fe.Line == 0 {
+			c := *fe
+			c.Line = line
+			return &c
+		}
+		return fe
+	}
+	if _, ok := errors.AsType[flate.CorruptInputError](err); ok || errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) {
+		return &FormatError{Line: line, Reason: "corrupt gzip stream: " + err.Error(), err: err}
+	}
+	return err
+}
+
+// tooLongReason is the RowError reason of a record over the limit.
+func tooLongReason(limit int) string {
+	if limit%(1<<20) == 0 {
+		return fmt.Sprintf("line too long (over %d MiB)", limit>>20)
+	}
+	return fmt.Sprintf("line too long (over %d bytes)", limit)
+}
+
+// isBlank reports whether a line holds nothing but white space.
+func isBlank(b []byte) bool { return len(bytes.TrimSpace(b)) == 0 }
+
+// quoteShort renders a value for a message: quoted, escaped and cut.
+func quoteShort(s string) string {
+	const max = 64
+	if len(s) > max {
+		return fmt.Sprintf("%q…", s[:max])
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// parseCreatedAt reads a created_at value; "" is unknown.
+func parseCreatedAt(s string) (time.Time, string) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, ""
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, "created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got " + quoteShort(s)
+	}
+	return t, ""
+}
+
+// ---- CSV ----
+
+// readCSV reads the header, then yields the rows.
+func readCSV(src *bufio.Reader, limit int, yield func(Row, error) bool) {
+	recs := newCSVRecords(src, limit)
+	rec, line, err := recs.next()
+	if err != nil {
+		var reason string
+		pe, isParse := errors.AsType[*csv.ParseError](err)
+		switch {
+		case err == io.EOF:
+			yield(Row{}, &FormatError{Reason: "the file is empty: a CSV needs a header line naming the columns session_id and account_id"})
+			return
+		case err == errTooLong:
+			reason = "the header is " + strings.TrimPrefix(tooLongReason(limit), "line ")
+		case isParse:
+			reason = "header: " + csvParseReason(pe, line)
+		default:
+			yield(Row{}, err)
+			return
+		}
+		yield(Row{}, &FormatError{Line: line, Reason: reason})
+		return
+	}
+	cols, ferr := csvHeader(rec, line)
+	if ferr != nil {
+		yield(Row{}, ferr)
+		return
+	}
+	for {
+		rec, line, err := recs.next()
+		if err != nil {
+			pe, isParse := errors.AsType[*csv.ParseError](err)
+			switch {
+			case err == io.EOF:
+				return
+			case err == errTooLong:
+				if !yield(Row{Line: line}, &RowError{Line: line, Reason: tooLongReason(limit)}) {
+					return
+				}
+			case isParse:
+				raw := slices.Clone(rec)
+				if !yield(Row{Line: line, Raw: raw}, &RowError{Line: line, Reason: csvParseReason(pe, line), Raw: raw}) {
+					return
+				}
+			default:
+				yield(Row{}, err)
+				return
+			}
+			continue
+		}
+		if !yield(cols.row(rec, line)) {
+			return
+		}
+	}
+}
+
+// csvColumns are the indexes of the columns ReadRows uses; created is -1
+// without a created_at column. need is how many fields a row must have.
+type csvColumns struct{ session, account, created, need int }
+
+func csvHeader(rec []string, line int) (csvColumns, error) {
+	c := csvColumns{session: -1, account: -1, created: -1}
+	for i, name := range rec {
+		var col *int
+		switch name = strings.ToLower(strings.TrimSpace(name)); name {
+		case "session_id":
+			col = &c.session
+		case "account_id":
+			col = &c.account
+		case "created_at":
+			col = &c.created
+		default:
+			continue
+		}
+		if *col >= 0 {
+			return c, &FormatError{Line: line, Reason: fmt.Sprintf("the header names %s twice (columns %d and %d)", name, *col+1, i+1)}
+		}
+		*col = i
+	}
+	const rule = "session_id and account_id (created_at is optional)"
+	switch {
+	case c.session < 0 && c.account < 0:
+		return c, &FormatError{Line: line, Reason: fmt.Sprintf("no header: the first line must name the columns %s, got %s", rule, quoteShort(strings.Join(rec, ",")))}
+	case c.session < 0:
+		return c, &FormatError{Line: line, Reason: "the header has no session_id column; it must name " + rule}
+	case c.account < 0:
+		return c, &FormatError{Line: line, Reason: "the header has no account_id column; it must name " + rule}
+	}
+	c.need = max(c.session, c.account, c.created) + 1
+	return c, nil
+}
+
+// row makes a Row of a record, which it copies (the csv.Reader reuses it).
+func (c csvColumns) row(rec []string, line int) (Row, error) {
+	raw := slices.Clone(rec)
+	if len(raw) < c.need {
+		return Row{Line: line, Raw: raw}, &RowError{Line: line, Reason: fmt.Sprintf("expected at least %d fields, got %d", c.need, len(raw)), Raw: raw}
+	}
+	row := Row{Line: line, SessionID: strings.TrimSpace(raw[c.session]), AccountID: raw[c.account], Raw: raw}
+	if c.created >= 0 {
+		t, bad := parseCreatedAt(raw[c.created])
+		if bad != "" {
+			return row, &RowError{Line: line, Reason: bad, Raw: raw}
+		}
+		row.CreatedAt = t
+	}
+	return row, nil
+}
+
+// csvParseReason words an encoding/csv parse error of the record that
+// starts at line. csv's own line numbers are not used: they do not count
+// the lines dropped from a record that was too long.
+func csvParseReason(pe *csv.ParseError, line int) string {
+	if pe.Line != pe.StartLine {
+		return fmt.Sprintf("%v (line %d, column %d)", pe.Err, line+pe.Line-pe.StartLine, pe.Column)
+	}
+	return fmt.Sprintf("%v (column %d)", pe.Err, pe.Column)
+}
+
+// csvRecords reads records with encoding/csv through a csvFeeder.
+type csvRecords struct {
+	feed *csvFeeder
+	cr   *csv.Reader
+}
+
+func newCSVRecords(src *bufio.Reader, limit int) *csvRecords {
+	feed := &csvFeeder{src: src, limit: limit}
+	cr := csv.NewReader(feed)
+	cr.FieldsPerRecord = -1
+	cr.LazyQuotes = false
+	cr.ReuseRecord = true
+	return &csvRecords{feed: feed, cr: cr}
+}
+
+// next returns the next record that is not blank and the line it starts
+// at. err is io.EOF at the end; errTooLong for a record over the limit
+// (its bytes are dropped and reading goes on after it); a *csv.ParseError
+// with the fields read before it; else an error that ends reading.
+func (r *csvRecords) next() (rec []string, line int, err error) {
+	for {
+		f := r.feed
+		f.startRecord()
+		rec, err := r.cr.Read()
+		line := f.start
+		switch {
+		case f.tooLong:
+			if serr := f.skipRecord(); serr != nil {
+				return nil, f.line + 1, inputError(serr, f.line+1)
+			}
+			return nil, line, errTooLong
+		case f.err != nil:
+			return nil, f.line + 1, inputError(f.err, f.line+1)
+		case err == io.EOF:
+			return nil, 0, io.EOF
+		case f.inRecord && f.size-f.tail > f.limit:
+			// Within a line end of the limit: read whole, but over it.
+			return nil, line, errTooLong
+		case err != nil:
+			if _, ok := errors.AsType[*csv.ParseError](err); !ok {
+				return nil, f.line + 1, inputError(err, f.line+1)
+			}
+			return rec, line, err
+		}
+		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
+			continue // a line of white space
+		}
+		return rec, line, nil
+	}
+}
+
+// csvFeeder is the reader encoding/csv reads from. It hands over at most one
+// line per Read, so that csv's buffer never holds more than the line it is
+// reading: what the feeder has passed is what csv has consumed. That lets it
+// count lines, see where a record starts, stop a record that grows past the
+// limit (csv has no limit of its own and would keep a huge one in memory)
+// and then drop the rest of that record with a scanner of the CSV syntax,
+// after which csv reads on at the next record.
+type csvFeeder struct {
+	src   *bufio.Reader
+	limit int
+	err   error // a read error of src; returned from then on
+
+	line    int // newlines passed or dropped so far
+	skipped int // newlines dropped with records that were too long
+
+	// The current record, reset by startRecord.
+	inRecord bool     // a line that is not empty has begun
+	lineCR   bool     // before inRecord: the line so far is a lone '\r'
+	start    int      // the line the record starts at, once inRecord
+	size     int      // bytes of the record so far
+	tail     int      // of which the line end at its end ("\n", "\r\n" or "\r")
+	lastCR   bool     // the last byte of the record so far is '\r'
+	state    csvState // where the scanner is
+	ended    bool     // the scanner saw the record end
+	tooLong  bool     // the record went past the limit: the rest is dropped
+}
+
+// startRecord is called before each csv.Reader.Read, which always begins at
+// the start of a line.
+func (f *csvFeeder) startRecord() {
+	f.inRecord, f.lineCR, f.start, f.size, f.tail, f.lastCR = false, false, 0, 0, 0, false
+	f.state, f.ended, f.tooLong = csvFieldStart, false, false
+}
+
+func (f *csvFeeder) Read(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	if f.tooLong {
+		return 0, errTooLong
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	chunk, err := f.buffered(len(p))
+	if err != nil {
+		return 0, err
+	}
+	if i := bytes.IndexByte(chunk, '\n'); i >= 0 {
+		chunk = chunk[:i+1]
+	}
+	f.scan(chunk)
+	if f.size > f.limit+2 {
+		// Over the limit whatever line end follows: stop here, and keep
+		// csv from holding more.
+		f.tooLong = true
+		_, _ = f.src.Discard(len(chunk))
+		return 0, errTooLong
+	}
+	n := copy(p, chunk)
+	_, _ = f.src.Discard(n)
+	return n, nil
+}
+
+// buffered returns up to n bytes buffered in src, reading when none are.
+func (f *csvFeeder) buffered(n int) ([]byte, error) {
+	if f.src.Buffered() == 0 {
+		if _, err := f.src.Peek(1); err != nil {
+			if err != io.EOF {
+				f.err = err
+			}
+			return nil, err
+		}
+	}
+	b, _ := f.src.Peek(min(n, f.src.Buffered()))
+	return b, nil
+}
+
+// scan follows the bytes handed to csv, which end at the latest with a '\n'.
+func (f *csvFeeder) scan(chunk []byte) {
+	for _, c := range chunk {
+		if !f.inRecord {
+			// encoding/csv skips empty lines ("\n", "\r\n", or "\r" at
+			// the end) before a record.
+			if c == '\n' {
+				f.line++
+				f.lineCR = false
+				continue
+			}
+			if c == '\r' && !f.lineCR {
+				f.lineCR = true
+				continue
+			}
+			f.inRecord, f.start = true, f.line+1
+			if f.lineCR {
+				f.size, f.tail, f.lastCR = 1, 1, true
+				f.state, _ = f.state.step('\r')
+			}
+		}
+		f.size++
+		var end bool
+		f.state, end = f.state.step(c)
+		f.ended = f.ended || end
+		switch {
+		case c == '\n' && f.lastCR:
+			f.line++
+			f.tail = 2 // "\r\n"
+		case c == '\n':
+			f.line++
+			f.tail = 1
+		case c == '\r':
+			f.tail = 1 // a line end if the record ends here
+		default:
+			f.tail = 0
+		}
+		f.lastCR = c == '\r'
+	}
+}
+
+// skipRecord drops the rest of a record that was too long.
+func (f *csvFeeder) skipRecord() error {
+	for !f.ended {
+		buf, err := f.buffered(readBufferSize)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		i := 0
+		for i < len(buf) && !f.ended {
+			c := buf[i]
+			i++
+			var end bool
+			f.state, end = f.state.step(c)
+			f.ended = end
+			if c == '\n' {
+				f.line++
+				f.skipped++
+			}
+		}
+		_, _ = f.src.Discard(i)
+	}
+	return nil
+}
+
+// csvState is where a record's scanner is. It follows encoding/csv with
+// Comma ',', no comments and LazyQuotes false, so that it ends a record
+// where csv does: at a line end that is not inside a quoted field, or at
+// the end of the line where csv found a quoting error.
+type csvState uint8
+
+const (
+	csvFieldStart csvState = iota // at the start of a field
+	csvUnquoted                   // in a field that did not start with '"'
+	csvQuoted                     // in a quoted field
+	csvQuote                      // after a '"' in a quoted field: `""` or the end of the field
+	csvBad                        // after a quoting error: csv drops the rest of the line
+)
+
+// step returns the state after c, and whether c ends the record.
+func (s csvState) step(c byte) (csvState, bool) {
+	switch s {
+	case csvFieldStart, csvUnquoted:
+		switch c {
+		case '\n':
+			return csvFieldStart, true
+		case ',':
+			return csvFieldStart, false
+		case '"':
+			if s == csvFieldStart {
+				return csvQuoted, false
+			}
+			return csvBad, false // ErrBareQuote
+		}
+		return csvUnquoted, false
+	case csvQuoted:
+		if c == '"' {
+			return csvQuote, false
+		}
+		return csvQuoted, false
+	case csvQuote:
+		switch c {
+		case '"':
+			return csvQuoted, false
+		case ',':
+			return csvFieldStart, false
+		case '\n':
+			return csvFieldStart, true
+		}
+		// ErrQuote; for "\r\n" the '\n' still ends the record.
+		return csvBad, false
+	}
+	return csvBad, c == '\n'
+}
+
+// ---- JSONL ----
+
+func readJSONL(src *bufio.Reader, limit int, yield func(Row, error) bool) {
+	lines := &lineReader{src: src, limit: limit}
+	seen := false
+	for {
+		b, tooLong, err := lines.next()
+		switch {
+		case err == io.EOF:
+			if !seen {
+				yield(Row{}, &FormatError{Reason: "the file is empty: no JSON lines"})
+			}
+			return
+		case err != nil:
+			yield(Row{}, inputError(err, lines.line+1))
+			return
+		case tooLong:
+			seen = true
+			if !yield(Row{Line: lines.line}, &RowError{Line: lines.line, Reason: tooLongReason(limit)}) {
+				return
+			}
+			continue
+		case isBlank(b):
+			continue
+		}
+		seen = true
+		if !yield(jsonRow(b, lines.line)) {
+			return
+		}
+	}
+}
+
+// jsonRow reads one JSON line.
+func jsonRow(b []byte, line int) (Row, error) {
+	raw := []string{string(b)}
+	bad := func(reason string) (Row, error) {
+		return Row{Line: line, Raw: raw}, &RowError{Line: line, Reason: reason, Raw: raw}
+	}
+	if !utf8.Valid(b) {
+		return bad("not valid UTF-8")
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(b, &obj); err != nil {
+		if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && te.Field == "" {
+			return bad("must be a JSON object, got " + jsonKind(b))
+		}
+		return bad("bad JSON: " + err.Error())
+	}
+	if obj == nil {
+		return bad("must be a JSON object, got null")
+	}
+	session, reason := jsonString(obj, "session_id", true)
+	if reason != "" {
+		return bad(reason)
+	}
+	account, reason := jsonString(obj, "account_id", true)
+	if reason != "" {
+		return bad(reason)
+	}
+	row := Row{Line: line, SessionID: strings.TrimSpace(session), AccountID: account, Raw: raw}
+	created, reason := jsonString(obj, "created_at", false)
+	if reason == "" {
+		row.CreatedAt, reason = parseCreatedAt(created)
+	}
+	if reason != "" {
+		return row, &RowError{Line: line, Reason: reason, Raw: raw}
+	}
+	return row, nil
+}
+
+// jsonString returns the string member name of obj, or why it cannot. An
+// absent or null member that is not required is "".
+func jsonString(obj map[string]json.RawMessage, name string, required bool) (string, string) {
+	v, ok := obj[name]
+	switch {
+	case !ok && required:
+		return "", name + " is missing"
+	case !ok || !required && string(v) == "null":
+		return "", ""
+	case v[0] != '"':
+		return "", name + ": must be a string, got " + jsonKind(v)
+	case hasLoneSurrogate(v):
+		return "", name + `: has a \u escape of half a UTF-16 surrogate pair, which is not a character`
+	}
+	if bytes.IndexByte(v, '\\') < 0 {
+		// Without escapes a valid string literal is its bytes in quotes.
+		return string(v[1 : len(v)-1]), ""
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", name + ": " + err.Error() // not reached: the line was parsed
+	}
+	return s, ""
+}
+
+// jsonKind names the kind of a JSON value by its first byte.
+func jsonKind(v []byte) string {
+	v = bytes.TrimLeft(v, " \t\r\n")
+	if len(v) == 0 {
+		return "nothing"
+	}
+	switch v[0] {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+// hasLoneSurrogate reports whether the JSON string literal s has a \u
+// escape of a UTF-16 surrogate that is not part of a pair; encoding/json
+// decodes one as U+FFFD. s is known to be valid JSON.
+func hasLoneSurrogate(s []byte) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			continue
+		}
+		i++ // the escaped byte
+		if s[i] != 'u' {
+			continue
+		}
+		r := hex4(s[i+1 : i+5])
+		i += 4
+		switch {
+		case 0xdc00 <= r && r <= 0xdfff:
+			return true
+		case 0xd800 <= r && r <= 0xdbff:
+			if i+6 < len(s) && s[i+1] == '\\' && s[i+2] == 'u' {
+				if lo := hex4(s[i+3 : i+7]); 0xdc00 <= lo && lo <= 0xdfff {
+					i += 6
+					continue
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// hex4 decodes four hex digits (known to be valid).
+func hex4(b []byte) rune {
+	var r rune
+	for _, c := range b {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		}
+	}
+	return r
+}
+
+// lineReader reads lines of at most limit bytes (not counting the line
+// end); the bytes of a longer line are dropped as they are read.
+type lineReader struct {
+	src   *bufio.Reader
+	limit int
+	buf   []byte
+	line  int // lines read so far
+	eof   bool
+}
+
+// next returns the next line without its line end ("\n", "\r\n", or a last
+// "\r"), valid until the following call, or tooLong for a line over the
+// limit. err is io.EOF after the last line, or a read error.
+func (l *lineReader) next() (line []byte, tooLong bool, err error) {
+	if l.eof {
+		return nil, false, io.EOF
+	}
+	l.buf = l.buf[:0]
+	read, whole := false, []byte(nil)
+	for {
+		chunk, err := l.src.ReadSlice('\n')
+		read = read || len(chunk) > 0
+		switch {
+		case tooLong:
+		case err == nil && len(l.buf) == 0:
+			whole = chunk // the common case: no copy
+		case len(l.buf)+len(chunk) > l.limit+2:
+			tooLong, l.buf = true, l.buf[:0]
+		default:
+			l.buf = append(l.buf, chunk...)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == io.EOF {
+			l.eof = true
+			if !read {
+				return nil, false, io.EOF
+			}
+		} else if err != nil {
+			return nil, false, err
+		}
+		break
+	}
+	l.line++
+	if tooLong {
+		return nil, true, nil
+	}
+	if whole == nil {
+		whole = l.buf
+	}
+	whole = bytes.TrimSuffix(whole, []byte("\n"))
+	whole = bytes.TrimSuffix(whole, []byte("\r"))
+	if len(whole) > l.limit {
+		return nil, true, nil
+	}
+	return whole, false, nil
+}
+
+// ---- Rejects ----
+
+// rejectsHeader is the header of a CSV rejects file.
+var rejectsHeader = []string{"session_id", "account_id", "created_at", "error"}
+
+// RejectsWriter writes rejected rows to a file that, once fixed, is valid
+// backfill input in the same format.
+//
+// CSV: the header session_id,account_id,created_at,error (written with the
+// first row), then one record per row with the row's values, created_at in
+// RFC 3339 or empty, and the reason in the error column, which ReadRows
+// ignores like any extra column. A row without values (a record that could
+// not be read: too few fields, bad quoting, too long) has empty value
+// columns and its raw fields, in the order of the original file, after the
+// error column: move them into place by hand (Raw is nil for a record too
+// long to keep).
+//
+// JSONL: {"session_id","account_id","created_at" (omitted when unknown),
+// "error"} per row with values; for a line that could not be read (bad JSON,
+// not an object, a missing or non-string id, not UTF-8, too long) an object
+// {"raw": "<the line>", "error": "..."}: such lines must be rewritten by hand
+// from raw (a line that is not UTF-8 has U+FFFD for its bad bytes in raw,
+// and a line too long has no raw).
+//
+// Fed back unfixed, every row is rejected again rather than read as
+// something else. The error text starts with "line N: ", the row's line in
+// the original file. A RejectsWriter is not safe for concurrent use.
+type RejectsWriter struct {
+	csv     *csv.Writer
+	bw      *bufio.Writer
+	enc     *json.Encoder
+	started bool
+	rec     []string
+}
+
+// NewRejectsWriter returns a RejectsWriter writing f to w. Flush it at the
+// end; an unused writer writes nothing.
+func NewRejectsWriter(w io.Writer, f Format) *RejectsWriter {
+	if f == FormatJSONL {
+		bw := bufio.NewWriter(w)
+		enc := json.NewEncoder(bw)
+		enc.SetEscapeHTML(false)
+		return &RejectsWriter{bw: bw, enc: enc}
+	}
+	return &RejectsWriter{csv: csv.NewWriter(w)}
+}
+
+type rejectedRow struct {
+	SessionID string `json:"session_id"`
+	AccountID string `json:"account_id"`
+	CreatedAt string `json:"created_at,omitempty"`
+	Error     string `json:"error"`
+}
+
+type rejectedLine struct {
+	Raw   string `json:"raw,omitempty"`
+	Error string `json:"error"`
+}
+
+// Write writes row, rejected for reason ("line N: " is put in front of it
+// unless it is there already). Output is buffered: the error is that of an
+// earlier write that failed, or nil; Flush reports the rest.
+func (w *RejectsWriter) Write(row Row, reason string) error {
+	if row.Line > 0 {
+		prefix := fmt.Sprintf("line %d: ", row.Line)
+		reason = prefix + strings.TrimPrefix(reason, prefix)
+	}
+	values := row.SessionID != "" || row.AccountID != "" || !row.CreatedAt.IsZero()
+	created := ""
+	if !row.CreatedAt.IsZero() {
+		created = row.CreatedAt.Format(time.RFC3339Nano)
+	}
+	if w.enc != nil {
+		if values {
+			return w.enc.Encode(rejectedRow{SessionID: row.SessionID, AccountID: row.AccountID, CreatedAt: created, Error: reason})
+		}
+		return w.enc.Encode(rejectedLine{Raw: strings.Join(row.Raw, ","), Error: reason})
+	}
+	if !w.started {
+		w.started = true
+		if err := w.csv.Write(rejectsHeader); err != nil {
+			return err
+		}
+	}
+	w.rec = append(w.rec[:0], row.SessionID, row.AccountID, created, reason)
+	if !values {
+		w.rec = append(w.rec, row.Raw...)
+	}
+	return w.csv.Write(w.rec)
+}
+
+// Flush writes what is buffered and returns the first write error, if any.
+func (w *RejectsWriter) Flush() error {
+	if w.csv != nil {
+		w.csv.Flush()
+		return w.csv.Error()
+	}
+	return w.bw.Flush()
+}

@@ -1,0 +1,953 @@
+package enqueue_test
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/enrollq/enrollq/enqueue"
+)
+
+// The reader's tests need no Redis: they feed ReadRows strings, files in
+// testdata/rows and generated streams, and compare what it yields, rendered
+// one line per yield by render.
+
+const (
+	sidA = "0007b793-ae5d-45a2-8d9f-4a5b573c3271"
+	sidB = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
+	sidC = "6fa459ea-ee8a-4ca4-894e-db77e160355e"
+)
+
+// render is one yield of ReadRows as a line of text:
+//
+//	"3 session|account|created_at"  a row (created_at in RFC 3339, or empty)
+//	"3 ! reason"                     a *RowError
+//	"format: line 1: reason"         a *FormatError
+//	"error: text"                    any other error
+func render(t *testing.T, row enqueue.Row, err error) string {
+	t.Helper()
+	var re *enqueue.RowError
+	var fe *enqueue.FormatError
+	switch {
+	case err == nil:
+		created := ""
+		if !row.CreatedAt.IsZero() {
+			created = row.CreatedAt.Format(time.RFC3339Nano)
+		}
+		if row.Raw == nil {
+			t.Errorf("line %d: a row without Raw", row.Line)
+		}
+		return fmt.Sprintf("%d %s|%s|%s", row.Line, row.SessionID, row.AccountID, created)
+	case errors.As(err, &re):
+		if re.Line != row.Line {
+			t.Errorf("RowError line %d, row line %d", re.Line, row.Line)
+		}
+		if want := fmt.Sprintf("line %d: %s", re.Line, re.Reason); re.Error() != want {
+			t.Errorf("RowError.Error() = %q, want %q", re.Error(), want)
+		}
+		return fmt.Sprintf("%d ! %s", row.Line, re.Reason)
+	case errors.As(err, &fe):
+		if row.Line != 0 || row.Raw != nil {
+			t.Errorf("FormatError with a row: %+v", row)
+		}
+		return "format: " + fe.Error()
+	}
+	return "error: " + err.Error()
+}
+
+// readAll renders every yield of ReadRows over r.
+func readAll(t *testing.T, r io.Reader, f enqueue.Format) []string {
+	t.Helper()
+	var out []string
+	for row, err := range enqueue.ReadRows(r, f) {
+		out = append(out, render(t, row, err))
+	}
+	return out
+}
+
+type rowsCase struct {
+	name string
+	in   string
+	want []string
+}
+
+func runRowsCases(t *testing.T, f enqueue.Format, cases []rowsCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			got := readAll(t, strings.NewReader(c.in), f)
+			if !slices.Equal(got, c.want) {
+				t.Errorf("input %q\ngot:\n\t%s\nwant:\n\t%s", c.in, strings.Join(got, "\n\t"), strings.Join(c.want, "\n\t"))
+			}
+			// Reading a byte at a time changes nothing.
+			if got := readAll(t, iotest.OneByteReader(strings.NewReader(c.in)), f); !slices.Equal(got, c.want) {
+				t.Errorf("one byte at a time:\n\t%s", strings.Join(got, "\n\t"))
+			}
+		})
+	}
+}
+
+func TestReadRowsCSV(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 10<<10)
+	runRowsCases(t, enqueue.FormatCSV, []rowsCase{
+		{"good rows", "session_id,account_id\n" + sidA + ",acct-1\n" + sidB + ",acct-2\n",
+			[]string{"2 " + sidA + "|acct-1|", "3 " + sidB + "|acct-2|"}},
+		{"no final newline", "session_id,account_id\n" + sidA + ",acct-1",
+			[]string{"2 " + sidA + "|acct-1|"}},
+		{"header in another order, extra columns", "note,account_id,created_at,session_id,more\nhi,acct-1,,S1,x\n",
+			[]string{"2 S1|acct-1|"}},
+		{"header names trimmed, any case", " Session_ID ,\tACCOUNT_ID\nS1,a\n",
+			[]string{"2 S1|a|"}},
+		{"header quoted", "\"session_id\",\"account_id\"\nS1,a\n",
+			[]string{"2 S1|a|"}},
+		{"created_at present, absent, bad", "session_id,account_id,created_at\n" +
+			"S1,a,2026-11-01T10:00:00Z\n" +
+			"S2,b,\n" +
+			"S3,c, 2026-11-02T08:30:00.123456789+02:00 \n" +
+			"S4,d,yesterday\n" +
+			"S5,e,2026-11-01\n" +
+			"S6,f,2026-11-01 10:00:00Z\n",
+			[]string{
+				"2 S1|a|2026-11-01T10:00:00Z",
+				"3 S2|b|",
+				"4 S3|c|2026-11-02T08:30:00.123456789+02:00",
+				`5 ! created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got "yesterday"`,
+				`6 ! created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got "2026-11-01"`,
+				`7 ! created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got "2026-11-01 10:00:00Z"`,
+			}},
+		{"BOM", "\ufeffsession_id,account_id\nS1,a\n", []string{"2 S1|a|"}},
+		{"BOM before a quoted header", "\ufeff\"session_id\",account_id\nS1,a\n", []string{"2 S1|a|"}},
+		{"BOM only at the start", "session_id,account_id\n\ufeffS1,a\n", []string{"2 \ufeffS1|a|"}},
+		{"CRLF", "session_id,account_id\r\nS1,a\r\n\r\nS2,b\r\n", []string{"2 S1|a|", "4 S2|b|"}},
+		{"blank and white-space lines", "\n\nsession_id,account_id\n\n   \n\t\nS1,a\n \r\n\nS2,b",
+			[]string{"7 S1|a|", "10 S2|b|"}},
+		{"quoted fields with commas and line breaks", "session_id,account_id\n" +
+			"S1,\"Doe, Jane\"\n" +
+			"S2,\"three\nline\r\naccount\"\n" +
+			"\"S3\",\"say \"\"hi\"\"\"\n" +
+			"\"S4\n\",a\n" +
+			"S5,a\n",
+			[]string{"2 S1|Doe, Jane|", "3 S2|three\nline\naccount|", `6 S3|say "hi"|`, "7 S4|a|", "9 S5|a|"}},
+		{"session_id trimmed, account_id kept", "session_id,account_id\n  S1\t, a \n", []string{"2 S1| a |"}},
+		{"empty values are passed on to validation", "session_id,account_id\n,\n  ,x\n", []string{"2 ||", "3 |x|"}},
+		{"too few fields", "session_id,account_id\nS1\nS2,b\n", []string{"2 ! expected at least 2 fields, got 1", "3 S2|b|"}},
+		{"too few fields for created_at", "session_id,account_id,created_at\nS1,a\n", []string{"2 ! expected at least 3 fields, got 2"}},
+		{"bare quote, then reading goes on", "session_id,account_id\nS1,a\"b\nS2,b\n",
+			[]string{"2 ! bare \" in non-quoted-field (column 5)", "3 S2|b|"}},
+		{"text after a closing quote", "session_id,account_id\nS1,\"a\"b\nS2,b\n",
+			[]string{"2 ! extraneous or missing \" in quoted-field (column 6)", "3 S2|b|"}},
+		{"quote never closed", "session_id,account_id\nS1,b\nS2,\"open\nS3,c\n",
+			[]string{"2 S1|b|", "3 ! extraneous or missing \" in quoted-field (line 4, column 6)"}},
+		{"10 KB account id passes", "session_id,account_id\nS1," + long + "\n", []string{"2 S1|" + long + "|"}},
+		{"invalid UTF-8 passes", "session_id,account_id\nS1,a\xffb\n", []string{"2 S1|a\xffb|"}},
+		{"header only", "session_id,account_id\n", nil},
+		{"missing column", "session_id,note\nS1,a\n",
+			[]string{"format: line 1: the header has no account_id column; it must name session_id and account_id (created_at is optional)"}},
+		{"missing session column after blank lines", "\n\naccount_id,created_at\n",
+			[]string{"format: line 3: the header has no session_id column; it must name session_id and account_id (created_at is optional)"}},
+		{"no header", sidA + ",acct-1\n" + sidB + ",acct-2\n",
+			[]string{`format: line 1: no header: the first line must name the columns session_id and account_id (created_at is optional), got "` + sidA + `,acct-1"`}},
+		{"column named twice", "session_id,account_id,SESSION_ID\n",
+			[]string{"format: line 1: the header names session_id twice (columns 1 and 3)"}},
+		{"header that does not parse", "session_id,acc\"ount_id\n",
+			[]string{"format: line 1: header: bare \" in non-quoted-field (column 15)"}},
+		{"empty file", "", []string{"format: the file is empty: a CSV needs a header line naming the columns session_id and account_id"}},
+		{"only blank lines", "\n \r\n\t\n", []string{"format: the file is empty: a CSV needs a header line naming the columns session_id and account_id"}},
+		{"only a BOM", "\ufeff", []string{"format: the file is empty: a CSV needs a header line naming the columns session_id and account_id"}},
+	})
+}
+
+func TestReadRowsJSONL(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 10<<10)
+	runRowsCases(t, enqueue.FormatJSONL, []rowsCase{
+		{"good rows", `{"session_id":"` + sidA + `","account_id":"acct-1"}` + "\n" + `{"session_id":"` + sidB + `","account_id":"acct-2"}`,
+			[]string{"1 " + sidA + "|acct-1|", "2 " + sidB + "|acct-2|"}},
+		{"members in another order, unknown members", `{"x":[1,{"y":null}],"account_id":"a","n":1.5,"session_id":"S1"}` + "\n",
+			[]string{"1 S1|a|"}},
+		{"created_at present, absent, null, empty, bad", `{"session_id":"S1","account_id":"a","created_at":"2026-11-01T10:00:00Z"}
+{"session_id":"S2","account_id":"b"}
+{"session_id":"S3","account_id":"c","created_at":null}
+{"session_id":"S4","account_id":"d","created_at":""}
+{"session_id":"S5","account_id":"e","created_at":"2026-11-02T08:30:00.5+02:00"}
+{"session_id":"S6","account_id":"f","created_at":"yesterday"}
+{"session_id":"S7","account_id":"g","created_at":1767225600}
+`,
+			[]string{
+				"1 S1|a|2026-11-01T10:00:00Z", "2 S2|b|", "3 S3|c|", "4 S4|d|", "5 S5|e|2026-11-02T08:30:00.5+02:00",
+				`6 ! created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got "yesterday"`,
+				"7 ! created_at: must be a string, got a number",
+			}},
+		{"BOM", "\ufeff" + `{"session_id":"S1","account_id":"a"}`, []string{"1 S1|a|"}},
+		{"CRLF", `{"session_id":"S1","account_id":"a"}` + "\r\n\r\n" + `{"session_id":"S2","account_id":"b"}` + "\r\n",
+			[]string{"1 S1|a|", "3 S2|b|"}},
+		{"blank and white-space lines", "\n  \n\t\r\n" + `{"session_id":"S1","account_id":"a"}` + "\n \n", []string{"4 S1|a|"}},
+		{"escapes, commas and line breaks in values", `{"session_id":"S1","account_id":"Doe, Jane\nline \"2\" \u00e9 \ud83d\ude00 /"}`,
+			[]string{"1 S1|Doe, Jane\nline \"2\" é 😀 /|"}},
+		{"session_id trimmed, account_id kept", `{"session_id":"  S1 ","account_id":" a "}`, []string{"1 S1| a |"}},
+		{"empty values are passed on to validation", `{"session_id":"","account_id":""}`, []string{"1 ||"}},
+		{"missing value", `{"session_id":"S1"}` + "\n" + `{"account_id":"a"}`,
+			[]string{"1 ! account_id is missing", "2 ! session_id is missing"}},
+		{"not a string", `{"session_id":"S1","account_id":12345}
+{"session_id":"S1","account_id":null}
+{"session_id":["S1"],"account_id":"a"}
+{"session_id":"S1","account_id":true}
+{"session_id":{},"account_id":"a"}
+`,
+			[]string{
+				"1 ! account_id: must be a string, got a number", "2 ! account_id: must be a string, got null",
+				"3 ! session_id: must be a string, got an array", "4 ! account_id: must be a string, got a boolean",
+				"5 ! session_id: must be a string, got an object",
+			}},
+		{"not an object", "null\n[1,2]\n\"S1\"\n42\n",
+			[]string{"1 ! must be a JSON object, got null", "2 ! must be a JSON object, got an array", "3 ! must be a JSON object, got a string", "4 ! must be a JSON object, got a number"}},
+		{"bad JSON, then reading goes on", `{"session_id":` + "\n" + `{"session_id":"S1","account_id":"a"} {}` + "\n" + `{"session_id":"S2","account_id":"b"}`,
+			[]string{"1 ! bad JSON: unexpected end of JSON input", "2 ! bad JSON: invalid character '{' after top-level value", "3 S2|b|"}},
+		{"invalid UTF-8 is never changed", `{"session_id":"S1","account_id":"a` + "\xff" + `b"}` + "\n" + `{"session_id":"S2","note":"` + "\xc3" + `","account_id":"b"}`,
+			[]string{"1 ! not valid UTF-8", "2 ! not valid UTF-8"}},
+		{"half a surrogate pair is never changed", `{"session_id":"S1","account_id":"a\ud800b"}
+{"session_id":"S1","account_id":"a\udc00"}
+{"session_id":"S1\ud83d\ud83d","account_id":"a"}
+{"session_id":"S1","account_id":"a\\ud800","note":"\ud800"}
+`,
+			[]string{
+				`1 ! account_id: has a \u escape of half a UTF-16 surrogate pair, which is not a character`,
+				`2 ! account_id: has a \u escape of half a UTF-16 surrogate pair, which is not a character`,
+				`3 ! session_id: has a \u escape of half a UTF-16 surrogate pair, which is not a character`,
+				`4 S1|a\ud800|`,
+			}},
+		{"member names are exact", `{"Session_ID":"S1","account_id":"a"}`, []string{"1 ! session_id is missing"}},
+		{"10 KB account id passes", `{"session_id":"S1","account_id":"` + long + `"}`, []string{"1 S1|" + long + "|"}},
+		{"empty file", "", []string{"format: the file is empty: no JSON lines"}},
+		{"only blank lines", "\n  \r\n\n", []string{"format: the file is empty: no JSON lines"}},
+	})
+}
+
+// TestReadRowsRaw: Raw is the record as read, for the rejects file.
+func TestReadRowsRaw(t *testing.T) {
+	t.Parallel()
+	csvIn := "account_id,session_id,created_at,x\n\"a, b\",S1,,y\nc,S2,bad,z\nd\n"
+	var got [][]string
+	for row := range enqueue.ReadRows(strings.NewReader(csvIn), enqueue.FormatCSV) {
+		got = append(got, row.Raw)
+	}
+	want := [][]string{{"a, b", "S1", "", "y"}, {"c", "S2", "bad", "z"}, {"d"}}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("CSV Raw = %q, want %q", got, want)
+	}
+
+	jsonIn := "{\"session_id\":\"S1\",\"account_id\":\"a\"}\r\n{bad\n"
+	got = nil
+	for row := range enqueue.ReadRows(strings.NewReader(jsonIn), enqueue.FormatJSONL) {
+		got = append(got, row.Raw)
+	}
+	want = [][]string{{`{"session_id":"S1","account_id":"a"}`}, {"{bad"}}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("JSONL Raw = %q, want %q", got, want)
+	}
+
+	// A row whose created_at alone is bad keeps its ids, for the rejects
+	// file; a row that cannot be read has none.
+	for row, err := range enqueue.ReadRows(strings.NewReader(csvIn), enqueue.FormatCSV) {
+		switch row.Line {
+		case 3:
+			if err == nil || row.SessionID != "S2" || row.AccountID != "c" {
+				t.Errorf("bad created_at: %+v, %v", row, err)
+			}
+		case 4:
+			if err == nil || row.SessionID != "" || row.AccountID != "" {
+				t.Errorf("too few fields: %+v, %v", row, err)
+			}
+		}
+	}
+}
+
+// TestReadRowsStopsWhenTold: breaking out of the loop stops reading.
+func TestReadRowsStopsWhenTold(t *testing.T) {
+	t.Parallel()
+	in := "session_id,account_id\nS1,a\nS2,b\nS3,c\n"
+	n := 0
+	for range enqueue.ReadRows(strings.NewReader(in), enqueue.FormatCSV) {
+		n++
+		if n == 2 {
+			break
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d rows", n)
+	}
+}
+
+func TestReadRowsUnknownFormat(t *testing.T) {
+	t.Parallel()
+	n := 0
+	for row, err := range enqueue.ReadRows(strings.NewReader("x"), enqueue.Format(0)) {
+		n++
+		if err == nil || row.Line != 0 {
+			t.Errorf("Format(0): %+v, %v", row, err)
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d yields", n)
+	}
+}
+
+// TestReadRowsLineTooLong: a record over 1 MiB is a RowError and reading
+// goes on after it, in both formats; one of exactly 1 MiB is read.
+func TestReadRowsLineTooLong(t *testing.T) {
+	t.Parallel()
+	const mib = 1 << 20
+	big := strings.Repeat("y", mib+1)
+	exact := strings.Repeat("z", mib-len("S1,"))
+	tooLong := "line too long (over 1 MiB)"
+	cases := []struct {
+		name string
+		f    enqueue.Format
+		in   string
+		want []string
+	}{
+		{"CSV unquoted", enqueue.FormatCSV,
+			"session_id,account_id\nS1,a\nS2," + big + "\nS3,c\n",
+			[]string{"2 S1|a|", "3 ! " + tooLong, "4 S3|c|"}},
+		{"CSV exactly 1 MiB with CRLF", enqueue.FormatCSV,
+			"session_id,account_id\r\nS1," + exact + "\r\nS3,c\r\n",
+			[]string{"2 S1|" + exact + "|", "3 S3|c|"}},
+		{"CSV one byte more", enqueue.FormatCSV,
+			"session_id,account_id\r\nS1," + exact + "z\r\nS3,c\r\n",
+			[]string{"2 ! " + tooLong, "3 S3|c|"}},
+		{"CSV one byte more at the end", enqueue.FormatCSV,
+			"session_id,account_id\nS1," + exact + "z",
+			[]string{"2 ! " + tooLong}},
+		{"CSV quoted field of many lines", enqueue.FormatCSV,
+			"session_id,account_id\nS1,\"" + strings.Repeat("line, \"\"quoted\"\"\n", mib/16) + "\",x\nS3,\"c\n\"\n",
+			[]string{"2 ! " + tooLong, fmt.Sprintf("%d S3|c\n|", 3+mib/16)}},
+		{"CSV quoting error in a long line", enqueue.FormatCSV,
+			"session_id,account_id\nS1,a\"" + big + "\nS3,c\n",
+			[]string{"2 ! " + tooLong, "3 S3|c|"}},
+		{"CSV quote never closed", enqueue.FormatCSV,
+			"session_id,account_id\nS1,\"" + big + "\nS3,c\n",
+			[]string{"2 ! " + tooLong}},
+		{"CSV header", enqueue.FormatCSV,
+			"session_id,account_id," + big + "\nS1,a\n",
+			[]string{"format: line 1: the header is too long (over 1 MiB)"}},
+		{"JSONL", enqueue.FormatJSONL,
+			`{"session_id":"S1","account_id":"a"}` + "\n" + `{"session_id":"S2","account_id":"` + big + `"}` + "\n" + `{"session_id":"S3","account_id":"c"}`,
+			[]string{"1 S1|a|", "2 ! " + tooLong, "3 S3|c|"}},
+		{"JSONL exactly 1 MiB with CRLF", enqueue.FormatJSONL,
+			`{"session_id":"S1","account_id":"` + exact[:mib-len(`{"session_id":"S1","account_id":""}`)] + `"}` + "\r\n" + `{"session_id":"S3","account_id":"c"}`,
+			[]string{"1 S1|" + exact[:mib-len(`{"session_id":"S1","account_id":""}`)] + "|", "2 S3|c|"}},
+		{"JSONL one byte more at the end", enqueue.FormatJSONL,
+			`{"session_id":"S1","account_id":"` + exact[:mib-len(`{"session_id":"S1","account_id":""}`)+1] + `"}`,
+			[]string{"1 ! " + tooLong}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			got := readAll(t, strings.NewReader(c.in), c.f)
+			if !slices.Equal(got, c.want) {
+				for i := range got {
+					got[i] = cut(got[i])
+				}
+				t.Errorf("got:\n\t%s\nwant:\n\t%s", strings.Join(got, "\n\t"), strings.Join(c.want, "\n\t"))
+			}
+		})
+	}
+}
+
+func cut(s string) string {
+	if len(s) > 100 {
+		return fmt.Sprintf("%s…(%d bytes)", s[:100], len(s))
+	}
+	return s
+}
+
+func TestFormatFor(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, explicit string
+		want           enqueue.Format
+		err            string
+	}{
+		{"rows.csv", "", enqueue.FormatCSV, ""},
+		{"rows.csv.gz", "", enqueue.FormatCSV, ""},
+		{"-", "", enqueue.FormatCSV, ""},
+		{"rows", "", enqueue.FormatCSV, ""},
+		{"rows.txt", "", enqueue.FormatCSV, ""},
+		{"rows.json", "", enqueue.FormatCSV, ""},
+		{"rows.jsonl", "", enqueue.FormatJSONL, ""},
+		{"dir/Rows.JSONL", "", enqueue.FormatJSONL, ""},
+		{"rows.jsonl.gz", "", enqueue.FormatJSONL, ""},
+		{"rows.ndjson", "", enqueue.FormatJSONL, ""},
+		{"rows.ndjson.gz", "", enqueue.FormatJSONL, ""},
+		{"rows.jsonl.bak", "", enqueue.FormatCSV, ""},
+		{"-", "jsonl", enqueue.FormatJSONL, ""},
+		{"rows.jsonl", "csv", enqueue.FormatCSV, ""},
+		{"rows.csv", "jsonl", enqueue.FormatJSONL, ""},
+		{"rows.csv", "xml", 0, `--format: must be csv or jsonl, got "xml"`},
+		{"rows.csv", "CSV", 0, `--format: must be csv or jsonl, got "CSV"`},
+		{"rows.csv", "ndjson", 0, `--format: must be csv or jsonl, got "ndjson"`},
+	}
+	for _, c := range cases {
+		got, err := enqueue.FormatFor(c.name, c.explicit)
+		if c.err != "" {
+			if err == nil || err.Error() != c.err {
+				t.Errorf("FormatFor(%q, %q) = %v, %v; want error %q", c.name, c.explicit, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("FormatFor(%q, %q) = %v, %v; want %v", c.name, c.explicit, got, err, c.want)
+		}
+	}
+	if s := enqueue.FormatCSV.String() + " " + enqueue.FormatJSONL.String() + " " + enqueue.Format(7).String(); s != "csv jsonl Format(7)" {
+		t.Errorf("String: %s", s)
+	}
+}
+
+func gzipBytes(t *testing.T, s string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if _, err := zw.Write([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func writeTemp(t *testing.T, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// openAndRead opens name with OpenInput, reads it with ReadRows, closes it
+// and checks what consumed reports against size.
+func openAndRead(t *testing.T, name string, f enqueue.Format) []string {
+	t.Helper()
+	r, size, consumed, closer, err := enqueue.OpenInput(name)
+	if err != nil {
+		t.Fatalf("OpenInput(%s): %v", name, err)
+	}
+	got := readAll(t, r, f)
+	if fi, err := os.Stat(name); err == nil && fi.Mode().IsRegular() {
+		if size != fi.Size() {
+			t.Errorf("size %d, file has %d bytes", size, fi.Size())
+		}
+		if n := consumed(); n != size {
+			t.Errorf("consumed %d of %d bytes after reading it all", n, size)
+		}
+	} else if size != -1 {
+		t.Errorf("size %d of a file that is not regular, want -1", size)
+	}
+	if err := closer(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	return got
+}
+
+func TestOpenInput(t *testing.T) {
+	t.Parallel()
+	csvIn := "session_id,account_id\nS1,a\nS2,b\n"
+	want := []string{"2 S1|a|", "3 S2|b|"}
+	var b strings.Builder
+	b.WriteString("session_id,account_id\n")
+	for i := range 100_000 {
+		fmt.Fprintf(&b, "S%d,acct-%d\n", i*7919%100_003, i)
+	}
+	many := b.String()
+
+	t.Run("plain", func(t *testing.T) {
+		t.Parallel()
+		if got := openAndRead(t, writeTemp(t, "rows.csv", []byte(csvIn)), enqueue.FormatCSV); !slices.Equal(got, want) {
+			t.Errorf("got %q", got)
+		}
+	})
+	t.Run("gzip by name", func(t *testing.T) {
+		t.Parallel()
+		if got := openAndRead(t, writeTemp(t, "rows.csv.gz", gzipBytes(t, csvIn)), enqueue.FormatCSV); !slices.Equal(got, want) {
+			t.Errorf("got %q", got)
+		}
+	})
+	t.Run("gzip by content", func(t *testing.T) {
+		t.Parallel()
+		if got := openAndRead(t, writeTemp(t, "rows.csv", gzipBytes(t, csvIn)), enqueue.FormatCSV); !slices.Equal(got, want) {
+			t.Errorf("got %q", got)
+		}
+	})
+	t.Run("gzip of several members", func(t *testing.T) {
+		t.Parallel()
+		data := append(gzipBytes(t, "session_id,account_id\nS1,a\n"), gzipBytes(t, "S2,b\n")...)
+		if got := openAndRead(t, writeTemp(t, "rows.csv.gz", data), enqueue.FormatCSV); !slices.Equal(got, want) {
+			t.Errorf("got %q", got)
+		}
+	})
+	t.Run("JSONL gzip", func(t *testing.T) {
+		t.Parallel()
+		got := openAndRead(t, writeTemp(t, "rows.jsonl.gz", gzipBytes(t, `{"session_id":"S1","account_id":"a"}`+"\n")), enqueue.FormatJSONL)
+		if !slices.Equal(got, []string{"1 S1|a|"}) {
+			t.Errorf("got %q", got)
+		}
+	})
+	t.Run("empty gzip-named file", func(t *testing.T) {
+		t.Parallel()
+		got := openAndRead(t, writeTemp(t, "rows.csv.gz", nil), enqueue.FormatCSV)
+		if len(got) != 1 || !strings.HasPrefix(got[0], "format: the file is empty") {
+			t.Errorf("got %q", got)
+		}
+	})
+	t.Run("consumed grows while reading", func(t *testing.T) {
+		t.Parallel()
+		for _, gz := range []bool{false, true} {
+			data := []byte(many)
+			if gz {
+				data = gzipBytes(t, many)
+			}
+			name := writeTemp(t, "rows.csv", data)
+			r, size, consumed, closer, err := enqueue.OpenInput(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var seen []int64
+			n := 0
+			for _, err := range enqueue.ReadRows(r, enqueue.FormatCSV) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n++; n%10_000 == 0 {
+					seen = append(seen, consumed())
+				}
+			}
+			_ = closer()
+			if n != 100_000 || !slices.IsSorted(seen) || seen[0] <= 0 || seen[0] >= size || consumed() != size {
+				t.Errorf("gzip %v: %d rows, consumed %v of %d bytes, at the end %d", gz, n, seen, size, consumed())
+			}
+		}
+	})
+	t.Run("named pipe", func(t *testing.T) {
+		t.Parallel()
+		// A pipe is read like standard input: no size, gzip by content.
+		p := filepath.Join(t.TempDir(), "pipe")
+		if err := syscall.Mkfifo(p, 0o600); err != nil {
+			t.Skipf("mkfifo: %v", err)
+		}
+		data := gzipBytes(t, csvIn)
+		done := make(chan error, 1)
+		go func() {
+			w, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err == nil {
+				_, err = w.Write(data)
+				w.Close()
+			}
+			done <- err
+		}()
+		r, size, consumed, closer, err := enqueue.OpenInput(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closer()
+		if got := readAll(t, r, enqueue.FormatCSV); !slices.Equal(got, want) {
+			t.Errorf("got %q", got)
+		}
+		if size != -1 || consumed() != int64(len(data)) {
+			t.Errorf("size %d, consumed %d of %d", size, consumed(), len(data))
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("testdata", func(t *testing.T) {
+		t.Parallel()
+		got := openAndRead(t, filepath.Join("testdata", "rows", "mixed.csv"), enqueue.FormatCSV)
+		want := []string{
+			"2 0007b793-ae5d-45a2-8d9f-4a5b573c3271|acct-1|2026-11-01T10:00:00Z",
+			"4 1b4e28ba-2fa1-41d2-883f-0016d3cca427|Doe, Jane|",
+			`6 ! created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got "yesterday"`,
+			"7 ! expected at least 4 fields, got 2",
+			"8 9f5bd7b2-1f7e-4b5a-9d57-4a2c1f0e8b11||2026-11-02T08:30:00.5+02:00",
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("mixed.csv:\n\t%s", strings.Join(got, "\n\t"))
+		}
+		got = openAndRead(t, filepath.Join("testdata", "rows", "mixed.jsonl"), enqueue.FormatJSONL)
+		want = []string{
+			"1 0007b793-ae5d-45a2-8d9f-4a5b573c3271|acct-1|2026-11-01T10:00:00Z",
+			"3 1b4e28ba-2fa1-41d2-883f-0016d3cca427|Doe, Jane\nsecond line|",
+			`4 ! created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got "yesterday"`,
+			"5 ! account_id: must be a string, got a number",
+			"6 ! bad JSON: unexpected end of JSON input",
+			"7 ! must be a JSON object, got null",
+			"8 c2d7f0a4-6b3e-4f1a-9e8d-2a1b3c4d5e6f|acct-7|",
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("mixed.jsonl:\n\t%s", strings.Join(got, "\n\t"))
+		}
+	})
+}
+
+func TestOpenInputErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+
+	missing := filepath.Join(dir, "rows.csv")
+	_, _, _, _, err := enqueue.OpenInput(missing)
+	if !errors.Is(err, fs.ErrNotExist) || err.Error() != "open "+missing+": no such file or directory" {
+		t.Errorf("missing file: %v", err)
+	}
+
+	_, _, _, _, err = enqueue.OpenInput(dir)
+	if err == nil || !strings.Contains(err.Error(), dir) {
+		t.Errorf("directory: %v", err)
+	}
+
+	notGzip := writeTemp(t, "rows.csv.gz", []byte("session_id,account_id\n"))
+	_, _, _, _, err = enqueue.OpenInput(notGzip)
+	var fe *enqueue.FormatError
+	if !errors.As(err, &fe) || !strings.HasPrefix(err.Error(), notGzip+": not gzip data") {
+		t.Errorf("not gzip: %v", err)
+	}
+
+	badHeader := writeTemp(t, "rows.csv", []byte{0x1f, 0x8b, 0, 0, 0})
+	_, _, _, _, err = enqueue.OpenInput(badHeader)
+	if !errors.As(err, &fe) || !strings.HasPrefix(err.Error(), badHeader+": ") {
+		t.Errorf("broken gzip header: %v", err)
+	}
+
+	// Damage found while reading is a FormatError with the line reached.
+	var b strings.Builder
+	b.WriteString("session_id,account_id\n")
+	for i := range 20_000 {
+		fmt.Fprintf(&b, "%s,acct-%d\n", sidA, i)
+	}
+	good := gzipBytes(t, b.String())
+	for _, c := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"truncated", good[:len(good)/2], "the gzip stream is truncated"},
+		{"corrupt", slices.Concat(good[:len(good)/2], bytes.Repeat([]byte{0xff}, 64), good[len(good)/2+64:]), "corrupt gzip stream: "},
+		{"bad checksum", slices.Concat(good[:len(good)-8], []byte{1, 2, 3, 4}, good[len(good)-4:]), "corrupt gzip stream: gzip: invalid checksum"},
+	} {
+		for _, f := range []enqueue.Format{enqueue.FormatCSV, enqueue.FormatJSONL} {
+			got := openAndReadLast(t, writeTemp(t, "rows.gz", c.data), f)
+			var fe *enqueue.FormatError
+			if !errors.As(got.err, &fe) || fe.Line < 2 || !strings.Contains(fe.Reason, c.want) {
+				t.Errorf("%s %v: last yield %v (after %d)", c.name, f, got.err, got.n)
+			}
+		}
+	}
+}
+
+type lastYield struct {
+	n   int
+	err error
+}
+
+func openAndReadLast(t *testing.T, name string, f enqueue.Format) lastYield {
+	t.Helper()
+	r, _, _, closer, err := enqueue.OpenInput(name)
+	if err != nil {
+		t.Fatalf("OpenInput: %v", err)
+	}
+	defer closer()
+	var last lastYield
+	for _, err := range enqueue.ReadRows(r, f) {
+		last.n++
+		last.err = err
+	}
+	return last
+}
+
+// TestOpenInputStdin reads "-" in a child process whose standard input is
+// gzip data.
+func TestOpenInputStdin(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("ENROLLQ_ROWS_STDIN_CHILD") == "1" {
+		t.Skip("in the child")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOpenInputStdinChild$", "-test.v")
+	cmd.Env = append(os.Environ(), "ENROLLQ_ROWS_STDIN_CHILD=1")
+	cmd.Stdin = bytes.NewReader(gzipBytes(t, `{"session_id":"S1","account_id":"a"}`+"\n"))
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "stdin: size -1, rows [1 S1|a|]") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+func TestOpenInputStdinChild(t *testing.T) {
+	if os.Getenv("ENROLLQ_ROWS_STDIN_CHILD") != "1" {
+		t.Skip("run by TestOpenInputStdin")
+	}
+	r, size, consumed, closer, err := enqueue.OpenInput("-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, r, enqueue.FormatJSONL)
+	if err := closer(); err != nil || consumed() == 0 {
+		t.Errorf("close %v, consumed %d", err, consumed())
+	}
+	t.Logf("stdin: size %d, rows %v", size, got)
+}
+
+// TestRejectsRoundTrip: a rejects file is backfill input again: the values
+// written come back, the error column is ignored, and rows that could not be
+// read come back rejected until fixed.
+func TestRejectsRoundTrip(t *testing.T) {
+	t.Parallel()
+	created := time.Date(2026, 11, 2, 8, 30, 0, 500_000_000, time.FixedZone("", 2*3600))
+	rows := []struct {
+		row    enqueue.Row
+		reason string
+	}{
+		{enqueue.Row{Line: 2, SessionID: "not-a-uuid", AccountID: "acct-1", Raw: []string{"x", "not-a-uuid", "acct-1"}}, "session_id: must be a canonical UUID"},
+		{enqueue.Row{Line: 3, SessionID: sidA, AccountID: "Doe, \"Jane\"\nsecond line", CreatedAt: created}, "line 3: account_id: must not contain control characters"},
+		{enqueue.Row{Line: 4, SessionID: sidB, AccountID: " spaced ", CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, "created_at: must not be in the future"},
+		{enqueue.Row{Line: 5, SessionID: sidC}, "account_id: must not be empty"},
+		{enqueue.Row{Line: 6, Raw: []string{"only-one-field"}}, "expected at least 2 fields, got 1"},
+		{enqueue.Row{Line: 7}, "line too long (over 1 MiB)"},
+		{enqueue.Row{Line: 8, Raw: []string{`{"session_id":`}}, "bad JSON: unexpected end of JSON input"},
+	}
+	wantBack := []string{
+		"not-a-uuid|acct-1|",
+		sidA + "|Doe, \"Jane\"\nsecond line|2026-11-02T08:30:00.5+02:00",
+		sidB + "| spaced |2026-01-01T00:00:00Z",
+		sidC + "||",
+	}
+	for _, f := range []enqueue.Format{enqueue.FormatCSV, enqueue.FormatJSONL} {
+		t.Run(f.String(), func(t *testing.T) {
+			t.Parallel()
+			var buf bytes.Buffer
+			w := enqueue.NewRejectsWriter(&buf, f)
+			for _, r := range rows {
+				if err := w.Write(r.row, r.reason); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			var back []string
+			var rejected []int
+			for row, err := range enqueue.ReadRows(bytes.NewReader(buf.Bytes()), f) {
+				var re *enqueue.RowError
+				switch {
+				case err == nil:
+					// Rows without values come back with empty ids (CSV),
+					// which validation rejects.
+					if row.SessionID == "" && row.AccountID == "" {
+						rejected = append(rejected, row.Line)
+						continue
+					}
+					back = append(back, strings.SplitN(render(t, row, nil), " ", 2)[1])
+				case errors.As(err, &re):
+					rejected = append(rejected, row.Line)
+				default:
+					t.Fatalf("reading the rejects back: %v\n%s", err, buf.String())
+				}
+			}
+			if !slices.Equal(back, wantBack) || len(rejected) != 3 {
+				t.Errorf("read back:\n\t%s\nrejected lines %v\nfile:\n%s", strings.Join(back, "\n\t"), rejected, buf.String())
+			}
+		})
+	}
+}
+
+// TestRejectsFileContent pins the rejects files of the testdata inputs.
+func TestRejectsFileContent(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		f    enqueue.Format
+		want string
+	}{
+		{"mixed.csv", enqueue.FormatCSV, `session_id,account_id,created_at,error
+6fa459ea-ee8a-4ca4-894e-db77e160355e,acct-3,,"line 6: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got ""yesterday"""
+,,,"line 7: expected at least 4 fields, got 2",acct-4,too few
+`},
+		{"mixed.jsonl", enqueue.FormatJSONL, `{"session_id":"6fa459ea-ee8a-4ca4-894e-db77e160355e","account_id":"acct-3","error":"line 4: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got \"yesterday\""}
+{"raw":"{\"session_id\":\"9f5bd7b2-1f7e-4b5a-9d57-4a2c1f0e8b11\",\"account_id\":42}","error":"line 5: account_id: must be a string, got a number"}
+{"raw":"{\"session_id\":","error":"line 6: bad JSON: unexpected end of JSON input"}
+{"raw":"null","error":"line 7: must be a JSON object, got null"}
+`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			r, _, _, closer, err := enqueue.OpenInput(filepath.Join("testdata", "rows", c.name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closer()
+			var buf bytes.Buffer
+			w := enqueue.NewRejectsWriter(&buf, c.f)
+			for row, err := range enqueue.ReadRows(r, c.f) {
+				var re *enqueue.RowError
+				if errors.As(err, &re) {
+					if err := w.Write(row, re.Reason); err != nil {
+						t.Fatal(err)
+					}
+				} else if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if buf.String() != c.want {
+				t.Errorf("rejects file:\n%s\nwant:\n%s", buf.String(), c.want)
+			}
+		})
+	}
+}
+
+func TestRejectsWriterUnused(t *testing.T) {
+	t.Parallel()
+	for _, f := range []enqueue.Format{enqueue.FormatCSV, enqueue.FormatJSONL} {
+		var buf bytes.Buffer
+		if err := enqueue.NewRejectsWriter(&buf, f).Flush(); err != nil || buf.Len() != 0 {
+			t.Errorf("%v: %v, %q", f, err, buf.String())
+		}
+	}
+}
+
+func TestRejectsWriterError(t *testing.T) {
+	t.Parallel()
+	for _, f := range []enqueue.Format{enqueue.FormatCSV, enqueue.FormatJSONL} {
+		w := enqueue.NewRejectsWriter(failWriter{}, f)
+		_ = w.Write(enqueue.Row{Line: 1, SessionID: "s"}, "r")
+		if err := w.Flush(); err == nil {
+			t.Errorf("%v: Flush on a failing writer returned nil", f)
+		}
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+// TestReadRowsMemoryIsFlat reads 200,000 generated rows (never stored
+// whole) and checks that the heap the reader keeps does not grow with them,
+// and that a record of tens of MiB is dropped as it is read rather than
+// gathered. It does not run in parallel: other tests' allocations would
+// blur the measurements.
+func TestReadRowsMemoryIsFlat(t *testing.T) {
+	const rows = 200_000
+	generate := func(f enqueue.Format, rows int, huge bool) io.Reader {
+		pr, pw := io.Pipe()
+		go func() {
+			w := bufio.NewWriterSize(pw, 64<<10)
+			if f == enqueue.FormatCSV {
+				fmt.Fprintln(w, "session_id,account_id,created_at,note")
+			}
+			for i := range rows {
+				if huge && i == rows/2 {
+					// 32 MiB in one record, in pieces: a quoted field of
+					// many lines for CSV, one line for JSONL.
+					piece := []byte(strings.Repeat("h", 1<<20-1) + "\n")
+					if f == enqueue.FormatJSONL {
+						piece = bytes.Repeat([]byte("h"), 1<<20)
+					}
+					w.WriteString(`"`)
+					for range 32 {
+						w.Write(piece)
+					}
+					w.WriteString("\"\n")
+				}
+				if f == enqueue.FormatCSV {
+					fmt.Fprintf(w, "%08x-ae5d-45a2-8d9f-4a5b573c3271,acct-%d,2026-11-01T10:00:00Z,note %d\n", i, i, i)
+				} else {
+					fmt.Fprintf(w, `{"session_id":"%08x-ae5d-45a2-8d9f-4a5b573c3271","account_id":"acct-%d","created_at":"2026-11-01T10:00:00Z"}`+"\n", i, i)
+				}
+			}
+			w.Flush()
+			pw.Close()
+		}()
+		return pr
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	totalAlloc := func() uint64 {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.TotalAlloc
+	}
+	for _, f := range []enqueue.Format{enqueue.FormatCSV, enqueue.FormatJSONL} {
+		t.Run(f.String(), func(t *testing.T) {
+			start := time.Now()
+			var base, late uint64
+			n := 0
+			for row, err := range enqueue.ReadRows(generate(f, rows, false), f) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch n++; n {
+				case 1_000:
+					base = heap()
+				case rows - 1_000:
+					late = heap()
+				}
+				_ = row
+			}
+			if n != rows {
+				t.Fatalf("%d rows, want %d", n, rows)
+			}
+			growth := int64(late) - int64(base)
+			t.Logf("%d rows in %s; heap after 1,000 rows %d KiB, after %d rows %d KiB", n, time.Since(start).Round(time.Millisecond), base>>10, rows-1_000, late>>10)
+			if growth > 4<<20 {
+				t.Errorf("the heap grew by %d KiB while reading: memory is not flat", growth>>10)
+			}
+		})
+		t.Run(f.String()+" with a 32 MiB record", func(t *testing.T) {
+			const rows = 1_000
+			before := totalAlloc()
+			n, long := 0, 0
+			for row, err := range enqueue.ReadRows(generate(f, rows, true), f) {
+				var re *enqueue.RowError
+				switch {
+				case errors.As(err, &re) && strings.HasPrefix(re.Reason, "line too long"):
+					long++
+				case err != nil:
+					t.Fatalf("line %d: %v", row.Line, err)
+				default:
+					n++
+				}
+			}
+			allocated := totalAlloc() - before
+			t.Logf("%d rows, %d too long; %d MiB allocated in all", n, long, allocated>>20)
+			if n != rows || long != 1 {
+				t.Errorf("%d rows and %d too long, want %d and 1", n, long, rows)
+			}
+			// Without the limit, encoding/csv (or a line buffer) would
+			// gather the 32 MiB, allocating about twice that as it grows.
+			if allocated > 16<<20 {
+				t.Errorf("%d MiB allocated: the long record was gathered", allocated>>20)
+			}
+		})
+	}
+}
