@@ -75,9 +75,11 @@ func (c *Client) EnrollMany(ctx context.Context, rows iter.Seq[Row], opts ...Opt
 		// Rows are sharded by session over the workers, so rows of one
 		// session are enqueued in file order by one worker: the first row
 		// wins and later ones are reported as its duplicates.
+		// Each shard buffers enough rows that the reader rarely waits on a
+		// busy shard while others idle.
 		ins := make([]chan Row, s.concurrency)
 		for i := range ins {
-			ins[i] = make(chan Row, 4)
+			ins[i] = make(chan Row, 64)
 		}
 		out := make(chan RowResult, s.concurrency)
 		go func() {

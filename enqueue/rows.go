@@ -68,9 +68,11 @@ func (f Format) String() string {
 	return fmt.Sprintf("Format(%d)", int(f))
 }
 
-// FormatFor picks the format: explicit ("csv", "jsonl", or "" for auto) wins; otherwise by name: *.jsonl / *.jsonl.gz / *.ndjson → JSONL, anything else (including "-" for stdin, *.csv, *.csv.gz) → CSV. Unknown explicit value → error naming --format and the allowed values.
-//
-// Names are matched without regard to case, and *.ndjson.gz is JSONL too.
+// FormatFor picks the format of a backfill file. explicit, the value of
+// --format, wins: "csv" or "jsonl" ("" means pick by name); anything else is
+// an error naming --format and the values it takes. By name, *.jsonl,
+// *.ndjson and the same with .gz (in any case) are JSONL; anything else,
+// including "-" for standard input, *.csv and *.csv.gz, is CSV.
 func FormatFor(name, explicit string) (Format, error) {
 	switch explicit {
 	case "csv":
@@ -88,15 +90,22 @@ func FormatFor(name, explicit string) (Format, error) {
 	return FormatCSV, nil
 }
 
-// OpenInput opens name ("-" = stdin) and, when name ends in ".gz" (or the content starts with the gzip magic bytes 1f 8b, so `-` with gzip works too), wraps it in a gzip reader. It returns the reader, its size in bytes of the file on disk when known (for progress; -1 for stdin/pipes), a func reporting how many bytes of the underlying file have been consumed so far (for a progress bar with ETA), and a closer. Errors name the file ("open rows.csv: no such file or directory").
+// OpenInput opens a backfill file, name, or standard input for "-", and
+// decompresses it when it is gzip: when its content starts with the gzip
+// magic bytes 1f 8b, whatever its name, so that a compressed standard input
+// works too. It returns the reader; the size of the file on disk in bytes,
+// or -1 for standard input and anything that is not a regular file (a
+// pipe); consumed, how many bytes of the file (compressed, if it is) have
+// been read so far, for a progress bar with an ETA, safe to call from any
+// goroutine; and closer, which closes the file (standard input is left
+// open).
 //
-// consumed may be called from any goroutine. The closer closes the file
-// (standard input is left open). A name ending in ".gz" whose content is
-// not gzip, or a gzip header that is broken, is an error wrapping a
-// *FormatError; so is a corrupt or truncated gzip stream found later, which
-// the reader returns instead of the decompression error (ReadRows passes it
-// on with the line it had reached). An empty file is not an error here:
-// ReadRows reports it.
+// Errors name the file: "open rows.csv: no such file or directory" (an
+// *fs.PathError). A name ending in ".gz" whose content is not gzip, or a
+// broken gzip header, is an error wrapping a *FormatError. A gzip stream
+// found corrupt or truncated later makes the reader return a *FormatError,
+// which ReadRows yields with the line it had reached. An empty file is not
+// an error here: ReadRows reports it.
 func OpenInput(name string) (r io.Reader, size int64, consumed func() int64, closer func() error, err error) {
 	file, display := os.Stdin, "standard input"
 	closeFile := func() error { return nil }
@@ -181,9 +190,10 @@ func (g *gzipInput) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// RowError is a row that cannot be read: wrong number of fields, missing value, unparsable created_at, bad JSON, a line too long.
-//
-// Reading goes on with the next row.
+// RowError is a record that cannot be read as a row: too few fields, a
+// missing or non-string value (JSONL), a created_at that is not RFC 3339,
+// bad JSON, a record too long. ReadRows goes on with the next record.
+// Line is where the record starts; Raw is as in Row.
 type RowError struct {
 	Line   int
 	Reason string
@@ -193,10 +203,13 @@ type RowError struct {
 // Error returns "line 12: account_id is missing".
 func (e *RowError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Reason) }
 
-// FormatError is input that cannot be read at all: a CSV without the required header (it must name session_id and account_id; created_at optional; other columns ignored; any order; a UTF-8 BOM before the header is skipped; header names are matched case-insensitively after trimming spaces), an empty file, a gzip stream that is corrupt. Reading stops.
-//
-// Line is 0 when the problem is not at a line (an empty file, a gzip
-// header that is broken).
+// FormatError is input that cannot be read at all, and ReadRows stops at
+// it: an empty file; a CSV whose first line (after blank lines and a UTF-8
+// byte order mark) is not a header naming the columns session_id and
+// account_id, created_at optional, other columns ignored, in any order,
+// matched without regard to case after trimming spaces; a gzip stream that
+// is corrupt. Line is 0 when the problem is not at a line (an empty file, a
+// broken gzip header from OpenInput).
 type FormatError struct {
 	Line   int
 	Reason string
@@ -219,35 +232,42 @@ func (e *FormatError) Unwrap() error { return e.err }
 // passes the limit; ReadRows turns it into a RowError.
 var errTooLong = errors.New("record too long")
 
-// ReadRows streams the rows of r. For each record it yields either (row, nil) or (Row{Line, Raw}, *RowError) and goes on; on a *FormatError or an I/O error it yields (Row{}, err) once and stops. Blank lines (also whitespace-only, also in JSONL) are skipped silently. CRLF line ends work. Line numbers are the physical line where a record starts (a quoted CSV field may span lines: report the starting line; use csv.Reader.FieldPos). A record longer than 1 MiB is a RowError ("line too long") and reading continues at the next line where possible (for JSONL; for CSV it's acceptable to fail the whole file with a FormatError naming the line, if you cannot resync — say which you did).
+// ReadRows streams the rows of r in format f, holding one record at a time.
+// For each record it yields (row, nil), or (row, *RowError) and goes on; on
+// a *FormatError or a read error of r it yields (Row{}, err) once and stops.
+// It reads structure only: ids are not validated (tasks.NewEnrollPayload
+// does that), and empty ids are passed on for validation to reject.
 //
-// In detail:
+//   - Lines that are empty or white space only are skipped, in both
+//     formats; CRLF line ends work; a UTF-8 byte order mark at the start of
+//     the input is skipped. An input with nothing else is a FormatError
+//     ("the file is empty …").
+//   - Line is the line a record starts at, counting every line of the
+//     input from 1, also those in quoted CSV fields that hold line breaks.
 //   - A record of more than 1 MiB, not counting its line end, is a RowError
-//     in both formats, and reading goes on after it: for CSV at the end of
-//     the record as encoding/csv sees it (a quoted field may hold line
-//     breaks), found by a small quote-aware scanner while the rest of the
-//     record is dropped. Raw is nil for such a record. A header that long is
-//     a FormatError.
-//   - A *RowError row has Line and Raw; when only its created_at is bad it
-//     has SessionID and AccountID too, so that the rejects file keeps them.
-//     For a CSV record that encoding/csv cannot parse (a bare or stray
-//     quote), Raw holds the fields read before the error.
-//   - CSV: a row with fewer fields than the header needs is a RowError;
-//     session_id and created_at are trimmed of spaces, account_id is kept as
-//     is; empty ids are passed on for validation to reject. UTF-8 is not
-//     checked.
-//   - JSONL: a line that is not valid UTF-8, or whose session_id or
-//     account_id holds a \u escape of half a surrogate pair, is a RowError
-//     (encoding/json would silently turn either into U+FFFD); so is a line
-//     that is not a JSON object, a missing or non-string session_id or
-//     account_id, or a non-string created_at. A created_at that is null or
-//     "" is unknown. Member names are matched exactly.
-//   - A UTF-8 byte order mark at the start of the input is skipped in both
-//     formats. A CSV header with only blank lines or no lines at all, or a
-//     JSONL file without a non-blank line, is a FormatError ("empty").
-//   - An error of r is yielded as it is, except that a corrupt gzip stream
-//     (from OpenInput, or a *gzip.Reader) is a *FormatError with the line
-//     reached.
+//     "line too long" (Raw nil) in both formats, and reading goes on after
+//     it, never holding more than that: for CSV at the end of the record as
+//     encoding/csv ends it (a quoted field may hold line breaks), found by
+//     a small scanner of the CSV syntax while the rest is dropped. A CSV
+//     header that long is a FormatError.
+//   - A RowError's row has Line and Raw; when only created_at is bad it has
+//     SessionID and AccountID too, so that the rejects file keeps them.
+//   - CSV: the first line is the header (see FormatError); a row with fewer
+//     fields than the header needs is a RowError, so is one encoding/csv
+//     cannot parse (a bare or stray quote; Raw is then the fields before
+//     it). session_id and created_at are trimmed of spaces, account_id is
+//     kept as is; UTF-8 is not checked.
+//   - JSONL: each line a JSON object with the string members session_id
+//     and account_id (member names matched exactly) and optionally
+//     created_at; other members are ignored. A RowError: a line that is not
+//     a JSON object, a missing id, a value that is not a string (created_at
+//     null is unknown), and a line that is not valid UTF-8 or whose ids
+//     hold a \u escape of half a surrogate pair, which encoding/json would
+//     silently turn into U+FFFD.
+//   - created_at, when present and not empty, must be RFC 3339
+//     (time.RFC3339Nano); else the row's CreatedAt is zero.
+//   - A read error of r is yielded as it is, except that a corrupt gzip
+//     stream (from OpenInput, or a *gzip.Reader) is a *FormatError.
 //
 // Each call reads on from where r is; do not read r elsewhere meanwhile.
 func ReadRows(r io.Reader, f Format) iter.Seq2[Row, error] {
@@ -512,8 +532,7 @@ type csvFeeder struct {
 	limit int
 	err   error // a read error of src; returned from then on
 
-	line    int // newlines passed or dropped so far
-	skipped int // newlines dropped with records that were too long
+	line int // newlines passed or dropped so far
 
 	// The current record, reset by startRecord.
 	inRecord bool     // a line that is not empty has begun
@@ -638,7 +657,6 @@ func (f *csvFeeder) skipRecord() error {
 			f.ended = end
 			if c == '\n' {
 				f.line++
-				f.skipped++
 			}
 		}
 		_, _ = f.src.Discard(i)

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/hibiken/asynq"
 
+	"github.com/enrollq/enrollq/deadletter"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 )
@@ -34,30 +36,49 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	taskID, _ := asynq.GetTaskID(ctx)
 	log := w.log.With(slog.String("task_id", taskID), slog.String("queue", queue), slog.Int("attempt", retried+1))
 
+	dl := deadletter.Record{TaskID: taskID, Queue: queue, Retried: retried}
 	if t.Type() != tasks.TypeEnroll {
-		err := &DeadLetterError{Code: CodeInvalidPayload, Cause: fmt.Errorf("unknown task type %q", t.Type())}
-		log.Warn("attempt", "outcome", DeadLetter.String(), "code", CodeInvalidPayload, "err", err.Cause)
-		return err
+		log.Warn("attempt", "outcome", DeadLetter.String(), "dead_letter_code", CodeInvalidPayload, "reason", "unknown task type")
+		return w.deadLetter(ctx, dl, CodeInvalidPayload, fmt.Errorf("unknown task type %q", t.Type()))
 	}
 	p, err := tasks.DecodeEnrollPayload(t.Payload())
 	if err != nil {
-		log.Warn("attempt", "outcome", DeadLetter.String(), "code", CodeInvalidPayload, "err", err)
-		return &DeadLetterError{Code: CodeInvalidPayload, Cause: err}
+		log.Warn("attempt", "outcome", DeadLetter.String(), "dead_letter_code", CodeInvalidPayload, "err", err)
+		return w.deadLetter(ctx, dl, CodeInvalidPayload, err)
 	}
 	log = log.With(slog.String("session_id", p.SessionID))
+	dl.SessionID, dl.AccountID, dl.CreatedAt = p.SessionID, p.AccountID, p.CreatedAt
+
+	st, rec, err := w.peek(ctx, p.SessionID, taskID)
+	if err != nil {
+		return retryErr(true, 0, 0, "redis: reading session state: %w", err)
+	}
+	dl.Attempts, dl.FirstAttempt, dl.LastAttempt = st.Attempts, st.FirstAttempt, st.LastAttempt
+	if rec != nil {
+		if retried > rec.Retried {
+			// The task was recorded as a dead letter, then the worker
+			// died before asynq archived it, and asynq ran it again:
+			// finish what was decided, without another call.
+			log.Warn("attempt", "outcome", DeadLetter.String(), "dead_letter_code", rec.Code, "reason", "recorded as a dead letter before a crash")
+			return &DeadLetterError{Code: rec.Code, Cause: errors.New(strings.TrimPrefix(rec.LastError, rec.Code+": "))}
+		}
+		// Same retry count: an operator ran the archived task again (from
+		// the dashboard or asynq's own tools): the record follows.
+		if _, err := w.dead.Delete(ctx, taskID); err != nil {
+			return retryErr(true, 0, 0, "redis: removing the requeued dead letter: %w", err)
+		}
+		log.Info("dead letter requeued: record removed", "code", rec.Code)
+	}
 
 	// A session past its enrollment window is not worth a call: the API
 	// would answer session_older_than_30_days.
 	if p.Expired(start) {
-		err := &DeadLetterError{Code: verisoul.CodeSessionOlderThan30Days, Cause: expiredCause(p)}
-		log.Warn("attempt", "outcome", DeadLetter.String(), "dead_letter_code", err.Code, "reason", "enrollment window ended; not sent", "created_at", p.CreatedAt)
-		return err
+		log.Warn("attempt", "outcome", DeadLetter.String(), "dead_letter_code", verisoul.CodeSessionOlderThan30Days, "reason", "enrollment window ended; not sent", "created_at", p.CreatedAt)
+		return w.deadLetter(ctx, dl, verisoul.CodeSessionOlderThan30Days, expiredCause(p))
 	}
 
 	// A session another task already enrolled needs no call.
-	if st, err := w.state.peek(ctx, p.SessionID); err != nil {
-		return retryErr(true, 0, 0, "redis: reading session state: %w", err)
-	} else if st.Enrolled {
+	if st.Enrolled {
 		w.writeResult(ctx, t, log, Result{Outcome: OutcomeAlreadyEnrolled, RequestID: st.EnrolledRequestID, At: time.Now()})
 		log.Info("attempt", "outcome", Done.String(), "result", OutcomeAlreadyEnrolled, "request_id", st.EnrolledRequestID)
 		return nil
@@ -86,7 +107,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return retryErr(true, 0, 0, "%w", err)
 	}
 
-	st, err := w.state.begin(ctx, p.SessionID, time.Now())
+	st, err = w.state.begin(ctx, p.SessionID, time.Now())
 	if err != nil {
 		w.gov.releaseProbe(ctx, t0)
 		return retryErr(true, 0, 0, "redis: marking the call: %w", err)
@@ -167,7 +188,11 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case DeadLetter:
 		attrs = append(attrs, slog.String("dead_letter_code", d.Code), slog.String("err", callErr.Error()))
 		log.Warn("attempt", attrs...)
-		return &DeadLetterError{Code: d.Code, Cause: callErr}
+		dl.Attempts, dl.FirstAttempt, dl.LastAttempt = st.Attempts+1, st.FirstAttempt, now
+		if isAPIErr {
+			dl.RequestID = apiErr.RequestID
+		}
+		return w.deadLetter(ctx, dl, d.Code, callErr)
 	case Wait:
 		attrs = append(attrs, slog.String("err", callErr.Error()))
 		log.Info("attempt", attrs...)
@@ -228,6 +253,38 @@ func (w *Worker) call(ctx context.Context, t ticket, p tasks.EnrollPayload, unkn
 	b.MaxElapsedTime = w.cfg.BlipMaxElapsed
 	_ = backoff.Retry(op, backoff.WithContext(backoff.WithMaxRetries(b, uint64(w.cfg.BlipRetries)), ctx))
 	return res, lastErr, unknown
+}
+
+// deadLetter records the dead letter durably, then tells asynq to archive
+// the task. When the record cannot be written the task is not archived
+// either: it is retried (counted), so a dead letter is never missed.
+func (w *Worker) deadLetter(ctx context.Context, r deadletter.Record, code string, cause error) error {
+	dle := &DeadLetterError{Code: code, Cause: cause}
+	r.Code, r.LastError, r.DeadAt = code, dle.Error(), time.Now()
+	if r.FirstAttempt.IsZero() {
+		r.FirstAttempt = r.DeadAt
+	}
+	if r.LastAttempt.IsZero() {
+		r.LastAttempt = r.DeadAt
+	}
+	if err := w.dead.Put(ctx, r); err != nil {
+		return retryErr(true, 0, 0, "redis: recording the dead letter (%s): %w", dle.Error(), err)
+	}
+	return dle
+}
+
+// peek reads, in one round trip, what earlier attempts left: the session's
+// state and the task's dead-letter record, if any.
+func (w *Worker) peek(ctx context.Context, sessionID, taskID string) (sessionState, *deadletter.Record, error) {
+	st, err := w.state.peek(ctx, sessionID)
+	if err != nil {
+		return st, nil, err
+	}
+	rec, found, err := w.dead.Get(ctx, taskID)
+	if err != nil || !found {
+		return st, nil, err
+	}
+	return st, &rec, nil
 }
 
 // blipHold is how long an in-process retry waits for admission before the

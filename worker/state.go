@@ -26,7 +26,9 @@ type sessionState struct {
 	NotReadySince     time.Time
 	WaitSince         time.Time
 	FirstAttempt      time.Time
-	Attempts          int
+	LastAttempt       time.Time
+	// Attempts counts the task runs that called the API for the session.
+	Attempts int
 }
 
 // stateTTL bounds how long the state of an unfinished session is kept:
@@ -89,6 +91,7 @@ func parseState(m map[string]string) sessionState {
 		NotReadySince:     msTime(m[fNotReady]),
 		WaitSince:         msTime(m[fWaitSince]),
 		FirstAttempt:      msTime(m[fFirstAttempt]),
+		LastAttempt:       msTime(m[fLastAttempt]),
 	}
 	_, st.Enrolled = m[fEnrolled]
 	st.Attempts, _ = strconv.Atoi(m[fAttempts])

@@ -19,6 +19,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/enrollq/enrollq/deadletter"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 )
@@ -145,6 +146,7 @@ type Worker struct {
 	log    *slog.Logger
 	state  stateStore
 	gov    *governor
+	dead   *deadletter.Store
 	policy Policy
 
 	srv        *asynq.Server
@@ -170,6 +172,7 @@ func New(cfg Config) (*Worker, error) {
 		log:    cfg.Logger,
 		state:  stateStore{rdb: cfg.Redis, prefix: cfg.KeyPrefix},
 		gov:    newGovernor(cfg),
+		dead:   deadletter.New(cfg.Redis, cfg.KeyPrefix),
 		policy: Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
 	}
 	w.redisAlive.Store(true)

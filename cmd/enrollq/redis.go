@@ -13,12 +13,17 @@ import (
 )
 
 // openRedis connects to REDIS_URL and checks that the server answers and is
-// new enough for asynq's scripts (6.2). Errors name the URL with its
-// password redacted.
-func openRedis(ctx context.Context, cfg config.Config) (*redis.Client, error) {
+// new enough for asynq's scripts (6.2); minConns raises the connection pool
+// for callers that keep many round trips in flight. Errors name the URL with
+// its password redacted.
+func openRedis(ctx context.Context, cfg config.Config, minConns ...int) (*redis.Client, error) {
 	opt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
 		return nil, usageErr("REDIS_URL (--redis-url): %v", err)
+	}
+	for _, n := range minConns {
+		// Concurrent round trips need a connection each.
+		opt.PoolSize = max(opt.PoolSize, n)
 	}
 	rdb := redis.NewClient(opt)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
