@@ -99,6 +99,9 @@ type Config struct {
 	PollInterval time.Duration
 	// HTTPAddr serves /healthz and /readyz when not empty.
 	HTTPAddr string
+	// HTTPRoutes are mounted beside them on the same server, by path
+	// pattern (net/http ServeMux syntax), e.g. "/dashboard/" and "/metrics".
+	HTTPRoutes map[string]http.Handler
 	// KeyPrefix prefixes the worker's own Redis keys. Default "enrollq:".
 	KeyPrefix string
 }
@@ -269,6 +272,9 @@ func (w *Worker) HTTPHandler() http.Handler {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = rw.Write([]byte("ok\n"))
 	})
+	for pattern, h := range w.cfg.HTTPRoutes {
+		mux.Handle(pattern, h)
+	}
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		ok, reason := w.Ready()
