@@ -311,6 +311,16 @@ func (s *Store) Each(ctx context.Context, q Query, fn func(Record) error) error 
 	}
 }
 
+// Count is the number of records a query selects (Offset and Limit
+// ignored).
+func (s *Store) Count(ctx context.Context, q Query) (int64, error) {
+	min := "-inf"
+	if !q.Since.IsZero() {
+		min = strconv.FormatInt(q.Since.UnixMilli(), 10)
+	}
+	return s.rdb.ZCount(ctx, s.index(q), min, "+inf").Result()
+}
+
 // Counts returns the number of records by code.
 func (s *Store) Counts(ctx context.Context) (map[string]int, error) {
 	m, err := s.rdb.HGetAll(ctx, s.counts()).Result()

@@ -270,6 +270,9 @@ func (w *Worker) deadLetter(ctx context.Context, r deadletter.Record, code strin
 	if err := w.dead.Put(ctx, r); err != nil {
 		return retryErr(true, 0, 0, "redis: recording the dead letter (%s): %w", dle.Error(), err)
 	}
+	if w.afterDeadLetterRecord != nil {
+		w.afterDeadLetterRecord()
+	}
 	return dle
 }
 

@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/enrollq/enrollq/deadletter"
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
@@ -485,5 +487,71 @@ func TestRetriesStopAtTheDeadline(t *testing.T) {
 		if !c.At.Before(created.Add(tasks.EnrollWindow)) {
 			t.Errorf("a call at %s, after the deadline %s", c.At, created.Add(tasks.EnrollWindow))
 		}
+	}
+}
+
+// TestCrashBetweenRecordAndArchive: the worker records a dead letter, then
+// dies before asynq archives the task (a panic stands for the crash: asynq
+// puts the task back with its retry count raised, as its recoverer does for
+// a dead worker's task). The re-run finishes the dead letter from the record
+// without calling the API again: one record, one archived task, one call.
+func TestCrashBetweenRecordAndArchive(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{noStart: true})
+	var crashed atomic.Bool
+	worker.SetAfterDeadLetterRecord(b.w, func() {
+		if crashed.CompareAndSwap(false, true) {
+			panic("simulated crash after recording the dead letter")
+		}
+	})
+	b.start()
+	s := newSessionID()
+	b.api.Script(s, verisoultest.Fail(verisoul.CodeSessionNotFound))
+	b.enroll(s)
+	info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+	if !crashed.Load() {
+		t.Fatal("the crash hook never ran")
+	}
+	if got := tasks.CodeOf(info.LastErr); got != verisoul.CodeSessionNotFound || info.Retried != 1 {
+		t.Fatalf("archived with %q after %d retries, want %s after the 1 crash", info.LastErr, info.Retried, verisoul.CodeSessionNotFound)
+	}
+	wantCalls(t, b.calls(s), 1)
+	store := deadletter.New(b.rdb, b.prefix)
+	counts, err := store.Counts(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[verisoul.CodeSessionNotFound] != 1 || len(counts) != 1 {
+		t.Fatalf("dead-letter counts %v, want one %s", counts, verisoul.CodeSessionNotFound)
+	}
+	rec, ok, err := store.Get(context.Background(), tasks.TaskID(s))
+	if err != nil || !ok || rec.SessionID != s || rec.AccountID != "acct-"+s[:8] || rec.Attempts != 1 || rec.RequestID == "" {
+		t.Fatalf("record %+v %v %v", rec, ok, err)
+	}
+}
+
+// TestDeadLetterRecordFollowsAsynqRun: an operator runs an archived task
+// again with asynq's own tools (same retry count): the record is removed
+// when the worker picks it up, and written again if it fails again.
+func TestDeadLetterRecordFollowsAsynqRun(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	s := newSessionID()
+	b.api.Script(s, verisoultest.Fail(verisoul.CodeSessionNotFound))
+	b.enroll(s)
+	b.waitState(s, asynq.TaskStateArchived, waitLong)
+	store := deadletter.New(b.rdb, b.prefix)
+	if _, ok, _ := store.Get(context.Background(), tasks.TaskID(s)); !ok {
+		t.Fatal("no record for the dead letter")
+	}
+	if err := b.insp.RunTask(b.queue, tasks.TaskID(s)); err != nil {
+		t.Fatal(err)
+	}
+	b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	if _, ok, _ := store.Get(context.Background(), tasks.TaskID(s)); ok {
+		t.Fatal("the record stayed after the task ran again and succeeded")
+	}
+	if n, _ := store.Total(context.Background()); n != 0 {
+		t.Fatalf("%d records left", n)
 	}
 }

@@ -154,6 +154,11 @@ type Worker struct {
 
 	srv        *asynq.Server
 	redisAlive atomic.Bool
+
+	// afterDeadLetterRecord, when set (tests only), runs between recording
+	// a dead letter and returning it to asynq: a panic there stands for a
+	// crash at the worst moment.
+	afterDeadLetterRecord func()
 }
 
 // New checks cfg and builds a Worker. It returns an error when Redis or API

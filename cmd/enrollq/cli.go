@@ -43,6 +43,7 @@ type cli struct {
 	Worker   workerCmd   `cmd:"" help:"Deliver queued enrollments to the Verisoul API until SIGINT/SIGTERM."`
 	Enqueue  enqueueCmd  `cmd:"" help:"Enqueue one enrollment."`
 	Backfill backfillCmd `cmd:"" help:"Enqueue many enrollments from a CSV or JSONL file (or -)."`
+	Dead     deadCmd     `cmd:"" help:"List, count, export, requeue and purge dead letters."`
 	Stats    statsCmd    `cmd:"" help:"Show queue sizes, the shared rate budget and the breakers."`
 	Demo     demoCmd     `cmd:"" help:"Run the whole system in one process on an embedded Redis and a fake API."`
 }

@@ -1,0 +1,174 @@
+package main_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/enrollq/enrollq/deadletter"
+	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/verisoul"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
+)
+
+// TestDeadLettersOutliveAsynqTrim: 12,000 sessions past their window are
+// backfilled and dead-lettered by a worker process; asynq's archive keeps
+// only 10,000 of them, enrollq's record keeps all, and `dead list` / `dead
+// counts` show them.
+func TestDeadLettersOutliveAsynqTrim(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: 12,000 dead letters take a while")
+	}
+	rdb := freshRedis(t)
+	api := verisoultest.NewServer(apiKey)
+	defer api.Close()
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_CONCURRENCY=32"}
+	const n = 12000
+	old := time.Now().Add(-40 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	var b strings.Builder
+	b.WriteString("session_id,account_id,created_at\n")
+	for i := range n {
+		fmt.Fprintf(&b, "%s,acct-%d,%s\n", newSessionID(), i, old)
+	}
+	if r := enrollq(t, env, "backfill", writeFile(t, "old.csv", b.String())); r.code != 0 || !strings.Contains(r.stdout, "12000 past the 30-day window") {
+		t.Fatalf("backfill: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	stop, _ := startWorker(t, env)
+	store := deadletter.New(rdb, "")
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		total, err := store.Total(t.Context())
+		if err == nil && total == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, logs := stop()
+			t.Fatalf("%d of %d dead letters recorded\n%.3000s", total, n, logs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Let the last archive calls land before reading asynq's side.
+	time.Sleep(500 * time.Millisecond)
+	stop()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	qi, err := insp.GetQueueInfo(tasks.QueueBackfill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qi.Archived >= n || qi.Archived == 0 {
+		t.Fatalf("asynq's archive holds %d tasks; it trims to 10,000, so this test proves nothing", qi.Archived)
+	}
+	if calls := len(api.Calls()); calls != 0 {
+		t.Errorf("the API received %d calls for expired sessions", calls)
+	}
+
+	r := enrollq(t, env, "dead", "counts", "--json")
+	var counts map[string]int
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &counts) != nil || counts[verisoul.CodeSessionOlderThan30Days] != n {
+		t.Fatalf("dead counts: exit %d %q, want %d %s", r.code, r.stdout, n, verisoul.CodeSessionOlderThan30Days)
+	}
+	r = enrollq(t, env, "dead", "list", "--code", verisoul.CodeSessionOlderThan30Days, "--limit", "5")
+	if r.code != 0 || !strings.Contains(r.stdout, "1–5 of 12000") || strings.Count(r.stdout, "\n") != 7 {
+		t.Fatalf("dead list: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = enrollq(t, env, "dead", "export", "--format", "csv")
+	if r.code != 0 || strings.Count(r.stdout, "\n") != n+1 || !strings.HasPrefix(r.stdout, "session_id,account_id,created_at,") {
+		t.Fatalf("dead export: exit %d, %d lines", r.code, strings.Count(r.stdout, "\n"))
+	}
+	t.Logf("asynq archive: %d; enrollq record: %d", qi.Archived, n)
+}
+
+// TestDeadRequeueByCode: requeue by code puts exactly those tasks back, with
+// a fresh retry budget, and they then succeed; the others stay dead.
+func TestDeadRequeueByCode(t *testing.T) {
+	rdb := freshRedis(t)
+	api := verisoultest.NewServer(apiKey)
+	defer api.Close()
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL}
+	var notFound, failed []string
+	for range 3 {
+		s := newSessionID()
+		api.Script(s, verisoultest.Fail(verisoul.CodeSessionNotFound)) // fixed on the API's side later
+		notFound = append(notFound, s)
+		s = newSessionID()
+		api.Script(s, verisoultest.Fail(verisoul.CodeLivenessCheckFailed), verisoultest.Fail(verisoul.CodeLivenessCheckFailed))
+		failed = append(failed, s)
+	}
+	for _, s := range append(append([]string{}, notFound...), failed...) {
+		if r := enrollq(t, env, "enqueue", "--session-id", s, "--account-id", "a-"+s[:6]); r.code != 0 {
+			t.Fatalf("enqueue: %s", r.stderr)
+		}
+	}
+	stop, _ := startWorker(t, env)
+	store := deadletter.New(rdb, "")
+	deadline := time.Now().Add(30 * time.Second)
+	for n, _ := store.Total(t.Context()); n != 6; n, _ = store.Total(t.Context()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d dead letters, want 6", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r := enrollq(t, env, "dead", "requeue", "--code", verisoul.CodeSessionNotFound, "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stdout, "would requeue 3 dead letters") {
+		t.Fatalf("dry run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if n, _ := store.Total(t.Context()); n != 6 {
+		t.Fatalf("a dry run changed the record: %d left", n)
+	}
+	r = enrollq(t, env, "dead", "requeue", "--code", verisoul.CodeSessionNotFound)
+	if r.code != 0 || !strings.Contains(r.stdout, "requeued 3 dead letters") {
+		t.Fatalf("requeue: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	for _, s := range notFound {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
+			if err == nil && info.State == asynq.TaskStateCompleted {
+				if info.Retried != 0 {
+					t.Errorf("requeued task retried %d", info.Retried)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("requeued %s never completed: %+v %v", s, info, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if _, ok := api.Enrolled(s); !ok {
+			t.Errorf("requeued %s not enrolled at the API", s)
+		}
+	}
+	for _, s := range failed {
+		info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
+		if err != nil || info.State != asynq.TaskStateArchived || len(api.CallsFor(s)) != 1 {
+			t.Errorf("%s should stay dead with one call: %+v %v, %d calls", s, info, err, len(api.CallsFor(s)))
+		}
+	}
+	counts, _ := store.Counts(t.Context())
+	if len(counts) != 1 || counts[verisoul.CodeLivenessCheckFailed] != 3 {
+		t.Errorf("record counts after requeue: %v", counts)
+	}
+	// A requeued session can be enqueued again by hand: it is not in the
+	// dead letters any more (here it is already enrolled).
+	r = enrollq(t, env, "enqueue", "--session-id", notFound[0], "--account-id", "x")
+	if r.code != 0 || !strings.Contains(r.stdout, "already enrolled") {
+		t.Errorf("enqueue after requeue: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	r = enrollq(t, env, "dead", "requeue")
+	if r.code != 2 {
+		t.Errorf("requeue without a selector: exit %d, want 2", r.code)
+	}
+	r = enrollq(t, env, "dead", "purge", "--older-than", "0s", "--code", verisoul.CodeLivenessCheckFailed)
+	if r.code != 0 || !strings.Contains(r.stdout, "purged 3 dead letters") {
+		t.Errorf("purge: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	if n, _ := store.Total(t.Context()); n != 0 {
+		t.Errorf("%d records after purge", n)
+	}
+	stop()
+}

@@ -1,0 +1,5 @@
+package worker
+
+// SetAfterDeadLetterRecord installs a hook that runs between recording a
+// dead letter and returning it to asynq, for crash tests.
+func SetAfterDeadLetterRecord(w *Worker, f func()) { w.afterDeadLetterRecord = f }
