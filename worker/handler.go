@@ -28,8 +28,9 @@ type Result struct {
 // ProcessTask handles one attempt of a verisoul:enroll task. It implements
 // asynq.Handler. The error it returns tells asynq what to do: nil (done), a
 // *DeadLetterError (archive now), or a retry, counted or not.
-func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
+func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 	start := time.Now()
+	defer func() { w.metrics.observeAttempt(err) }()
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	queue, _ := asynq.GetQueueName(ctx)
@@ -37,6 +38,12 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	log := w.log.With(slog.String("task_id", taskID), slog.String("queue", queue), slog.Int("attempt", retried+1))
 
 	dl := deadletter.Record{TaskID: taskID, Queue: queue, Retried: retried}
+	var reconciled bool
+	defer func() {
+		if err == nil && reconciled {
+			w.metrics.reconciled.Inc()
+		}
+	}()
 	if t.Type() != tasks.TypeEnroll {
 		log.Warn("attempt", "outcome", DeadLetter.String(), "dead_letter_code", CodeInvalidPayload, "reason", "unknown task type")
 		return w.deadLetter(ctx, dl, CodeInvalidPayload, fmt.Errorf("unknown task type %q", t.Type()))
@@ -163,6 +170,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var stateErr error
 	switch d.Bucket {
 	case Done:
+		reconciled = d.Outcome == OutcomeReconciled
 		requestID := res.RequestID
 		if isAPIErr {
 			requestID = apiErr.RequestID
@@ -229,8 +237,11 @@ func (w *Worker) call(ctx context.Context, t ticket, p tasks.EnrollPayload, unkn
 			t = next
 		}
 		calls++
+		began := time.Now()
 		res, lastErr = w.cfg.API.Enroll(ctx, p.SessionID, p.AccountID)
-		w.gov.report(ctx, t, outcomeOf(lastErr))
+		o := outcomeOf(lastErr)
+		w.metrics.observeCall(o.status, time.Since(began))
+		w.gov.report(ctx, t, o)
 		var apiErr *verisoul.APIError
 		if errors.As(lastErr, &apiErr) && apiErr.OutcomeUnknown() {
 			unknown = true

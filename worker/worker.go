@@ -145,12 +145,13 @@ func setDefault[T comparable](p *T, v T) {
 
 // Worker processes enrollment tasks. Create it with New, run it with Run.
 type Worker struct {
-	cfg    Config
-	log    *slog.Logger
-	state  stateStore
-	gov    *governor
-	dead   *deadletter.Store
-	policy Policy
+	cfg     Config
+	log     *slog.Logger
+	state   stateStore
+	gov     *governor
+	dead    *deadletter.Store
+	metrics *Metrics
+	policy  Policy
 
 	srv        *asynq.Server
 	redisAlive atomic.Bool
@@ -176,14 +177,16 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: RetryMax %s is below RetryBase %s", cfg.RetryMax, cfg.RetryBase)
 	}
 	w := &Worker{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		state:  stateStore{rdb: cfg.Redis, prefix: cfg.KeyPrefix},
-		gov:    newGovernor(cfg),
-		dead:   deadletter.New(cfg.Redis, cfg.KeyPrefix),
-		policy: Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
+		cfg:     cfg,
+		log:     cfg.Logger,
+		state:   stateStore{rdb: cfg.Redis, prefix: cfg.KeyPrefix},
+		gov:     newGovernor(cfg),
+		dead:    deadletter.New(cfg.Redis, cfg.KeyPrefix),
+		metrics: newMetrics(),
+		policy:  Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
 	}
 	w.redisAlive.Store(true)
+	w.registerCollectors()
 	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,
@@ -269,14 +272,16 @@ func (w *Worker) Ready() (bool, string) {
 	return true, "ok"
 }
 
-// HTTPHandler serves /healthz (the process is up) and /readyz (it can do
-// useful work: Redis answers and the API accepts the key).
+// HTTPHandler serves /healthz (the process is up), /readyz (it can do
+// useful work: Redis answers and the API accepts the key), /metrics
+// (Prometheus) and Config.HTTPRoutes.
 func (w *Worker) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = rw.Write([]byte("ok\n"))
 	})
+	mux.Handle("GET /metrics", w.metrics.Handler())
 	for pattern, h := range w.cfg.HTTPRoutes {
 		mux.Handle(pattern, h)
 	}

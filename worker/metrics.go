@@ -1,0 +1,170 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynq/x/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/enrollq/enrollq/verisoul"
+)
+
+// Metrics are the worker's Prometheus series. Queue series use asynq's own
+// names (asynq_queue_size, asynq_tasks_processed_total, …, from asynq's
+// x/metrics collector), which asynqmon's metrics view reads when it is given
+// a Prometheus address.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	attempts    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	retries     *prometheus.CounterVec
+	deadLetters *prometheus.CounterVec
+	reconciled  prometheus.Counter
+	calls       prometheus.Counter
+}
+
+func newMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "enrollq_attempts_total",
+			Help: "Task attempts by outcome (done, retry, wait, dead_letter) and API error code.",
+		}, []string{"outcome", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "enrollq_api_call_duration_seconds",
+			Help:    "Duration of POST /liveness/enroll calls, by status (0: no answer).",
+			Buckets: []float64{.025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"status"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "enrollq_retries_total",
+			Help: "Retries scheduled, by whether they use up the retry budget and why.",
+		}, []string{"counted", "reason"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "enrollq_dead_letters_total",
+			Help: "Tasks dead-lettered, by code.",
+		}, []string{"code"}),
+		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "enrollq_reconciled_total",
+			Help: "Lost responses reconciled: session_already_tied_to_an_account after our own call whose outcome was unknown.",
+		}),
+		calls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "enrollq_rate_budget_used_total",
+			Help: "API calls this process made from the shared rate budget.",
+		}),
+	}
+	m.reg.MustRegister(m.attempts, m.latency, m.retries, m.deadLetters, m.reconciled, m.calls,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observeCall records one API call of the shared budget.
+func (m *Metrics) observeCall(status int, d time.Duration) {
+	m.calls.Inc()
+	m.latency.WithLabelValues(strconv.Itoa(status)).Observe(d.Seconds())
+}
+
+// observeAttempt records how an attempt ended, from the error ProcessTask
+// returns to asynq.
+func (m *Metrics) observeAttempt(err error) {
+	var dle *DeadLetterError
+	var re *retryError
+	var apiErr *verisoul.APIError
+	code := ""
+	if errors.As(err, &apiErr) {
+		code = apiErr.Code
+	}
+	switch {
+	case err == nil:
+		m.attempts.WithLabelValues(Done.String(), "").Inc()
+	case errors.As(err, &dle):
+		m.attempts.WithLabelValues(DeadLetter.String(), dle.Code).Inc()
+		m.deadLetters.WithLabelValues(dle.Code).Inc()
+	case errors.As(err, &re) && !re.counted:
+		m.attempts.WithLabelValues(Wait.String(), code).Inc()
+		m.retries.WithLabelValues("false", waitReason(re, apiErr)).Inc()
+	default:
+		m.attempts.WithLabelValues(Retry.String(), code).Inc()
+		m.retries.WithLabelValues("true", "transient").Inc()
+	}
+}
+
+// waitReason names an uncounted wait for the retries metric.
+func waitReason(re *retryError, apiErr *verisoul.APIError) string {
+	switch {
+	case apiErr == nil:
+		return "not_admitted"
+	case apiErr.Status == 429:
+		return reasonRateLimited
+	case apiErr.Status == 401 || apiErr.Status == 403:
+		return reasonAuth
+	case IsNotReadyCode(apiErr.Code):
+		return reasonNotReady
+	}
+	return "other"
+}
+
+// Handler serves the metrics for /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// sharedCollector exports the shared rate state on every scrape: the pause,
+// the breakers and the calls of all workers in the last minute.
+type sharedCollector struct {
+	w                        *Worker
+	paused, breaker, limit   *prometheus.Desc
+	usedMinute, signupsWaits *prometheus.Desc
+}
+
+func newSharedCollector(w *Worker) *sharedCollector {
+	return &sharedCollector{
+		w:            w,
+		paused:       prometheus.NewDesc("enrollq_rate_paused_seconds", "Seconds left of the pause every worker honours after a 429 (0: not paused).", nil, nil),
+		breaker:      prometheus.NewDesc("enrollq_breaker_open", "1 while a shared breaker is open: api (failing API) or auth (rejected key).", []string{"breaker"}, nil),
+		limit:        prometheus.NewDesc("enrollq_rate_limit_per_minute", "The API key's rate limit, shared by all workers.", nil, nil),
+		usedMinute:   prometheus.NewDesc("enrollq_rate_budget_used_last_minute", "API calls made by all workers with this key in about the last minute.", nil, nil),
+		signupsWaits: prometheus.NewDesc("enrollq_signups_waiting", "Signup tasks waiting for rate budget.", nil, nil),
+	}
+}
+
+func (c *sharedCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.paused, c.breaker, c.limit, c.usedMinute, c.signupsWaits} {
+		ch <- d
+	}
+}
+
+func (c *sharedCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	b, err := readBudget(ctx, c.w.cfg.Redis, c.w.cfg.KeyPrefix, c.w.cfg.APIKeyID)
+	if err != nil {
+		return
+	}
+	paused := 0.0
+	if !b.PausedUntil.IsZero() {
+		paused = time.Until(b.PausedUntil).Seconds()
+	}
+	ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, max(paused, 0))
+	for _, name := range []string{breakerAPI, breakerAuth} {
+		v := 0.0
+		if b.Breakers[name].Open {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.breaker, prometheus.GaugeValue, v, name)
+	}
+	ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(c.w.cfg.RateLimit)*float64(time.Minute)/float64(c.w.cfg.RatePeriod))
+	ch <- prometheus.MustNewConstMetric(c.usedMinute, prometheus.GaugeValue, float64(b.UsedLastMinute))
+	ch <- prometheus.MustNewConstMetric(c.signupsWaits, prometheus.GaugeValue, float64(b.SignupsWaiting))
+}
+
+func (w *Worker) registerCollectors() {
+	w.metrics.reg.MustRegister(newSharedCollector(w), metrics.NewQueueMetricsCollector(asynq.NewInspectorFromRedisClient(w.cfg.Redis)))
+}
