@@ -147,7 +147,7 @@ func Default() Config {
 // Error is a bad setting. Its message is one line naming the environment
 // variable, its flag and the rule, e.g.
 //
-//	REDIS_URL (--redis-url): must be a redis:// or rediss:// URL, got "http://x"
+//	REDIS_URL (--redis-url): must be a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL, got "http://x"
 //
 // The rule ends with the bad value unless the setting is secret; passwords in
 // URLs are redacted.
@@ -264,13 +264,23 @@ func (c *Config) ValidateWorker() error {
 // accepts too. Messages show the URL with its password redacted.
 func validateRedisURL(raw string) error {
 	shown := redactUserinfo(raw)
+	if scheme, rest, ok := strings.Cut(raw, "://"); ok && (scheme == "redis-sentinel" || scheme == "redis-cluster" || scheme == "rediss-cluster") {
+		u, err := url.Parse(raw)
+		if err != nil || strings.Trim(strings.Split(rest, "/")[0], ",@") == "" || u.Host == "" {
+			return errorFor("RedisURL", "%s:// must list host:port of each node, comma-separated, got %q", scheme, shown)
+		}
+		if scheme == "redis-sentinel" && u.Query().Get("master") == "" {
+			return errorFor("RedisURL", "redis-sentinel:// needs ?master=NAME, got %q", shown)
+		}
+		return nil
+	}
 	u, err := url.Parse(raw)
 	if err != nil && (strings.HasPrefix(raw, "redis://") || strings.HasPrefix(raw, "rediss://")) {
 		// Never show err: net/url quotes the whole URL, password included.
 		return errorFor("RedisURL", "is not a valid URL (percent-encode special characters in the password), got %q", shown)
 	}
 	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-		return errorFor("RedisURL", "must be a redis:// or rediss:// URL, got %q", shown)
+		return errorFor("RedisURL", "must be a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL, got %q", shown)
 	}
 	if strings.Contains(raw, "#") {
 		// An unescaped '#' in a password silently cuts the URL short, and

@@ -264,11 +264,11 @@ func TestValidate(t *testing.T) {
 		want   string
 	}{
 		{"redis scheme", func(c *Config) { c.RedisURL = "http://x" }, false,
-			`REDIS_URL (--redis-url): must be a redis:// or rediss:// URL, got "http://x"`},
+			`REDIS_URL (--redis-url): must be a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL, got "http://x"`},
 		{"redis scheme with password", func(c *Config) { c.RedisURL = "http://u:" + testPassword + "@x" }, false,
-			`REDIS_URL (--redis-url): must be a redis:// or rediss:// URL, got "http://u:xxxxx@x"`},
+			`REDIS_URL (--redis-url): must be a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL, got "http://u:xxxxx@x"`},
 		{"redis no scheme with password", func(c *Config) { c.RedisURL = "u:" + testPassword + "@x:6379" }, false,
-			`REDIS_URL (--redis-url): must be a redis:// or rediss:// URL, got "u:xxxxx@x:6379"`},
+			`REDIS_URL (--redis-url): must be a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL, got "u:xxxxx@x:6379"`},
 		{"redis unparsable with password", func(c *Config) { c.RedisURL = "redis://:" + testPassword + "@[::1" }, false,
 			`REDIS_URL (--redis-url): is not a valid URL (percent-encode special characters in the password), got "redis://:xxxxx@[::1"`},
 		{"redis password with ?", func(c *Config) { c.RedisURL = "redis://:p?" + testPassword + "@host" }, false,
@@ -276,7 +276,7 @@ func TestValidate(t *testing.T) {
 		{"redis password with # and @", func(c *Config) { c.RedisURL = "redis://:p@ss#" + testPassword + "@host" }, false,
 			`REDIS_URL (--redis-url): must not contain '#' (write it as %23 in a password), got "redis://:xxxxx@host"`},
 		{"redis empty", func(c *Config) { c.RedisURL = "" }, false,
-			`REDIS_URL (--redis-url): must be a redis:// or rediss:// URL, got ""`},
+			`REDIS_URL (--redis-url): must be a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL, got ""`},
 		{"redis no host", func(c *Config) { c.RedisURL = "redis://:6379/0" }, false,
 			`REDIS_URL (--redis-url): must name a host, as in redis://HOST:6379/0, got "redis://:6379/0"`},
 		{"redis bad db", func(c *Config) { c.RedisURL = "redis://u:" + testPassword + "@h:6379/zero" }, false,
@@ -618,5 +618,29 @@ func TestErrorType(t *testing.T) {
 	err := error(&Error{Var: "REDIS_URL", Flag: "--redis-url", Rule: "must be set"})
 	if got, want := err.Error(), "REDIS_URL (--redis-url): must be set"; got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestRedisTopologyURLs(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{
+		"redis-sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/?master=mymaster",
+		"redis-sentinel://127.0.0.1:26379?master=m&db=2",
+		"redis-cluster://127.0.0.1:7000,127.0.0.1:7001",
+		"rediss-cluster://u:p@127.0.0.1:7000",
+	} {
+		c := Default()
+		c.RedisURL = ok
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"redis-sentinel://127.0.0.1:26379", "redis-cluster://", "redis-sentinel://:secretpw@/?master=m"} {
+		c := Default()
+		c.RedisURL = bad
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), "REDIS_URL") || strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("%s: %v", bad, err)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -70,12 +71,8 @@ func ReadStats(ctx context.Context, rdb redis.UniversalClient, prefix string, qu
 		}
 		st.Queues = append(st.Queues, qs)
 	}
-	var metas []string
-	iter := rdb.Scan(ctx, 0, prefix+"api:{*}:meta", 100).Iterator()
-	for iter.Next(ctx) {
-		metas = append(metas, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
+	metas, err := scanAll(ctx, rdb, prefix+"api:{*}:meta")
+	if err != nil {
 		return st, err
 	}
 	sort.Strings(metas)
@@ -129,4 +126,31 @@ func readBudget(ctx context.Context, rdb redis.UniversalClient, prefix, id strin
 		}
 	}
 	return b, nil
+}
+
+// scanAll lists the keys matching pattern, on every master of a Cluster.
+func scanAll(ctx context.Context, rdb redis.UniversalClient, pattern string) ([]string, error) {
+	var mu sync.Mutex
+	var out []string
+	scan := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, pattern, 100).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			out = append(out, iter.Val())
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		err := c.ForEachMaster(ctx, scan)
+		return out, err
+	case *redis.Client:
+		return out, scan(ctx, c)
+	}
+	iter := rdb.Scan(ctx, 0, pattern, 100).Iterator()
+	for iter.Next(ctx) {
+		out = append(out, iter.Val())
+	}
+	return out, iter.Err()
 }

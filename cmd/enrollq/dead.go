@@ -56,7 +56,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("must be an RFC 3339 time (2026-11-01T00:00:00Z) or a duration (24h), got %q", s)
 }
 
-func (e *env) deadStore() (*redis.Client, *deadletter.Store, error) {
+func (e *env) deadStore() (redis.UniversalClient, *deadletter.Store, error) {
 	rdb, err := openRedis(e.ctx, e.cfg)
 	if err != nil {
 		return nil, nil, err

@@ -10,22 +10,24 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/config"
+	"github.com/enrollq/enrollq/internal/redisconn"
 )
 
 // openRedis connects to REDIS_URL and checks that the server answers and is
 // new enough for asynq's scripts (6.2); minConns raises the connection pool
 // for callers that keep many round trips in flight. Errors name the URL with
 // its password redacted.
-func openRedis(ctx context.Context, cfg config.Config, minConns ...int) (*redis.Client, error) {
-	opt, err := redis.ParseURL(cfg.RedisURL)
+func openRedis(ctx context.Context, cfg config.Config, minConns ...int) (redis.UniversalClient, error) {
+	conn, err := redisconn.Parse(cfg.RedisURL)
 	if err != nil {
-		return nil, usageErr("REDIS_URL (--redis-url): %v", err)
+		return nil, usageErr("%v", err)
 	}
+	pool := 0
 	for _, n := range minConns {
 		// Concurrent round trips need a connection each.
-		opt.PoolSize = max(opt.PoolSize, n)
+		pool = max(pool, n)
 	}
-	rdb := redis.NewClient(opt)
+	rdb := conn.Client(pool)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	info, err := rdb.Info(pctx, "server").Result()
