@@ -11,7 +11,8 @@
 package verisoultest
 
 import (
-	"crypto/rand"
+	crand "crypto/rand"
+	"math/rand/v2"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -117,6 +118,11 @@ type Server struct {
 	limitN   int
 	limitPer time.Duration
 	recent   []time.Time
+
+	faultRate float64
+	faultRand *rand.Rand
+	faults    int
+	slowFault time.Duration
 }
 
 // NewServer starts a fake API that accepts apiKey. Close it when done.
@@ -182,6 +188,45 @@ func MaxInWindow(calls []Call, d time.Duration) (int, time.Time) {
 		}
 	}
 	return best, at
+}
+
+// SetFaults makes a share rate (0..1) of the calls that have no script fail
+// at random, as a misbehaving API would: 500, 503, 429 with Retry-After 1,
+// the connection dropped before answering, a lost response (enrolled, then
+// dropped), or an answer slower than slow (past the client's timeout).
+// seed makes the sequence repeatable.
+func (s *Server) SetFaults(rate float64, seed uint64, slow time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faultRate, s.faultRand, s.slowFault = rate, rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), slow
+}
+
+// Faults is the number of random faults injected so far.
+func (s *Server) Faults() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.faults
+}
+
+func (s *Server) randomFault() (Step, bool) {
+	if s.faultRate <= 0 || s.faultRand.Float64() >= s.faultRate {
+		return Step{}, false
+	}
+	s.faults++
+	switch s.faultRand.IntN(6) {
+	case 0:
+		return Status(http.StatusInternalServerError), true
+	case 1:
+		return Status(http.StatusServiceUnavailable), true
+	case 2:
+		return RateLimited("1"), true
+	case 3:
+		return Dropped(), true
+	case 4:
+		return Lost(), true
+	default:
+		return Slow(s.slowFault), true
+	}
 }
 
 // Script queues steps for the next calls that enroll sessionID, in order;
@@ -269,6 +314,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			step, s.next = s.next[0], s.next[1:]
 		} else if q := s.perSession[body.SessionID]; len(q) > 0 {
 			step, s.perSession[body.SessionID] = q[0], q[1:]
+		} else if f, ok := s.randomFault(); ok {
+			step = f
 		}
 	}
 	s.mu.Unlock()
@@ -387,7 +434,7 @@ func NewSessionID() string { return newUUID() }
 
 func newUUID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	_, _ = crand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])

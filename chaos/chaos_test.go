@@ -1,0 +1,214 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
+)
+
+func workerEnv(r *redisProc, api *verisoultest.Server, extra ...string) []string {
+	return append([]string{"REDIS_URL=redis://" + r.addr() + "/0", "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL,
+		"ENROLLQ_RATE_LIMIT=60000", "ENROLLQ_RETRY_BASE=1s", "ENROLLQ_RETRY_MAX=3s", "ENROLLQ_HTTP_TIMEOUT=1s"}, extra...)
+}
+
+func enqueueAll(t *testing.T, rdb redis.UniversalClient, n int) []string {
+	t.Helper()
+	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueBackfill), enqueue.WithMaxRetry(25))
+	var sessions []string
+	rows := func(yield func(enqueue.Row) bool) {
+		for i := range n {
+			s := verisoultest.NewSessionID()
+			sessions = append(sessions, s)
+			if !yield(enqueue.Row{Line: i + 1, SessionID: s, AccountID: fmt.Sprintf("acct-%d", i)}) {
+				return
+			}
+		}
+	}
+	for r := range enq.EnrollMany(context.Background(), rows) {
+		if r.Err != nil {
+			t.Fatalf("enqueue: %v", r.Err)
+		}
+	}
+	return sessions
+}
+
+// TestRandomAPIFaults: 30 % of calls fail at random (5xx, 429, dropped
+// connections, lost responses, answers past the timeout); every session
+// still ends enrolled exactly once, matching what the API recorded.
+func TestRandomAPIFaults(t *testing.T) {
+	need(t)
+	n := 1000
+	if *long {
+		n = 5000
+	}
+	r := startRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.addr()})
+	defer rdb.Close()
+	api := verisoultest.NewServer(apiKey)
+	defer api.Close()
+	api.SetLatency(5 * time.Millisecond)
+	api.SetFaults(0.30, 42, 2*time.Second)
+	sessions := enqueueAll(t, rdb, n)
+	start := time.Now()
+	w1 := startWorker(t, workerEnv(r, api, "ENROLLQ_CONCURRENCY=32"))
+	w2 := startWorker(t, workerEnv(r, api, "ENROLLQ_CONCURRENCY=32"))
+	completed, archived := waitDrained(t, rdb, tasks.QueueBackfill, sessions, 10*time.Minute)
+	elapsed := time.Since(start)
+	w1.signal(syscall.SIGTERM)
+	w2.signal(syscall.SIGTERM)
+	w1.wait(t, 30*time.Second)
+	w2.wait(t, 30*time.Second)
+	if archived != 0 {
+		t.Errorf("%d sessions dead-lettered wrongly (every fault was transient)", archived)
+	}
+	reconciled := checkAgainstAPI(t, rdb, tasks.QueueBackfill, api, sessions)
+	t.Logf("random API faults: %d tasks, %d calls, %d faults injected, %d completed (%d reconciled), lost 0 (checked), dead-lettered %d, drained in %s",
+		n, len(api.Calls()), api.Faults(), completed, reconciled, archived, elapsed.Round(time.Second))
+}
+
+// TestSIGTERMDuringWork: SIGTERM while calls are in flight: the worker exits
+// 0 within its shutdown timeout, leaves nothing active (unfinished tasks go
+// back to their queue), and a new worker finishes everything.
+func TestSIGTERMDuringWork(t *testing.T) {
+	need(t)
+	r := startRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.addr()})
+	defer rdb.Close()
+	api := verisoultest.NewServer(apiKey)
+	defer api.Close()
+	api.SetLatency(3 * time.Second) // longer than the shutdown timeout
+	sessions := enqueueAll(t, rdb, 200)
+	env := workerEnv(r, api, "ENROLLQ_CONCURRENCY=16", "ENROLLQ_SHUTDOWN_TIMEOUT=1s", "ENROLLQ_HTTP_TIMEOUT=10s")
+	w := startWorker(t, env)
+	for len(api.Calls()) == 0 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // calls are in flight now
+	sent := time.Now()
+	w.signal(syscall.SIGTERM)
+	if code := w.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("worker exited %d after SIGTERM\n%.3000s", code, w.out.String())
+	}
+	t.Logf("worker exited %s after SIGTERM", time.Since(sent).Round(10*time.Millisecond))
+	qi, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(tasks.QueueBackfill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qi.Active != 0 {
+		t.Fatalf("%d tasks left active after a graceful shutdown", qi.Active)
+	}
+	api.SetLatency(5 * time.Millisecond)
+	w2 := startWorker(t, env)
+	waitDrained(t, rdb, tasks.QueueBackfill, sessions, 3*time.Minute)
+	w2.signal(syscall.SIGTERM)
+	w2.wait(t, 30*time.Second)
+	checkAgainstAPI(t, rdb, tasks.QueueBackfill, api, sessions)
+}
+
+// TestRedisKilledAndRestarted: Redis with AOF (appendfsync always) is killed
+// with SIGKILL mid-run and restarted while a producer keeps enqueueing:
+// every enqueue that returned success is processed; producer and worker
+// reconnect by themselves.
+func TestRedisKilledAndRestarted(t *testing.T) {
+	need(t)
+	r := startRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	rdb := redis.NewClient(&redis.Options{Addr: r.addr(), MaxRetries: -1, DialTimeout: 500 * time.Millisecond})
+	defer rdb.Close()
+	api := verisoultest.NewServer(apiKey)
+	defer api.Close()
+	api.SetLatency(20 * time.Millisecond)
+	w := startWorker(t, workerEnv(r, api, "ENROLLQ_CONCURRENCY=8"))
+
+	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueSignup))
+	var mu sync.Mutex
+	var ok []string
+	failed := 0
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			s := verisoultest.NewSessionID()
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			_, err := enq.Enroll(cctx, s, "a")
+			cancel()
+			mu.Lock()
+			if err == nil {
+				ok = append(ok, s)
+			} else {
+				failed++
+			}
+			mu.Unlock()
+			time.Sleep(time.Duration(5+rand.IntN(10)) * time.Millisecond)
+		}
+	}()
+	time.Sleep(2 * time.Second)
+	r.kill()
+	time.Sleep(2 * time.Second)
+	r.start()
+	time.Sleep(3 * time.Second)
+	stop()
+	<-done
+	mu.Lock()
+	accepted := append([]string(nil), ok...)
+	mu.Unlock()
+	completed, archived := waitDrained(t, rdb, tasks.QueueSignup, accepted, 3*time.Minute)
+	w.signal(syscall.SIGTERM)
+	w.wait(t, 30*time.Second)
+	if archived != 0 {
+		t.Errorf("%d tasks dead-lettered", archived)
+	}
+	checkAgainstAPI(t, rdb, tasks.QueueSignup, api, accepted)
+	t.Logf("redis SIGKILL + restart: %d enqueues accepted (all %d processed), %d refused while Redis was down, lost 0", len(accepted), completed, failed)
+}
+
+// TestWorkerKilled: a worker is SIGKILLed mid-run (twice in -long mode,
+// every few seconds) and restarted; tasks it held come back after asynq's
+// lease expires, and every session ends enrolled exactly once.
+func TestWorkerKilled(t *testing.T) {
+	need(t)
+	n, kills := 300, 1
+	if *long {
+		n, kills = 2000, 6
+	}
+	r := startRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.addr()})
+	defer rdb.Close()
+	api := verisoultest.NewServer(apiKey)
+	defer api.Close()
+	api.SetLatency(200 * time.Millisecond)
+	sessions := enqueueAll(t, rdb, n)
+	env := workerEnv(r, api, "ENROLLQ_CONCURRENCY=16", "ENROLLQ_HTTP_TIMEOUT=5s")
+	start := time.Now()
+	stable := startWorker(t, env)
+	victim := startWorker(t, env)
+	for i := range kills {
+		time.Sleep(3 * time.Second)
+		victim.signal(syscall.SIGKILL)
+		victim.wait(t, 10*time.Second)
+		t.Logf("kill %d at %s", i+1, time.Since(start).Round(time.Second))
+		victim = startWorker(t, env)
+	}
+	completed, archived := waitDrained(t, rdb, tasks.QueueBackfill, sessions, 6*time.Minute)
+	elapsed := time.Since(start)
+	stable.signal(syscall.SIGTERM)
+	victim.signal(syscall.SIGTERM)
+	stable.wait(t, 30*time.Second)
+	victim.wait(t, 30*time.Second)
+	if archived != 0 {
+		t.Errorf("%d sessions dead-lettered wrongly", archived)
+	}
+	reconciled := checkAgainstAPI(t, rdb, tasks.QueueBackfill, api, sessions)
+	t.Logf("worker SIGKILL: %d tasks, %d kills, %d completed (%d reconciled), lost 0 (checked), drained in %s", n, kills, completed, reconciled, elapsed.Round(time.Second))
+}
