@@ -178,7 +178,7 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 // lease expires, and every session ends enrolled exactly once.
 func TestWorkerKilled(t *testing.T) {
 	need(t)
-	n, kills := 300, 1
+	n, kills := 400, 1
 	if *long {
 		n, kills = 2000, 6
 	}
@@ -189,7 +189,8 @@ func TestWorkerKilled(t *testing.T) {
 	defer api.Close()
 	api.SetLatency(200 * time.Millisecond)
 	sessions := enqueueAll(t, rdb, n)
-	env := workerEnv(r, api, "ENROLLQ_CONCURRENCY=16", "ENROLLQ_HTTP_TIMEOUT=5s")
+	// 20 calls a second: the kills land mid-run.
+	env := workerEnv(r, api, "ENROLLQ_CONCURRENCY=16", "ENROLLQ_HTTP_TIMEOUT=5s", "ENROLLQ_RATE_LIMIT=1200")
 	start := time.Now()
 	stable := startWorker(t, env)
 	victim := startWorker(t, env)

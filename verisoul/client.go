@@ -119,6 +119,10 @@ func defaultTransport() *http.Transport {
 	return t
 }
 
+// CloseIdleConnections closes the client's idle keep-alive connections (a
+// worker calls it when it stops).
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
 // EnrollResult is the answer to a successful enrollment.
 type EnrollResult struct {
 	// RequestID is Verisoul's id of the request, for support cases.

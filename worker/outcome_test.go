@@ -253,6 +253,7 @@ func TestCrashMidCallIsReconciled(t *testing.T) {
 	s := newSessionID()
 	// The call the dead worker made: it reached the API.
 	c, _ := verisoul.New(b.api.URL, testAPIKey)
+	defer c.CloseIdleConnections()
 	if _, err := c.Enroll(context.Background(), s, "acct-"+s[:8]); err != nil {
 		t.Fatal(err)
 	}
@@ -375,8 +376,8 @@ func TestWrongKeyDeadLettersNothing(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("/readyz = %d while the key is rejected, want 503", resp.StatusCode)
 	}
-	if resp, err := http.Get(ready.URL + "/healthz"); err != nil || resp.StatusCode != 200 {
-		t.Errorf("/healthz = %v %v, want 200", resp, err)
+	if code := statusOf(t, ready.URL+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d, want 200", code)
 	}
 	// Calls are probes only: about one per probe interval, not one per task.
 	if n := len(b.api.Calls()); n > 8 {

@@ -174,9 +174,8 @@ func TestBreakerOpensOnStormAndCloses(t *testing.T) {
 	if !strings.Contains(logs, "breaker opened") || !strings.Contains(logs, "breaker closed") {
 		t.Error("no log lines for the breaker opening and closing")
 	}
-	resp, err := http.Get(ready.URL + "/readyz")
-	if err != nil || resp.StatusCode != 200 {
-		t.Errorf("/readyz after the breaker closed: %v %v", resp, err)
+	if code := statusOf(t, ready.URL+"/readyz"); code != 200 {
+		t.Errorf("/readyz after the breaker closed: %d", code)
 	}
 }
 
@@ -255,4 +254,15 @@ func firstKey(m map[string]int) string {
 		return k
 	}
 	return ""
+}
+
+// statusOf GETs url and returns the status, closing the body.
+func statusOf(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"go.uber.org/goleak"
 	"log/slog"
+	"net/http"
 	"os"
 	"sync"
 	"testing"
@@ -27,7 +30,22 @@ import (
 // that tests in this package do not either.
 const redisDB = 11
 
-func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
+// TestMain also checks, once every test has cleaned up, that no goroutine
+// was left behind: workers, HTTP servers, Redis pools and probes all stop.
+func TestMain(m *testing.M) {
+	before := goleak.IgnoreCurrent()
+	code := redistest.Run(m)
+	// The tests' own http.Get calls keep idle connections in the default
+	// transport; they are the tests', not the worker's.
+	http.DefaultClient.CloseIdleConnections()
+	if code == 0 {
+		if err := goleak.Find(before); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines leaked: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 const testAPIKey = "sk_test_9f2b1c7e-worker-secret-key"
 
@@ -120,6 +138,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(client.CloseIdleConnections)
 	cfg := worker.Config{
 		Redis:          rdb,
 		API:            client,

@@ -244,6 +244,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("worker stopping", "shutdown_timeout", w.cfg.ShutdownTimeout)
 	w.srv.Shutdown()
+	if c, ok := w.cfg.API.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 	if httpSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

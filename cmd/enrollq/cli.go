@@ -46,6 +46,8 @@ type cli struct {
 	Dead     deadCmd     `cmd:"" help:"List, count, export, requeue and purge dead letters."`
 	Stats    statsCmd    `cmd:"" help:"Show queue sizes, the shared rate budget and the breakers."`
 	Demo     demoCmd     `cmd:"" help:"Run the whole system in one process on an embedded Redis and a fake API."`
+
+	Dashboard dashboardCmd `cmd:"" help:"Serve the asynqmon dashboard of the queues under /dashboard/ until SIGINT/SIGTERM."`
 }
 
 // env carries what every command needs besides its flags; kong passes it to

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"net/http"
+
+	"github.com/enrollq/enrollq/dashboard"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/worker"
 )
@@ -21,6 +24,10 @@ func (workerCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	routes := map[string]http.Handler{}
+	if h := workerDashboard(e, rdb); h != nil {
+		routes[dashboard.RootPath+"/"] = h
+	}
 	w, err := worker.New(worker.Config{
 		Redis:           rdb,
 		API:             client,
@@ -33,6 +40,7 @@ func (workerCmd) Run(e *env) error {
 		Retention:       e.cfg.Retention,
 		ShutdownTimeout: e.cfg.ShutdownTimeout,
 		HTTPAddr:        e.cfg.HTTPAddr,
+		HTTPRoutes:      routes,
 		APIKeyID:        worker.KeyID(e.cfg.APIKey.Reveal()),
 		RateLimit:       e.cfg.RateLimit,
 	})

@@ -12,9 +12,9 @@ package verisoultest
 
 import (
 	crand "crypto/rand"
-	"math/rand/v2"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"sort"

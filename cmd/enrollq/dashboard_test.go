@@ -1,0 +1,411 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/dom"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/deadletter"
+	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/verisoul"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
+)
+
+// chromium is Debian's browser, which .ci/run installs; the browser test
+// drives it headless.
+const chromium = "/usr/bin/chromium"
+
+const (
+	dashUser     = "ops"
+	dashPassword = "dash-9f3b27c1-secret"
+)
+
+// startDashboard starts `enrollq dashboard` on a free loopback port and
+// returns its address and a function that sends SIGTERM and returns its exit
+// status and output.
+func startDashboard(t *testing.T, env []string, args ...string) (addr string, stop func() (int, string)) {
+	t.Helper()
+	addr = freePort(t)
+	cmd := exec.Command(binary, append([]string{"dashboard", "--addr", addr}, args...)...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_FORMAT=json"}, env...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop = func() (int, string) {
+		if stopped {
+			return -1, logs.String()
+		}
+		stopped = true
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			}
+			return code, logs.String()
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("dashboard did not exit 10s after SIGTERM")
+			return -1, logs.String()
+		}
+	}
+	t.Cleanup(func() { stop() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/dashboard/")
+		if err == nil {
+			resp.Body.Close()
+			return addr, stop
+		}
+		if time.Now().After(deadline) {
+			_, out := stop()
+			t.Fatalf("dashboard never answered on %s: %v\n%s", addr, err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// archiveSignupTask enqueues a session with `enrollq enqueue` and has a
+// real asynq server on the signup queue dead-letter it exactly as the worker
+// does: the durable record first, then the error that archives the task at
+// once. It returns the task ID once asynq has archived it.
+func archiveSignupTask(t *testing.T, rdb *redis.Client, env []string) string {
+	t.Helper()
+	session := newSessionID()
+	if r := enrollq(t, env, "enqueue", "--session-id", session, "--account-id", "acct-dash"); r.code != 0 {
+		t.Fatalf("enqueue: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	taskID := tasks.TaskID(session)
+	store := deadletter.New(rdb, "")
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Queues:            map[string]int{tasks.QueueSignup: 1},
+		TaskCheckInterval: 50 * time.Millisecond,
+		LogLevel:          asynq.FatalLevel,
+		ShutdownTimeout:   2 * time.Second,
+	})
+	err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		id, _ := asynq.GetTaskID(ctx)
+		queue, _ := asynq.GetQueueName(ctx)
+		retried, _ := asynq.GetRetryCount(ctx)
+		p, err := tasks.DecodeEnrollPayload(task.Payload())
+		if err != nil {
+			return err
+		}
+		code := verisoul.CodeSessionOlderThan30Days
+		now := time.Now()
+		if err := store.Put(ctx, deadletter.Record{
+			TaskID: id, Queue: queue, SessionID: p.SessionID, AccountID: p.AccountID,
+			Code: code, LastError: code + ": x", Attempts: 1,
+			FirstAttempt: now, LastAttempt: now, DeadAt: now, Retried: retried,
+		}); err != nil {
+			return err
+		}
+		return fmt.Errorf("%s: x: %w", code, asynq.SkipRetry)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stop serving the queue before the dashboard runs the task again, so
+	// that it stays pending for the assertions.
+	defer srv.Shutdown()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		info, err := insp.GetTaskInfo(tasks.QueueSignup, taskID)
+		if err == nil && info.State == asynq.TaskStateArchived {
+			return taskID
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s never archived: %+v %v", taskID, info, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDashboardBrowserRunsArchivedTask is what an operator does: open the
+// dashboard in a browser, find the dead letter in the signup queue's
+// Archived tab and press Run. The task is then pending in asynq and its
+// durable dead-letter record is gone.
+func TestDashboardBrowserRunsArchivedTask(t *testing.T) {
+	if _, err := os.Stat(chromium); err != nil {
+		t.Skipf("the browser test needs Debian's chromium at %s (apt-get install chromium; .ci/run installs it): %v", chromium, err)
+	}
+	began := time.Now()
+	rdb := freshRedis(t)
+	env := []string{"REDIS_URL=" + redisURL(t)}
+	taskID := archiveSignupTask(t, rdb, env)
+	store := deadletter.New(rdb, "")
+	if _, found, err := store.Get(context.Background(), taskID); err != nil || !found {
+		t.Fatalf("no dead-letter record for %s before the run: %v", taskID, err)
+	}
+	t.Logf("archived task %s in %s", taskID, time.Since(began).Round(time.Millisecond))
+
+	addr, stop := startDashboard(t, append(env, "ENROLLQ_DASHBOARD_USER="+dashUser, "ENROLLQ_DASHBOARD_PASSWORD="+dashPassword))
+	base := "http://" + addr
+
+	// Without credentials, nothing: neither the page nor the API.
+	for _, path := range []string{"/dashboard/", "/dashboard/api/queues"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without credentials: %d, want 401", path, resp.StatusCode)
+		}
+	}
+	// / leads to the dashboard.
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if resp, err := noRedirect.Get(base + "/"); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || loc != "/dashboard/" {
+			t.Errorf("GET / = %d to %q, want 302 to /dashboard/", resp.StatusCode, loc)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	profile := filepath.Join(t.TempDir(), "chromium-profile")
+	// Chromium keeps its singleton socket in TMPDIR, and leaves it there;
+	// give it a directory of its own (short: a socket path has a limit).
+	chromeTmp, err := os.MkdirTemp("", "enrollq-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(chromeTmp) })
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		// The page links Google Fonts; resolve no name at all, so the
+		// browser reaches nothing but the dashboard on 127.0.0.1.
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
+		chromedp.WindowSize(1600, 900),
+		chromedp.UserDataDir(profile),
+		chromedp.Env("TMPDIR="+chromeTmp),
+	)
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		// Close the browser, then wait for its processes, before the
+		// profile in t.TempDir is removed.
+		_ = chromedp.Cancel(browserCtx)
+		cancelBrowser()
+		cancelAlloc()
+	})
+
+	// Basic auth for every request of the page (its scripts and the API
+	// calls the UI makes), as a browser sends it once the user has typed
+	// the password.
+	authz := "Basic " + base64.StdEncoding.EncodeToString([]byte(dashUser+":"+dashPassword))
+	if _, err := chromedp.Call(browserCtx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{
+		Headers: network.Headers{"Authorization": authz},
+	}); err != nil {
+		t.Fatalf("starting %s: %v", chromium, err)
+	}
+	t.Logf("browser up at %s", time.Since(began).Round(time.Millisecond))
+
+	// The signup queue's Archived tab (asynqmon's queueDetailsPath).
+	page := base + "/dashboard/queues/" + tasks.QueueSignup + "?status=archived"
+	resp, err := chromedp.Run(browserCtx, chromedp.NavigateResponse(page))
+	if err != nil {
+		t.Fatalf("opening %s: %v", page, err)
+	}
+	if resp.Status != http.StatusOK {
+		t.Fatalf("opening %s: status %d", page, resp.Status)
+	}
+	// The row of the dead letter, found by its error text.
+	const row = `//tr[contains(., "session_older_than_30_days")]`
+	if err := chromedp.Do(browserCtx, chromedp.WaitVisible(row)); err != nil {
+		html, _ := chromedp.Run(browserCtx, chromedp.OuterHTML(chromedp.CSS("body")))
+		t.Fatalf("the archived task never showed: %v\n%.3000s", err, html)
+	}
+	text, err := chromedp.Run(browserCtx, chromedp.Text(row))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, tasks.TypeEnroll) {
+		t.Errorf("the row shows %q; want the task type %s", text, tasks.TypeEnroll)
+	}
+	shot, err := chromedp.Run(browserCtx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(t.TempDir(), "dashboard.png"), "/tmp/enrollq-dashboard.png"} {
+		if err := os.WriteFile(p, shot, 0o644); err != nil {
+			t.Errorf("saving the screenshot: %v", err)
+		}
+	}
+	t.Logf("archived tab shown at %s; screenshot in /tmp/enrollq-dashboard.png", time.Since(began).Round(time.Millisecond))
+
+	// asynqmon shows a row's actions (Delete, Run) while the pointer is on
+	// its last cell; Run is the button titled "Run" (the native title of
+	// its tooltip). Point first, then click once Run is there: a click on
+	// the "more" placeholder could land on whichever button replaced it.
+	const run = row + `/td[last()]//button[@title="Run"]`
+	if err := chromedp.Do(browserCtx, hover(row+`/td[last()]`), chromedp.WaitVisible(run)); err != nil {
+		html, _ := chromedp.Run(browserCtx, chromedp.OuterHTML(chromedp.Search(row)))
+		t.Fatalf("pointing at the row's actions: %v\n%s", err, html)
+	}
+	if err := chromedp.Do(browserCtx, chromedp.Click(run)); err != nil {
+		html, _ := chromedp.Run(browserCtx, chromedp.OuterHTML(chromedp.Search(row)))
+		t.Fatalf("clicking Run: %v\n%s", err, html)
+	}
+
+	// In Redis: the task is pending again and its record is gone.
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := insp.GetTaskInfo(tasks.QueueSignup, taskID)
+		_, found, rerr := store.Get(context.Background(), taskID)
+		if err == nil && info.State == asynq.TaskStatePending && rerr == nil && !found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after Run: task %+v (%v), record still there: %t (%v)", info, err, found, rerr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("task pending and record gone at %s", time.Since(began).Round(time.Millisecond))
+	// And the operator is told so (asynqmon's snackbar, shown for 6 s).
+	if err := chromedp.Do(browserCtx, chromedp.WaitVisible(`//*[contains(text(), "Archived task is now pending")]`)); err != nil {
+		t.Errorf("the page did not say that the task is pending: %v", err)
+	}
+	if shot, err := chromedp.Run(browserCtx, chromedp.CaptureScreenshot()); err == nil {
+		_ = os.WriteFile("/tmp/enrollq-dashboard-after-run.png", shot, 0o644)
+	}
+
+	code, logs := stop()
+	if code != 0 {
+		t.Errorf("dashboard exited %d after SIGTERM\n%s", code, logs)
+	}
+	if !strings.Contains(logs, "record removed") || !strings.Contains(logs, taskID) {
+		t.Errorf("dashboard logs do not say that it removed the record of %s:\n%s", taskID, logs)
+	}
+	if strings.Contains(logs, dashPassword) {
+		t.Errorf("dashboard logs show the password")
+	}
+}
+
+// hover moves the mouse onto the middle of the first node sel finds, as a
+// user pointing at it, without a click.
+func hover(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.QueryAfter(chromedp.Search(sel), func(ctx context.Context, t *chromedp.Target, nodes []*chromedp.Node) (chromedp.Void, error) {
+		n := nodes[0]
+		if _, err := cdp.Call(ctx, t, dom.ScrollIntoViewIfNeeded, dom.ScrollIntoViewIfNeededParams{NodeID: n.NodeID}); err != nil {
+			return chromedp.Void{}, err
+		}
+		res, err := cdp.Call(ctx, t, dom.GetContentQuads, dom.GetContentQuadsParams{NodeID: n.NodeID})
+		if err != nil {
+			return chromedp.Void{}, err
+		}
+		if len(res.Quads) == 0 || len(res.Quads[0]) != 8 {
+			return chromedp.Void{}, fmt.Errorf("%s has no box on the page", sel)
+		}
+		q := res.Quads[0]
+		x, y := (q[0]+q[2]+q[4]+q[6])/4, (q[1]+q[3]+q[5]+q[7])/4
+		_, err = cdp.Call(ctx, t, input.DispatchMouseEvent, input.DispatchMouseEventParams{Type: chromedp.MouseMoved, X: x, Y: y})
+		return chromedp.Void{}, err
+	}, chromedp.NodeVisible)
+}
+
+// TestDashboardRefusesOpenAddressWithoutAuth: an address other machines can
+// reach needs the basic-auth variables; the refusal is one line naming them.
+func TestDashboardRefusesOpenAddressWithoutAuth(t *testing.T) {
+	t.Parallel()
+	for _, addr := range []string{"0.0.0.0:0", ":0"} {
+		r := enrollq(t, []string{"REDIS_URL=redis://127.0.0.1:1/0"}, "dashboard", "--addr", addr)
+		if r.code != 2 {
+			t.Errorf("--addr %s: exit %d, want 2\n%s%s", addr, r.code, r.stdout, r.stderr)
+		}
+		msg := strings.TrimSpace(r.stderr)
+		if strings.Contains(msg, "\n") || !strings.Contains(msg, "ENROLLQ_DASHBOARD_USER") || !strings.Contains(msg, "ENROLLQ_DASHBOARD_PASSWORD") || !strings.Contains(msg, addr) {
+			t.Errorf("--addr %s: want one line naming the variables and the address, got:\n%s", addr, r.stderr)
+		}
+	}
+	r := enrollq(t, []string{"ENROLLQ_DASHBOARD_USER=ops"}, "dashboard")
+	if r.code != 2 || !strings.Contains(r.stderr, "ENROLLQ_DASHBOARD_PASSWORD") {
+		t.Errorf("a user without a password: exit %d\n%s", r.code, r.stderr)
+	}
+	r = enrollq(t, []string{"ENROLLQ_DASHBOARD_USER=ops", "ENROLLQ_DASHBOARD_PASSWORD=" + dashPassword, "REDIS_URL=redis://127.0.0.1:1/0"}, "dashboard", "--addr", "0.0.0.0:0")
+	if r.code != 1 || !strings.Contains(r.stderr, "cannot reach Redis") {
+		t.Errorf("with auth an open address is allowed (then Redis is the failure): exit %d\n%s", r.code, r.stderr)
+	}
+	if strings.Contains(r.stdout+r.stderr, dashPassword) {
+		t.Errorf("output shows the password")
+	}
+}
+
+// TestDashboardMountedOnWorker: the worker serves the dashboard beside
+// /healthz on its loopback address, behind basic auth when the variables are
+// set.
+func TestDashboardMountedOnWorker(t *testing.T) {
+	api := verisoultest.NewServer(apiKey)
+	defer api.Close()
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL}
+
+	_, open := startWorker(t, env)
+	resp, err := http.Get("http://" + open + "/dashboard/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("worker on loopback without auth: GET /dashboard/ = %d, want 200", resp.StatusCode)
+	}
+
+	_, locked := startWorker(t, append(env, "ENROLLQ_DASHBOARD_USER="+dashUser, "ENROLLQ_DASHBOARD_PASSWORD="+dashPassword))
+	for _, c := range []struct {
+		user, pass string
+		want       int
+	}{{"", "", http.StatusUnauthorized}, {dashUser, "wrong", http.StatusUnauthorized}, {dashUser, dashPassword, http.StatusOK}} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+locked+"/dashboard/api/queues", nil)
+		if c.user != "" {
+			req.SetBasicAuth(c.user, c.pass)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("worker with auth, credentials %q/%q: %d, want %d", c.user, c.pass, resp.StatusCode, c.want)
+		}
+	}
+	// Health stays open to probes.
+	if resp, err := http.Get("http://" + locked + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz with dashboard auth on: %v %v", resp, err)
+	}
+}

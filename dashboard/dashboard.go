@@ -1,0 +1,122 @@
+// Package dashboard serves asynqmon, asynq's web UI, under /dashboard for
+// enrollq's queues: behind HTTP basic auth when a user and password are set,
+// read-only on request, and with enrollq's durable dead-letter record kept in
+// step with what an operator runs from the UI (see follow.go).
+package dashboard
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/deadletter"
+)
+
+// RootPath is the URL path the dashboard is served under; every page and API
+// route of asynqmon is below it.
+const RootPath = "/dashboard"
+
+// Realm is the basic-auth realm the dashboard asks credentials for.
+const Realm = "enrollq"
+
+// Options configure the dashboard handler. Zero fields take the default in
+// their comment.
+type Options struct {
+	// Redis is the connection to the Redis that holds asynq's queues and
+	// enrollq's dead-letter records. Required. The handler never closes it.
+	Redis redis.UniversalClient
+	// RedisConnOpt is the connection asynqmon reads and writes the queues
+	// through. Default: Redis itself, so the dashboard opens no connection
+	// pool of its own and needs no Close. Set it (for example from
+	// asynq.ParseRedisURI) only to give asynqmon a separate pool.
+	RedisConnOpt asynq.RedisConnOpt
+	// KeyPrefix prefixes enrollq's own Redis keys, as worker.Config's does.
+	// Default "enrollq:".
+	KeyPrefix string
+	// User and Password turn on HTTP basic auth (realm "enrollq") when both
+	// are set; every request must then carry them. Setting only one of them
+	// is an error. Default: no auth (keep the listener on loopback; see
+	// CheckListen).
+	User, Password string
+	// ReadOnly shows the queues without letting anyone run, archive, delete
+	// or cancel tasks or pause queues. Default false.
+	ReadOnly bool
+	// PrometheusAddress, when set, is the Prometheus server asynqmon queries
+	// for its time-series charts. Default: no charts.
+	PrometheusAddress string
+	// Logger receives a line for each dead-letter record the dashboard
+	// removes. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// sharedConn is an asynq.RedisConnOpt that hands out an existing client
+// instead of opening a new one.
+type sharedConn struct{ c redis.UniversalClient }
+
+func (s sharedConn) MakeRedisClient() any { return s.c }
+
+// New returns the dashboard handler, to be mounted at RootPath+"/" (it also
+// answers RootPath). It returns an error when Redis is missing or only one
+// of User and Password is set.
+func New(opts Options) (http.Handler, error) {
+	switch {
+	case opts.Redis == nil:
+		return nil, errors.New("dashboard: Options.Redis is required")
+	case (opts.User == "") != (opts.Password == ""):
+		return nil, errors.New("dashboard: basic auth needs both a user and a password, or neither")
+	}
+	if opts.RedisConnOpt == nil {
+		opts.RedisConnOpt = sharedConn{opts.Redis}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	var h http.Handler = asynqmon.New(asynqmon.Options{
+		RootPath:          RootPath,
+		RedisConnOpt:      opts.RedisConnOpt,
+		ReadOnly:          opts.ReadOnly,
+		PrometheusAddress: opts.PrometheusAddress,
+	})
+	if !opts.ReadOnly {
+		// Read-only asynqmon refuses every request that could run a task,
+		// so there is nothing to follow.
+		h = &follower{
+			next:   h,
+			prefix: RootPath + "/api/queues/",
+			store:  deadletter.New(opts.Redis, opts.KeyPrefix),
+			insp:   asynq.NewInspectorFromRedisClient(opts.Redis),
+			log:    opts.Logger,
+		}
+	}
+	if opts.User != "" {
+		h = basicAuth(h, opts.User, opts.Password)
+	}
+	return h, nil
+}
+
+// basicAuth lets through only requests that carry user and password. Both
+// are compared as SHA-256 digests in constant time, so neither the content
+// nor the length of the secrets leaks through response timing.
+func basicAuth(next http.Handler, user, password string) http.Handler {
+	wantUser := sha256.Sum256([]byte(user))
+	wantPass := sha256.Sum256([]byte(password))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		gotUser := sha256.Sum256([]byte(u))
+		gotPass := sha256.Sum256([]byte(p))
+		userOK := subtle.ConstantTimeCompare(gotUser[:], wantUser[:])
+		passOK := subtle.ConstantTimeCompare(gotPass[:], wantPass[:])
+		if !ok || userOK&passOK != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="`+Realm+`", charset="UTF-8"`)
+			http.Error(w, "401 unauthorized: the enrollq dashboard needs its user and password", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
