@@ -1,17 +1,13 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -44,50 +40,8 @@ const (
 func startDashboard(t *testing.T, env []string, args ...string) (addr string, stop func() (int, string)) {
 	t.Helper()
 	addr = freePort(t)
-	cmd := exec.Command(binary, append([]string{"dashboard", "--addr", addr}, args...)...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_FORMAT=json"}, env...)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stop = func() (int, string) {
-		if stopped {
-			return -1, logs.String()
-		}
-		stopped = true
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			code := 0
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				code = ee.ExitCode()
-			}
-			return code, logs.String()
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("dashboard did not exit 10s after SIGTERM")
-			return -1, logs.String()
-		}
-	}
-	t.Cleanup(func() { stop() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/dashboard/")
-		if err == nil {
-			resp.Body.Close()
-			return addr, stop
-		}
-		if time.Now().After(deadline) {
-			_, out := stop()
-			t.Fatalf("dashboard never answered on %s: %v\n%s", addr, err, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	stop = startEnrollq(t, env, "http://"+addr+"/dashboard/", append([]string{"dashboard", "--addr", addr}, args...)...)
+	return addr, stop
 }
 
 // archiveSignupTask enqueues a session with `enrollq enqueue` and has a

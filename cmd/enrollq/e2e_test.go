@@ -101,13 +101,14 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startWorker starts `enrollq worker` and returns a function that sends
-// SIGTERM and returns its exit status and output.
-func startWorker(t *testing.T, env []string) (stop func() (int, string), httpAddr string) {
+// startEnrollq starts `enrollq args…` in the background with env added to a
+// clean environment, waits until readyURL answers, and returns a function
+// that sends SIGTERM and returns the exit status and output (it is also
+// called when the test ends).
+func startEnrollq(t *testing.T, env []string, readyURL string, args ...string) (stop func() (int, string)) {
 	t.Helper()
-	httpAddr = freePort(t)
-	cmd := exec.Command(binary, "worker")
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "ENROLLQ_HTTP_ADDR=" + httpAddr, "LOG_FORMAT=json"}, env...)
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_FORMAT=json"}, env...)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -132,25 +133,33 @@ func startWorker(t *testing.T, env []string) (stop func() (int, string), httpAdd
 			return code, logs.String()
 		case <-time.After(40 * time.Second):
 			_ = cmd.Process.Kill()
-			t.Errorf("worker did not exit 40s after SIGTERM")
+			<-done
+			t.Errorf("enrollq %s did not exit 40s after SIGTERM", args[0])
 			return -1, logs.String()
 		}
 	}
 	t.Cleanup(func() { stop() })
-	// Ready when /healthz answers.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, err := http.Get("http://" + httpAddr + "/healthz")
+		resp, err := http.Get(readyURL)
 		if err == nil {
 			resp.Body.Close()
-			break
+			return stop
 		}
 		if time.Now().After(deadline) {
 			_, out := stop()
-			t.Fatalf("worker never served /healthz: %v\n%s", err, out)
+			t.Fatalf("enrollq %s never answered %s: %v\n%s", args[0], readyURL, err, out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// startWorker starts `enrollq worker` on a free loopback port for its HTTP
+// endpoints and returns startEnrollq's stop and that address.
+func startWorker(t *testing.T, env []string) (stop func() (int, string), httpAddr string) {
+	t.Helper()
+	httpAddr = freePort(t)
+	stop = startEnrollq(t, append([]string{"ENROLLQ_HTTP_ADDR=" + httpAddr}, env...), "http://"+httpAddr+"/healthz", "worker")
 	return stop, httpAddr
 }
 
