@@ -24,7 +24,7 @@ type backfillCmd struct {
 	DryRun    bool   `name:"dry-run" help:"Validate every row; enqueue nothing."`
 	MaxQueued int    `name:"max-queued" help:"Keep at most N tasks waiting in the queue, feeding more as workers drain it (bounds Redis memory: about 600 bytes a task)."`
 	FromLine  int    `name:"from-line" help:"Skip rows that start before this line: resumes an interrupted run without re-checking the rows it enqueued (running from the start is safe too)."`
-	Parallel  int    `default:"32" help:"Enqueue round trips in flight (asynq has no batch enqueue)."`
+	Parallel  int    `default:"64" help:"Enqueue round trips in flight (asynq has no batch enqueue)."`
 }
 
 // backfillReport counts what happened to the rows and prints rejects; it is

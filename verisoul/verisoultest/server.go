@@ -318,11 +318,15 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			step = f
 		}
 	}
+	// Recorded on arrival (so a call whose client gave up is counted at
+	// once), completed when the handler returns.
+	idx := len(s.calls)
+	s.calls = append(s.calls, call)
 	s.mu.Unlock()
 
 	defer func() {
 		s.mu.Lock()
-		s.calls = append(s.calls, call)
+		s.calls[idx] = call
 		s.mu.Unlock()
 	}()
 
