@@ -2,7 +2,8 @@
 // `go test ./...` works on any machine with Go:
 //
 //  1. the server named by ENROLLQ_TEST_REDIS (host:port), or 127.0.0.1:6379
-//     when it answers — the normal case on CI and developer machines;
+//     when it answers — the normal case on CI and developer machines
+//     (ENROLLQ_TEST_REDIS=child or =miniredis forces the fallbacks below);
 //  2. otherwise a private redis-server child process on a free loopback port,
 //     when redis-server is on PATH;
 //  3. otherwise an embedded miniredis, with a warning: asynq's scripts run on
@@ -89,6 +90,22 @@ func ping(a string) bool {
 
 func find() {
 	want := os.Getenv("ENROLLQ_TEST_REDIS")
+	switch want {
+	case "child":
+		// Force a private redis-server (to test this fallback).
+		a, stop, serr := StartServer("")
+		addr, kind, cleanup, err = a, "child", stop, serr
+		return
+	case "miniredis":
+		// Force the embedded server (to test the last fallback).
+		m := miniredis.NewMiniRedis()
+		if serr := m.StartAddr("127.0.0.1:0"); serr != nil {
+			err = serr
+			return
+		}
+		addr, kind, cleanup = m.Addr(), "miniredis", m.Close
+		return
+	}
 	if want != "" {
 		if !ping(want) {
 			err = fmt.Errorf("ENROLLQ_TEST_REDIS=%s does not answer PING", want)
