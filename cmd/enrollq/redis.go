@@ -30,14 +30,17 @@ func openRedis(ctx context.Context, cfg config.Config, minConns ...int) (redis.U
 	rdb := conn.Client(pool)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	info, err := rdb.Info(pctx, "server").Result()
-	if err != nil {
+	if err := rdb.Ping(pctx).Err(); err != nil {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("cannot reach Redis at %s: %w", cfg.RedactedRedisURL(), err)
 	}
-	if v := redisVersion(info); v != "" && !atLeast(v, 6, 2) {
-		_ = rdb.Close()
-		return nil, fmt.Errorf("redis at %s is version %s; enrollq needs 6.2 or newer", cfg.RedactedRedisURL(), v)
+	// Best effort: a server that does not report its version (an embedded
+	// one) is taken as it is.
+	if info, err := rdb.Info(pctx, "server").Result(); err == nil {
+		if v := redisVersion(info); v != "" && !atLeast(v, 6, 2) {
+			_ = rdb.Close()
+			return nil, fmt.Errorf("redis at %s is version %s; enrollq needs 6.2 or newer", cfg.RedactedRedisURL(), v)
+		}
 	}
 	return rdb, nil
 }
