@@ -135,39 +135,13 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	api.SetLatency(20 * time.Millisecond)
 	w := startWorker(t, workerEnv(r, api, "ENROLLQ_CONCURRENCY=8"))
 
-	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueSignup))
-	var mu sync.Mutex
-	var ok []string
-	failed := 0
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			s := verisoultest.NewSessionID()
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			_, err := enq.Enroll(cctx, s, "a")
-			cancel()
-			mu.Lock()
-			if err == nil {
-				ok = append(ok, s)
-			} else {
-				failed++
-			}
-			mu.Unlock()
-			time.Sleep(time.Duration(5+rand.IntN(10)) * time.Millisecond)
-		}
-	}()
+	stopProducer := produce(rdb)
 	time.Sleep(2 * time.Second)
 	r.kill()
 	time.Sleep(2 * time.Second)
 	r.start()
 	time.Sleep(3 * time.Second)
-	stop()
-	<-done
-	mu.Lock()
-	accepted := append([]string(nil), ok...)
-	mu.Unlock()
+	accepted, failed := stopProducer()
 	completed, archived := waitDrained(t, rdb, tasks.QueueSignup, accepted, 3*time.Minute)
 	w.signal(syscall.SIGTERM)
 	w.wait(t, 30*time.Second)
@@ -263,29 +237,7 @@ func TestSentinelFailover(t *testing.T) {
 	w := startWorker(t, []string{"REDIS_URL=" + url, "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL,
 		"ENROLLQ_RATE_LIMIT=60000", "ENROLLQ_RETRY_BASE=1s", "ENROLLQ_RETRY_MAX=3s", "ENROLLQ_CONCURRENCY=8"})
 
-	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueSignup))
-	var mu sync.Mutex
-	var ok []string
-	refused := 0
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			s := verisoultest.NewSessionID()
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			_, err := enq.Enroll(cctx, s, "a")
-			cancel()
-			mu.Lock()
-			if err == nil {
-				ok = append(ok, s)
-			} else {
-				refused++
-			}
-			mu.Unlock()
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
+	stopProducer := produce(rdb)
 	time.Sleep(2 * time.Second)
 	killedAt := time.Now()
 	master.kill()
@@ -302,11 +254,7 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	failover := time.Since(killedAt)
 	time.Sleep(3 * time.Second)
-	stop()
-	<-done
-	mu.Lock()
-	accepted := append([]string(nil), ok...)
-	mu.Unlock()
+	accepted, refused := stopProducer()
 
 	// Every accepted enqueue that reached the new master is processed; the
 	// ones acknowledged by the old master but not yet replicated are lost.
@@ -352,4 +300,40 @@ func replicaLinked(master *redisProc) error {
 		return fmt.Errorf("no synced replica yet")
 	}
 	return nil
+}
+
+// produce enqueues signup tasks in a loop, a few milliseconds apart, each
+// with a one-second deadline, until the returned function is called; that
+// returns the sessions whose enqueue returned success and how many failed.
+func produce(rdb redis.UniversalClient) (stop func() (accepted []string, failed int)) {
+	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueSignup))
+	var mu sync.Mutex
+	var ok []string
+	failures := 0
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			s := verisoultest.NewSessionID()
+			cctx, c := context.WithTimeout(ctx, time.Second)
+			_, err := enq.Enroll(cctx, s, "a")
+			c()
+			mu.Lock()
+			if err == nil {
+				ok = append(ok, s)
+			} else {
+				failures++
+			}
+			mu.Unlock()
+			time.Sleep(time.Duration(5+rand.IntN(10)) * time.Millisecond)
+		}
+	}()
+	return func() ([]string, int) {
+		cancel()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), ok...), failures
+	}
 }
