@@ -337,3 +337,63 @@ func produce(rdb redis.UniversalClient) (stop func() (accepted []string, failed 
 		return append([]string(nil), ok...), failures
 	}
 }
+
+// TestOutcomeSuiteOnCluster runs the worker's outcome-table tests against a
+// 3-master Redis Cluster: asynq's keys, the rate budget, the session state
+// and the dead-letter record must all work with keys spread over slots.
+func TestOutcomeSuiteOnCluster(t *testing.T) {
+	need(t)
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Fatal("the cluster test needs redis-cli (Debian's redis-tools) to create the cluster")
+	}
+	var nodes []string
+	for range 3 {
+		n := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		nodes = append(nodes, n.addr())
+	}
+	args := append([]string{"--cluster", "create"}, nodes...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: nodes})
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := c.ClusterInfo(context.Background()).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster never became ok: %v %s", err, info)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Every outcome-table test of the worker; the key-leak test scans keys,
+	// which a cluster spreads over nodes, so it runs on one server only.
+	outcomes := "TestSuccessKeepsRequestID|TestTerminalCodesDeadLetterAtOnce|TestNotReadyCodes.*|TestTransient.*|TestTimeoutThenSuccess|TestLostResponse.*|TestCrashMidCallIsReconciled|TestRateLimited.*|TestUnreadable200IsTransient|TestInvalidPayloadDeadLettersWithoutCalling|TestWrongKey.*|TestDuplicateEnqueueCallsOnce|TestSameSessionInBothQueues|TestExpiredSessionIsNotSent|TestRetriesStopAtTheDeadline|TestCrashBetweenRecordAndArchive|TestDeadLetterRecordFollowsAsynqRun|TestSharedBudgetAcrossWorkers|TestBreakerOpensOnStormAndCloses|TestSignupFirstWhileBackfillDrains|TestMetricsAfterAScriptedRun"
+	list, err := exec.Command("go", "test", "-list", "^("+outcomes+")$", "../worker").Output()
+	if err != nil {
+		t.Fatalf("go test -list: %v", err)
+	}
+	want := strings.Count(string(list), "\nTest") + strings.Count(string(list[:min(len(list), 4)]), "Test")
+	cmd := exec.Command("go", "test", "-count=1", "-run", "^("+outcomes+")$", "-v", "../worker")
+	cmd.Env = append(os.Environ(), "ENROLLQ_TEST_REDIS_CLUSTER="+strings.Join(nodes, ","))
+	out, err := cmd.CombinedOutput()
+	passed := strings.Count(string(out), "--- PASS")
+	if err != nil {
+		var fails []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, "--- FAIL") || strings.Contains(l, "_test.go:") {
+				fails = append(fails, l)
+			}
+		}
+		t.Fatalf("the outcome suite failed on the cluster (%d passed): %v\n%s", passed, err, strings.Join(fails[:min(len(fails), 40)], "\n"))
+	}
+	// Top-level tests only (subtests pass too, indented).
+	top := strings.Count(string(out), "\n--- PASS")
+	if top < want || want < 20 {
+		t.Fatalf("%d of the %d selected tests passed on the cluster", top, want)
+	}
+	t.Logf("outcome-table suite on a 3-master Redis Cluster: %d tests (and %d subtests) passed", top, passed-top)
+}

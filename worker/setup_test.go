@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,7 +54,7 @@ const testAPIKey = "sk_test_9f2b1c7e-worker-secret-key"
 // server through worker.Worker, and the fake API.
 type bundle struct {
 	t      *testing.T
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	api    *verisoultest.Server
 	queue  string
 	prefix string
@@ -119,7 +120,7 @@ func randHex(n int) string {
 
 func setup(t *testing.T, o setupOpts) *bundle {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr(t), DB: redisDB})
+	rdb := testRedis(t)
 	b := &bundle{
 		t:      t,
 		rdb:    rdb,
@@ -247,3 +248,14 @@ func (s *syncBuffer) String() string {
 
 // newSessionID is a fresh random session id.
 var newSessionID = verisoultest.NewSessionID
+
+// testRedis is this package's Redis: its own database on the test server,
+// or, when ENROLLQ_TEST_REDIS_CLUSTER names cluster nodes (host:port,…), a
+// Redis Cluster — the chaos suite runs the outcome tests that way.
+func testRedis(t *testing.T) redis.UniversalClient {
+	t.Helper()
+	if nodes := os.Getenv("ENROLLQ_TEST_REDIS_CLUSTER"); nodes != "" {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(nodes, ",")})
+	}
+	return redis.NewClient(&redis.Options{Addr: redistest.Addr(t), DB: redisDB})
+}
