@@ -17,9 +17,12 @@ import (
 
 	"github.com/enrollq/enrollq/dashboard"
 	"github.com/enrollq/enrollq/deadletter"
+	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/internal/redistest"
 	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
+	"github.com/enrollq/enrollq/worker"
 )
 
 // The tests run against the real Redis, on database 6 (this package's own),
@@ -74,61 +77,60 @@ func (b *bundle) serve(t *testing.T, opts dashboard.Options) *httptest.Server {
 	return srv
 }
 
-// archive enqueues n enrollment tasks in the bundle's queue and has a real
-// asynq server dead-letter them the way the worker does: the durable record
-// first, then the error that makes asynq archive the task at once. It
-// returns their task IDs once all are archived.
+// archive enqueues n enrollment tasks in the bundle's queue for sessions
+// past their 30-day window, and has a real worker dead-letter them (record
+// first, then asynq's archive; no API call for an expired session). The
+// worker is stopped before it returns, so tasks run again stay pending. It
+// returns their task IDs once all are archived and recorded.
 func (b *bundle) archive(t *testing.T, n int) []string {
 	t.Helper()
-	client := asynq.NewClientFromRedisClient(b.rdb)
-	var ids []string
-	for range n {
-		p, err := tasks.NewEnrollPayload(verisoultest.NewSessionID(), "acct-dash")
-		if err != nil {
-			t.Fatal(err)
-		}
-		task, err := tasks.NewEnrollTask(p, tasks.Options{Queue: b.queue, MaxRetry: 3})
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := client.Enqueue(task)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, info.ID)
-	}
-	srv := asynq.NewServerFromRedisClient(b.rdb, asynq.Config{
-		Queues:            map[string]int{b.queue: 1},
-		Concurrency:       2,
-		TaskCheckInterval: 50 * time.Millisecond,
-		LogLevel:          asynq.FatalLevel,
-		ShutdownTimeout:   2 * time.Second,
-	})
-	err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
-		id, _ := asynq.GetTaskID(ctx)
-		queue, _ := asynq.GetQueueName(ctx)
-		retried, _ := asynq.GetRetryCount(ctx)
-		p, err := tasks.DecodeEnrollPayload(task.Payload())
-		if err != nil {
-			return err
-		}
-		now := time.Now()
-		rec := deadletter.Record{
-			TaskID: id, Queue: queue, SessionID: p.SessionID, AccountID: p.AccountID,
-			Code: deadCode, LastError: deadCode + ": x", Attempts: 1,
-			FirstAttempt: now, LastAttempt: now, DeadAt: now, Retried: retried,
-		}
-		if err := b.store.Put(ctx, rec); err != nil {
-			return err
-		}
-		return fmt.Errorf("%s: x: %w", deadCode, asynq.SkipRetry)
-	}))
+	api := verisoultest.NewServer("dash-test-key")
+	defer api.Close()
+	client, err := verisoul.New(api.URL, "dash-test-key")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Shutdown()
+	w, err := worker.New(worker.Config{
+		Redis: b.rdb, API: client, APIKeyID: worker.KeyID("dash-test-key"),
+		Queues: map[string]int{b.queue: 1}, Concurrency: 2, PollInterval: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enq := enqueue.New(b.rdb, enqueue.WithQueue(b.queue))
+	var ids []string
+	for range n {
+		got, err := enq.Enroll(context.Background(), verisoultest.NewSessionID(), "acct-dash", enqueue.WithCreatedAt(time.Now().Add(-40*24*time.Hour)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, got.TaskID)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}()
 	for _, id := range ids {
 		b.waitState(t, id, asynq.TaskStateArchived)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if _, ok, _ := b.store.Get(context.Background(), id); ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("task %s archived without a record", id)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if n := len(api.Calls()); n != 0 {
+		t.Fatalf("the API received %d calls for expired sessions", n)
 	}
 	return ids
 }

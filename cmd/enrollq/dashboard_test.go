@@ -44,58 +44,34 @@ func startDashboard(t *testing.T, env []string, args ...string) (addr string, st
 	return addr, stop
 }
 
-// archiveSignupTask enqueues a session with `enrollq enqueue` and has a
-// real asynq server on the signup queue dead-letter it exactly as the worker
-// does: the durable record first, then the error that archives the task at
-// once. It returns the task ID once asynq has archived it.
+// archiveSignupTask dead-letters a session the way production does: the
+// API answers session_not_found, and a real `enrollq worker` records the
+// dead letter and archives the task. The worker is stopped before it
+// returns, so a task the dashboard runs again stays pending for the
+// assertions. It returns the task ID.
 func archiveSignupTask(t *testing.T, rdb *redis.Client, env []string) string {
 	t.Helper()
+	api := verisoultest.NewServer(apiKey)
+	t.Cleanup(api.Close)
 	session := newSessionID()
+	api.Script(session, verisoultest.Fail(verisoul.CodeSessionNotFound))
 	if r := enrollq(t, env, "enqueue", "--session-id", session, "--account-id", "acct-dash"); r.code != 0 {
 		t.Fatalf("enqueue: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	stop, _ := startWorker(t, append([]string{"VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL}, env...))
+	defer stop()
 	taskID := tasks.TaskID(session)
-	store := deadletter.New(rdb, "")
-	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Queues:            map[string]int{tasks.QueueSignup: 1},
-		TaskCheckInterval: 50 * time.Millisecond,
-		LogLevel:          asynq.FatalLevel,
-		ShutdownTimeout:   2 * time.Second,
-	})
-	err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
-		id, _ := asynq.GetTaskID(ctx)
-		queue, _ := asynq.GetQueueName(ctx)
-		retried, _ := asynq.GetRetryCount(ctx)
-		p, err := tasks.DecodeEnrollPayload(task.Payload())
-		if err != nil {
-			return err
-		}
-		code := verisoul.CodeSessionOlderThan30Days
-		now := time.Now()
-		if err := store.Put(ctx, deadletter.Record{
-			TaskID: id, Queue: queue, SessionID: p.SessionID, AccountID: p.AccountID,
-			Code: code, LastError: code + ": x", Attempts: 1,
-			FirstAttempt: now, LastAttempt: now, DeadAt: now, Retried: retried,
-		}); err != nil {
-			return err
-		}
-		return fmt.Errorf("%s: x: %w", code, asynq.SkipRetry)
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Stop serving the queue before the dashboard runs the task again, so
-	// that it stays pending for the assertions.
-	defer srv.Shutdown()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
+	store := deadletter.New(rdb, "")
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		info, err := insp.GetTaskInfo(tasks.QueueSignup, taskID)
-		if err == nil && info.State == asynq.TaskStateArchived {
+		_, recorded, _ := store.Get(context.Background(), taskID)
+		if err == nil && info.State == asynq.TaskStateArchived && recorded {
 			return taskID
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("task %s never archived: %+v %v", taskID, info, err)
+			t.Fatalf("task %s never dead-lettered: %+v %v (recorded %v)", taskID, info, err, recorded)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -201,7 +177,7 @@ func TestDashboardBrowserRunsArchivedTask(t *testing.T) {
 		t.Fatalf("opening %s: status %d", page, resp.Status)
 	}
 	// The row of the dead letter, found by its error text.
-	const row = `//tr[contains(., "session_older_than_30_days")]`
+	const row = `//tr[contains(., "session_not_found")]`
 	if err := chromedp.Do(browserCtx, chromedp.WaitVisible(row)); err != nil {
 		html, _ := chromedp.Run(browserCtx, chromedp.OuterHTML(chromedp.CSS("body")))
 		t.Fatalf("the archived task never showed: %v\n%.3000s", err, html)
