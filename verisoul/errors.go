@@ -112,6 +112,11 @@ func (e *APIError) Timeout() bool {
 	return errors.As(e.Err, &t) && t.Timeout()
 }
 
+// Unreachable reports whether the API could not be reached at all (the
+// connection could not be made): nothing was sent, but the API or the path to
+// it is down — unlike input that could not be sent.
+func (e *APIError) Unreachable() bool { return e.NotSent && isDialError(e.Err) }
+
 // OutcomeUnknown reports whether the API may have acted on the request even
 // though no success was seen: the request may have been sent and the answer
 // lost (no response), the server failed midway (5xx), the call timed out

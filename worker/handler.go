@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"time"
 
@@ -287,8 +286,8 @@ func (w *Worker) deadLetter(ctx context.Context, r deadletter.Record, code strin
 	return dle
 }
 
-// peek reads, in one round trip, what earlier attempts left: the session's
-// state and the task's dead-letter record, if any.
+// peek reads what earlier attempts left: the session's state and the task's
+// dead-letter record, if any (two reads).
 func (w *Worker) peek(ctx context.Context, sessionID, taskID string) (sessionState, *deadletter.Record, error) {
 	st, err := w.state.peek(ctx, sessionID)
 	if err != nil {
@@ -322,19 +321,10 @@ func outcomeOf(err error) callOutcome {
 		o.rejected = true
 	case e.Status == 0 && errors.Is(e, context.Canceled):
 		// Our own shutdown says nothing about the API.
-	case e.Status == 0 && !e.NotSent, e.Status == 408, e.Status >= 500:
+	case e.Status == 0 && !e.NotSent, e.Status == 408, e.Status >= 500, e.Unreachable():
 		o.transient = true
-	case e.NotSent && e.Status == 0:
-		o.transient = isDial(e)
 	}
 	return o
-}
-
-// isDial: a connection that could not be made counts against the API's
-// health; input that could not be sent does not.
-func isDial(e *verisoul.APIError) bool {
-	var op *net.OpError
-	return errors.As(e, &op)
 }
 
 func (w *Worker) writeResult(ctx context.Context, t *asynq.Task, log *slog.Logger, r Result) {

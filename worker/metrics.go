@@ -89,7 +89,7 @@ func (m *Metrics) observeAttempt(err error) {
 		m.deadLetters.WithLabelValues(dle.Code).Inc()
 	case errors.As(err, &re) && !re.counted:
 		m.attempts.WithLabelValues(Wait.String(), code).Inc()
-		m.retries.WithLabelValues("false", waitReason(re, apiErr)).Inc()
+		m.retries.WithLabelValues("false", waitReason(apiErr)).Inc()
 	default:
 		m.attempts.WithLabelValues(Retry.String(), code).Inc()
 		m.retries.WithLabelValues("true", "transient").Inc()
@@ -97,7 +97,7 @@ func (m *Metrics) observeAttempt(err error) {
 }
 
 // waitReason names an uncounted wait for the retries metric.
-func waitReason(re *retryError, apiErr *verisoul.APIError) string {
+func waitReason(apiErr *verisoul.APIError) string {
 	switch {
 	case apiErr == nil:
 		return "not_admitted"

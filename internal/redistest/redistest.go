@@ -32,7 +32,6 @@ import (
 var (
 	once    sync.Once
 	addr    string
-	kind    string
 	cleanup func()
 	err     error
 )
@@ -68,9 +67,6 @@ func MustAddr() string {
 	return addr
 }
 
-// Kind says which server Addr found: "shared", "child" or "miniredis".
-func Kind() string { once.Do(find); return kind }
-
 // Client returns a client on database db of the test server, closed when the
 // test ends.
 func Client(tb testing.TB, db int) *redis.Client {
@@ -94,7 +90,7 @@ func find() {
 	case "child":
 		// Force a private redis-server (to test this fallback).
 		a, stop, serr := StartServer("")
-		addr, kind, cleanup, err = a, "child", stop, serr
+		addr, cleanup, err = a, stop, serr
 		return
 	case "miniredis":
 		// Force the embedded server (to test the last fallback).
@@ -103,7 +99,7 @@ func find() {
 			err = serr
 			return
 		}
-		addr, kind, cleanup = m.Addr(), "miniredis", m.Close
+		addr, cleanup = m.Addr(), m.Close
 		return
 	}
 	if want != "" {
@@ -111,17 +107,17 @@ func find() {
 			err = fmt.Errorf("ENROLLQ_TEST_REDIS=%s does not answer PING", want)
 			return
 		}
-		addr, kind = want, "shared"
+		addr = want
 		return
 	}
 	if ping("127.0.0.1:6379") {
-		addr, kind = "127.0.0.1:6379", "shared"
+		addr = "127.0.0.1:6379"
 		return
 	}
 	if path, lerr := exec.LookPath("redis-server"); lerr == nil {
 		a, stop, serr := StartServer(path)
 		if serr == nil {
-			addr, kind, cleanup = a, "child", stop
+			addr, cleanup = a, stop
 			return
 		}
 		fmt.Fprintf(os.Stderr, "redistest: could not start redis-server (%v); falling back to miniredis\n", serr)
@@ -132,7 +128,7 @@ func find() {
 		return
 	}
 	fmt.Fprintln(os.Stderr, "redistest: WARNING: no Redis at 127.0.0.1:6379 and no redis-server on PATH; testing against an embedded miniredis. Install redis-server (apt-get install redis-server) to test against the real thing.")
-	addr, kind, cleanup = m.Addr(), "miniredis", m.Close
+	addr, cleanup = m.Addr(), m.Close
 }
 
 // StartServer starts a redis-server child process (binary path, or
