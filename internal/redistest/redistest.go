@@ -21,7 +21,8 @@
 // under OwnedPrefixes — asynq's (`asynq:{<queue>}:…` and the global
 // `asynq:queues`, `asynq:servers…`, `asynq:workers…`, which asynq cannot be
 // told to prefix otherwise, hence a database of their own) and enrollq's
-// (`enrollq:`; tests choose their own prefixes under it). Run refuses to run
+// (`enrollq:`, and `rate:enrollq:` where the rate limiter keeps enrollq's
+// budgets; tests choose their own prefixes under `enrollq:`). Run refuses to run
 // the package's tests, with an error naming the keys, when any key under
 // those prefixes is already in its database: they would belong to someone
 // else's queues. No test flushes a database: Reset and Run's clean-up delete
@@ -50,9 +51,10 @@ import (
 )
 
 // OwnedPrefixes are the key prefixes a test package owns in its database:
-// asynq's and enrollq's. Tests that pick a key prefix of their own pick it
-// under "enrollq:".
-var OwnedPrefixes = []string{"asynq:", "enrollq:"}
+// asynq's, enrollq's, and the rate limiter's keys for enrollq's budgets
+// (redis_rate puts "rate:" before the key it is given). Tests that pick a key
+// prefix of their own pick it under "enrollq:".
+var OwnedPrefixes = []string{"asynq:", "enrollq:", "rate:enrollq:"}
 
 // Kind of server the test process got.
 const (
