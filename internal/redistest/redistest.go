@@ -71,8 +71,13 @@ var (
 	err     error
 
 	claimMu sync.Mutex
-	claimed []int // databases Run claimed for this process
+	claimed []int // databases the tests of this process may use
+	owned   []int // of those, the ones this process checked and cleans up
 )
+
+// envClaimed passes the databases a test process checked to the test
+// processes it starts (a test re-running its binary), as "addr/db" words.
+const envClaimed = "ENROLLQ_TEST_REDIS_CLAIMED"
 
 // Run runs the package's tests on databases dbs, then deletes what the tests
 // left under OwnedPrefixes there, stops any server this process started, and
@@ -86,16 +91,30 @@ func Run(m *testing.M, dbs ...int) int {
 			fmt.Fprintf(os.Stderr, "redistest: %v\n", err)
 			return 1
 		}
+		inherited := strings.Fields(os.Getenv(envClaimed))
+		var mine []string
 		for _, db := range dbs {
+			tag := fmt.Sprintf("%s/%d", addr, db)
+			if slices.Contains(inherited, tag) {
+				// A test of the package re-ran its test binary: the parent
+				// process checked the database and cleans it up.
+				claimMu.Lock()
+				claimed = append(claimed, db)
+				claimMu.Unlock()
+				continue
+			}
 			if cerr := claim(db); cerr != nil {
 				fmt.Fprintf(os.Stderr, "redistest: %v\n", cerr)
 				return 1
 			}
+			owned = append(owned, db)
+			mine = append(mine, tag)
 		}
+		_ = os.Setenv(envClaimed, strings.Join(append(inherited, mine...), " "))
 	}
 	code := m.Run()
 	if kind == KindShared {
-		for _, db := range dbs {
+		for _, db := range owned {
 			if cerr := deleteOwned(addr, db); cerr != nil {
 				fmt.Fprintf(os.Stderr, "redistest: cleaning database %d: %v\n", db, cerr)
 				if code == 0 {

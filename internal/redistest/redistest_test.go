@@ -37,7 +37,7 @@ func helper(t *testing.T, name string, env ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^"+name+"$", "-test.count=1", "-test.v")
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "ENROLLQ_TEST_REDIS=") {
+		if !strings.HasPrefix(kv, "ENROLLQ_TEST_REDIS") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
@@ -181,6 +181,36 @@ func TestHelperUsesOwnedKeys(t *testing.T) {
 	}
 	// Left for Run's clean-up at the end of the process.
 	fill()
+}
+
+// TestSharedServerNestedTestProcess: a test that runs its test binary again
+// (as enqueue's stdin test does) works in the database its parent process
+// checked, instead of being refused for the parent's keys.
+func TestSharedServerNestedTestProcess(t *testing.T) {
+	addr, stop, err := redistest.StartServer("")
+	if err != nil {
+		t.Skipf("needs redis-server on PATH: %v", err)
+	}
+	t.Cleanup(stop)
+	check := sentinels(t, addr, nil)
+	out, err := helper(t, "TestHelperNested", "ENROLLQ_TEST_REDIS="+addr)
+	if err != nil || !strings.Contains(out, "--- PASS: TestHelperNested") {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	check()
+}
+
+func TestHelperNested(t *testing.T) {
+	inHelper(t)
+	rdb := redistest.Client(t, helperDB)
+	if err := rdb.Set(context.Background(), "enrollq:test-parent", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperUsesOwnedKeys$", "-test.count=1", "-test.v")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestHelperUsesOwnedKeys") {
+		t.Fatalf("nested test process: %v\n%s", err, out)
+	}
 }
 
 // TestSharedServerRefusesAClaimedDatabase: when the package's database
