@@ -418,9 +418,32 @@ func (c Config) ResolvedConcurrency() int {
 	return min(max(n, MinDerivedConcurrency), MaxDerivedConcurrency)
 }
 
-// RedactedRedisURL returns RedisURL with its password replaced by "xxxxx";
-// the user name is kept.
-func (c Config) RedactedRedisURL() string { return redactUserinfo(c.RedisURL) }
+// RedactedRedisURL returns RedisURL with its password replaced by "xxxxx",
+// and so the value of a sentinel_password (or password) query option; the
+// user name is kept.
+func (c Config) RedactedRedisURL() string {
+	return redactQuery(redactUserinfo(c.RedisURL), "sentinel_password", "password")
+}
+
+// redactQuery replaces the values of the named query options with "xxxxx",
+// on the raw text like redactUserinfo.
+func redactQuery(raw string, names ...string) string {
+	_, query, ok := strings.Cut(raw, "?")
+	if !ok {
+		return raw
+	}
+	head := raw[:len(raw)-len(query)]
+	parts := strings.Split(query, "&")
+	for i, p := range parts {
+		k, _, hasValue := strings.Cut(p, "=")
+		for _, n := range names {
+			if hasValue && k == n {
+				parts[i] = k + "=xxxxx"
+			}
+		}
+	}
+	return head + strings.Join(parts, "&")
+}
 
 // attrs lists every setting as shown to people: secrets redacted, the base
 // URL and concurrency resolved, durations as Go duration strings (slog's

@@ -519,6 +519,9 @@ func TestRedactedRedisURL(t *testing.T) {
 		{"redis://app@h", "redis://app@h"},
 		{"redis://:p@ss/w#" + testPassword + "@h/1", "redis://:xxxxx@h/1"},
 		{"", ""},
+		{"redis-sentinel://:" + testPassword + "@h1,h2/?master=m&sentinel_password=" + testPassword + "&db=2", "redis-sentinel://:xxxxx@h1,h2/?master=m&sentinel_password=xxxxx&db=2"},
+		{"redis-sentinel://h1/?sentinel_password=" + testPassword, "redis-sentinel://h1/?sentinel_password=xxxxx"},
+		{"redis://h/0?password=" + testPassword + "&client_name=x", "redis://h/0?password=xxxxx&client_name=x"},
 	}
 	for _, tt := range tests {
 		c := Config{RedisURL: tt.in}
