@@ -110,6 +110,13 @@ func Parse(raw string, files TLS) (Conn, error) {
 				return Conn{}, fmt.Errorf("REDIS_URL: give the master's credentials as the URL's user info (%s://user:pass@…), not as ?%s=", u.Scheme, k)
 			}
 		}
+		for _, k := range []string{"route_by_latency", "route_randomly", "replica_only"} {
+			// go-redis's failover client panics on the first two, and
+			// enrollq writes, so it needs the master.
+			if q.Has(k) {
+				return Conn{}, fmt.Errorf("REDIS_URL: %s:// does not take %s: enrollq reads and writes on the master", u.Scheme, k)
+			}
+		}
 		sentinelPass, hasSentinelPass := q.Get("sentinel_password"), q.Has("sentinel_password")
 		q.Del("sentinel_password")
 		gu := url.URL{Scheme: scheme, Host: first, Path: u.Path, RawQuery: q.Encode()}
@@ -209,7 +216,8 @@ func hostList(u *url.URL, q url.Values) (string, error) {
 	return hosts[0], nil
 }
 
-// popBool removes a true/false query option and returns its value.
+// popBool removes a true/false query option and returns its value, read as
+// go-redis reads its own (an empty value is false).
 func popBool(q url.Values, name string) (bool, error) {
 	if !q.Has(name) {
 		return false, nil
@@ -217,9 +225,9 @@ func popBool(q url.Values, name string) (bool, error) {
 	v := q.Get(name)
 	q.Del(name)
 	switch v {
-	case "true", "1", "":
+	case "true", "1":
 		return true, nil
-	case "false", "0":
+	case "false", "0", "":
 		return false, nil
 	}
 	return false, fmt.Errorf("REDIS_URL: %s must be true or false, got %q", name, v)

@@ -167,6 +167,8 @@ func TestParseErrors(t *testing.T) {
 		{"redis-cluster://:" + secret + "@h:7000?bogus=1", "unexpected option: bogus"},
 		{"redis-sentinel://:" + secret + "@h:26379/", "?master=NAME"},
 		{"redis-sentinel://h:26379/?master=m&password=" + secret, "user info"},
+		{"redis-sentinel://h:26379/?master=m&route_by_latency=true", "does not take route_by_latency"},
+		{"rediss-sentinel://h:26379/?master=m&replica_only=true", "does not take replica_only"},
 		{"redis-cluster://:" + secret + "@h:7000/3", "only database 0"},
 		{"redis-cluster://:" + secret + "@/", "at least one host"},
 		{"redis://:" + secret + "@h:6379/0?skip_verify=true", "skip_verify needs a TLS scheme"},
