@@ -35,8 +35,8 @@ func TestEnrollManyResultsPerRow(t *testing.T) {
 		enqueue.Row{Line: 2, SessionID: s1, AccountID: "a"},
 		enqueue.Row{Line: 3, SessionID: "bad", AccountID: "b"},
 		enqueue.Row{Line: 4, SessionID: s2, AccountID: "c", CreatedAt: old},
-		enqueue.Row{Line: 5, SessionID: s1, AccountID: "dup"},
-		enqueue.Row{Line: 6, SessionID: s3, AccountID: "d"},
+		enqueue.Row{Line: 5, SessionID: s1, AccountID: "a"},
+		enqueue.Row{Line: 6, SessionID: s3, AccountID: "queued-before"},
 		enqueue.Row{Line: 7, SessionID: newSessionID(), AccountID: "", CreatedAt: old},
 	)
 	got := map[int]enqueue.RowResult{}
@@ -81,7 +81,7 @@ func TestEnrollManyFirstRowWins(t *testing.T) {
 	var rows []enqueue.Row
 	for i := range 200 {
 		if i%20 == 0 {
-			rows = append(rows, enqueue.Row{Line: i + 2, SessionID: s, AccountID: "acct-" + time.Duration(i).String()})
+			rows = append(rows, enqueue.Row{Line: i + 2, SessionID: s, AccountID: "acct-s"})
 		} else {
 			rows = append(rows, enqueue.Row{Line: i + 2, SessionID: newSessionID(), AccountID: "x"})
 		}
