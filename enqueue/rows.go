@@ -100,9 +100,20 @@ func FormatFor(name, explicit string) (Format, error) {
 // goroutine; and closer, which closes the file (standard input is left
 // open).
 //
+// gzip checks its CRC only at the end of the stream, so damage in the
+// middle decompresses to wrong bytes first: rows that are not in the
+// original file, some of them valid. For a regular file OpenInput therefore
+// decompresses the whole stream once before returning (a quick pass next to
+// the API's rate limit) and returns an error for a corrupt or truncated one,
+// before any row is read. Standard input and pipes cannot be read twice: for
+// them ReadRows stops at the first record that is not valid UTF-8, which
+// only damage explains in such a stream, but damage that decodes to valid
+// text is found only at the end, after the rows before it.
+//
 // Errors name the file: "open rows.csv: no such file or directory" (an
-// *fs.PathError). A name ending in ".gz" whose content is not gzip, or a
-// broken gzip header, is an error wrapping a *FormatError. A gzip stream
+// *fs.PathError). A name ending in ".gz" whose content is not gzip, a
+// broken gzip header, or a regular file whose gzip stream is corrupt or
+// truncated, is an error wrapping a *FormatError. A gzip stream from a pipe
 // found corrupt or truncated later makes the reader return a *FormatError,
 // which ReadRows yields with the line it had reached. An empty file is not
 // an error here: ReadRows reports it.
@@ -119,6 +130,10 @@ func OpenInput(name string) (r io.Reader, size int64, consumed func() int64, clo
 	size = -1
 	if fi, err := file.Stat(); err == nil && fi.Mode().IsRegular() && name != "-" {
 		size = fi.Size()
+		if err := verifyGzip(file); err != nil {
+			_ = closeFile()
+			return nil, -1, nil, nil, fmt.Errorf("%s: %w", display, err)
+		}
 	}
 	src := &countingReader{r: file}
 	br := bufio.NewReaderSize(src, readBufferSize)
@@ -140,7 +155,33 @@ func OpenInput(name string) (r io.Reader, size int64, consumed func() int64, clo
 		_ = closeFile()
 		return nil, -1, nil, nil, fmt.Errorf("%s: %w", display, src.gzipError(err))
 	}
-	return &gzipInput{zr: zr, src: src}, size, src.consumed, closeFile, nil
+	return &gzipInput{zr: zr, src: src, verified: size >= 0}, size, src.consumed, closeFile, nil
+}
+
+// verifyGzip reads a regular file through to the end of its gzip stream,
+// when it is one, so that a bad checksum or a truncation is found before any
+// row is read, and puts the file back at its start. A file that is not gzip
+// is left to OpenInput's own checks.
+func verifyGzip(file *os.File) error {
+	src := &countingReader{r: file}
+	br := bufio.NewReaderSize(src, readBufferSize)
+	head, _ := br.Peek(2)
+	if len(head) == 2 && head[0] == 0x1f && head[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err == nil {
+			_, err = io.Copy(io.Discard, zr)
+		}
+		if err != nil {
+			if fe, ok := errors.AsType[*FormatError](src.gzipError(err)); ok {
+				c := *fe
+				c.Reason += " (found by checking the whole gzip stream before reading any row)"
+				return &c
+			}
+			return err
+		}
+	}
+	_, err := file.Seek(0, io.SeekStart)
+	return err
 }
 
 // countingReader counts the bytes read from the file, for progress, and
@@ -177,9 +218,12 @@ func (c *countingReader) gzipError(err error) error {
 }
 
 // gzipInput is the decompressed input; see countingReader.gzipError.
+// verified says OpenInput checked the whole stream before; ReadRows is
+// stricter with a stream it did not (see OpenInput).
 type gzipInput struct {
-	zr  *gzip.Reader
-	src *countingReader
+	zr       *gzip.Reader
+	src      *countingReader
+	verified bool
 }
 
 func (g *gzipInput) Read(p []byte) (int, error) {
@@ -282,6 +326,9 @@ func readRows(r io.Reader, f Format, limit int) iter.Seq2[Row, error] {
 			yield(Row{}, fmt.Errorf("enqueue.ReadRows: unknown format %v", f))
 			return
 		}
+		if g, ok := r.(*gzipInput); ok && !g.verified {
+			yield = stopAtDamage(yield)
+		}
 		src := bufio.NewReaderSize(r, readBufferSize)
 		head, err := src.Peek(3)
 		switch {
@@ -297,6 +344,24 @@ func readRows(r io.Reader, f Format, limit int) iter.Seq2[Row, error] {
 		} else {
 			readCSV(src, limit, yield)
 		}
+	}
+}
+
+// stopAtDamage makes a yield for a gzip stream that could not be checked
+// before reading (standard input, a pipe): a record that is not valid UTF-8
+// is taken for damage and ends the reading with a *FormatError, so that
+// nothing after it is read as rows. Damage that decodes to valid text
+// passes; the checksum at the end of the stream finds it.
+func stopAtDamage(yield func(Row, error) bool) func(Row, error) bool {
+	return func(row Row, err error) bool {
+		for _, f := range row.Raw {
+			if !utf8.ValidString(f) {
+				yield(Row{}, &FormatError{Line: row.Line, Reason: "not valid UTF-8 in gzip data read from standard input or a pipe, whose checksum is checked only at its end: " +
+					"taken for a corrupt stream, reading stops here (give the file by name to have the whole stream checked before any row is read)"})
+				return false
+			}
+		}
+		return yield(row, err)
 	}
 }
 

@@ -635,7 +635,8 @@ func TestOpenInputErrors(t *testing.T) {
 		t.Errorf("broken gzip header: %v", err)
 	}
 
-	// Damage found while reading is a FormatError with the line reached.
+	// Damage in a regular file is found by OpenInput, before any row is
+	// read; in a pipe, while reading: a FormatError with the line reached.
 	var b strings.Builder
 	b.WriteString("session_id,account_id\n")
 	for i := range 20_000 {
@@ -651,13 +652,89 @@ func TestOpenInputErrors(t *testing.T) {
 		{"corrupt", slices.Concat(good[:len(good)/2], bytes.Repeat([]byte{0xff}, 64), good[len(good)/2+64:]), "corrupt gzip stream: "},
 		{"bad checksum", slices.Concat(good[:len(good)-8], []byte{1, 2, 3, 4}, good[len(good)-4:]), "corrupt gzip stream: gzip: invalid checksum"},
 	} {
+		name := writeTemp(t, "rows.gz", c.data)
+		_, _, _, _, err := enqueue.OpenInput(name)
+		var fe *enqueue.FormatError
+		if !errors.As(err, &fe) || !strings.HasPrefix(err.Error(), name+": ") || !strings.Contains(fe.Reason, c.want) || !strings.Contains(fe.Reason, "before reading any row") {
+			t.Errorf("%s, regular file: OpenInput = %v", c.name, err)
+		}
 		for _, f := range []enqueue.Format{enqueue.FormatCSV, enqueue.FormatJSONL} {
-			got := openAndReadLast(t, writeTemp(t, "rows.gz", c.data), f)
-			var fe *enqueue.FormatError
+			got := openAndReadLast(t, fifoOf(t, c.data), f)
 			if !errors.As(got.err, &fe) || fe.Line < 2 || !strings.Contains(fe.Reason, c.want) {
-				t.Errorf("%s %v: last yield %v (after %d)", c.name, f, got.err, got.n)
+				t.Errorf("%s %v, pipe: last yield %v (after %d)", c.name, f, got.err, got.n)
 			}
 		}
+	}
+}
+
+// fifoOf returns a named pipe that yields data once, to be opened with
+// OpenInput like standard input.
+func fifoOf(t *testing.T, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "pipe")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatalf("mkfifo: %v", err)
+	}
+	go func() {
+		w, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err == nil {
+			_, _ = w.Write(data)
+			_ = w.Close()
+		}
+	}()
+	return p
+}
+
+// storedGzip compresses s without compression (stored blocks), so that a
+// byte changed in the middle is still a valid stream up to the checksum at
+// its end: damage that decompresses to other rows.
+func storedGzip(t *testing.T, s string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.NoCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = zw.Write([]byte(s))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestOpenInputDamagedGzip: bytes changed in the middle of a gzip file
+// decompress to other, valid rows, found only by the checksum at the end.
+// A regular file is refused by OpenInput before a row is read. From a pipe
+// a change to invalid UTF-8 stops ReadRows at that line; rows before it were
+// read (the risk the README states for standard input).
+func TestOpenInputDamagedGzip(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	b.WriteString("session_id,account_id\n")
+	for i := range 2000 {
+		fmt.Fprintf(&b, "%s,acct-%04d\n", sidA, i)
+	}
+	text := b.String()
+	at := strings.Index(text, "acct-1000") + len("acct-1")
+	changed := func(to byte) []byte {
+		data := storedGzip(t, text)
+		i := bytes.Index(data, []byte("acct-1000")) + len("acct-1")
+		if i < len("acct-1") || text[at] != '0' {
+			t.Fatal("row not found in the stored gzip")
+		}
+		data[i] = to
+		return data
+	}
+
+	name := writeTemp(t, "rows.csv.gz", changed('9')) // acct-1900: a valid row that is not in the file
+	if _, _, _, _, err := enqueue.OpenInput(name); err == nil || !strings.Contains(err.Error(), "invalid checksum") {
+		t.Errorf("damaged regular file: OpenInput = %v, want the checksum error before any row", err)
+	}
+
+	got := openAndRead(t, fifoOf(t, changed(0xff)), enqueue.FormatCSV)
+	last := got[len(got)-1]
+	if len(got) != 1001 || !strings.HasPrefix(last, "format: line 1002: not valid UTF-8 in gzip data read from standard input or a pipe") {
+		t.Errorf("pipe: %d yields, last %q; want 1,000 rows, then a stop at line 1002", len(got), last)
 	}
 }
 
