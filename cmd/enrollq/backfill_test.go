@@ -73,8 +73,9 @@ func TestBackfillCSVWithEveryKindOfBadRow(t *testing.T) {
 		"acct-\xff,z," + bad[2] + ",\r\n" + // invalid UTF-8: line 9
 		"acct-10,z\r\n" + // missing column: line 10
 		"acct-11,z," + good[3] + ",\r\n" +
-		"acct-dup,z," + good[3] + ",\r\n" + // duplicate of line 11: line 12
-		"acct-13,z," + good[4] + ",\r\n"
+		"acct-11,z," + good[3] + ",\r\n" + // duplicate of line 11: line 12
+		"acct-13,z," + good[4] + ",\r\n" +
+		"acct-other,z," + good[3] + ",\r\n" // line 11's session for another account: line 14
 	file := writeFile(t, "sessions.csv", csv)
 	rejects := filepath.Join(t.TempDir(), "rejects.csv")
 
@@ -88,12 +89,13 @@ func TestBackfillCSVWithEveryKindOfBadRow(t *testing.T) {
 		"line 8: rejected: account_id: must be at most 255 bytes",
 		"line 9: rejected: account_id: must be valid UTF-8",
 		"line 10: rejected:",
+		`line 14: rejected: session ` + good[3] + `: account mismatch: line 11 of this run has it for account "acct-11", not "acct-other"`,
 	} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
 		}
 	}
-	if !strings.Contains(r.stdout, "5 enqueued") || !strings.Contains(r.stdout, "1 duplicates in the file") || !strings.Contains(r.stdout, "5 rejected") || !strings.Contains(r.stdout, "1 past the 30-day window") {
+	if !strings.Contains(r.stdout, "5 enqueued") || !strings.Contains(r.stdout, "1 duplicates in the file") || !strings.Contains(r.stdout, "6 rejected (1 of them for a session held for another account)") || !strings.Contains(r.stdout, "read 12 rows") || !strings.Contains(r.stdout, "1 past the 30-day window") {
 		t.Errorf("summary: %s", r.stdout)
 	}
 	insp := asynq.NewInspectorFromRedisClient(rdb)
@@ -117,12 +119,12 @@ func TestBackfillCSVWithEveryKindOfBadRow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(data), "not-a-uuid") || !strings.HasPrefix(string(data), "session_id,account_id") {
+	if !strings.Contains(string(data), ",acct-4,z,not-a-uuid,\n") || !strings.HasPrefix(string(data), "error,account_id,extra,session_id,created_at\n") {
 		t.Errorf("rejects file:\n%s", data)
 	}
-	fixed := strings.Replace(string(data), "not-a-uuid", newSessionID(), 1)
+	fixed := strings.ReplaceAll(string(data), "not-a-uuid", newSessionID())
 	r = enrollq(t, env, "backfill", writeFile(t, "fixed.csv", fixed))
-	if !strings.Contains(r.stdout, "1 enqueued") {
+	if !strings.Contains(r.stdout, "1 enqueued") || !strings.Contains(r.stdout, "5 rejected") {
 		t.Errorf("feeding the fixed rejects back: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
@@ -147,7 +149,7 @@ func TestBackfillJSONLGzipAndDryRun(t *testing.T) {
 		`{"session_id":"` + s2 + `","account_id":"b","created_at":"2026-11-20T10:00:00Z"}`,
 		`{"session_id":"bad","account_id":"c"}`,
 		`{"session_id":`, // broken JSON
-		`{"session_id":"` + s1 + `","account_id":"dup"}`,
+		`{"session_id":"` + s1 + `","account_id":"a, with comma"}`,
 	}
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
