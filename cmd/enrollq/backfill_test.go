@@ -3,11 +3,16 @@ package main_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -271,4 +276,236 @@ func TestBackfillInterruptThenResume(t *testing.T) {
 		t.Errorf("rerun summary does not report the rows already queued: %s", r.stdout)
 	}
 
+}
+
+// summaryCounts reads the numbers of a backfill summary line and checks
+// that they add up: every row read is in exactly one count.
+func summaryCounts(t *testing.T, summary string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for _, k := range []string{"read", "enqueued", "already queued", "already enrolled", "dead-lettered", "duplicates in the file", "rejected", "failed", "not attempted", "skipped before --from-line"} {
+		re := regexp.MustCompile(`(\d+) ` + regexp.QuoteMeta(k) + `\b`)
+		if k == "read" {
+			re = regexp.MustCompile(`read (\d+) rows`)
+		}
+		if m := re.FindStringSubmatch(summary); m != nil {
+			got[k], _ = strconv.Atoi(m[1])
+		}
+	}
+	sum := 0
+	for k, n := range got {
+		if k != "read" {
+			sum += n
+		}
+	}
+	if sum != got["read"] {
+		t.Errorf("the summary does not add up: %d read, %d in the counts %v\n%s", got["read"], sum, got, summary)
+	}
+	return got
+}
+
+// TestBackfillSummaryAddsUp: a file with a row of every outcome; the
+// summary counts each row read once (rows the parser rejects too), the
+// rejects file holds the rejected rows as they were, in input order, with
+// an error column, and fed back unfixed it rejects the same rows again and
+// enqueues nothing.
+func TestBackfillSummaryAddsUp(t *testing.T) {
+	rdb := freshRedis(t)
+	env := []string{"REDIS_URL=" + redisURL(t)}
+	queued, other, dead, new1, new5 := newSessionID(), newSessionID(), newSessionID(), newSessionID(), newSessionID()
+	for s, acct := range map[string]string{queued: "q", other: "A", dead: "d"} {
+		if r := enrollq(t, env, "enqueue", "--queue", "backfill", "--session-id", s, "--account-id", acct); r.code != 0 {
+			t.Fatalf("enqueue: %d %s", r.code, r.stderr)
+		}
+	}
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	if err := insp.ArchiveTask(tasks.QueueBackfill, tasks.TaskID(dead)); err != nil {
+		t.Fatal(err)
+	}
+	in := "session_id,account_id,created_at,note\n" +
+		newSessionID() + ",a,,n\n" + // 2: before --from-line
+		newSessionID() + `,a"b,,n` + "\n" + // 3: before --from-line, unparsable
+		new1 + ",a,,n\n" + // 4: enqueued
+		queued + ",q,,n\n" + // 5: already queued
+		other + ",B,,n\n" + // 6: rejected: queued for account A
+		dead + ",d,,n\n" + // 7: dead-lettered
+		new1 + ",a,,n\n" + // 8: duplicate of line 4
+		"bad-uuid,a,,n\n" + // 9: rejected: not a UUID
+		newSessionID() + ",a,yesterday,keep me\n" + // 10: rejected: created_at
+		newSessionID() + ",a\n" + // 11: rejected: too few fields
+		newSessionID() + `,"a"b,,n` + "\n" + // 12: rejected: csv cannot parse it
+		new5 + ",a,,n,extra1,extra2\n" // 13: enqueued
+	file := writeFile(t, "in.csv", in)
+	rejects := filepath.Join(t.TempDir(), "rejects.csv")
+	r := enrollq(t, env, "backfill", file, "--from-line", "4", "--rejects", rejects)
+	if r.code != 3 {
+		t.Fatalf("exit %d, want 3\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	got := summaryCounts(t, r.stdout)
+	want := map[string]int{"read": 12, "skipped before --from-line": 2, "enqueued": 2, "already queued": 1, "already enrolled": 0,
+		"dead-lettered": 1, "duplicates in the file": 1, "rejected": 5}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("summary counts %v, want %v\n%s", got, want, r.stdout)
+	}
+	if n := len(backfillTasks(t, insp)); n != 5 {
+		t.Errorf("Redis holds %d backfill tasks, want 5 (3 before, 2 enqueued)", n)
+	}
+
+	data, err := os.ReadFile(rejects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(in, "\n")
+	var order []string
+	for _, l := range regexp.MustCompile(`(?m)^"?line (\d+): `).FindAllStringSubmatch(string(data), -1) {
+		order = append(order, l[1])
+	}
+	if !slices.Equal(order, []string{"6", "9", "10", "11", "12"}) {
+		t.Errorf("rejects in the order of lines %v, want 6 9 10 11 12:\n%s", order, data)
+	}
+	if !strings.HasPrefix(string(data), "error,session_id,account_id,created_at,note\n") {
+		t.Errorf("rejects header:\n%s", data)
+	}
+	for _, l := range []int{6, 9, 10, 11, 12} {
+		if !strings.Contains(string(data), ","+lines[l-1]+"\n") {
+			t.Errorf("rejects file lacks line %d as it was (%q):\n%s", l, lines[l-1], data)
+		}
+	}
+	if !strings.Contains(string(data), `account mismatch: already queued (pending in queue backfill) for account ""A"", not ""B""`) {
+		t.Errorf("the mismatch's error does not name both accounts:\n%s", data)
+	}
+
+	// Fed back unfixed: the same rows rejected again, nothing enqueued.
+	r = enrollq(t, env, "backfill", rejects)
+	if got := summaryCounts(t, r.stdout); r.code != 3 || got["read"] != 5 || got["rejected"] != 5 {
+		t.Errorf("rejects fed back: exit %d, counts %v\n%s%s", r.code, got, r.stdout, r.stderr)
+	}
+	if n := len(backfillTasks(t, insp)); n != 5 {
+		t.Errorf("feeding the rejects back enqueued %d tasks", n-5)
+	}
+}
+
+// TestBackfillRejectsIsInput: --rejects naming the input file (also
+// through a symlink, or as the file standard input reads) is refused with
+// exit 2 before anything is written, and the input stays intact.
+func TestBackfillRejectsIsInput(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	b.WriteString("session_id,account_id\n")
+	for i := range 20_000 {
+		fmt.Fprintf(&b, "%s,acct-%d\n", newSessionID(), i)
+	}
+	file := writeFile(t, "in.csv", b.String())
+	link := filepath.Join(t.TempDir(), "link.csv")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	// An unreachable Redis: a run that went on would exit 1.
+	env := []string{"REDIS_URL=redis://127.0.0.1:1/0"}
+	check := func(name string, r result) {
+		t.Helper()
+		if r.code != 2 || !strings.Contains(r.stderr, "is the input file") || !strings.Contains(r.stderr, "would destroy the input") {
+			t.Errorf("%s: exit %d, want 2 and a clear error\n%s", name, r.code, r.stderr)
+		}
+		if data, err := os.ReadFile(file); err != nil || string(data) != b.String() {
+			t.Fatalf("%s: the input file changed (%d bytes of %d, %v)", name, len(data), b.Len(), err)
+		}
+	}
+	check("same name", enrollq(t, env, "backfill", file, "--rejects", file))
+	check("symlink as rejects", enrollq(t, env, "backfill", file, "--rejects", link))
+	check("symlink as input", enrollq(t, env, "backfill", link, "--rejects", file))
+
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(binary, "backfill", "-", "--rejects", file)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	cmd.Stdin = f
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	_ = cmd.Run()
+	check("standard input", result{code: cmd.ProcessState.ExitCode(), stderr: stderr.String()})
+}
+
+// storedGzip compresses s in stored blocks: a byte changed in the middle
+// still decompresses, to other rows, and only the checksum at the end of
+// the stream says it is damaged.
+func storedGzip(t *testing.T, s string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.NoCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = zw.Write([]byte(s))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestBackfillCorruptGzip: a .csv.gz file damaged in the middle so that it
+// decompresses to session/account pairs that are not in the original
+// enqueues nothing at all and fails with the checksum error. From standard
+// input, where the stream cannot be checked first, damage that is not
+// valid UTF-8 stops the run at that line: the rows before it are enqueued,
+// none from it on.
+func TestBackfillCorruptGzip(t *testing.T) {
+	rdb := freshRedis(t)
+	env := []string{"REDIS_URL=" + redisURL(t)}
+	const n = 3000
+	var b strings.Builder
+	b.WriteString("session_id,account_id\n")
+	sessions := make([]string, n)
+	for i := range n {
+		sessions[i] = newSessionID()
+		fmt.Fprintf(&b, "%s,acct-%d\n", sessions[i], i)
+	}
+	damaged := func(to func(byte) byte) []byte {
+		data := storedGzip(t, b.String())
+		i := bytes.Index(data, []byte(sessions[n/2]))
+		if i < 0 {
+			t.Fatal("row not found in the stored gzip")
+		}
+		data[i] = to(data[i])
+		return data
+	}
+	otherHex := func(c byte) byte {
+		if c == 'a' {
+			return 'b'
+		}
+		return 'a'
+	}
+
+	file := writeFile(t, "rows.csv.gz", string(damaged(otherHex)))
+	r := enrollq(t, env, "backfill", file)
+	if r.code != 2 || !strings.Contains(r.stderr, "invalid checksum") || !strings.Contains(r.stderr, "before reading any row") {
+		t.Errorf("damaged file: exit %d, want 2 and the checksum error\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	keys, err := rdb.Keys(context.Background(), "asynq:*").Result()
+	if err != nil || len(keys) != 0 {
+		t.Fatalf("a damaged file put %d keys into Redis (%v): %v", len(keys), err, keys)
+	}
+
+	cmd := exec.Command(binary, "backfill", "-")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	cmd.Stdin = bytes.NewReader(damaged(func(byte) byte { return 0xff }))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	bad := n/2 + 2 // the line of the damaged row
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(stderr.String(), fmt.Sprintf("line %d: not valid UTF-8 in gzip data read from standard input", bad)) {
+		t.Errorf("damaged standard input: exit %d, want 2 naming line %d\n%s%s", code, bad, stdout.String(), stderr.String())
+	}
+	got := backfillTasks(t, asynq.NewInspectorFromRedisClient(rdb))
+	if len(got) != n/2 {
+		t.Errorf("Redis holds %d tasks, want the %d rows before the damage", len(got), n/2)
+	}
+	for i, s := range sessions {
+		if _, in := got[s]; in != (i < n/2) {
+			t.Errorf("row %d (line %d) enqueued: %v", i, i+2, in)
+		}
+	}
 }
