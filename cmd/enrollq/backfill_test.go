@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/hibiken/asynq"
 
@@ -263,6 +265,12 @@ func TestBackfillInterruptThenResume(t *testing.T) {
 	if !strings.Contains(stderr.String(), "queue full") {
 		t.Errorf("no progress line said the queue was full:\n%s", stderr.String())
 	}
+	// The rows Ctrl-C kept from their turn are not attempted, not failed,
+	// and the counts add up.
+	counts := summaryCounts(t, stdout.String())
+	if counts["failed"] != 0 || counts["not attempted"] == 0 || counts["enqueued"] < 500 || counts["enqueued"] > 500+8 {
+		t.Errorf("interrupted summary: %v\n%s", counts, stdout.String())
+	}
 
 	r := enrollq(t, env, "backfill", file)
 	if r.code != 0 {
@@ -507,5 +515,95 @@ func TestBackfillCorruptGzip(t *testing.T) {
 		if _, in := got[s]; in != (i < n/2) {
 			t.Errorf("row %d (line %d) enqueued: %v", i, i+2, in)
 		}
+	}
+}
+
+// openPTY opens a pseudo-terminal: what the command writes to tty, the
+// test reads from ptmx.
+func openPTY(t *testing.T) (ptmx, tty *os.File) {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("no pseudo-terminal: %v", err)
+	}
+	var unlock int32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, ptmx.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
+		t.Fatalf("unlockpt: %v", e)
+	}
+	var n uint32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, ptmx.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
+		t.Fatalf("ptsname: %v", e)
+	}
+	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ptmx, tty
+}
+
+// TestBackfillProgressBarInterrupted: on a terminal the bar shows rows/s
+// (not bytes), and when Ctrl-C stops the run its last line shows the final
+// counts — those of the summary — and the part of the file really read,
+// not 100 %.
+func TestBackfillProgressBarInterrupted(t *testing.T) {
+	rdb := freshRedis(t)
+	var b strings.Builder
+	b.WriteString("session_id,account_id\n")
+	for i := range 3000 {
+		fmt.Fprintf(&b, "%s,acct-%d\n", newSessionID(), i)
+	}
+	file := writeFile(t, "big.csv", b.String())
+	ptmx, tty := openPTY(t)
+	defer ptmx.Close()
+	cmd := exec.Command(binary, "backfill", file, "--max-queued", "200", "--parallel", "4")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "REDIS_URL=" + redisURL(t), "TERM=xterm"}
+	var stdout bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, tty
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	var screen bytes.Buffer
+	copied := make(chan struct{})
+	go func() { _, _ = io.Copy(&screen, ptmx); close(copied) }() // ends with EIO once the command exits
+
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		qi, err := insp.GetQueueInfo(tasks.QueueBackfill)
+		if err == nil && qi.Pending >= 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("backfill never filled the queue: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // a few frames while it waits
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	_ = cmd.Wait()
+	select {
+	case <-copied:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the terminal output never ended")
+	}
+	frames := strings.Split(screen.String(), "\r")
+	last := ""
+	for _, f := range frames {
+		if strings.Contains(f, " read, ") {
+			last = f
+		}
+	}
+	got := summaryCounts(t, stdout.String())
+	want := fmt.Sprintf("%d read, %d enqueued, ", got["read"], got["enqueued"])
+	if !strings.Contains(last, want) || !strings.Contains(last, "rows/s") || !strings.Contains(last, "(interrupted)") {
+		t.Errorf("last frame %q, want the final counts %q, rows/s and (interrupted)\nsummary: %s", last, want, stdout.String())
+	}
+	if strings.Contains(last, "100%") {
+		t.Errorf("last frame %q: an interrupted run shown at 100 %%", last)
+	}
+	if strings.Contains(screen.String(), "B/s") {
+		t.Errorf("the bar shows a byte rate:\n%q", last)
 	}
 }
