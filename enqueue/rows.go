@@ -303,8 +303,12 @@ var errTooLong = errors.New("record too long")
 //     encoding/csv ends it (a quoted field may hold line breaks), found by
 //     a small scanner of the CSV syntax while the rest is dropped. A CSV
 //     header that long is a FormatError.
-//   - A RowError's row has Line and Raw; when only created_at is bad it has
-//     SessionID and AccountID too, so that the rejects file keeps them.
+//   - A RowError's row has Line and Raw (and, for CSV, Header, and Text for
+//     a record csv cannot parse); when only created_at is bad it has
+//     SessionID and AccountID too. The rejects file writes rows from them.
+//   - From a gzip stream that OpenInput could not check before (standard
+//     input, a pipe), a record that is not valid UTF-8 is a FormatError:
+//     reading stops there (see OpenInput).
 //   - CSV: the first line is the header (see FormatError); a row with fewer
 //     fields than the header needs is a RowError, so is one encoding/csv
 //     cannot parse (a bare or stray quote; Raw is then the fields before
