@@ -110,7 +110,7 @@ func TestEnrollManyFirstRowWins(t *testing.T) {
 func TestEnrollManyMaxQueued(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var waits atomic.Int64
 	infinite := func(yield func(enqueue.Row) bool) {
@@ -122,8 +122,13 @@ func TestEnrollManyMaxQueued(t *testing.T) {
 	}
 	ok := 0
 	for r := range b.enq.EnrollMany(ctx, infinite, enqueue.WithConcurrency(4), enqueue.WithMaxQueued(50, func(int) {
-		if waits.Add(1) == 3 {
-			cancel()
+		// Stop once it has waited a few times and the enqueues that
+		// passed the gate have landed (cancelling earlier would cut one
+		// in flight).
+		if waits.Add(1) >= 3 {
+			if qi, err := b.insp.GetQueueInfo(b.queue); err == nil && qi.Pending >= 50 {
+				cancel()
+			}
 		}
 	})) {
 		if r.Err == nil {
