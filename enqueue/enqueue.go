@@ -32,7 +32,54 @@ var (
 	ErrDeadLettered = errors.New("dead-lettered")
 	// ErrDuplicateRow: an earlier row of the same EnrollMany has the session.
 	ErrDuplicateRow = errors.New("duplicate row")
+	// ErrAccountMismatch: the session already has a task (or an earlier
+	// row of the same EnrollMany has it) for another account. Nothing was
+	// enqueued and the existing task keeps its account: which of the two
+	// is right is for a person to decide. The error is an
+	// *AccountMismatchError naming both accounts; it does not match the
+	// four sentinels above, so code that takes those for "nothing to do"
+	// does not swallow it.
+	ErrAccountMismatch = errors.New("account mismatch")
 )
+
+// AccountMismatchError reports that the session's existing task, in any
+// state asynq still keeps (waiting, running, retrying, completed within its
+// retention, dead-lettered), is for another account than the one asked for.
+// Match it with errors.Is(err, ErrAccountMismatch) or errors.As.
+type AccountMismatchError struct {
+	SessionID string
+	Queue     string
+	TaskID    string
+	// State is the asynq state of the existing task, as in DuplicateError.
+	State string
+	// Code is the dead-letter code when State is archived.
+	Code string
+	// ExistingAccountID is the account of the existing task; AccountID is
+	// the one this call asked for.
+	ExistingAccountID string
+	AccountID         string
+	// FirstLine is the earlier row's Line when that row, of the same
+	// EnrollMany, holds the session; 0 otherwise.
+	FirstLine int
+}
+
+func (e *AccountMismatchError) Error() string {
+	var held string
+	switch {
+	case e.FirstLine > 0:
+		held = fmt.Sprintf("line %d of this run has it", e.FirstLine)
+	case e.State == asynq.TaskStateArchived.String():
+		held = fmt.Sprintf("dead-lettered with %s in queue %s", e.Code, e.Queue)
+	case e.State == asynq.TaskStateCompleted.String():
+		held = "already enrolled (queue " + e.Queue + ")"
+	default:
+		held = fmt.Sprintf("already queued (%s in queue %s)", e.State, e.Queue)
+	}
+	return fmt.Sprintf("session %s: account mismatch: %s for account %q, not %q", e.SessionID, held, e.ExistingAccountID, e.AccountID)
+}
+
+// Is makes errors.Is(err, ErrAccountMismatch) work.
+func (e *AccountMismatchError) Is(target error) bool { return target == ErrAccountMismatch }
 
 // DuplicateError reports that the session already has a task.
 type DuplicateError struct {
@@ -149,7 +196,9 @@ type Enrolled struct {
 //     (nothing is enqueued);
 //   - a *DuplicateError matching ErrAlreadyQueued, ErrAlreadyEnrolled or
 //     ErrDeadLettered when the session already has a task in that queue
-//     (found by a second round trip, only then);
+//     for the same account (found by a second round trip, only then);
+//   - an *AccountMismatchError (ErrAccountMismatch) naming both accounts
+//     when that task is for another account;
 //   - the context's error (errors.Is) when ctx ended first;
 //   - any other error when Redis fails.
 func (c *Client) Enroll(ctx context.Context, sessionID, accountID string, opts ...Option) (Enrolled, error) {
@@ -188,12 +237,16 @@ func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Opt
 		}
 		return Enrolled{}, fmt.Errorf("enqueue session %s: %w", p.SessionID, err)
 	}
-	return Enrolled{}, c.describeDuplicate(p.SessionID, o)
+	return Enrolled{}, c.describeDuplicate(p, o)
 }
 
 // describeDuplicate looks up the task that holds the session's ID. A task
-// enqueued earlier by the same bulk run (o.Headers) is a repeated row.
-func (c *Client) describeDuplicate(sessionID string, o tasks.Options) error {
+// enqueued earlier by the same bulk run (o.Headers) is a repeated row. The
+// existing task's payload says its account: asynq keeps it in every state,
+// so a different account is reported whether the task waits, completed or
+// was dead-lettered.
+func (c *Client) describeDuplicate(p tasks.EnrollPayload, o tasks.Options) error {
+	sessionID := p.SessionID
 	queue := o.Queue
 	id := tasks.TaskID(sessionID)
 	info, err := c.insp.GetTaskInfo(queue, id)
@@ -204,9 +257,22 @@ func (c *Client) describeDuplicate(sessionID string, o tasks.Options) error {
 		return &DuplicateError{SessionID: sessionID, Queue: queue, TaskID: id, State: "unknown", kind: ErrAlreadyQueued}
 	}
 	d := &DuplicateError{SessionID: sessionID, Queue: queue, TaskID: id, State: info.State.String(), LastErr: info.LastErr, kind: ErrAlreadyQueued}
+	sameRun := false
 	if run := o.Headers[headerRun]; run != "" && info.Headers[headerRun] == run {
-		d.kind = ErrDuplicateRow
+		sameRun = true
 		d.FirstLine, _ = strconv.Atoi(info.Headers[headerLine])
+	}
+	var existing tasks.EnrollPayload
+	if err := json.Unmarshal(info.Payload, &existing); err == nil && existing.AccountID != p.AccountID {
+		m := &AccountMismatchError{SessionID: sessionID, Queue: queue, TaskID: id, State: d.State,
+			ExistingAccountID: existing.AccountID, AccountID: p.AccountID, FirstLine: d.FirstLine}
+		if info.State == asynq.TaskStateArchived {
+			m.Code = tasks.CodeOf(info.LastErr)
+		}
+		return m
+	}
+	if sameRun {
+		d.kind = ErrDuplicateRow
 		return d
 	}
 	switch info.State {

@@ -44,7 +44,9 @@ type RowResult struct {
 	// *tasks.ValidationError (the row is invalid; nothing was enqueued), a
 	// *DuplicateError (ErrAlreadyQueued, ErrAlreadyEnrolled,
 	// ErrDeadLettered, or ErrDuplicateRow for a repeat of an earlier row),
-	// or a Redis or context error.
+	// an *AccountMismatchError (ErrAccountMismatch: the session is held,
+	// by an earlier task or an earlier row, for another account), or a
+	// Redis or context error.
 	Err error
 }
 

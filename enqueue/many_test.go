@@ -35,8 +35,8 @@ func TestEnrollManyResultsPerRow(t *testing.T) {
 		enqueue.Row{Line: 2, SessionID: s1, AccountID: "a"},
 		enqueue.Row{Line: 3, SessionID: "bad", AccountID: "b"},
 		enqueue.Row{Line: 4, SessionID: s2, AccountID: "c", CreatedAt: old},
-		enqueue.Row{Line: 5, SessionID: s1, AccountID: "dup"},
-		enqueue.Row{Line: 6, SessionID: s3, AccountID: "d"},
+		enqueue.Row{Line: 5, SessionID: s1, AccountID: "a"},
+		enqueue.Row{Line: 6, SessionID: s3, AccountID: "queued-before"},
 		enqueue.Row{Line: 7, SessionID: newSessionID(), AccountID: "", CreatedAt: old},
 	)
 	got := map[int]enqueue.RowResult{}
@@ -81,7 +81,7 @@ func TestEnrollManyFirstRowWins(t *testing.T) {
 	var rows []enqueue.Row
 	for i := range 200 {
 		if i%20 == 0 {
-			rows = append(rows, enqueue.Row{Line: i + 2, SessionID: s, AccountID: "acct-" + time.Duration(i).String()})
+			rows = append(rows, enqueue.Row{Line: i + 2, SessionID: s, AccountID: "acct-s"})
 		} else {
 			rows = append(rows, enqueue.Row{Line: i + 2, SessionID: newSessionID(), AccountID: "x"})
 		}
@@ -110,7 +110,7 @@ func TestEnrollManyFirstRowWins(t *testing.T) {
 func TestEnrollManyMaxQueued(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var waits atomic.Int64
 	infinite := func(yield func(enqueue.Row) bool) {
@@ -122,8 +122,13 @@ func TestEnrollManyMaxQueued(t *testing.T) {
 	}
 	ok := 0
 	for r := range b.enq.EnrollMany(ctx, infinite, enqueue.WithConcurrency(4), enqueue.WithMaxQueued(50, func(int) {
-		if waits.Add(1) == 3 {
-			cancel()
+		// Stop once it has waited a few times and the enqueues that
+		// passed the gate have landed (cancelling earlier would cut one
+		// in flight).
+		if waits.Add(1) >= 3 {
+			if qi, err := b.insp.GetQueueInfo(b.queue); err == nil && qi.Pending >= 50 {
+				cancel()
+			}
 		}
 	})) {
 		if r.Err == nil {

@@ -41,6 +41,15 @@ type Row struct {
 	CreatedAt time.Time // zero when the file has no created_at for the row
 	// Raw is the record as read: CSV fields in file order, or the JSONL line, for the rejects file.
 	Raw []string
+	// Header is the CSV header's fields as they are in the file, shared by
+	// every row of the file (do not change it), so that the rejects file
+	// can repeat it; nil for JSONL.
+	Header []string
+	// Text is the CSV record as it is in the file, without its line end,
+	// when encoding/csv could not parse it (a bare or stray quote): Raw
+	// then holds only the fields before the error, and the rejects file
+	// keeps the record whole from Text. Empty otherwise.
+	Text string
 }
 
 // Format is the layout of a backfill file.
@@ -100,9 +109,20 @@ func FormatFor(name, explicit string) (Format, error) {
 // goroutine; and closer, which closes the file (standard input is left
 // open).
 //
+// gzip checks its CRC only at the end of the stream, so damage in the
+// middle decompresses to wrong bytes first: rows that are not in the
+// original file, some of them valid. For a regular file OpenInput therefore
+// decompresses the whole stream once before returning (a quick pass next to
+// the API's rate limit) and returns an error for a corrupt or truncated one,
+// before any row is read. Standard input and pipes cannot be read twice: for
+// them ReadRows stops at the first record that is not valid UTF-8, which
+// only damage explains in such a stream, but damage that decodes to valid
+// text is found only at the end, after the rows before it.
+//
 // Errors name the file: "open rows.csv: no such file or directory" (an
-// *fs.PathError). A name ending in ".gz" whose content is not gzip, or a
-// broken gzip header, is an error wrapping a *FormatError. A gzip stream
+// *fs.PathError). A name ending in ".gz" whose content is not gzip, a
+// broken gzip header, or a regular file whose gzip stream is corrupt or
+// truncated, is an error wrapping a *FormatError. A gzip stream from a pipe
 // found corrupt or truncated later makes the reader return a *FormatError,
 // which ReadRows yields with the line it had reached. An empty file is not
 // an error here: ReadRows reports it.
@@ -119,6 +139,10 @@ func OpenInput(name string) (r io.Reader, size int64, consumed func() int64, clo
 	size = -1
 	if fi, err := file.Stat(); err == nil && fi.Mode().IsRegular() && name != "-" {
 		size = fi.Size()
+		if err := verifyGzip(file); err != nil {
+			_ = closeFile()
+			return nil, -1, nil, nil, fmt.Errorf("%s: %w", display, err)
+		}
 	}
 	src := &countingReader{r: file}
 	br := bufio.NewReaderSize(src, readBufferSize)
@@ -140,7 +164,33 @@ func OpenInput(name string) (r io.Reader, size int64, consumed func() int64, clo
 		_ = closeFile()
 		return nil, -1, nil, nil, fmt.Errorf("%s: %w", display, src.gzipError(err))
 	}
-	return &gzipInput{zr: zr, src: src}, size, src.consumed, closeFile, nil
+	return &gzipInput{zr: zr, src: src, verified: size >= 0}, size, src.consumed, closeFile, nil
+}
+
+// verifyGzip reads a regular file through to the end of its gzip stream,
+// when it is one, so that a bad checksum or a truncation is found before any
+// row is read, and puts the file back at its start. A file that is not gzip
+// is left to OpenInput's own checks.
+func verifyGzip(file *os.File) error {
+	src := &countingReader{r: file}
+	br := bufio.NewReaderSize(src, readBufferSize)
+	head, _ := br.Peek(2)
+	if len(head) == 2 && head[0] == 0x1f && head[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err == nil {
+			_, err = io.Copy(io.Discard, zr)
+		}
+		if err != nil {
+			if fe, ok := errors.AsType[*FormatError](src.gzipError(err)); ok {
+				c := *fe
+				c.Reason += " (found by checking the whole gzip stream before reading any row)"
+				return &c
+			}
+			return err
+		}
+	}
+	_, err := file.Seek(0, io.SeekStart)
+	return err
 }
 
 // countingReader counts the bytes read from the file, for progress, and
@@ -177,9 +227,12 @@ func (c *countingReader) gzipError(err error) error {
 }
 
 // gzipInput is the decompressed input; see countingReader.gzipError.
+// verified says OpenInput checked the whole stream before; ReadRows is
+// stricter with a stream it did not (see OpenInput).
 type gzipInput struct {
-	zr  *gzip.Reader
-	src *countingReader
+	zr       *gzip.Reader
+	src      *countingReader
+	verified bool
 }
 
 func (g *gzipInput) Read(p []byte) (int, error) {
@@ -250,8 +303,12 @@ var errTooLong = errors.New("record too long")
 //     encoding/csv ends it (a quoted field may hold line breaks), found by
 //     a small scanner of the CSV syntax while the rest is dropped. A CSV
 //     header that long is a FormatError.
-//   - A RowError's row has Line and Raw; when only created_at is bad it has
-//     SessionID and AccountID too, so that the rejects file keeps them.
+//   - A RowError's row has Line and Raw (and, for CSV, Header, and Text for
+//     a record csv cannot parse); when only created_at is bad it has
+//     SessionID and AccountID too. The rejects file writes rows from them.
+//   - From a gzip stream that OpenInput could not check before (standard
+//     input, a pipe), a record that is not valid UTF-8 is a FormatError:
+//     reading stops there (see OpenInput).
 //   - CSV: the first line is the header (see FormatError); a row with fewer
 //     fields than the header needs is a RowError, so is one encoding/csv
 //     cannot parse (a bare or stray quote; Raw is then the fields before
@@ -282,6 +339,9 @@ func readRows(r io.Reader, f Format, limit int) iter.Seq2[Row, error] {
 			yield(Row{}, fmt.Errorf("enqueue.ReadRows: unknown format %v", f))
 			return
 		}
+		if g, ok := r.(*gzipInput); ok && !g.verified {
+			yield = stopAtDamage(yield)
+		}
 		src := bufio.NewReaderSize(r, readBufferSize)
 		head, err := src.Peek(3)
 		switch {
@@ -297,6 +357,24 @@ func readRows(r io.Reader, f Format, limit int) iter.Seq2[Row, error] {
 		} else {
 			readCSV(src, limit, yield)
 		}
+	}
+}
+
+// stopAtDamage makes a yield for a gzip stream that could not be checked
+// before reading (standard input, a pipe): a record that is not valid UTF-8
+// is taken for damage and ends the reading with a *FormatError, so that
+// nothing after it is read as rows. Damage that decodes to valid text
+// passes; the checksum at the end of the stream finds it.
+func stopAtDamage(yield func(Row, error) bool) func(Row, error) bool {
+	return func(row Row, err error) bool {
+		for _, f := range row.Raw {
+			if !utf8.ValidString(f) {
+				yield(Row{}, &FormatError{Line: row.Line, Reason: "not valid UTF-8 in gzip data read from standard input or a pipe, whose checksum is checked only at its end: " +
+					"taken for a corrupt stream, reading stops here (give the file by name to have the whole stream checked before any row is read)"})
+				return false
+			}
+		}
+		return yield(row, err)
 	}
 }
 
@@ -378,6 +456,7 @@ func readCSV(src *bufio.Reader, limit int, yield func(Row, error) bool) {
 		yield(Row{}, ferr)
 		return
 	}
+	cols.header = slices.Clone(rec)
 	for {
 		rec, line, err := recs.next()
 		if err != nil {
@@ -386,12 +465,13 @@ func readCSV(src *bufio.Reader, limit int, yield func(Row, error) bool) {
 			case err == io.EOF:
 				return
 			case err == errTooLong:
-				if !yield(Row{Line: line}, &RowError{Line: line, Reason: tooLongReason(limit)}) {
+				if !yield(Row{Line: line, Header: cols.header}, &RowError{Line: line, Reason: tooLongReason(limit)}) {
 					return
 				}
 			case isParse:
 				raw := slices.Clone(rec)
-				if !yield(Row{Line: line, Raw: raw}, &RowError{Line: line, Reason: csvParseReason(pe, line), Raw: raw}) {
+				row := Row{Line: line, Raw: raw, Header: cols.header, Text: recs.feed.recordText()}
+				if !yield(row, &RowError{Line: line, Reason: csvParseReason(pe, line), Raw: raw}) {
 					return
 				}
 			default:
@@ -408,7 +488,10 @@ func readCSV(src *bufio.Reader, limit int, yield func(Row, error) bool) {
 
 // csvColumns are the indexes of the columns ReadRows uses; created is -1
 // without a created_at column. need is how many fields a row must have.
-type csvColumns struct{ session, account, created, need int }
+type csvColumns struct {
+	session, account, created, need int
+	header                          []string // the header's fields, for Row.Header
+}
 
 func csvHeader(rec []string, line int) (csvColumns, error) {
 	c := csvColumns{session: -1, account: -1, created: -1}
@@ -446,9 +529,9 @@ func csvHeader(rec []string, line int) (csvColumns, error) {
 func (c csvColumns) row(rec []string, line int) (Row, error) {
 	raw := slices.Clone(rec)
 	if len(raw) < c.need {
-		return Row{Line: line, Raw: raw}, &RowError{Line: line, Reason: fmt.Sprintf("expected at least %d fields, got %d", c.need, len(raw)), Raw: raw}
+		return Row{Line: line, Raw: raw, Header: c.header}, &RowError{Line: line, Reason: fmt.Sprintf("expected at least %d fields, got %d", c.need, len(raw)), Raw: raw}
 	}
-	row := Row{Line: line, SessionID: strings.TrimSpace(raw[c.session]), AccountID: raw[c.account], Raw: raw}
+	row := Row{Line: line, SessionID: strings.TrimSpace(raw[c.session]), AccountID: raw[c.account], Raw: raw, Header: c.header}
 	if c.created >= 0 {
 		t, bad := parseCreatedAt(raw[c.created])
 		if bad != "" {
@@ -544,6 +627,7 @@ type csvFeeder struct {
 	state    csvState // where the scanner is
 	ended    bool     // the scanner saw the record end
 	tooLong  bool     // the record went past the limit: the rest is dropped
+	text     []byte   // the record's bytes so far (at most the limit and a line end), for Row.Text
 }
 
 // startRecord is called before each csv.Reader.Read, which always begins at
@@ -551,6 +635,13 @@ type csvFeeder struct {
 func (f *csvFeeder) startRecord() {
 	f.inRecord, f.lineCR, f.start, f.size, f.tail, f.lastCR = false, false, 0, 0, 0, false
 	f.state, f.ended, f.tooLong = csvFieldStart, false, false
+	f.text = f.text[:0]
+}
+
+// recordText is the record handed to csv so far, without its line end.
+func (f *csvFeeder) recordText() string {
+	b := bytes.TrimSuffix(f.text, []byte("\n"))
+	return string(bytes.TrimSuffix(b, []byte("\r")))
 }
 
 func (f *csvFeeder) Read(p []byte) (int, error) {
@@ -570,7 +661,10 @@ func (f *csvFeeder) Read(p []byte) (int, error) {
 	if i := bytes.IndexByte(chunk, '\n'); i >= 0 {
 		chunk = chunk[:i+1]
 	}
-	f.scan(chunk)
+	from := f.scan(chunk)
+	if f.inRecord && f.size <= f.limit+2 {
+		f.text = append(f.text, chunk[from:]...)
+	}
 	if f.size > f.limit+2 {
 		// Over the limit whatever line end follows: stop here, and keep
 		// csv from holding more.
@@ -598,8 +692,9 @@ func (f *csvFeeder) buffered(n int) ([]byte, error) {
 }
 
 // scan follows the bytes handed to csv, which end at the latest with a '\n'.
-func (f *csvFeeder) scan(chunk []byte) {
-	for _, c := range chunk {
+// It returns where in chunk the record starts (0 when it started before).
+func (f *csvFeeder) scan(chunk []byte) (from int) {
+	for i, c := range chunk {
 		if !f.inRecord {
 			// encoding/csv skips empty lines ("\n", "\r\n", or "\r" at
 			// the end) before a record.
@@ -612,7 +707,7 @@ func (f *csvFeeder) scan(chunk []byte) {
 				f.lineCR = true
 				continue
 			}
-			f.inRecord, f.start = true, f.line+1
+			f.inRecord, f.start, from = true, f.line+1, i
 			if f.lineCR {
 				f.size, f.tail, f.lastCR = 1, 1, true
 				f.state, _ = f.state.step('\r')
@@ -636,6 +731,7 @@ func (f *csvFeeder) scan(chunk []byte) {
 		}
 		f.lastCR = c == '\r'
 	}
+	return from
 }
 
 // skipRecord drops the rest of a record that was too long.
@@ -938,61 +1034,57 @@ func (l *lineReader) next() (line []byte, tooLong bool, err error) {
 
 // ---- Rejects ----
 
-// rejectsHeader is the header of a CSV rejects file.
-var rejectsHeader = []string{"session_id", "account_id", "created_at", "error"}
+// defaultRejectsHeader is the CSV header of rows that do not carry one (rows
+// built by a caller rather than read by ReadRows).
+var defaultRejectsHeader = []string{"session_id", "account_id", "created_at"}
 
-// RejectsWriter writes rejected rows to a file that, once fixed, is valid
-// backfill input in the same format.
+// RejectsWriter writes rejected rows to a file that is backfill input in
+// the same format: each row as it was in the input — every field unchanged,
+// extra columns too — with the reason added. Fed back unfixed, every row is
+// rejected again (nothing in it is read as something else); fixed, it is
+// enqueued like the original. Rows are written in the order of the Write
+// calls: make them in input order. The reason starts with "line N: ", the
+// row's line in the original file.
 //
-// CSV: the header session_id,account_id,created_at,error (written with the
-// first row), then one record per row with the row's values, created_at in
-// RFC 3339 or empty, and the reason in the error column, which ReadRows
-// ignores like any extra column. A row without values (a record that could
-// not be read: too few fields, bad quoting, too long) has empty value
-// columns and its raw fields, in the order of the original file, after the
-// error column: move them into place by hand (Raw is nil for a record too
-// long to keep).
+// CSV: the first column is named error and holds the reason; then come the
+// input's header and each row's fields as they were. ReadRows ignores the
+// error column like any column it does not use, and putting it first keeps
+// it out of the place of a field a short row lacks. A record encoding/csv
+// could not parse (Row.Text) follows the error field exactly as it was in
+// the file, so it fails to parse again until fixed; a record too long to
+// keep (over 1 MiB) has the error field only. A rejects file fed back keeps
+// its shape: when the input's first column is named error, that column gets
+// the new reason instead of a second one being added.
 //
-// JSONL: {"session_id","account_id","created_at" (omitted when unknown),
-// "error"} per row with values; for a line that could not be read (bad JSON,
-// not an object, a missing or non-string id, not UTF-8, too long) an object
-// {"raw": "<the line>", "error": "..."}: such lines must be rewritten by hand
-// from raw (a line that is not UTF-8 has U+FFFD for its bad bytes in raw,
-// and a line too long has no raw).
+// JSONL: the input line with an "error" member put first,
+// {"error":"line 4: …", …the line's own members}; an "error" member this
+// writer put first is replaced when a rejects file is fed back. A line that
+// does not start with "{" becomes {"error":"…","raw":"<the line>"}, which
+// has no session_id and must be rewritten from raw (bytes that are not
+// UTF-8 are U+FFFD in raw); a line too long to keep becomes
+// {"error":"…"}. A line starting with "{" is kept byte for byte, even when
+// it is not valid JSON or UTF-8, so it is rejected again for the same reason.
 //
-// Fed back unfixed, every row is rejected again rather than read as
-// something else. The error text starts with "line N: ", the row's line in
-// the original file. A RejectsWriter is not safe for concurrent use.
+// A Row built by a caller without Raw is written from its values, under the
+// CSV header session_id,account_id,created_at. A RejectsWriter is not safe
+// for concurrent use.
 type RejectsWriter struct {
-	csv     *csv.Writer
 	bw      *bufio.Writer
-	enc     *json.Encoder
+	csv     *csv.Writer // nil for JSONL
 	started bool
+	refed   bool // CSV: the input is a rejects file: its first column is the error column
 	rec     []string
 }
 
 // NewRejectsWriter returns a RejectsWriter writing f to w. Flush it at the
 // end; an unused writer writes nothing.
 func NewRejectsWriter(w io.Writer, f Format) *RejectsWriter {
-	if f == FormatJSONL {
-		bw := bufio.NewWriter(w)
-		enc := json.NewEncoder(bw)
-		enc.SetEscapeHTML(false)
-		return &RejectsWriter{bw: bw, enc: enc}
+	bw := bufio.NewWriter(w)
+	rw := &RejectsWriter{bw: bw}
+	if f != FormatJSONL {
+		rw.csv = csv.NewWriter(bw)
 	}
-	return &RejectsWriter{csv: csv.NewWriter(w)}
-}
-
-type rejectedRow struct {
-	SessionID string `json:"session_id"`
-	AccountID string `json:"account_id"`
-	CreatedAt string `json:"created_at,omitempty"`
-	Error     string `json:"error"`
-}
-
-type rejectedLine struct {
-	Raw   string `json:"raw,omitempty"`
-	Error string `json:"error"`
+	return rw
 }
 
 // Write writes row, rejected for reason ("line N: " is put in front of it
@@ -1003,27 +1095,45 @@ func (w *RejectsWriter) Write(row Row, reason string) error {
 		prefix := fmt.Sprintf("line %d: ", row.Line)
 		reason = prefix + strings.TrimPrefix(reason, prefix)
 	}
-	values := row.SessionID != "" || row.AccountID != "" || !row.CreatedAt.IsZero()
-	created := ""
-	if !row.CreatedAt.IsZero() {
-		created = row.CreatedAt.Format(time.RFC3339Nano)
-	}
-	if w.enc != nil {
-		if values {
-			return w.enc.Encode(rejectedRow{SessionID: row.SessionID, AccountID: row.AccountID, CreatedAt: created, Error: reason})
-		}
-		return w.enc.Encode(rejectedLine{Raw: strings.Join(row.Raw, ","), Error: reason})
+	if w.csv == nil {
+		_, err := w.bw.WriteString(jsonWithError(rawJSONLine(row), reason) + "\n")
+		return err
 	}
 	if !w.started {
 		w.started = true
-		if err := w.csv.Write(rejectsHeader); err != nil {
+		header := row.Header
+		if header == nil {
+			header = defaultRejectsHeader
+		}
+		w.refed = len(header) > 0 && strings.EqualFold(strings.TrimSpace(header[0]), "error")
+		if !w.refed {
+			header = append([]string{"error"}, header...)
+		}
+		if err := w.csv.Write(header); err != nil {
 			return err
 		}
 	}
-	w.rec = append(w.rec[:0], row.SessionID, row.AccountID, created, reason)
-	if !values {
-		w.rec = append(w.rec, row.Raw...)
+	if row.Text != "" {
+		// A record csv cannot parse is kept as it is, after the error field.
+		text := row.Text
+		if w.refed {
+			text = cutCSVField(text)
+		}
+		w.csv.Flush()
+		if err := w.csv.Error(); err != nil {
+			return err
+		}
+		_, err := w.bw.WriteString(`"` + strings.ReplaceAll(reason, `"`, `""`) + `",` + text + "\n")
+		return err
 	}
+	fields := row.Raw
+	if fields == nil && (row.SessionID != "" || row.AccountID != "" || !row.CreatedAt.IsZero()) {
+		fields = []string{row.SessionID, row.AccountID, formatCreatedAt(row.CreatedAt)}
+	}
+	if w.refed && len(fields) > 0 {
+		fields = fields[1:]
+	}
+	w.rec = append(append(w.rec[:0], reason), fields...)
 	return w.csv.Write(w.rec)
 }
 
@@ -1031,7 +1141,112 @@ func (w *RejectsWriter) Write(row Row, reason string) error {
 func (w *RejectsWriter) Flush() error {
 	if w.csv != nil {
 		w.csv.Flush()
-		return w.csv.Error()
+		if err := w.csv.Error(); err != nil {
+			return err
+		}
 	}
 	return w.bw.Flush()
+}
+
+func formatCreatedAt(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Format(time.RFC3339Nano)
+}
+
+// rawJSONLine is the JSONL line of row: as read, or made of its values for
+// a row built by a caller, or "" for a line too long to keep.
+func rawJSONLine(row Row) string {
+	if len(row.Raw) > 0 {
+		return strings.Join(row.Raw, ",")
+	}
+	if row.SessionID == "" && row.AccountID == "" && row.CreatedAt.IsZero() {
+		return ""
+	}
+	b, _ := json.Marshal(struct {
+		SessionID string `json:"session_id"`
+		AccountID string `json:"account_id"`
+		CreatedAt string `json:"created_at,omitempty"`
+	}{row.SessionID, row.AccountID, formatCreatedAt(row.CreatedAt)})
+	return string(b)
+}
+
+// quoteJSON encodes s as a JSON string without HTML escapes.
+func quoteJSON(s string) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// jsonWithError puts an "error" member first in the JSON object line, or
+// wraps a line that is not one (see RejectsWriter).
+func jsonWithError(line, reason string) string {
+	r := quoteJSON(reason)
+	t := strings.TrimLeft(line, " \t")
+	if !strings.HasPrefix(t, "{") {
+		if line == "" {
+			return `{"error":` + r + `}`
+		}
+		return `{"error":` + r + `,"raw":` + quoteJSON(line) + `}`
+	}
+	rest := cutErrorMember(t[1:])
+	if next := strings.TrimLeft(rest, " \t\r\n"); next == "" || next[0] == '}' {
+		return `{"error":` + r + rest
+	}
+	return `{"error":` + r + "," + rest
+}
+
+// cutErrorMember drops a leading "error" member with a string value, as
+// jsonWithError writes it, from what follows an object's "{"; it returns
+// rest unchanged when there is none.
+func cutErrorMember(rest string) string {
+	const key = `"error":`
+	if !strings.HasPrefix(rest, key) {
+		return rest
+	}
+	dec := json.NewDecoder(strings.NewReader(rest[len(key):]))
+	tok, err := dec.Token()
+	if _, isString := tok.(string); err != nil || !isString {
+		return rest
+	}
+	after := rest[len(key)+int(dec.InputOffset()):]
+	switch {
+	case strings.HasPrefix(after, ","):
+		return after[1:]
+	case strings.HasPrefix(after, "}"):
+		return after
+	}
+	return rest
+}
+
+// cutCSVField drops the first field (quoted or not) and its comma from a CSV
+// record's text, as the error field of a rejects file is written; it returns
+// text unchanged when the first field does not end with a comma.
+func cutCSVField(text string) string {
+	i := 0
+	if strings.HasPrefix(text, `"`) {
+		for i = 1; i < len(text); i++ {
+			if text[i] != '"' {
+				continue
+			}
+			if i+1 < len(text) && text[i+1] == '"' {
+				i++
+				continue
+			}
+			i++
+			break
+		}
+	} else {
+		i = strings.IndexByte(text, ',')
+		if i < 0 {
+			return text
+		}
+	}
+	if i < len(text) && text[i] == ',' {
+		return text[i+1:]
+	}
+	return text
 }

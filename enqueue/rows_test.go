@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/tasks"
 )
 
 // The reader's tests need no Redis: they feed ReadRows strings, files in
@@ -635,7 +637,8 @@ func TestOpenInputErrors(t *testing.T) {
 		t.Errorf("broken gzip header: %v", err)
 	}
 
-	// Damage found while reading is a FormatError with the line reached.
+	// Damage in a regular file is found by OpenInput, before any row is
+	// read; in a pipe, while reading: a FormatError with the line reached.
 	var b strings.Builder
 	b.WriteString("session_id,account_id\n")
 	for i := range 20_000 {
@@ -651,13 +654,89 @@ func TestOpenInputErrors(t *testing.T) {
 		{"corrupt", slices.Concat(good[:len(good)/2], bytes.Repeat([]byte{0xff}, 64), good[len(good)/2+64:]), "corrupt gzip stream: "},
 		{"bad checksum", slices.Concat(good[:len(good)-8], []byte{1, 2, 3, 4}, good[len(good)-4:]), "corrupt gzip stream: gzip: invalid checksum"},
 	} {
+		name := writeTemp(t, "rows.gz", c.data)
+		_, _, _, _, err := enqueue.OpenInput(name)
+		var fe *enqueue.FormatError
+		if !errors.As(err, &fe) || !strings.HasPrefix(err.Error(), name+": ") || !strings.Contains(fe.Reason, c.want) || !strings.Contains(fe.Reason, "before reading any row") {
+			t.Errorf("%s, regular file: OpenInput = %v", c.name, err)
+		}
 		for _, f := range []enqueue.Format{enqueue.FormatCSV, enqueue.FormatJSONL} {
-			got := openAndReadLast(t, writeTemp(t, "rows.gz", c.data), f)
-			var fe *enqueue.FormatError
+			got := openAndReadLast(t, fifoOf(t, c.data), f)
 			if !errors.As(got.err, &fe) || fe.Line < 2 || !strings.Contains(fe.Reason, c.want) {
-				t.Errorf("%s %v: last yield %v (after %d)", c.name, f, got.err, got.n)
+				t.Errorf("%s %v, pipe: last yield %v (after %d)", c.name, f, got.err, got.n)
 			}
 		}
+	}
+}
+
+// fifoOf returns a named pipe that yields data once, to be opened with
+// OpenInput like standard input.
+func fifoOf(t *testing.T, data []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "pipe")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatalf("mkfifo: %v", err)
+	}
+	go func() {
+		w, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err == nil {
+			_, _ = w.Write(data)
+			_ = w.Close()
+		}
+	}()
+	return p
+}
+
+// storedGzip compresses s without compression (stored blocks), so that a
+// byte changed in the middle is still a valid stream up to the checksum at
+// its end: damage that decompresses to other rows.
+func storedGzip(t *testing.T, s string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.NoCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = zw.Write([]byte(s))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestOpenInputDamagedGzip: bytes changed in the middle of a gzip file
+// decompress to other, valid rows, found only by the checksum at the end.
+// A regular file is refused by OpenInput before a row is read. From a pipe
+// a change to invalid UTF-8 stops ReadRows at that line; rows before it were
+// read (the risk the README states for standard input).
+func TestOpenInputDamagedGzip(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	b.WriteString("session_id,account_id\n")
+	for i := range 2000 {
+		fmt.Fprintf(&b, "%s,acct-%04d\n", sidA, i)
+	}
+	text := b.String()
+	at := strings.Index(text, "acct-1000") + len("acct-1")
+	changed := func(to byte) []byte {
+		data := storedGzip(t, text)
+		i := bytes.Index(data, []byte("acct-1000")) + len("acct-1")
+		if i < len("acct-1") || text[at] != '0' {
+			t.Fatal("row not found in the stored gzip")
+		}
+		data[i] = to
+		return data
+	}
+
+	name := writeTemp(t, "rows.csv.gz", changed('9')) // acct-1900: a valid row that is not in the file
+	if _, _, _, _, err := enqueue.OpenInput(name); err == nil || !strings.Contains(err.Error(), "invalid checksum") {
+		t.Errorf("damaged regular file: OpenInput = %v, want the checksum error before any row", err)
+	}
+
+	got := openAndRead(t, fifoOf(t, changed(0xff)), enqueue.FormatCSV)
+	last := got[len(got)-1]
+	if len(got) != 1001 || !strings.HasPrefix(last, "format: line 1002: not valid UTF-8 in gzip data read from standard input or a pipe") {
+		t.Errorf("pipe: %d yields, last %q; want 1,000 rows, then a stop at line 1002", len(got), last)
 	}
 }
 
@@ -712,64 +791,118 @@ func TestOpenInputStdinChild(t *testing.T) {
 	t.Logf("stdin: size %d, rows %v", size, got)
 }
 
-// TestRejectsRoundTrip: a rejects file is backfill input again: the values
-// written come back, the error column is ignored, and rows that could not be
-// read come back rejected until fixed.
+// rejectAll reads in (format f) as the backfill does: a RowError, or a row
+// that fails tasks validation, is rejected; it returns the rejects file, in
+// input order, and the rows that would be enqueued.
+func rejectAll(t *testing.T, in string, f enqueue.Format) (rejects string, accepted []enqueue.Row) {
+	t.Helper()
+	var buf bytes.Buffer
+	w := enqueue.NewRejectsWriter(&buf, f)
+	for row, err := range enqueue.ReadRows(strings.NewReader(in), f) {
+		var re *enqueue.RowError
+		switch {
+		case errors.As(err, &re):
+			err = w.Write(row, re.Reason)
+		case err != nil:
+			t.Fatalf("reading: %v", err)
+		default:
+			if _, verr := tasks.NewEnrollPayload(row.SessionID, row.AccountID); verr != nil {
+				err = w.Write(row, verr.Error())
+			} else {
+				accepted = append(accepted, row)
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String(), accepted
+}
+
+// TestRejectsRoundTrip: a rejects file keeps each rejected row as it was —
+// an invalid created_at, a row with too few fields, extra columns, a record
+// csv cannot parse, a JSONL line that is not UTF-8 — with the reason, in
+// input order; fed back unfixed every row is rejected again and nothing
+// would be enqueued, and the rejects of the rejects have the same shape.
 func TestRejectsRoundTrip(t *testing.T) {
 	t.Parallel()
-	created := time.Date(2026, 11, 2, 8, 30, 0, 500_000_000, time.FixedZone("", 2*3600))
-	rows := []struct {
-		row    enqueue.Row
-		reason string
+	csvIn := "session_id,account_id,created_at,extra\n" +
+		sidA + ",acct-1,yesterday,keep me\n" + // 2: bad created_at
+		sidB + ",acct-2\n" + // 3: too few fields (created_at missing)
+		"not-a-uuid,acct-3,,x,y,z\n" + // 4: invalid session, more fields than the header
+		sidC + ",ok,,\n" + // 5: good
+		sidA + `,ac"ct,,` + "\n" + // 6: bare quote
+		`"` + sidB + `","Doe, ""Jane""` + "\nsecond line\",,q\n" + // 7-8: quotes and a line break, bad account
+		sidB + "," + strings.Repeat("a", 2<<20) + ",,\n" + // 9: too long
+		sidC + ",acct-\xff,,\n" // 10: not UTF-8
+	jsonIn := `{"session_id":"` + sidA + `","account_id":"a","created_at":"yesterday","extra":[1,2]}` + "\n" +
+		`{"session_id":"` + sidB + `","account_id":"ok"}` + "\n" +
+		`{"session_id":"not-a-uuid","account_id":"b"}` + "\n" +
+		`{"session_id":` + "\n" +
+		`[1,2]` + "\n" +
+		`{"session_id":"` + sidC + `","account_id":"c\xff"}` + "\n" +
+		`{}` + "\n"
+	cases := []struct {
+		f         enqueue.Format
+		in        string
+		lines     []int // rejected, in input order
+		accepted  int
+		wantInOut []string
 	}{
-		{enqueue.Row{Line: 2, SessionID: "not-a-uuid", AccountID: "acct-1", Raw: []string{"x", "not-a-uuid", "acct-1"}}, "session_id: must be a canonical UUID"},
-		{enqueue.Row{Line: 3, SessionID: sidA, AccountID: "Doe, \"Jane\"\nsecond line", CreatedAt: created}, "line 3: account_id: must not contain control characters"},
-		{enqueue.Row{Line: 4, SessionID: sidB, AccountID: " spaced ", CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, "created_at: must not be in the future"},
-		{enqueue.Row{Line: 5, SessionID: sidC}, "account_id: must not be empty"},
-		{enqueue.Row{Line: 6, Raw: []string{"only-one-field"}}, "expected at least 2 fields, got 1"},
-		{enqueue.Row{Line: 7}, "line too long (over 1 MiB)"},
-		{enqueue.Row{Line: 8, Raw: []string{`{"session_id":`}}, "bad JSON: unexpected end of JSON input"},
+		{enqueue.FormatCSV, csvIn, []int{2, 3, 4, 6, 7, 9, 10}, 1, []string{
+			"error,session_id,account_id,created_at,extra\n",
+			`"line 2: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got ""yesterday""",` + sidA + ",acct-1,yesterday,keep me\n",
+			`"line 3: expected at least 3 fields, got 2",` + sidB + ",acct-2\n",
+			",not-a-uuid,acct-3,,x,y,z\n",
+			`,` + sidA + `,ac"ct,,` + "\n",
+			`,` + sidB + `,"Doe, ""Jane""` + "\nsecond line\",,q\n",
+			"\nline 9: line too long (over 1 MiB)\n",
+			",acct-\xff,,\n",
+		}},
+		{enqueue.FormatJSONL, jsonIn, []int{1, 3, 4, 5, 6, 7}, 1, []string{
+			`{"error":"line 1: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got \"yesterday\"","session_id":"` + sidA + `","account_id":"a","created_at":"yesterday","extra":[1,2]}` + "\n",
+			`","session_id":"not-a-uuid","account_id":"b"}` + "\n",
+			`{"error":"line 4: bad JSON: unexpected end of JSON input","session_id":` + "\n",
+			`{"error":"line 5: must be a JSON object, got an array","raw":"[1,2]"}` + "\n",
+			`","session_id":"` + sidC + `","account_id":"c\xff"}` + "\n",
+			`{"error":"line 7: session_id is missing"}` + "\n",
+		}},
 	}
-	wantBack := []string{
-		"not-a-uuid|acct-1|",
-		sidA + "|Doe, \"Jane\"\nsecond line|2026-11-02T08:30:00.5+02:00",
-		sidB + "| spaced |2026-01-01T00:00:00Z",
-		sidC + "||",
-	}
-	for _, f := range []enqueue.Format{enqueue.FormatCSV, enqueue.FormatJSONL} {
-		t.Run(f.String(), func(t *testing.T) {
+	for _, c := range cases {
+		t.Run(c.f.String(), func(t *testing.T) {
 			t.Parallel()
-			var buf bytes.Buffer
-			w := enqueue.NewRejectsWriter(&buf, f)
-			for _, r := range rows {
-				if err := w.Write(r.row, r.reason); err != nil {
-					t.Fatal(err)
+			out, accepted := rejectAll(t, c.in, c.f)
+			if len(accepted) != c.accepted {
+				t.Errorf("%d rows accepted, want %d", len(accepted), c.accepted)
+			}
+			for _, w := range c.wantInOut {
+				if !strings.Contains(out, w) {
+					t.Errorf("rejects file lacks %q:\n%s", w, out)
 				}
 			}
-			if err := w.Flush(); err != nil {
-				t.Fatal(err)
+			var order []int
+			for _, m := range regexp.MustCompile(`"error":"line (\d+):|(?m)^"?line (\d+):`).FindAllStringSubmatch(out, -1) {
+				n, _ := strconv.Atoi(m[1] + m[2])
+				order = append(order, n)
 			}
-			var back []string
-			var rejected []int
-			for row, err := range enqueue.ReadRows(bytes.NewReader(buf.Bytes()), f) {
-				var re *enqueue.RowError
-				switch {
-				case err == nil:
-					// Rows without values come back with empty ids (CSV),
-					// which validation rejects.
-					if row.SessionID == "" && row.AccountID == "" {
-						rejected = append(rejected, row.Line)
-						continue
-					}
-					back = append(back, strings.SplitN(render(t, row, nil), " ", 2)[1])
-				case errors.As(err, &re):
-					rejected = append(rejected, row.Line)
-				default:
-					t.Fatalf("reading the rejects back: %v\n%s", err, buf.String())
-				}
+			if !slices.Equal(order, c.lines) {
+				t.Errorf("rejects name lines %v, want %v in input order:\n%s", order, c.lines, out)
 			}
-			if !slices.Equal(back, wantBack) || len(rejected) != 3 {
-				t.Errorf("read back:\n\t%s\nrejected lines %v\nfile:\n%s", strings.Join(back, "\n\t"), rejected, buf.String())
+
+			// Fed back unfixed: every row rejected again, nothing accepted.
+			again, accepted := rejectAll(t, out, c.f)
+			if len(accepted) != 0 {
+				t.Errorf("fed back unfixed, %d rows would be enqueued: %+v\nrejects file:\n%s", len(accepted), accepted, out)
+			}
+			strip := regexp.MustCompile(`line \d+: [^"\n]*`)
+			if c.f == enqueue.FormatCSV {
+				strip = regexp.MustCompile(`(?m)^("line \d+: ([^"]|"")*"|line \d+: [^,\n]*)`)
+			}
+			if a, b := strip.ReplaceAllString(again, "E"), strip.ReplaceAllString(out, "E"); a != b {
+				t.Errorf("the rejects of the rejects file differ in shape:\n%s\nfrom:\n%s", a, b)
 			}
 		})
 	}
@@ -783,14 +916,14 @@ func TestRejectsFileContent(t *testing.T) {
 		f    enqueue.Format
 		want string
 	}{
-		{"mixed.csv", enqueue.FormatCSV, `session_id,account_id,created_at,error
-6fa459ea-ee8a-4ca4-894e-db77e160355e,acct-3,,"line 6: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got ""yesterday"""
-,,,"line 7: expected at least 4 fields, got 2",acct-4,too few
+		{"mixed.csv", enqueue.FormatCSV, `error,Account_ID ," note",session_id,created_at
+"line 6: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got ""yesterday""",acct-3,bad time,6fa459ea-ee8a-4ca4-894e-db77e160355e,yesterday
+"line 7: expected at least 4 fields, got 2",acct-4,too few
 `},
-		{"mixed.jsonl", enqueue.FormatJSONL, `{"session_id":"6fa459ea-ee8a-4ca4-894e-db77e160355e","account_id":"acct-3","error":"line 4: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got \"yesterday\""}
-{"raw":"{\"session_id\":\"9f5bd7b2-1f7e-4b5a-9d57-4a2c1f0e8b11\",\"account_id\":42}","error":"line 5: account_id: must be a string, got a number"}
-{"raw":"{\"session_id\":","error":"line 6: bad JSON: unexpected end of JSON input"}
-{"raw":"null","error":"line 7: must be a JSON object, got null"}
+		{"mixed.jsonl", enqueue.FormatJSONL, `{"error":"line 4: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got \"yesterday\"","session_id":"6fa459ea-ee8a-4ca4-894e-db77e160355e","account_id":"acct-3","created_at":"yesterday"}
+{"error":"line 5: account_id: must be a string, got a number","session_id":"9f5bd7b2-1f7e-4b5a-9d57-4a2c1f0e8b11","account_id":42}
+{"error":"line 6: bad JSON: unexpected end of JSON input","session_id":
+{"error":"line 7: must be a JSON object, got null","raw":"null"}
 `},
 	}
 	for _, c := range cases {
@@ -820,6 +953,24 @@ func TestRejectsFileContent(t *testing.T) {
 				t.Errorf("rejects file:\n%s\nwant:\n%s", buf.String(), c.want)
 			}
 		})
+	}
+}
+
+// TestRejectsWriterRowsByHand: a Row a caller built, without Raw, is
+// written from its values.
+func TestRejectsWriterRowsByHand(t *testing.T) {
+	t.Parallel()
+	created := time.Date(2026, 11, 2, 8, 30, 0, 500_000_000, time.FixedZone("", 2*3600))
+	row := enqueue.Row{Line: 3, SessionID: sidA, AccountID: "Doe, \"Jane\"", CreatedAt: created}
+	for f, want := range map[enqueue.Format]string{
+		enqueue.FormatCSV:   "error,session_id,account_id,created_at\nline 3: r," + sidA + ",\"Doe, \"\"Jane\"\"\",2026-11-02T08:30:00.5+02:00\n",
+		enqueue.FormatJSONL: `{"error":"line 3: r","session_id":"` + sidA + `","account_id":"Doe, \"Jane\"","created_at":"2026-11-02T08:30:00.5+02:00"}` + "\n",
+	} {
+		var buf bytes.Buffer
+		w := enqueue.NewRejectsWriter(&buf, f)
+		if err := w.Write(row, "r"); err != nil || w.Flush() != nil || buf.String() != want {
+			t.Errorf("%v: %v\n%s\nwant:\n%s", f, err, buf.String(), want)
+		}
 	}
 }
 

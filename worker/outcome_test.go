@@ -415,7 +415,7 @@ func TestDuplicateEnqueueCallsOnce(t *testing.T) {
 	ctx := context.Background()
 	s := newSessionID()
 	b.enroll(s)
-	_, err := b.enq.Enroll(ctx, strings.ToUpper(s), "acct-other")
+	_, err := b.enq.Enroll(ctx, strings.ToUpper(s), "acct-"+s[:8])
 	if !errors.Is(err, enqueue.ErrAlreadyQueued) {
 		t.Fatalf("second Enroll: %v, want ErrAlreadyQueued", err)
 	}

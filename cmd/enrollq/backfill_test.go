@@ -3,15 +3,22 @@ package main_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/hibiken/asynq"
 
@@ -73,8 +80,9 @@ func TestBackfillCSVWithEveryKindOfBadRow(t *testing.T) {
 		"acct-\xff,z," + bad[2] + ",\r\n" + // invalid UTF-8: line 9
 		"acct-10,z\r\n" + // missing column: line 10
 		"acct-11,z," + good[3] + ",\r\n" +
-		"acct-dup,z," + good[3] + ",\r\n" + // duplicate of line 11: line 12
-		"acct-13,z," + good[4] + ",\r\n"
+		"acct-11,z," + good[3] + ",\r\n" + // duplicate of line 11: line 12
+		"acct-13,z," + good[4] + ",\r\n" +
+		"acct-other,z," + good[3] + ",\r\n" // line 11's session for another account: line 14
 	file := writeFile(t, "sessions.csv", csv)
 	rejects := filepath.Join(t.TempDir(), "rejects.csv")
 
@@ -88,12 +96,13 @@ func TestBackfillCSVWithEveryKindOfBadRow(t *testing.T) {
 		"line 8: rejected: account_id: must be at most 255 bytes",
 		"line 9: rejected: account_id: must be valid UTF-8",
 		"line 10: rejected:",
+		`line 14: rejected: session ` + good[3] + `: account mismatch: line 11 of this run has it for account "acct-11", not "acct-other"`,
 	} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
 		}
 	}
-	if !strings.Contains(r.stdout, "5 enqueued") || !strings.Contains(r.stdout, "1 duplicates in the file") || !strings.Contains(r.stdout, "5 rejected") || !strings.Contains(r.stdout, "1 past the 30-day window") {
+	if !strings.Contains(r.stdout, "5 enqueued") || !strings.Contains(r.stdout, "1 duplicates in the file") || !strings.Contains(r.stdout, "6 rejected (1 of them for a session held for another account)") || !strings.Contains(r.stdout, "read 12 rows") || !strings.Contains(r.stdout, "1 past the 30-day window") {
 		t.Errorf("summary: %s", r.stdout)
 	}
 	insp := asynq.NewInspectorFromRedisClient(rdb)
@@ -117,12 +126,12 @@ func TestBackfillCSVWithEveryKindOfBadRow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(data), "not-a-uuid") || !strings.HasPrefix(string(data), "session_id,account_id") {
+	if !strings.Contains(string(data), ",acct-4,z,not-a-uuid,\n") || !strings.HasPrefix(string(data), "error,account_id,extra,session_id,created_at\n") {
 		t.Errorf("rejects file:\n%s", data)
 	}
-	fixed := strings.Replace(string(data), "not-a-uuid", newSessionID(), 1)
+	fixed := strings.ReplaceAll(string(data), "not-a-uuid", newSessionID())
 	r = enrollq(t, env, "backfill", writeFile(t, "fixed.csv", fixed))
-	if !strings.Contains(r.stdout, "1 enqueued") {
+	if !strings.Contains(r.stdout, "1 enqueued") || !strings.Contains(r.stdout, "5 rejected") {
 		t.Errorf("feeding the fixed rejects back: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
@@ -147,7 +156,7 @@ func TestBackfillJSONLGzipAndDryRun(t *testing.T) {
 		`{"session_id":"` + s2 + `","account_id":"b","created_at":"2026-11-20T10:00:00Z"}`,
 		`{"session_id":"bad","account_id":"c"}`,
 		`{"session_id":`, // broken JSON
-		`{"session_id":"` + s1 + `","account_id":"dup"}`,
+		`{"session_id":"` + s1 + `","account_id":"a, with comma"}`,
 	}
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
@@ -256,6 +265,12 @@ func TestBackfillInterruptThenResume(t *testing.T) {
 	if !strings.Contains(stderr.String(), "queue full") {
 		t.Errorf("no progress line said the queue was full:\n%s", stderr.String())
 	}
+	// The rows Ctrl-C kept from their turn are not attempted, not failed,
+	// and the counts add up.
+	counts := summaryCounts(t, stdout.String())
+	if counts["failed"] != 0 || counts["not attempted"] == 0 || counts["enqueued"] < 500 || counts["enqueued"] > 500+8 {
+		t.Errorf("interrupted summary: %v\n%s", counts, stdout.String())
+	}
 
 	r := enrollq(t, env, "backfill", file)
 	if r.code != 0 {
@@ -269,4 +284,326 @@ func TestBackfillInterruptThenResume(t *testing.T) {
 		t.Errorf("rerun summary does not report the rows already queued: %s", r.stdout)
 	}
 
+}
+
+// summaryCounts reads the numbers of a backfill summary line and checks
+// that they add up: every row read is in exactly one count.
+func summaryCounts(t *testing.T, summary string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for _, k := range []string{"read", "enqueued", "already queued", "already enrolled", "dead-lettered", "duplicates in the file", "rejected", "failed", "not attempted", "skipped before --from-line"} {
+		re := regexp.MustCompile(`(\d+) ` + regexp.QuoteMeta(k) + `\b`)
+		if k == "read" {
+			re = regexp.MustCompile(`read (\d+) rows`)
+		}
+		if m := re.FindStringSubmatch(summary); m != nil {
+			got[k], _ = strconv.Atoi(m[1])
+		}
+	}
+	sum := 0
+	for k, n := range got {
+		if k != "read" {
+			sum += n
+		}
+	}
+	if sum != got["read"] {
+		t.Errorf("the summary does not add up: %d read, %d in the counts %v\n%s", got["read"], sum, got, summary)
+	}
+	return got
+}
+
+// TestBackfillSummaryAddsUp: a file with a row of every outcome; the
+// summary counts each row read once (rows the parser rejects too), the
+// rejects file holds the rejected rows as they were, in input order, with
+// an error column, and fed back unfixed it rejects the same rows again and
+// enqueues nothing.
+func TestBackfillSummaryAddsUp(t *testing.T) {
+	rdb := freshRedis(t)
+	env := []string{"REDIS_URL=" + redisURL(t)}
+	queued, other, dead, new1, new5 := newSessionID(), newSessionID(), newSessionID(), newSessionID(), newSessionID()
+	for s, acct := range map[string]string{queued: "q", other: "A", dead: "d"} {
+		if r := enrollq(t, env, "enqueue", "--queue", "backfill", "--session-id", s, "--account-id", acct); r.code != 0 {
+			t.Fatalf("enqueue: %d %s", r.code, r.stderr)
+		}
+	}
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	if err := insp.ArchiveTask(tasks.QueueBackfill, tasks.TaskID(dead)); err != nil {
+		t.Fatal(err)
+	}
+	in := "session_id,account_id,created_at,note\n" +
+		newSessionID() + ",a,,n\n" + // 2: before --from-line
+		newSessionID() + `,a"b,,n` + "\n" + // 3: before --from-line, unparsable
+		new1 + ",a,,n\n" + // 4: enqueued
+		queued + ",q,,n\n" + // 5: already queued
+		other + ",B,,n\n" + // 6: rejected: queued for account A
+		dead + ",d,,n\n" + // 7: dead-lettered
+		new1 + ",a,,n\n" + // 8: duplicate of line 4
+		"bad-uuid,a,,n\n" + // 9: rejected: not a UUID
+		newSessionID() + ",a,yesterday,keep me\n" + // 10: rejected: created_at
+		newSessionID() + ",a\n" + // 11: rejected: too few fields
+		newSessionID() + `,"a"b,,n` + "\n" + // 12: rejected: csv cannot parse it
+		new5 + ",a,,n,extra1,extra2\n" // 13: enqueued
+	file := writeFile(t, "in.csv", in)
+	rejects := filepath.Join(t.TempDir(), "rejects.csv")
+	r := enrollq(t, env, "backfill", file, "--from-line", "4", "--rejects", rejects)
+	if r.code != 3 {
+		t.Fatalf("exit %d, want 3\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	got := summaryCounts(t, r.stdout)
+	want := map[string]int{"read": 12, "skipped before --from-line": 2, "enqueued": 2, "already queued": 1, "already enrolled": 0,
+		"dead-lettered": 1, "duplicates in the file": 1, "rejected": 5}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("summary counts %v, want %v\n%s", got, want, r.stdout)
+	}
+	if n := len(backfillTasks(t, insp)); n != 5 {
+		t.Errorf("Redis holds %d backfill tasks, want 5 (3 before, 2 enqueued)", n)
+	}
+
+	data, err := os.ReadFile(rejects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(in, "\n")
+	var order []string
+	for _, l := range regexp.MustCompile(`(?m)^"?line (\d+): `).FindAllStringSubmatch(string(data), -1) {
+		order = append(order, l[1])
+	}
+	if !slices.Equal(order, []string{"6", "9", "10", "11", "12"}) {
+		t.Errorf("rejects in the order of lines %v, want 6 9 10 11 12:\n%s", order, data)
+	}
+	if !strings.HasPrefix(string(data), "error,session_id,account_id,created_at,note\n") {
+		t.Errorf("rejects header:\n%s", data)
+	}
+	for _, l := range []int{6, 9, 10, 11, 12} {
+		if !strings.Contains(string(data), ","+lines[l-1]+"\n") {
+			t.Errorf("rejects file lacks line %d as it was (%q):\n%s", l, lines[l-1], data)
+		}
+	}
+	if !strings.Contains(string(data), `account mismatch: already queued (pending in queue backfill) for account ""A"", not ""B""`) {
+		t.Errorf("the mismatch's error does not name both accounts:\n%s", data)
+	}
+
+	// Fed back unfixed: the same rows rejected again, nothing enqueued.
+	r = enrollq(t, env, "backfill", rejects)
+	if got := summaryCounts(t, r.stdout); r.code != 3 || got["read"] != 5 || got["rejected"] != 5 {
+		t.Errorf("rejects fed back: exit %d, counts %v\n%s%s", r.code, got, r.stdout, r.stderr)
+	}
+	if n := len(backfillTasks(t, insp)); n != 5 {
+		t.Errorf("feeding the rejects back enqueued %d tasks", n-5)
+	}
+}
+
+// TestBackfillRejectsIsInput: --rejects naming the input file (also
+// through a symlink, or as the file standard input reads) is refused with
+// exit 2 before anything is written, and the input stays intact.
+func TestBackfillRejectsIsInput(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	b.WriteString("session_id,account_id\n")
+	for i := range 20_000 {
+		fmt.Fprintf(&b, "%s,acct-%d\n", newSessionID(), i)
+	}
+	file := writeFile(t, "in.csv", b.String())
+	link := filepath.Join(t.TempDir(), "link.csv")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	// An unreachable Redis: a run that went on would exit 1.
+	env := []string{"REDIS_URL=redis://127.0.0.1:1/0"}
+	check := func(name string, r result) {
+		t.Helper()
+		if r.code != 2 || !strings.Contains(r.stderr, "is the input file") || !strings.Contains(r.stderr, "would destroy the input") {
+			t.Errorf("%s: exit %d, want 2 and a clear error\n%s", name, r.code, r.stderr)
+		}
+		if data, err := os.ReadFile(file); err != nil || string(data) != b.String() {
+			t.Fatalf("%s: the input file changed (%d bytes of %d, %v)", name, len(data), b.Len(), err)
+		}
+	}
+	check("same name", enrollq(t, env, "backfill", file, "--rejects", file))
+	check("symlink as rejects", enrollq(t, env, "backfill", file, "--rejects", link))
+	check("symlink as input", enrollq(t, env, "backfill", link, "--rejects", file))
+
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(binary, "backfill", "-", "--rejects", file)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	cmd.Stdin = f
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	_ = cmd.Run()
+	check("standard input", result{code: cmd.ProcessState.ExitCode(), stderr: stderr.String()})
+}
+
+// storedGzip compresses s in stored blocks: a byte changed in the middle
+// still decompresses, to other rows, and only the checksum at the end of
+// the stream says it is damaged.
+func storedGzip(t *testing.T, s string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.NoCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = zw.Write([]byte(s))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestBackfillCorruptGzip: a .csv.gz file damaged in the middle so that it
+// decompresses to session/account pairs that are not in the original
+// enqueues nothing at all and fails with the checksum error. From standard
+// input, where the stream cannot be checked first, damage that is not
+// valid UTF-8 stops the run at that line: the rows before it are enqueued,
+// none from it on.
+func TestBackfillCorruptGzip(t *testing.T) {
+	rdb := freshRedis(t)
+	env := []string{"REDIS_URL=" + redisURL(t)}
+	const n = 3000
+	var b strings.Builder
+	b.WriteString("session_id,account_id\n")
+	sessions := make([]string, n)
+	for i := range n {
+		sessions[i] = newSessionID()
+		fmt.Fprintf(&b, "%s,acct-%d\n", sessions[i], i)
+	}
+	damaged := func(to func(byte) byte) []byte {
+		data := storedGzip(t, b.String())
+		i := bytes.Index(data, []byte(sessions[n/2]))
+		if i < 0 {
+			t.Fatal("row not found in the stored gzip")
+		}
+		data[i] = to(data[i])
+		return data
+	}
+	otherHex := func(c byte) byte {
+		if c == 'a' {
+			return 'b'
+		}
+		return 'a'
+	}
+
+	file := writeFile(t, "rows.csv.gz", string(damaged(otherHex)))
+	r := enrollq(t, env, "backfill", file)
+	if r.code != 2 || !strings.Contains(r.stderr, "invalid checksum") || !strings.Contains(r.stderr, "before reading any row") {
+		t.Errorf("damaged file: exit %d, want 2 and the checksum error\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	keys, err := rdb.Keys(context.Background(), "asynq:*").Result()
+	if err != nil || len(keys) != 0 {
+		t.Fatalf("a damaged file put %d keys into Redis (%v): %v", len(keys), err, keys)
+	}
+
+	cmd := exec.Command(binary, "backfill", "-")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	cmd.Stdin = bytes.NewReader(damaged(func(byte) byte { return 0xff }))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	_ = cmd.Run()
+	bad := n/2 + 2 // the line of the damaged row
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(stderr.String(), fmt.Sprintf("line %d: not valid UTF-8 in gzip data read from standard input", bad)) {
+		t.Errorf("damaged standard input: exit %d, want 2 naming line %d\n%s%s", code, bad, stdout.String(), stderr.String())
+	}
+	got := backfillTasks(t, asynq.NewInspectorFromRedisClient(rdb))
+	if len(got) != n/2 {
+		t.Errorf("Redis holds %d tasks, want the %d rows before the damage", len(got), n/2)
+	}
+	for i, s := range sessions {
+		if _, in := got[s]; in != (i < n/2) {
+			t.Errorf("row %d (line %d) enqueued: %v", i, i+2, in)
+		}
+	}
+}
+
+// openPTY opens a pseudo-terminal: what the command writes to tty, the
+// test reads from ptmx.
+func openPTY(t *testing.T) (ptmx, tty *os.File) {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("no pseudo-terminal: %v", err)
+	}
+	var unlock int32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, ptmx.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
+		t.Fatalf("unlockpt: %v", e)
+	}
+	var n uint32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, ptmx.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
+		t.Fatalf("ptsname: %v", e)
+	}
+	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ptmx, tty
+}
+
+// TestBackfillProgressBarInterrupted: on a terminal the bar shows rows/s
+// (not bytes), and when Ctrl-C stops the run its last line shows the final
+// counts — those of the summary — and the part of the file really read,
+// not 100 %.
+func TestBackfillProgressBarInterrupted(t *testing.T) {
+	rdb := freshRedis(t)
+	var b strings.Builder
+	b.WriteString("session_id,account_id\n")
+	for i := range 3000 {
+		fmt.Fprintf(&b, "%s,acct-%d\n", newSessionID(), i)
+	}
+	file := writeFile(t, "big.csv", b.String())
+	ptmx, tty := openPTY(t)
+	defer ptmx.Close()
+	cmd := exec.Command(binary, "backfill", file, "--max-queued", "200", "--parallel", "4")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "REDIS_URL=" + redisURL(t), "TERM=xterm"}
+	var stdout bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, tty
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	var screen bytes.Buffer
+	copied := make(chan struct{})
+	go func() { _, _ = io.Copy(&screen, ptmx); close(copied) }() // ends with EIO once the command exits
+
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		qi, err := insp.GetQueueInfo(tasks.QueueBackfill)
+		if err == nil && qi.Pending >= 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("backfill never filled the queue: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // a few frames while it waits
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	_ = cmd.Wait()
+	select {
+	case <-copied:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the terminal output never ended")
+	}
+	frames := strings.Split(screen.String(), "\r")
+	last := ""
+	for _, f := range frames {
+		if strings.Contains(f, " read, ") {
+			last = f
+		}
+	}
+	got := summaryCounts(t, stdout.String())
+	want := fmt.Sprintf("%d read, %d enqueued, ", got["read"], got["enqueued"])
+	if !strings.Contains(last, want) || !strings.Contains(last, "rows/s") || !strings.Contains(last, "(interrupted)") {
+		t.Errorf("last frame %q, want the final counts %q, rows/s and (interrupted)\nsummary: %s", last, want, stdout.String())
+	}
+	if strings.Contains(last, "100%") {
+		t.Errorf("last frame %q: an interrupted run shown at 100 %%", last)
+	}
+	if strings.Contains(screen.String(), "B/s") {
+		t.Errorf("the bar shows a byte rate:\n%q", last)
+	}
 }

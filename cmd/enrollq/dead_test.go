@@ -155,7 +155,7 @@ func TestDeadRequeueByCode(t *testing.T) {
 	}
 	// A requeued session can be enqueued again by hand: it is not in the
 	// dead letters any more (here it is already enrolled).
-	r = enrollq(t, env, "enqueue", "--session-id", notFound[0], "--account-id", "x")
+	r = enrollq(t, env, "enqueue", "--session-id", notFound[0], "--account-id", "a-"+notFound[0][:6])
 	if r.code != 0 || !strings.Contains(r.stdout, "already enrolled") {
 		t.Errorf("enqueue after requeue: exit %d %s%s", r.code, r.stdout, r.stderr)
 	}

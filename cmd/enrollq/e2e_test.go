@@ -190,7 +190,7 @@ func TestEnqueueAndWorkEndToEnd(t *testing.T) {
 			t.Fatalf("enqueue %s: exit %d\n%s%s", s, r.code, r.stdout, r.stderr)
 		}
 	}
-	r := enrollq(t, env, "enqueue", "--session-id", strings.ToUpper(dup), "--account-id", "acct-x")
+	r := enrollq(t, env, "enqueue", "--session-id", strings.ToUpper(dup), "--account-id", "acct-"+dup[:8])
 	if r.code != 0 || !strings.Contains(r.stdout, "already queued") {
 		t.Fatalf("duplicate enqueue: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}

@@ -18,8 +18,11 @@ type enqueueCmd struct {
 }
 
 // Run enqueues one enrollment. A session that already has a task is not an
-// error when it is queued or enrolled (the wanted state holds); it is one
-// when it is dead-lettered (the enrollment will not happen by itself).
+// error when it is queued or enrolled for the same account (the wanted
+// state holds); it is one when it is dead-lettered (the enrollment will not
+// happen by itself) or held for another account (exit 1, naming both).
+// A created_at already past the 30-day window is enqueued all the same, with
+// a warning: the worker dead-letters it without calling the API.
 func (c enqueueCmd) Run(e *env) error {
 	if c.Queue != tasks.QueueSignup && c.Queue != tasks.QueueBackfill {
 		return usageErr("--queue: must be %s or %s, got %q", tasks.QueueSignup, tasks.QueueBackfill, c.Queue)
@@ -40,6 +43,10 @@ func (c enqueueCmd) Run(e *env) error {
 	if err != nil {
 		return usageErr("invalid input: %v", err)
 	}
+	if p.Expired(time.Now()) {
+		fmt.Fprintf(e.stderr, "enrollq: warning: --created-at %s is more than 30 days ago: the session's enrollment window ended at %s, so the worker will dead-letter it as session_older_than_30_days without calling the API\n",
+			c.CreatedAt, p.Deadline().UTC().Format(time.RFC3339))
+	}
 	rdb, err := openRedis(e.ctx, e.cfg)
 	if err != nil {
 		return err
@@ -52,6 +59,8 @@ func (c enqueueCmd) Run(e *env) error {
 	case err == nil:
 		fmt.Fprintf(e.stdout, "enqueued session %s as task %s in queue %s\n", strings.ToLower(c.SessionID), res.TaskID, res.Queue)
 		return nil
+	case errors.Is(err, enqueue.ErrAccountMismatch):
+		return &exitError{code: exitFailure, err: fmt.Errorf("not enqueued: %w", err)}
 	case errors.Is(err, enqueue.ErrDeadLettered) && errors.As(err, &dup):
 		return &exitError{code: exitFailure, err: fmt.Errorf("not enqueued: %v (last error: %s)", err, dup.LastErr)}
 	case errors.As(err, &dup):
