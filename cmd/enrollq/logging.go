@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -8,17 +10,19 @@ import (
 	"time"
 
 	"github.com/lmittmann/tint"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/term"
 
 	"github.com/enrollq/enrollq/config"
 )
 
 // newLogger builds the process's logger: tint's coloured text on a terminal
-// (or with LOG_FORMAT=text), JSON otherwise, at LOG_LEVEL.
-func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+// (or with LOG_FORMAT=text), JSON otherwise, at LOG_LEVEL. tty says whether w
+// is a terminal.
+func newLogger(cfg config.Config, w io.Writer, tty bool) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	format := cfg.LogFormat
-	tty := isTerminal(w)
 	if format == "" {
 		format = "json"
 		if tty {
@@ -26,17 +30,52 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 		}
 	}
 	if strings.EqualFold(format, "text") {
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: !tty}))
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: !tty, ReplaceAttr: durationsAsText}))
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}))
 }
 
-// isTerminal reports whether w is a character device (a terminal).
+// durationsAsText writes every duration the way Go and our flags spell it
+// ("30s", "1.2ms"): slog's JSON handler would write integer nanoseconds
+// (30000000000), which nobody reads at a glance and which looks like a
+// different unit beside the flags'.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
+}
+
+// isTerminal reports whether w is a terminal.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// redisLogger routes go-redis's own log lines (it logs, for instance, every
+// failed dial of its pool) through slog, so that they share the process's
+// format instead of writing plain "redis: 2026/12/01 …" lines into a JSON
+// log. level is the slog level they get.
+type redisLogger struct {
+	log   *slog.Logger
+	level slog.Level
+}
+
+// Printf implements go-redis's internal.Logging.
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	if ctx == nil {
+		ctx = context.Background()
 	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	l.log.Log(ctx, l.level, strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "))
+}
+
+// routeRedisLogs sends go-redis's lines to log at level. go-redis has one
+// logger per process, so the last call wins.
+//
+// Commands that report a Redis failure themselves (every command that runs
+// once and exits) pass slog.LevelDebug: the command's one error line says it
+// all, and the pool's own lines (one per failed dial round) appear only with
+// LOG_LEVEL=debug. Long-running ones pass slog.LevelWarn.
+func routeRedisLogs(log *slog.Logger, level slog.Level) {
+	redis.SetLogger(redisLogger{log: log.With(slog.String("component", "redis")), level: level})
 }
