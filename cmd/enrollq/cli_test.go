@@ -42,11 +42,14 @@ func TestRedisDownIsOneLine(t *testing.T) {
 		{"dead", "list", "--code", "session_not_found"},
 	} {
 		for _, format := range []string{"text", "json"} {
-			r := enrollq(t, append(env, "LOG_FORMAT="+format), args...)
-			lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
-			if r.code != 1 || len(lines) != 1 || !strings.HasPrefix(lines[0], "enrollq: cannot reach Redis at ") {
-				t.Errorf("%v (LOG_FORMAT=%s): exit %d, %d stderr lines, want exit 1 and one line:\n%s", args, format, r.code, len(lines), r.stderr)
-			}
+			t.Run(strings.Join(args[:min(2, len(args))], " ")+" "+format, func(t *testing.T) {
+				t.Parallel()
+				r := enrollq(t, append(env, "LOG_FORMAT="+format), args...)
+				lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+				if r.code != 1 || len(lines) != 1 || !strings.HasPrefix(lines[0], "enrollq: cannot reach Redis at ") {
+					t.Errorf("%v (LOG_FORMAT=%s): exit %d, %d stderr lines, want exit 1 and one line:\n%s", args, format, r.code, len(lines), r.stderr)
+				}
+			})
 		}
 	}
 }
@@ -216,8 +219,10 @@ func TestAPIKeyFromFile(t *testing.T) {
 		want string
 	}{
 		{"missing file", []string{"VERISOUL_API_KEY_FILE=" + filepath.Join(dir, "nope")}, []string{"worker"}, "VERISOUL_API_KEY_FILE (--api-key-file): cannot read the secret: open " + filepath.Join(dir, "nope")},
-		{"both", []string{"VERISOUL_API_KEY_FILE=" + keyFile, "VERISOUL_API_KEY=" + apiKey}, []string{"worker"}, "VERISOUL_API_KEY_FILE (--api-key-file): set either it or VERISOUL_API_KEY (--api-key), not both"},
-		{"both, one a flag", []string{"VERISOUL_API_KEY_FILE=" + keyFile}, []string{"--api-key", apiKey, "worker"}, "not both"},
+		// Any command: a setting that contradicts itself is refused
+		// before anything runs.
+		{"both", []string{"VERISOUL_API_KEY_FILE=" + keyFile, "VERISOUL_API_KEY=" + apiKey}, []string{"stats"}, "VERISOUL_API_KEY_FILE (--api-key-file): set either it or VERISOUL_API_KEY (--api-key), not both"},
+		{"both, one a flag", []string{"VERISOUL_API_KEY_FILE=" + keyFile}, []string{"--api-key", apiKey, "stats"}, "not both"},
 	} {
 		r := enrollq(t, append(env, c.env...), c.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, c.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
