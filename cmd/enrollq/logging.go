@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lmittmann/tint"
@@ -56,17 +57,47 @@ func isTerminal(w io.Writer) bool {
 // failed dial of its pool) through slog, so that they share the process's
 // format instead of writing plain "redis: 2026/12/01 …" lines into a JSON
 // log. level is the slog level they get.
+//
+// While Redis is down the pool logs the same failure about three times a
+// second; a line whose format was logged less than redisLogEvery ago is
+// counted instead, and the next one logged says how many it stands for
+// (suppressed=N). The outage itself is reported by the command (the
+// worker's "redis unreachable").
 type redisLogger struct {
 	log   *slog.Logger
 	level slog.Level
+
+	mu         sync.Mutex
+	last       map[string]time.Time // format → when a line of it was last logged
+	suppressed map[string]int       // format → lines counted since then
 }
 
+// redisLogEvery is how often one kind of go-redis line is logged at most.
+const redisLogEvery = 30 * time.Second
+
 // Printf implements go-redis's internal.Logging.
-func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+func (l *redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	l.log.Log(ctx, l.level, strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "))
+	if !l.log.Enabled(ctx, l.level) {
+		return
+	}
+	now := time.Now()
+	l.mu.Lock()
+	if t, ok := l.last[format]; ok && now.Sub(t) < redisLogEvery {
+		l.suppressed[format]++
+		l.mu.Unlock()
+		return
+	}
+	n := l.suppressed[format]
+	l.last[format], l.suppressed[format] = now, 0
+	l.mu.Unlock()
+	var attrs []any
+	if n > 0 {
+		attrs = append(attrs, slog.Int("suppressed", n))
+	}
+	l.log.Log(ctx, l.level, strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "), attrs...)
 }
 
 // routeRedisLogs sends go-redis's lines to log at level. go-redis has one
@@ -74,8 +105,13 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 //
 // Commands that report a Redis failure themselves (every command that runs
 // once and exits) pass slog.LevelDebug: the command's one error line says it
-// all, and the pool's own lines (one per failed dial round) appear only with
-// LOG_LEVEL=debug. Long-running ones pass slog.LevelWarn.
+// all, and the pool's own lines appear only with LOG_LEVEL=debug.
+// Long-running ones pass slog.LevelWarn.
 func routeRedisLogs(log *slog.Logger, level slog.Level) {
-	redis.SetLogger(redisLogger{log: log.With(slog.String("component", "redis")), level: level})
+	redis.SetLogger(&redisLogger{
+		log:        log.With(slog.String("component", "redis")),
+		level:      level,
+		last:       map[string]time.Time{},
+		suppressed: map[string]int{},
+	})
 }
