@@ -67,7 +67,7 @@ type Config struct {
 	// APIKeyFile is a file holding the API key, as Docker and Kubernetes
 	// mount secrets; one trailing newline is ignored. Default empty. Setting
 	// it and APIKey is an error. See ReadSecretFiles.
-	APIKeyFile string `name:"api-key-file" env:"VERISOUL_API_KEY_FILE" secretfile:"APIKey" help:"File holding the Verisoul API key (a mounted secret); one trailing newline is ignored."`
+	APIKeyFile string `name:"api-key-file" env:"VERISOUL_API_KEY_FILE" secretfile:"APIKey" placeholder:"PATH" help:"File holding the Verisoul API key (a mounted secret); one trailing newline is ignored."`
 
 	// Env is the Verisoul environment, sandbox or prod; it picks the base URL
 	// when BaseURL is empty. Default "sandbox".
@@ -133,7 +133,7 @@ type Config struct {
 	// DashboardPasswordFile is a file holding DashboardPassword; one trailing
 	// newline is ignored. Default empty. Setting it and DashboardPassword is
 	// an error.
-	DashboardPasswordFile string `name:"dashboard-password-file" env:"ENROLLQ_DASHBOARD_PASSWORD_FILE" secretfile:"DashboardPassword" help:"File holding the dashboard's password (a mounted secret); one trailing newline is ignored."`
+	DashboardPasswordFile string `name:"dashboard-password-file" env:"ENROLLQ_DASHBOARD_PASSWORD_FILE" secretfile:"DashboardPassword" placeholder:"PATH" help:"File holding the dashboard's password (a mounted secret); one trailing newline is ignored."`
 
 	// LogFormat is the slog output format: "text", "json", or empty for
 	// automatic (text on a terminal, else json). Default empty.
