@@ -13,6 +13,10 @@
 // that wraps the *Error unchanged. ValidateWorker is never called by kong:
 // the worker command calls it.
 //
+// Secrets may also come from files (VERISOUL_API_KEY_FILE, …; see
+// ReadSecretFiles): the cmd package reads them right after Parse and then
+// calls Validate again, so what was read is checked like the rest.
+//
 // The package imports nothing of the project.
 package config
 
