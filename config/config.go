@@ -13,6 +13,10 @@
 // that wraps the *Error unchanged. ValidateWorker is never called by kong:
 // the worker command calls it.
 //
+// Secrets may also come from files (VERISOUL_API_KEY_FILE, …; see
+// ReadSecretFiles): the cmd package reads them right after Parse and then
+// calls Validate again, so what was read is checked like the rest.
+//
 // The package imports nothing of the project.
 package config
 
@@ -75,8 +79,14 @@ type Config struct {
 	RedisKeyFile string `name:"redis-key-file" env:"ENROLLQ_REDIS_KEY_FILE" help:"PEM private key of --redis-cert-file."`
 
 	// APIKey is the Verisoul API key. Default empty; the worker requires it.
-	// It never prints: see Secret.
-	APIKey Secret `name:"api-key" env:"VERISOUL_API_KEY" help:"Verisoul API key; required by the worker, never printed."`
+	// It never prints: see Secret. As a flag it is visible to other local
+	// users in ps; prefer the variable or APIKeyFile.
+	APIKey Secret `name:"api-key" env:"VERISOUL_API_KEY" help:"Verisoul API key; required by the worker, never printed. As a flag it shows in ps: prefer the variable or --api-key-file."`
+
+	// APIKeyFile is a file holding the API key, as Docker and Kubernetes
+	// mount secrets; one trailing newline is ignored. Default empty. Setting
+	// it and APIKey is an error. See ReadSecretFiles.
+	APIKeyFile string `name:"api-key-file" env:"VERISOUL_API_KEY_FILE" secretfile:"APIKey" placeholder:"PATH" help:"File holding the Verisoul API key (a mounted secret); one trailing newline is ignored."`
 
 	// Env is the Verisoul environment, sandbox or prod; it picks the base URL
 	// when BaseURL is empty. Default "sandbox".
@@ -128,6 +138,21 @@ type Config struct {
 	// HTTPAddr is the host:port of the health, readiness, metrics and
 	// dashboard endpoints. Default "127.0.0.1:8080"; empty disables them.
 	HTTPAddr string `name:"http-addr" env:"ENROLLQ_HTTP_ADDR" default:"127.0.0.1:8080" help:"host:port of health, readiness, metrics and dashboard; empty disables."`
+
+	// DashboardUser is the basic-auth user of the dashboard, both the
+	// worker's /dashboard/ and `enrollq dashboard`. Default empty: no auth,
+	// and the dashboard is served on loopback only. It needs
+	// DashboardPassword, and the reverse.
+	DashboardUser string `name:"dashboard-user" env:"ENROLLQ_DASHBOARD_USER" help:"Basic-auth user of the dashboard; without it and a password the dashboard is served on loopback only."`
+
+	// DashboardPassword is the basic-auth password of the dashboard. Default
+	// empty. It never prints: see Secret.
+	DashboardPassword Secret `name:"dashboard-password" env:"ENROLLQ_DASHBOARD_PASSWORD" help:"Basic-auth password of the dashboard; never printed. As a flag it shows in ps: prefer the variable or --dashboard-password-file."`
+
+	// DashboardPasswordFile is a file holding DashboardPassword; one trailing
+	// newline is ignored. Default empty. Setting it and DashboardPassword is
+	// an error.
+	DashboardPasswordFile string `name:"dashboard-password-file" env:"ENROLLQ_DASHBOARD_PASSWORD_FILE" secretfile:"DashboardPassword" placeholder:"PATH" help:"File holding the dashboard's password (a mounted secret); one trailing newline is ignored."`
 
 	// LogFormat is the slog output format: "text", "json", or empty for
 	// automatic (text on a terminal, else json). Default empty.
@@ -455,6 +480,7 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("redis_cert_file", c.RedisCertFile),
 		slog.String("redis_key_file", c.RedisKeyFile),
 		slog.String("api_key", c.APIKey.String()),
+		slog.String("api_key_file", c.APIKeyFile),
 		slog.String("env", c.Env),
 		slog.String("base_url", c.ResolvedBaseURL()),
 		slog.Int("rate_limit", c.RateLimit),
@@ -468,6 +494,9 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("retention", c.Retention.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("http_addr", c.HTTPAddr),
+		slog.String("dashboard_user", c.DashboardUser),
+		slog.String("dashboard_password", c.DashboardPassword.String()),
+		slog.String("dashboard_password_file", c.DashboardPasswordFile),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),
 	}

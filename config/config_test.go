@@ -70,6 +70,8 @@ func valid() Config {
 	c := Default()
 	c.APIKey = testKey
 	c.RedisURL = "redis://app:" + testPassword + "@redis.internal:6379/0"
+	c.DashboardUser = "ops"
+	c.DashboardPassword = testPassword
 	return c
 }
 
@@ -140,26 +142,30 @@ func TestKongReadsEnv(t *testing.T) {
 	clearEnv(t)
 	ca, cert, key := tlsFiles(t)
 	env := map[string]string{
-		"REDIS_URL":                "rediss://:" + testPassword + "@cache:6380/2",
-		"ENROLLQ_REDIS_CA_FILE":    ca,
-		"ENROLLQ_REDIS_CERT_FILE":  cert,
-		"ENROLLQ_REDIS_KEY_FILE":   key,
-		"VERISOUL_API_KEY":         testKey,
-		"VERISOUL_ENV":             "prod",
-		"VERISOUL_BASE_URL":        "http://127.0.0.1:9999",
-		"ENROLLQ_RATE_LIMIT":       "600",
-		"ENROLLQ_CONCURRENCY":      "7",
-		"ENROLLQ_HTTP_TIMEOUT":     "3s",
-		"ENROLLQ_RETRY_BASE":       "2s",
-		"ENROLLQ_RETRY_MAX":        "1m",
-		"ENROLLQ_MAX_RETRY":        "4",
-		"ENROLLQ_NOT_READY_WINDOW": "30m",
-		"ENROLLQ_MAX_WAIT":         "2h",
-		"ENROLLQ_RETENTION":        "48h",
-		"ENROLLQ_SHUTDOWN_TIMEOUT": "5s",
-		"ENROLLQ_HTTP_ADDR":        ":0",
-		"LOG_FORMAT":               "json",
-		"LOG_LEVEL":                "debug",
+		"REDIS_URL":                       "rediss://:" + testPassword + "@cache:6380/2",
+		"ENROLLQ_REDIS_CA_FILE":           ca,
+		"ENROLLQ_REDIS_CERT_FILE":         cert,
+		"ENROLLQ_REDIS_KEY_FILE":          key,
+		"VERISOUL_API_KEY":                testKey,
+		"VERISOUL_ENV":                    "prod",
+		"VERISOUL_BASE_URL":               "http://127.0.0.1:9999",
+		"ENROLLQ_RATE_LIMIT":              "600",
+		"ENROLLQ_CONCURRENCY":             "7",
+		"ENROLLQ_HTTP_TIMEOUT":            "3s",
+		"ENROLLQ_RETRY_BASE":              "2s",
+		"ENROLLQ_RETRY_MAX":               "1m",
+		"ENROLLQ_MAX_RETRY":               "4",
+		"ENROLLQ_NOT_READY_WINDOW":        "30m",
+		"ENROLLQ_MAX_WAIT":                "2h",
+		"ENROLLQ_RETENTION":               "48h",
+		"ENROLLQ_SHUTDOWN_TIMEOUT":        "5s",
+		"ENROLLQ_HTTP_ADDR":               ":0",
+		"VERISOUL_API_KEY_FILE":           "/run/secrets/key",
+		"ENROLLQ_DASHBOARD_USER":          "ops",
+		"ENROLLQ_DASHBOARD_PASSWORD":      testPassword,
+		"ENROLLQ_DASHBOARD_PASSWORD_FILE": "/run/secrets/dash",
+		"LOG_FORMAT":                      "json",
+		"LOG_LEVEL":                       "debug",
 	}
 	if len(env) != len(envNames()) {
 		t.Fatalf("test sets %d variables, Config has %d", len(env), len(envNames()))
@@ -192,6 +198,11 @@ func TestKongReadsEnv(t *testing.T) {
 		HTTPAddr:        ":0",
 		LogFormat:       "json",
 		LogLevel:        "debug",
+
+		APIKeyFile:            "/run/secrets/key",
+		DashboardUser:         "ops",
+		DashboardPassword:     testPassword,
+		DashboardPasswordFile: "/run/secrets/dash",
 	}
 	if got != want {
 		t.Errorf("got  %#v\nwant %#v", got, want)
@@ -578,26 +589,30 @@ func TestLogValue(t *testing.T) {
 		t.Fatalf("%v in %s", err, buf.String())
 	}
 	want := map[string]any{
-		"redis_url":        "redis://app:xxxxx@redis.internal:6379/0",
-		"redis_ca_file":    "",
-		"redis_cert_file":  "",
-		"redis_key_file":   "",
-		"api_key":          "[REDACTED]",
-		"env":              "sandbox",
-		"base_url":         "https://api.sandbox.verisoul.ai",
-		"rate_limit":       float64(300),
-		"concurrency":      float64(10),
-		"http_timeout":     "10s",
-		"retry_base":       "10s",
-		"retry_max":        "10m0s",
-		"max_retry":        float64(10),
-		"not_ready_window": "1h0m0s",
-		"max_wait":         "1h0m0s",
-		"retention":        "720h0m0s",
-		"shutdown_timeout": "25s",
-		"http_addr":        "127.0.0.1:8080",
-		"log_format":       "",
-		"log_level":        "info",
+		"redis_url":               "redis://app:xxxxx@redis.internal:6379/0",
+		"redis_ca_file":           "",
+		"redis_cert_file":         "",
+		"redis_key_file":          "",
+		"api_key":                 "[REDACTED]",
+		"env":                     "sandbox",
+		"base_url":                "https://api.sandbox.verisoul.ai",
+		"rate_limit":              float64(300),
+		"concurrency":             float64(10),
+		"http_timeout":            "10s",
+		"retry_base":              "10s",
+		"retry_max":               "10m0s",
+		"max_retry":               float64(10),
+		"not_ready_window":        "1h0m0s",
+		"max_wait":                "1h0m0s",
+		"retention":               "720h0m0s",
+		"shutdown_timeout":        "25s",
+		"http_addr":               "127.0.0.1:8080",
+		"api_key_file":            "",
+		"dashboard_user":          "ops",
+		"dashboard_password":      "[REDACTED]",
+		"dashboard_password_file": "",
+		"log_format":              "",
+		"log_level":               "info",
 	}
 	if !reflect.DeepEqual(line.Config, want) {
 		t.Errorf("got  %v\nwant %v", line.Config, want)

@@ -187,13 +187,15 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.redisAlive.Store(true)
 	w.registerCollectors()
+	alog := NewAsynqLogger(cfg.Logger)
 	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,
 		StrictPriority:           true,
 		RetryDelayFunc:           w.retryDelay,
 		IsFailure:                isFailure,
-		Logger:                   NewAsynqLogger(cfg.Logger),
+		Logger:                   alog,
+		ErrorHandler:             asynq.ErrorHandlerFunc(alog.deadLetterLogged),
 		LogLevel:                 asynq.InfoLevel,
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		DelayedTaskCheckInterval: cfg.PollInterval,

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,11 +21,12 @@ const (
 	envDashboardPassword = "ENROLLQ_DASHBOARD_PASSWORD"
 )
 
+// dashboardCmd takes its basic-auth pair from the global settings
+// (--dashboard-user, --dashboard-password[-file]), which the worker's
+// /dashboard/ uses too.
 type dashboardCmd struct {
-	Addr     string        `name:"addr" default:"127.0.0.1:8081" help:"host:port to serve the dashboard on; an address other machines can reach needs ENROLLQ_DASHBOARD_USER and ENROLLQ_DASHBOARD_PASSWORD."`
-	ReadOnly bool          `name:"read-only" help:"Show the queues without letting anyone run, archive or delete tasks."`
-	User     string        `name:"user" env:"ENROLLQ_DASHBOARD_USER" help:"Basic-auth user of the dashboard (here and on the worker's /dashboard/)."`
-	Password config.Secret `name:"password" env:"ENROLLQ_DASHBOARD_PASSWORD" help:"Basic-auth password; never printed. Prefer the variable: flags show in ps."`
+	Addr     string `name:"addr" default:"127.0.0.1:8081" help:"host:port to serve the dashboard on; an address other machines can reach needs ENROLLQ_DASHBOARD_USER and ENROLLQ_DASHBOARD_PASSWORD."`
+	ReadOnly bool   `name:"read-only" help:"Show the queues without letting anyone run, archive or delete tasks."`
 }
 
 // dashboardAuth is the basic-auth pair of the dashboard.
@@ -47,7 +47,7 @@ func (a dashboardAuth) check() error {
 
 // Run serves the dashboard until the context ends (SIGINT/SIGTERM).
 func (c *dashboardCmd) Run(e *env) error {
-	auth := dashboardAuth{user: c.User, password: c.Password}
+	auth := dashboardAuth{user: e.cfg.DashboardUser, password: e.cfg.DashboardPassword}
 	if err := auth.check(); err != nil {
 		return usageErr("%v", err)
 	}
@@ -111,7 +111,7 @@ func workerDashboard(e *env, rdb redis.UniversalClient) http.Handler {
 	if e.cfg.HTTPAddr == "" {
 		return nil
 	}
-	auth := dashboardAuth{user: os.Getenv(envDashboardUser), password: config.Secret(os.Getenv(envDashboardPassword))}
+	auth := dashboardAuth{user: e.cfg.DashboardUser, password: e.cfg.DashboardPassword}
 	if err := auth.check(); err != nil {
 		e.log.Warn("dashboard not mounted on the worker", "reason", err.Error())
 		return nil
