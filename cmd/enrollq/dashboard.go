@@ -54,7 +54,7 @@ func (c *dashboardCmd) Run(e *env) error {
 	if err := dashboard.CheckListen(c.Addr, auth.enabled()); err != nil {
 		return usageErr("--addr: %v", err)
 	}
-	rdb, err := openRedis(e.ctx, e.cfg)
+	rdb, err := e.openRedis()
 	if err != nil {
 		return err
 	}

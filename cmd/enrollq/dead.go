@@ -57,7 +57,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 }
 
 func (e *env) deadStore() (redis.UniversalClient, *deadletter.Store, error) {
-	rdb, err := openRedis(e.ctx, e.cfg)
+	rdb, err := e.openRedis()
 	if err != nil {
 		return nil, nil, err
 	}

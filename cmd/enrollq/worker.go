@@ -15,7 +15,7 @@ func (workerCmd) Run(e *env) error {
 	if err := e.cfg.ValidateWorker(); err != nil {
 		return err
 	}
-	rdb, err := openRedis(e.ctx, e.cfg)
+	rdb, err := e.openRedis()
 	if err != nil {
 		return err
 	}
