@@ -172,19 +172,27 @@ func (c *Client) Enroll(ctx context.Context, sessionID, accountID string) (Enrol
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
 	if err != nil {
-		return EnrollResult{}, c.redact(&APIError{Status: resp.StatusCode, Err: fmt.Errorf("reading body: %w", transportCause(ctx, err)), Body: excerpt(raw)})
+		return EnrollResult{}, c.redact(&APIError{Status: resp.StatusCode, Err: fmt.Errorf("reading body: %w", transportCause(ctx, err)), Body: excerpt(raw, c.apiKey)})
 	}
-	res, err := ParseEnrollResponse(resp.StatusCode, resp.Header, raw, time.Now())
+	res, err := parseEnrollResponse(resp.StatusCode, resp.Header, raw, time.Now(), c.apiKey)
 	if e, ok := err.(*APIError); ok {
 		return res, c.redact(e)
 	}
 	return res, err
 }
 
-// redact removes the key from an error page that echoed the request headers
-// (debug proxies and some gateways do), so it cannot reach a log line.
+// redact drops the fields of an error taken from the body that hold the
+// key: the body excerpt is redacted where it is made (excerpt), but a broken
+// or hostile answer could also echo the key as its request_id or error code,
+// which pass the id and code filters when the key is made of such
+// characters.
 func (c *Client) redact(e *APIError) *APIError {
-	e.Body = strings.ReplaceAll(e.Body, c.apiKey, "[REDACTED]")
+	if strings.Contains(e.RequestID, c.apiKey) {
+		e.RequestID = ""
+	}
+	if strings.Contains(e.Code, c.apiKey) {
+		e.Code = ""
+	}
 	return e
 }
 
@@ -218,6 +226,12 @@ func unwrapURLError(err error) error {
 // is exported so fuzz tests and the fake server can exercise it; now is the
 // time used to turn a Retry-After date into a duration.
 func ParseEnrollResponse(status int, h http.Header, raw []byte, now time.Time) (EnrollResult, error) {
+	return parseEnrollResponse(status, h, raw, now, "")
+}
+
+// parseEnrollResponse is ParseEnrollResponse with the secret that the body
+// excerpt must not show (the client's key; "" for none).
+func parseEnrollResponse(status int, h http.Header, raw []byte, now time.Time, secret string) (EnrollResult, error) {
 	var r enrollResponse
 	jsonErr := json.Unmarshal(raw, &r)
 	if status == http.StatusOK {
@@ -228,7 +242,7 @@ func ParseEnrollResponse(status int, h http.Header, raw []byte, now time.Time) (
 		if jsonErr != nil {
 			cause = fmt.Errorf("unreadable 200 body: %w", jsonErr)
 		}
-		return EnrollResult{}, &APIError{Status: status, RequestID: cleanRequestID(r.RequestID), Body: excerpt(raw), Err: cause}
+		return EnrollResult{}, &APIError{Status: status, RequestID: cleanRequestID(r.RequestID), Body: excerpt(raw, secret), Err: cause}
 	}
 	e := &APIError{Status: status, RetryAfter: parseRetryAfter(h.Get("Retry-After"), now)}
 	if jsonErr == nil {
@@ -238,7 +252,7 @@ func ParseEnrollResponse(status int, h http.Header, raw []byte, now time.Time) (
 		}
 	}
 	if jsonErr != nil || e.Code == "" || !validCode(e.Code) {
-		e.Body = excerpt(raw)
+		e.Body = excerpt(raw, secret)
 	}
 	if !validCode(e.Code) {
 		e.Code = ""
@@ -297,19 +311,3 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	}
 	return 0
 }
-
-// excerpt keeps at most MaxBodyExcerpt bytes of a body, cut at a rune
-// boundary, with invalid UTF-8 replaced, so it is safe to log.
-func excerpt(raw []byte) string {
-	s := strings.ToValidUTF8(string(raw[:min(len(raw), MaxBodyExcerpt+4)]), "\uFFFD")
-	if len(s) > MaxBodyExcerpt {
-		cut := MaxBodyExcerpt
-		for cut > 0 && !utf8RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return strings.TrimSpace(s)
-}
-
-func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
