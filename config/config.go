@@ -47,6 +47,11 @@ const (
 	MaxDerivedConcurrency = 64
 )
 
+// MaxHTTPTimeout bounds Config.HTTPTimeout. Verisoul answers in well under a
+// second; a longer wait only holds a worker slot and the session's call lock,
+// and the shutdown grace could not cover a call in flight.
+const MaxHTTPTimeout = 60 * time.Second
+
 // Config is every setting of enrollq. Each field is a kong flag with a
 // matching environment variable; the flag wins when both are given. Fields
 // left unset take the default named in their comment, which Default also
@@ -78,8 +83,9 @@ type Config struct {
 	// Default 0, meaning derived from RateLimit (see ResolvedConcurrency).
 	Concurrency int `name:"concurrency" env:"ENROLLQ_CONCURRENCY" default:"0" help:"Tasks in flight per worker process; 0 derives it from the rate limit."`
 
-	// HTTPTimeout bounds one Verisoul API call. Default 10s.
-	HTTPTimeout time.Duration `name:"http-timeout" env:"ENROLLQ_HTTP_TIMEOUT" default:"10s" help:"Timeout of one API call."`
+	// HTTPTimeout bounds one Verisoul API call, at most MaxHTTPTimeout.
+	// Default 10s.
+	HTTPTimeout time.Duration `name:"http-timeout" env:"ENROLLQ_HTTP_TIMEOUT" default:"10s" help:"Timeout of one API call; at most 60s."`
 
 	// RetryBase is the first queue-level retry delay; later delays grow from it
 	// up to RetryMax. Default 10s.
@@ -206,6 +212,9 @@ func (c *Config) Validate() error {
 	}
 	if err := positive("HTTPTimeout", c.HTTPTimeout); err != nil {
 		return err
+	}
+	if c.HTTPTimeout > MaxHTTPTimeout {
+		return errorFor("HTTPTimeout", "must be at most %s, got %s", MaxHTTPTimeout, c.HTTPTimeout)
 	}
 	if err := positive("RetryBase", c.RetryBase); err != nil {
 		return err

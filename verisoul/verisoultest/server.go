@@ -98,7 +98,10 @@ func EchoHeaders(status, keyAt int) Step {
 
 // Call is one request the fake received.
 type Call struct {
+	// At is when the call arrived; Done when the fake finished with it
+	// (answered, dropped, or saw the client give up), zero while in flight.
 	At        time.Time
+	Done      time.Time
 	SessionID string
 	AccountID string
 	// KeyOK is whether the x-api-key header held the right key.
@@ -341,6 +344,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	defer func() {
 		s.mu.Lock()
+		call.Done = time.Now()
 		s.calls[idx] = call
 		s.mu.Unlock()
 	}()
