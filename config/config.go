@@ -119,6 +119,18 @@ type Config struct {
 	// dashboard endpoints. Default "127.0.0.1:8080"; empty disables them.
 	HTTPAddr string `name:"http-addr" env:"ENROLLQ_HTTP_ADDR" default:"127.0.0.1:8080" help:"host:port of health, readiness, metrics and dashboard; empty disables."`
 
+	// DashboardHosts lists, comma-separated, the Host names the dashboard
+	// answers without basic auth besides its listen address and loopback
+	// names ("name" for any port, "name:port" for one): the names of an SSH
+	// tunnel or reverse proxy in front of it. Any other Host is refused, so
+	// a DNS-rebinding page cannot read or change the queues. Default empty.
+	DashboardHosts string `name:"dashboard-hosts" env:"ENROLLQ_DASHBOARD_HOSTS" default:"" help:"Comma-separated extra Host names the dashboard answers without basic auth (besides its address and localhost)."`
+
+	// DashboardReadOnly makes the dashboard that the worker mounts on
+	// HTTPAddr show the queues without letting anyone change them. Default
+	// true. (enrollq dashboard has its own --read-only flag.)
+	DashboardReadOnly bool `name:"dashboard-read-only" env:"ENROLLQ_DASHBOARD_READ_ONLY" default:"true" negatable:"" help:"The worker's /dashboard/ is read-only (default); --no-dashboard-read-only lets it run, archive and delete tasks."`
+
 	// LogFormat is the slog output format: "text", "json", or empty for
 	// automatic (text on a terminal, else json). Default empty.
 	LogFormat string `name:"log-format" env:"LOG_FORMAT" default:"" help:"Log format: text or json; empty means text on a terminal, else json."`
@@ -132,21 +144,23 @@ type Config struct {
 // given. It equals what kong produces from the `default` tags.
 func Default() Config {
 	return Config{
-		RedisURL:        "redis://127.0.0.1:6379/0",
-		Env:             EnvSandbox,
-		RateLimit:       300,
-		Concurrency:     0,
-		HTTPTimeout:     10 * time.Second,
-		RetryBase:       10 * time.Second,
-		RetryMax:        10 * time.Minute,
-		MaxRetry:        10,
-		NotReadyWindow:  time.Hour,
-		MaxWait:         time.Hour,
-		Retention:       720 * time.Hour,
-		ShutdownTimeout: 25 * time.Second,
-		HTTPAddr:        "127.0.0.1:8080",
-		LogFormat:       "",
-		LogLevel:        "info",
+		RedisURL:          "redis://127.0.0.1:6379/0",
+		Env:               EnvSandbox,
+		RateLimit:         300,
+		Concurrency:       0,
+		HTTPTimeout:       10 * time.Second,
+		RetryBase:         10 * time.Second,
+		RetryMax:          10 * time.Minute,
+		MaxRetry:          10,
+		NotReadyWindow:    time.Hour,
+		MaxWait:           time.Hour,
+		Retention:         720 * time.Hour,
+		ShutdownTimeout:   25 * time.Second,
+		HTTPAddr:          "127.0.0.1:8080",
+		DashboardHosts:    "",
+		DashboardReadOnly: true,
+		LogFormat:         "",
+		LogLevel:          "info",
 	}
 }
 
@@ -241,6 +255,11 @@ func (c *Config) Validate() error {
 	if c.HTTPAddr != "" {
 		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || !validPort(port) {
 			return errorFor("HTTPAddr", "must be empty (disabled) or host:port with a port from 0 to 65535, got %q", c.HTTPAddr)
+		}
+	}
+	for _, h := range c.DashboardHostList() {
+		if strings.ContainsAny(h, "/ \t@") {
+			return errorFor("DashboardHosts", "must list host names or host:port, comma-separated, got %q", h)
 		}
 	}
 	switch c.LogFormat {
@@ -374,6 +393,17 @@ func (c Config) ResolvedConcurrency() int {
 	return min(max(n, MinDerivedConcurrency), MaxDerivedConcurrency)
 }
 
+// DashboardHostList returns DashboardHosts split at commas, without blanks.
+func (c Config) DashboardHostList() []string {
+	var out []string
+	for _, h := range strings.Split(c.DashboardHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
 // RedactedRedisURL returns RedisURL with its password replaced by "xxxxx";
 // the user name is kept.
 func (c Config) RedactedRedisURL() string { return redactUserinfo(c.RedisURL) }
@@ -398,6 +428,8 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("retention", c.Retention.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("http_addr", c.HTTPAddr),
+		slog.String("dashboard_hosts", c.DashboardHosts),
+		slog.Bool("dashboard_read_only", c.DashboardReadOnly),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),
 	}
