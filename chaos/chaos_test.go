@@ -217,7 +217,7 @@ func TestSentinelFailover(t *testing.T) {
 		sentinels = append(sentinels, fmt.Sprintf("127.0.0.1:%d", port))
 	}
 	url := "redis-sentinel://" + strings.Join(sentinels, ",") + "/?master=mymaster"
-	conn, err := redisconn.Parse(url)
+	conn, err := redisconn.Parse(url, redisconn.TLS{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,10 +19,12 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -61,7 +63,21 @@ type Config struct {
 	// URL with an optional database number as its path. Default
 	// "redis://127.0.0.1:6379/0". Its password is redacted whenever the URL
 	// is printed.
-	RedisURL string `name:"redis-url" env:"REDIS_URL" default:"redis://127.0.0.1:6379/0" help:"Redis URL (redis:// or rediss://); Redis 6.2 or newer. Its password is never printed."`
+	RedisURL string `name:"redis-url" env:"REDIS_URL" default:"redis://127.0.0.1:6379/0" help:"Redis URL (redis://, rediss://, redis-sentinel://, redis-cluster://; rediss-… for TLS); Redis 6.2 or newer. Its password is never printed."`
+
+	// RedisCAFile is a PEM file of the CA certificates that sign the Redis
+	// servers' certificates; they replace the system's roots. Only with a
+	// TLS RedisURL (rediss://, rediss-sentinel://, rediss-cluster://).
+	// Default empty: the system's roots.
+	RedisCAFile string `name:"redis-ca-file" env:"ENROLLQ_REDIS_CA_FILE" help:"PEM file of the CAs that sign the Redis servers' certificates (with rediss:// only); empty means the system's roots."`
+
+	// RedisCertFile is the PEM client certificate enrollq shows to Redis
+	// servers that check clients (tls-auth-clients); it needs RedisKeyFile
+	// and a TLS RedisURL. Default empty: no client certificate.
+	RedisCertFile string `name:"redis-cert-file" env:"ENROLLQ_REDIS_CERT_FILE" help:"PEM client certificate for Redis (with rediss:// only; needs --redis-key-file)."`
+
+	// RedisKeyFile is the PEM private key of RedisCertFile. Default empty.
+	RedisKeyFile string `name:"redis-key-file" env:"ENROLLQ_REDIS_KEY_FILE" help:"PEM private key of --redis-cert-file."`
 
 	// APIKey is the Verisoul API key. Default empty; the worker requires it.
 	// It never prints: see Secret.
@@ -204,6 +220,9 @@ func (c *Config) Validate() error {
 	if err := validateRedisURL(c.RedisURL); err != nil {
 		return err
 	}
+	if err := c.validateRedisTLS(); err != nil {
+		return err
+	}
 	if c.APIKey != "" && strings.TrimSpace(c.APIKey.Reveal()) != c.APIKey.Reveal() {
 		// A key read from a file often keeps its newline; it would fail
 		// every call with 401, so say so now, without showing the key.
@@ -292,13 +311,13 @@ func (c *Config) ValidateWorker() error {
 // accepts too. Messages show the URL with its password redacted.
 func validateRedisURL(raw string) error {
 	shown := redactUserinfo(raw)
-	if scheme, rest, ok := strings.Cut(raw, "://"); ok && (scheme == "redis-sentinel" || scheme == "redis-cluster" || scheme == "rediss-cluster") {
+	if scheme, rest, ok := strings.Cut(raw, "://"); ok && (scheme == "redis-sentinel" || scheme == "rediss-sentinel" || scheme == "redis-cluster" || scheme == "rediss-cluster") {
 		u, err := url.Parse(raw)
 		if err != nil || strings.Trim(strings.Split(rest, "/")[0], ",@") == "" || u.Host == "" {
 			return errorFor("RedisURL", "%s:// must list host:port of each node, comma-separated, got %q", scheme, shown)
 		}
-		if scheme == "redis-sentinel" && u.Query().Get("master") == "" {
-			return errorFor("RedisURL", "redis-sentinel:// needs ?master=NAME, got %q", shown)
+		if strings.HasSuffix(scheme, "-sentinel") && u.Query().Get("master") == "" {
+			return errorFor("RedisURL", "%s:// needs ?master=NAME, got %q", scheme, shown)
 		}
 		return nil
 	}
@@ -323,6 +342,40 @@ func validateRedisURL(raw string) error {
 		if err != nil || db < 0 {
 			return errorFor("RedisURL", "path must be a database number, as in redis://HOST:6379/0, got %q", shown)
 		}
+	}
+	return nil
+}
+
+// validateRedisTLS checks the Redis TLS files: each readable, the client
+// certificate and key together, and all of them only with a TLS RedisURL,
+// where they mean something (a plain redis:// URL would silently ignore
+// them). That the files hold PEM certificates and a matching key is checked
+// when the connection is made.
+func (c *Config) validateRedisTLS() error {
+	files := []struct{ field, path string }{
+		{"RedisCAFile", c.RedisCAFile}, {"RedisCertFile", c.RedisCertFile}, {"RedisKeyFile", c.RedisKeyFile},
+	}
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		if scheme, _, _ := strings.Cut(c.RedisURL, "://"); !strings.HasPrefix(scheme, "rediss") {
+			return errorFor(f.field, "is only meaningful with a TLS REDIS_URL (rediss://, rediss-sentinel:// or rediss-cluster://), got %q", c.RedactedRedisURL())
+		}
+		fh, err := os.Open(f.path)
+		if err == nil {
+			_, err = fh.Read(make([]byte, 1))
+			_ = fh.Close()
+		}
+		if err != nil {
+			return errorFor(f.field, "must be a readable file, got %q: %v", f.path, errors.Unwrap(err))
+		}
+	}
+	if c.RedisCertFile == "" && c.RedisKeyFile != "" {
+		return errorFor("RedisCertFile", "must be set with ENROLLQ_REDIS_KEY_FILE (a client certificate and its key go together)")
+	}
+	if c.RedisCertFile != "" && c.RedisKeyFile == "" {
+		return errorFor("RedisKeyFile", "must be set with ENROLLQ_REDIS_CERT_FILE (a client certificate and its key go together)")
 	}
 	return nil
 }
@@ -404,9 +457,32 @@ func (c Config) DashboardHostList() []string {
 	return out
 }
 
-// RedactedRedisURL returns RedisURL with its password replaced by "xxxxx";
-// the user name is kept.
-func (c Config) RedactedRedisURL() string { return redactUserinfo(c.RedisURL) }
+// RedactedRedisURL returns RedisURL with its password replaced by "xxxxx",
+// and so the value of a sentinel_password (or password) query option; the
+// user name is kept.
+func (c Config) RedactedRedisURL() string {
+	return redactQuery(redactUserinfo(c.RedisURL), "sentinel_password", "password")
+}
+
+// redactQuery replaces the values of the named query options with "xxxxx",
+// on the raw text like redactUserinfo.
+func redactQuery(raw string, names ...string) string {
+	_, query, ok := strings.Cut(raw, "?")
+	if !ok {
+		return raw
+	}
+	head := raw[:len(raw)-len(query)]
+	parts := strings.Split(query, "&")
+	for i, p := range parts {
+		k, _, hasValue := strings.Cut(p, "=")
+		for _, n := range names {
+			if hasValue && k == n {
+				parts[i] = k + "=xxxxx"
+			}
+		}
+	}
+	return head + strings.Join(parts, "&")
+}
 
 // attrs lists every setting as shown to people: secrets redacted, the base
 // URL and concurrency resolved, durations as Go duration strings (slog's
@@ -414,6 +490,9 @@ func (c Config) RedactedRedisURL() string { return redactUserinfo(c.RedisURL) }
 func (c Config) attrs() []slog.Attr {
 	return []slog.Attr{
 		slog.String("redis_url", c.RedactedRedisURL()),
+		slog.String("redis_ca_file", c.RedisCAFile),
+		slog.String("redis_cert_file", c.RedisCertFile),
+		slog.String("redis_key_file", c.RedisKeyFile),
 		slog.String("api_key", c.APIKey.String()),
 		slog.String("env", c.Env),
 		slog.String("base_url", c.ResolvedBaseURL()),

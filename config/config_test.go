@@ -138,8 +138,12 @@ func TestKongDefaultsEqualDefault(t *testing.T) {
 
 func TestKongReadsEnv(t *testing.T) {
 	clearEnv(t)
+	ca, cert, key := tlsFiles(t)
 	env := map[string]string{
 		"REDIS_URL":                   "rediss://:" + testPassword + "@cache:6380/2",
+		"ENROLLQ_REDIS_CA_FILE":       ca,
+		"ENROLLQ_REDIS_CERT_FILE":     cert,
+		"ENROLLQ_REDIS_KEY_FILE":      key,
 		"VERISOUL_API_KEY":            testKey,
 		"VERISOUL_ENV":                "prod",
 		"VERISOUL_BASE_URL":           "http://127.0.0.1:9999",
@@ -171,6 +175,9 @@ func TestKongReadsEnv(t *testing.T) {
 	}
 	want := Config{
 		RedisURL:        "rediss://:" + testPassword + "@cache:6380/2",
+		RedisCAFile:     ca,
+		RedisCertFile:   cert,
+		RedisKeyFile:    key,
 		APIKey:          testKey,
 		Env:             "prod",
 		BaseURL:         "http://127.0.0.1:9999",
@@ -527,6 +534,9 @@ func TestRedactedRedisURL(t *testing.T) {
 		{"redis://app@h", "redis://app@h"},
 		{"redis://:p@ss/w#" + testPassword + "@h/1", "redis://:xxxxx@h/1"},
 		{"", ""},
+		{"redis-sentinel://:" + testPassword + "@h1,h2/?master=m&sentinel_password=" + testPassword + "&db=2", "redis-sentinel://:xxxxx@h1,h2/?master=m&sentinel_password=xxxxx&db=2"},
+		{"redis-sentinel://h1/?sentinel_password=" + testPassword, "redis-sentinel://h1/?sentinel_password=xxxxx"},
+		{"redis://h/0?password=" + testPassword + "&client_name=x", "redis://h/0?password=xxxxx&client_name=x"},
 	}
 	for _, tt := range tests {
 		c := Config{RedisURL: tt.in}
@@ -584,6 +594,9 @@ func TestLogValue(t *testing.T) {
 	}
 	want := map[string]any{
 		"redis_url":           "redis://app:xxxxx@redis.internal:6379/0",
+		"redis_ca_file":       "",
+		"redis_cert_file":     "",
+		"redis_key_file":      "",
 		"api_key":             "[REDACTED]",
 		"env":                 "sandbox",
 		"base_url":            "https://api.sandbox.verisoul.ai",
@@ -659,5 +672,85 @@ func TestRedisTopologyURLs(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "REDIS_URL") || strings.Contains(err.Error(), "secretpw") {
 			t.Errorf("%s: %v", bad, err)
 		}
+	}
+}
+
+// tlsFiles writes three files standing for a CA, a client certificate and
+// its key; Validate only checks that they can be read (redisconn reads their
+// PEM).
+func tlsFiles(t *testing.T) (ca, cert, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, p := range []*string{&ca, &cert, &key} {
+		f, err := os.CreateTemp(dir, "*.pem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = f.WriteString("-----BEGIN CERTIFICATE-----\n")
+		_ = f.Close()
+		*p = f.Name()
+	}
+	return ca, cert, key
+}
+
+// The Redis TLS files must be readable, the certificate and key go
+// together, and all of them need a TLS REDIS_URL; each message names the
+// setting. The files are also taken by the flags.
+func TestValidateRedisTLS(t *testing.T) {
+	t.Parallel()
+	ca, cert, key := tlsFiles(t)
+	dir := t.TempDir()
+	missing := dir + "/missing.pem"
+	for _, ok := range []func(*Config){
+		func(c *Config) { c.RedisURL = "rediss://h:6380"; c.RedisCAFile = ca },
+		func(c *Config) { c.RedisURL = "rediss://h:6380"; c.RedisCertFile, c.RedisKeyFile = cert, key },
+		func(c *Config) {
+			c.RedisURL = "rediss-sentinel://h:26379/?master=m"
+			c.RedisCAFile, c.RedisCertFile, c.RedisKeyFile = ca, cert, key
+		},
+		func(c *Config) { c.RedisURL = "rediss-cluster://h:7000"; c.RedisCAFile = ca },
+	} {
+		c := Default()
+		ok(&c)
+		if err := c.Validate(); err != nil {
+			t.Errorf("%v: %v", c, err)
+		}
+	}
+	for _, tt := range []struct {
+		set  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.RedisCAFile = ca }, `ENROLLQ_REDIS_CA_FILE (--redis-ca-file): is only meaningful with a TLS REDIS_URL (rediss://, rediss-sentinel:// or rediss-cluster://), got "redis://127.0.0.1:6379/0"`},
+		{func(c *Config) {
+			c.RedisURL = "redis-cluster://u:" + testPassword + "@h:7000"
+			c.RedisCertFile, c.RedisKeyFile = cert, key
+		}, `ENROLLQ_REDIS_CERT_FILE (--redis-cert-file): is only meaningful with a TLS REDIS_URL (rediss://, rediss-sentinel:// or rediss-cluster://), got "redis-cluster://u:xxxxx@h:7000"`},
+		{func(c *Config) { c.RedisURL = "rediss://h"; c.RedisCAFile = missing }, `ENROLLQ_REDIS_CA_FILE (--redis-ca-file): must be a readable file, got "` + missing + `": no such file or directory`},
+		{func(c *Config) { c.RedisURL = "rediss://h"; c.RedisCAFile = dir }, `ENROLLQ_REDIS_CA_FILE (--redis-ca-file): must be a readable file, got "` + dir + `": is a directory`},
+		{func(c *Config) { c.RedisURL = "rediss://h"; c.RedisKeyFile = key }, `ENROLLQ_REDIS_CERT_FILE (--redis-cert-file): must be set with ENROLLQ_REDIS_KEY_FILE (a client certificate and its key go together)`},
+		{func(c *Config) { c.RedisURL = "rediss://h"; c.RedisCertFile = cert }, `ENROLLQ_REDIS_KEY_FILE (--redis-key-file): must be set with ENROLLQ_REDIS_CERT_FILE (a client certificate and its key go together)`},
+		{func(c *Config) { c.RedisURL = "rediss://h"; c.RedisCertFile, c.RedisKeyFile = cert, missing }, `ENROLLQ_REDIS_KEY_FILE (--redis-key-file): must be a readable file, got "` + missing + `": no such file or directory`},
+	} {
+		c := Default()
+		tt.set(&c)
+		err := c.Validate()
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("got  %v\nwant %s", err, tt.want)
+		}
+	}
+}
+
+func TestRedisTLSFlags(t *testing.T) {
+	clearEnv(t)
+	ca, cert, key := tlsFiles(t)
+	got, err := parse(t, "--redis-url=rediss://h:6380", "--redis-ca-file", ca, "--redis-cert-file="+cert, "--redis-key-file", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RedisCAFile != ca || got.RedisCertFile != cert || got.RedisKeyFile != key {
+		t.Errorf("got %q %q %q", got.RedisCAFile, got.RedisCertFile, got.RedisKeyFile)
+	}
+	if _, err := parse(t, "--redis-ca-file", ca); err == nil || !strings.Contains(err.Error(), "ENROLLQ_REDIS_CA_FILE (--redis-ca-file)") {
+		t.Errorf("a CA file with redis://: %v", err)
 	}
 }

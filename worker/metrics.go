@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/hibiken/asynq/x/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -17,9 +16,9 @@ import (
 )
 
 // Metrics are the worker's Prometheus series. Queue series use asynq's own
-// names (asynq_queue_size, asynq_tasks_processed_total, …, from asynq's
-// x/metrics collector), which asynqmon's metrics view reads when it is given
-// a Prometheus address.
+// names (asynq_queue_size, asynq_tasks_processed_total, …, those of asynq's
+// x/metrics collector; see queueCollector), which asynqmon's metrics view
+// reads when it is given a Prometheus address.
 type Metrics struct {
 	reg *prometheus.Registry
 
@@ -166,5 +165,5 @@ func (c *sharedCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (w *Worker) registerCollectors() {
-	w.metrics.reg.MustRegister(newSharedCollector(w), metrics.NewQueueMetricsCollector(asynq.NewInspectorFromRedisClient(w.cfg.Redis)))
+	w.metrics.reg.MustRegister(newSharedCollector(w), newQueueCollector(asynq.NewInspectorFromRedisClient(w.cfg.Redis), w.log))
 }

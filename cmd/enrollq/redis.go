@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -18,9 +19,13 @@ import (
 // for callers that keep many round trips in flight. Errors name the URL with
 // its password redacted.
 func openRedis(ctx context.Context, cfg config.Config, minConns ...int) (redis.UniversalClient, error) {
-	conn, err := redisconn.Parse(cfg.RedisURL)
+	conn, err := redisconn.Parse(cfg.RedisURL, redisconn.TLS{CAFile: cfg.RedisCAFile, CertFile: cfg.RedisCertFile, KeyFile: cfg.RedisKeyFile})
 	if err != nil {
 		return nil, usageErr("%v", err)
+	}
+	if conn.InsecureSkipVerify() {
+		slog.WarnContext(ctx, "REDIS_URL has skip_verify=true: the Redis server's TLS certificate is NOT verified, so anyone on the network path can impersonate it and read or change every task; use ENROLLQ_REDIS_CA_FILE instead",
+			"redis_url", cfg.RedactedRedisURL())
 	}
 	pool := 0
 	for _, n := range minConns {
