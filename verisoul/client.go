@@ -193,8 +193,25 @@ func (c *Client) redact(e *APIError) *APIError {
 	if strings.Contains(e.Code, c.apiKey) {
 		e.Code = ""
 	}
+	// net/http quotes what a broken server sent instead of a status line
+	// ("malformed HTTP status code …"), which can be an echoed header.
+	if e.Err != nil {
+		if msg := redactBody(e.Err.Error(), c.apiKey); msg != e.Err.Error() {
+			e.Err = redactedError{msg: msg, err: e.Err}
+		}
+	}
 	return e
 }
+
+// redactedError is a cause whose text had the key removed. It unwraps to the
+// original, so errors.Is and errors.As still see timeouts and net errors.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e redactedError) Error() string { return e.msg }
+func (e redactedError) Unwrap() error { return e.err }
 
 // isDialError reports whether the connection could not be made, in which
 // case nothing was sent.

@@ -178,3 +178,28 @@ func TestCutOffKeyAtEndOfBodyRedacted(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyInTransportErrorRedacted: a broken proxy that answers the echoed
+// header instead of HTTP makes net/http quote it in its error
+// (`malformed HTTP status code "…"`), which is the APIError's cause.
+func TestKeyInTransportErrorRedacted(t *testing.T) {
+	t.Parallel()
+	api := verisoultest.NewServer(echoKey)
+	t.Cleanup(api.Close)
+	c, err := verisoul.New(api.URL, echoKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.ScriptNext(verisoultest.Step{EchoRaw: true})
+	_, err = c.Enroll(context.Background(), testSessionID, testAccountID)
+	var e *verisoul.APIError
+	if !errors.As(err, &e) || e.Status != 0 || e.Err == nil {
+		t.Fatalf("want a no-response APIError with a cause, got %v", err)
+	}
+	if p := leakedPiece(err.Error(), echoKey); p != "" {
+		t.Errorf("the error holds %q of the key: %v", p, err)
+	}
+	if !e.OutcomeUnknown() || e.NotSent {
+		t.Errorf("the redacted cause changed the verdict: unknown %v, not sent %v", e.OutcomeUnknown(), e.NotSent)
+	}
+}

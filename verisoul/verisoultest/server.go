@@ -65,6 +65,10 @@ type Step struct {
 	// head; the page always runs well past verisoul.MaxBodyExcerpt.
 	EchoHeaders bool
 	EchoKeyAt   int
+	// EchoRaw answers not HTTP but the request's x-api-key header line,
+	// bare on the connection, then closes it: a broken proxy whose garbage
+	// net/http quotes in its error.
+	EchoRaw bool
 }
 
 // OK is a step that enrolls normally.
@@ -363,6 +367,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case step.Drop == DropBeforeAnswer:
 		hangUp(w)
+		return
+	case step.EchoRaw:
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_, _ = conn.Write([]byte("x-api-key: " + r.Header.Get("x-api-key") + "\r\n\r\n"))
+				_ = conn.Close()
+			}
+		}
 		return
 	case step.EchoHeaders:
 		call.Status = step.Status
