@@ -181,11 +181,11 @@ func (c *Client) Enroll(ctx context.Context, sessionID, accountID string) (Enrol
 	return res, err
 }
 
-// redact drops the fields of an error taken from the body that hold the
-// key: the body excerpt is redacted where it is made (excerpt), but a broken
-// or hostile answer could also echo the key as its request_id or error code,
-// which pass the id and code filters when the key is made of such
-// characters.
+// redact cleans the rest of an error of the key: the body excerpt is
+// redacted where it is made (excerpt), but a broken or hostile answer could
+// also echo the key as its request_id or error code (which pass the id and
+// code filters when the key is made of such characters), or as garbage that
+// net/http quotes in the transport error.
 func (c *Client) redact(e *APIError) *APIError {
 	if strings.Contains(e.RequestID, c.apiKey) {
 		e.RequestID = ""
