@@ -164,6 +164,8 @@ func TestKongReadsEnv(t *testing.T) {
 		"ENROLLQ_DASHBOARD_USER":          "ops",
 		"ENROLLQ_DASHBOARD_PASSWORD":      testPassword,
 		"ENROLLQ_DASHBOARD_PASSWORD_FILE": "/run/secrets/dash",
+		"ENROLLQ_DASHBOARD_HOSTS":         "ops.example.com,tunnel:9000",
+		"ENROLLQ_DASHBOARD_READ_ONLY":     "false",
 		"LOG_FORMAT":                      "json",
 		"LOG_LEVEL":                       "debug",
 	}
@@ -196,6 +198,7 @@ func TestKongReadsEnv(t *testing.T) {
 		Retention:       48 * time.Hour,
 		ShutdownTimeout: 5 * time.Second,
 		HTTPAddr:        ":0",
+		DashboardHosts:  "ops.example.com,tunnel:9000",
 		LogFormat:       "json",
 		LogLevel:        "debug",
 
@@ -235,6 +238,10 @@ func TestKongFlagWinsOverEnv(t *testing.T) {
 	}
 	if got.RateLimit != 120 || got.HTTPTimeout != 4*time.Second || got.LogLevel != "error" || got.HTTPAddr != "" {
 		t.Errorf("flags did not win: %v", got)
+	}
+	t.Setenv("ENROLLQ_DASHBOARD_READ_ONLY", "true")
+	if got, err := parse(t, "--no-dashboard-read-only"); err != nil || got.DashboardReadOnly {
+		t.Errorf("--no-dashboard-read-only over ENROLLQ_DASHBOARD_READ_ONLY=true: %v, %v", got.DashboardReadOnly, err)
 	}
 	// A variable with no flag still comes from the environment or the default.
 	if got.Env != "sandbox" || got.MaxRetry != 10 {
@@ -323,6 +330,12 @@ func TestValidate(t *testing.T) {
 			`ENROLLQ_HTTP_TIMEOUT (--http-timeout): must be positive, got -1s`},
 		{"http timeout zero", func(c *Config) { c.HTTPTimeout = 0 }, false,
 			`ENROLLQ_HTTP_TIMEOUT (--http-timeout): must be positive, got 0s`},
+		{"dashboard host with a scheme", func(c *Config) { c.DashboardHosts = "ops.example.com, https://x.example" }, false,
+			`ENROLLQ_DASHBOARD_HOSTS (--dashboard-hosts): must list host names or host:port, comma-separated, got "https://x.example"`},
+		{"http timeout over the bound", func(c *Config) { c.HTTPTimeout = 200 * time.Second }, false,
+			`ENROLLQ_HTTP_TIMEOUT (--http-timeout): must be at most 1m0s, got 3m20s`},
+		{"http timeout just over the bound", func(c *Config) { c.HTTPTimeout = MaxHTTPTimeout + time.Millisecond }, false,
+			`ENROLLQ_HTTP_TIMEOUT (--http-timeout): must be at most 1m0s, got 1m0.001s`},
 		{"retry base", func(c *Config) { c.RetryBase = 0 }, false,
 			`ENROLLQ_RETRY_BASE (--retry-base): must be positive, got 0s`},
 		{"retry max below base", func(c *Config) { c.RetryMax = 5 * time.Second }, false,
@@ -397,6 +410,8 @@ func TestValidateAccepts(t *testing.T) {
 		{"derived concurrency", func(c *Config) { c.Concurrency = 0 }},
 		{"no retries", func(c *Config) { c.MaxRetry = 0 }},
 		{"retry max equals base", func(c *Config) { c.RetryMax = c.RetryBase }},
+		{"http timeout at the bound", func(c *Config) { c.HTTPTimeout = MaxHTTPTimeout }},
+		{"dashboard hosts", func(c *Config) { c.DashboardHosts = "ops.example.com, tunnel:9000," }},
 		{"http disabled", func(c *Config) { c.HTTPAddr = "" }},
 		{"http any interface port 0", func(c *Config) { c.HTTPAddr = ":0" }},
 		{"http ipv6", func(c *Config) { c.HTTPAddr = "[::1]:8080" }},
@@ -611,6 +626,8 @@ func TestLogValue(t *testing.T) {
 		"dashboard_user":          "ops",
 		"dashboard_password":      "[REDACTED]",
 		"dashboard_password_file": "",
+		"dashboard_hosts":         "",
+		"dashboard_read_only":     true,
 		"log_format":              "",
 		"log_level":               "info",
 	}

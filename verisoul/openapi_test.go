@@ -26,32 +26,15 @@ import (
 	"github.com/enrollq/enrollq/verisoul"
 )
 
-// specPath finds the vendor's OpenAPI description. It lives in shared/,
-// beside the repository root: ../shared from the root in a developer's tree,
-// and a copy of shared/ beside CI's clone. The root is found from go.mod, so
-// the test does not depend on where the package sits.
+// specPath is the vendor's OpenAPI description of the enroll call, kept in
+// the repository (testdata/, so the go tool ignores it) byte for byte as
+// published; vendor_spec_test.go pins it. Tests run in the package
+// directory, so the path is relative to it.
 func specPath(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatalf("getwd: %v", err)
-	}
-	root := dir
-	for {
-		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(root)
-		if parent == root {
-			t.Fatalf("no go.mod above %s: cannot find the repository root", dir)
-		}
-		root = parent
-	}
-	p := filepath.Join(root, "..", "shared", "verisoul", "facematch-enroll.openapi.yaml")
+	p := filepath.Join("testdata", enrollSpecFile)
 	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the vendor's OpenAPI description is missing: %v\n"+
-			"The contract test needs shared/verisoul/facematch-enroll.openapi.yaml beside the repository root "+
-			"(repo at %s, so expected %s). Check out or copy shared/ next to the repository.", err, root, filepath.Clean(p))
+		t.Fatalf("the vendor's OpenAPI description is missing from the repository: %v", err)
 	}
 	return p
 }

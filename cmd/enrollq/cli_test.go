@@ -295,7 +295,7 @@ func TestDashboardAuthFromGlobalFlagAndFile(t *testing.T) {
 
 // readmeRow matches a row of the README's configuration table:
 // | `VAR` | `--flag` | default | meaning |.
-var readmeRow = regexp.MustCompile("^\\| `([A-Z][A-Z0-9_]*)` \\| `(--[a-z0-9-]+)` \\|")
+var readmeRow = regexp.MustCompile("^\\| `([A-Z][A-Z0-9_]*)` \\| `(--(?:\\[no-\\])?[a-z0-9-]+)` \\|")
 
 // TestREADMEConfigTableMatchesCLI: every row of the README's configuration
 // table is an environment variable and a flag of the CLI (as its --help
@@ -340,6 +340,9 @@ func TestREADMEConfigTableMatchesCLI(t *testing.T) {
 	}
 	for f := range reflect.TypeFor[config.Config]().Fields() {
 		env, flag := f.Tag.Get("env"), "--"+f.Tag.Get("name")
+		if _, negatable := f.Tag.Lookup("negatable"); negatable {
+			flag = "--[no-]" + f.Tag.Get("name")
+		}
 		if got, ok := table[env]; !ok || got != flag {
 			t.Errorf("config.Config.%s (%s, %s) has no row of its own in the README's configuration table (found %q)", f.Name, env, flag, got)
 		}

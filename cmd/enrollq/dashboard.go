@@ -59,7 +59,7 @@ func (c *dashboardCmd) Run(e *env) error {
 		return err
 	}
 	defer rdb.Close()
-	h, err := newDashboard(e, rdb, auth, c.ReadOnly)
+	h, err := newDashboard(e, rdb, auth, c.Addr, c.ReadOnly)
 	if err != nil {
 		return err
 	}
@@ -91,18 +91,24 @@ func (c *dashboardCmd) Run(e *env) error {
 	return nil
 }
 
-func newDashboard(e *env, rdb redis.UniversalClient, auth dashboardAuth, readOnly bool) (http.Handler, error) {
+// newDashboard builds the dashboard served on listen; without auth it
+// answers only for that address, loopback names on its port and
+// ENROLLQ_DASHBOARD_HOSTS.
+func newDashboard(e *env, rdb redis.UniversalClient, auth dashboardAuth, listen string, readOnly bool) (http.Handler, error) {
 	return dashboard.New(dashboard.Options{
-		Redis:    rdb,
-		User:     auth.user,
-		Password: auth.password.Reveal(),
-		ReadOnly: readOnly,
-		Logger:   e.log,
+		Redis:      rdb,
+		User:       auth.user,
+		Password:   auth.password.Reveal(),
+		ListenAddr: listen,
+		Hosts:      e.cfg.DashboardHostList(),
+		ReadOnly:   readOnly,
+		Logger:     e.log,
 	})
 }
 
 // workerDashboard returns the dashboard the worker mounts beside /healthz on
-// ENROLLQ_HTTP_ADDR, or nil when it must not: the HTTP server is off, or the
+// ENROLLQ_HTTP_ADDR (read-only unless ENROLLQ_DASHBOARD_READ_ONLY=false), or
+// nil when it must not: the HTTP server is off, or the
 // address is reachable from other machines and ENROLLQ_DASHBOARD_USER and
 // ENROLLQ_DASHBOARD_PASSWORD are not both set. The second case is a warning,
 // not an error, so that a worker in a container can listen on 0.0.0.0 for
@@ -120,11 +126,11 @@ func workerDashboard(e *env, rdb redis.UniversalClient) http.Handler {
 		e.log.Warn("dashboard not mounted on the worker", "reason", "ENROLLQ_HTTP_ADDR: "+err.Error())
 		return nil
 	}
-	h, err := newDashboard(e, rdb, auth, false)
+	h, err := newDashboard(e, rdb, auth, e.cfg.HTTPAddr, e.cfg.DashboardReadOnly)
 	if err != nil {
 		e.log.Warn("dashboard not mounted on the worker", "reason", err.Error())
 		return nil
 	}
-	e.log.Info("dashboard mounted on the worker", "path", dashboard.RootPath+"/", "basic_auth", auth.enabled())
+	e.log.Info("dashboard mounted on the worker", "path", dashboard.RootPath+"/", "basic_auth", auth.enabled(), "read_only", e.cfg.DashboardReadOnly)
 	return h
 }
