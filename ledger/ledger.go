@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
 	"hash/fnv"
 	"strconv"
 	"strings"
@@ -54,7 +53,7 @@ type Options struct {
 	// StreamMaxLen caps each shard's outcome stream, approximately (XADD
 	// MAXLEN ~; default 20,000, so at most about 320,000 events in all).
 	StreamMaxLen int
-	// ReconcileGrace: see DefaultReconcileGrace.
+	// ReconcileGrace: see DefaultReconcileGrace; negative means none.
 	ReconcileGrace time.Duration
 }
 
@@ -93,6 +92,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Ledger, error) {
 	if opts.ReconcileGrace == 0 {
 		opts.ReconcileGrace = DefaultReconcileGrace
 	}
+	opts.ReconcileGrace = max(opts.ReconcileGrace, 0)
 	return &Ledger{rdb: rdb, opts: opts}, nil
 }
 
@@ -277,5 +277,3 @@ func unixArg(t time.Time) string {
 	}
 	return strconv.FormatInt(t.Unix(), 10)
 }
-
-var _ = fmt.Sprintf
