@@ -235,3 +235,35 @@ func TestReconcile(t *testing.T) {
 		t.Fatalf("reconcile without a record: %s %v", act, err)
 	}
 }
+
+// TestUnqueue undoes a Queued whose asynq enqueue failed, unless a worker
+// already claimed the session.
+func TestUnqueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	s := newSession()
+	r, err := b.l.Queued(b.ctx, QueuedArgs{SessionID: s, AccountID: acct, Queue: "signup", Run: "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.l.Unqueue(b.ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.l.Status(b.ctx, s); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after unqueue: %v", err)
+	}
+	if counts, _ := b.l.RunCounts(b.ctx, "r"); len(counts) != 0 {
+		t.Fatalf("run counters after unqueue: %v", counts)
+	}
+	if keys := b.keysOf(t); len(keys) != 1 || !strings.HasSuffix(keys[0], ":runs") {
+		t.Fatalf("keys left: %v", keys)
+	}
+	// Queued again, then claimed: the undo must not remove the claim.
+	r, _ = b.l.Queued(b.ctx, QueuedArgs{SessionID: s, AccountID: acct, Queue: "signup"})
+	if _, err := b.l.Claim(b.ctx, ClaimArgs{SessionID: s, AccountID: acct, Queue: "signup", Lease: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.l.Unqueue(b.ctx, r); !errors.Is(err, ErrConflict) {
+		t.Fatalf("unqueue after a claim: %v", err)
+	}
+}

@@ -280,17 +280,19 @@ runs(r, old)
 return {'dead', v, ev}
 `)
 
-// purgeScript removes a dead record and its index entry, if it is still the
-// generation the caller read. KEYS: dead bucket, account index bucket, run
-// counters. ARGV: sid, gen, index field.
-var purgeScript = redis.NewScript(`
+// removeScript removes a record and its index entry, if it is still in
+// the state and generation the caller read (Purge: dead; Unqueue: queued).
+// KEYS: record bucket, account index bucket, run counters. ARGV: sid, gen,
+// index field, state.
+var removeScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return {'notfound'} end
 local r = cmsgpack.unpack(v)
-if r[2] ~= tonumber(ARGV[2]) then return {'conflict', v} end
+if r[2] ~= tonumber(ARGV[2]) or r[1] ~= tonumber(ARGV[4]) then return {'conflict', v} end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[3])
-if r[7] ~= '' then redis.call('HINCRBY', KEYS[3], r[7] .. '|dead', -1) end
+local names = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued'}
+if r[7] ~= '' then redis.call('HINCRBY', KEYS[3], r[7] .. '|' .. names[r[1]], -1) end
 return {'ok', v}
 `)
 
@@ -308,4 +310,4 @@ redis.call('HDEL', KEYS[2], ARGV[3])
 return 1
 `)
 
-var allScripts = []*redis.Script{queuedScript, claimScript, renewScript, settleScript, requeueScript, reconcileScript, purgeScript, expireScript}
+var allScripts = []*redis.Script{queuedScript, claimScript, renewScript, settleScript, requeueScript, reconcileScript, removeScript, expireScript}

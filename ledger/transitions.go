@@ -224,19 +224,36 @@ func (l *Ledger) Requeue(ctx context.Context, sessionID, by string) (Record, err
 // Purge removes a dead record and its account index entry (`enrollq dead
 // purge`). r is the record as the caller read it (Status, ByAccount or a
 // listing): when the record changed since (another Gen), nothing is removed
-// and ErrConflict is returned; ErrNotFound when it is gone or not dead.
+// and ErrConflict is returned; ErrNotFound when it is gone.
 func (l *Ledger) Purge(ctx context.Context, r Record) error {
+	return l.remove(ctx, "purge", r, StateDead)
+}
+
+// Unqueue undoes Queued when the producer could not enqueue the asynq task
+// after all (enqueue records the ledger first, so that a session already
+// queued in another queue is found before a second task exists). r is the
+// record Queued returned; ErrConflict when it moved on since (a worker
+// claimed it), ErrNotFound when it is gone.
+func (l *Ledger) Unqueue(ctx context.Context, r Record) error {
+	return l.remove(ctx, "unqueue", r, StateQueued)
+}
+
+func (l *Ledger) remove(ctx context.Context, op string, r Record, want State) error {
 	s, err := parseSession(r.SessionID)
 	if err != nil {
 		return err
 	}
-	if r.State != StateDead {
-		return &StateError{Op: "purge", SessionID: s.text, Record: r, kind: ErrWrongState}
+	if r.State != want {
+		return &StateError{Op: op, SessionID: s.text, Record: r, kind: ErrWrongState}
 	}
 	sh, b := s.shard(), l.bucket(s)
-	keys := []string{l.deadKey(sh, b), l.indexKey(s, r.AccountHash), l.runsKey(sh)}
-	res, err := purgeScript.Run(ctx, l.rdb, keys, s.raw, r.Gen, indexField(s, r.AccountHash)).Slice()
-	_, err = l.answer("purge", s, res, err, map[string]error{"conflict": ErrConflict, "notfound": ErrNotFound})
+	bucket := l.deadKey(sh, b)
+	if want != StateDead {
+		bucket = l.liveKey(sh, b)
+	}
+	keys := []string{bucket, l.indexKey(s, r.AccountHash), l.runsKey(sh)}
+	res, err := removeScript.Run(ctx, l.rdb, keys, s.raw, r.Gen, indexField(s, r.AccountHash), int(want)).Slice()
+	_, err = l.answer(op, s, res, err, map[string]error{"conflict": ErrConflict, "notfound": ErrNotFound})
 	return err
 }
 
