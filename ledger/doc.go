@@ -78,7 +78,7 @@
 //
 // Sessions are spread over Shards (16) hash-tag shards by a 64-bit FNV-1a
 // hash of the session's 16 bytes, and within a shard over Options.Buckets
-// (512) buckets:
+// (2048) buckets:
 //
 //	{<prefix>ledger:<shard>}:live:<b>   hash: session (16 raw bytes) → record, states queued…requeued
 //	{<prefix>ledger:<shard>}:done:<b>   hash: the same, enrolled
@@ -100,8 +100,8 @@
 //
 // Bucketing instead of one key per session saves Redis's per-key overhead
 // (about 70–100 bytes with its dictionary entry and expiry), and a small
-// hash (at most 128 fields of at most 64 bytes, Redis's defaults) is stored
-// as one listpack: about 2 bytes of overhead per field. A record is a
+// hash (at most 512 fields of at most 64 bytes, Redis 7's defaults) is
+// stored as one listpack: about 2 bytes of overhead per field. A record is a
 // MessagePack array (Redis's Lua has cmsgpack, so the scripts read and
 // write it) with positional fields: state, generation, at (unix s), expires
 // (unix s; 0 for dead), account hash, queue ("s", "b" or "=<name>"), run,
@@ -122,10 +122,14 @@
 // Measured by TestMemoryPerSession (100,000 sessions queued, claimed and
 // enrolled with default Options on a private redis-server 7.0, INFO memory
 // used_memory delta): see README "Ledger" for the figure. The default
-// Buckets keeps done buckets listpacks up to about 800,000 retained
-// sessions; past that they turn into hash tables one by one (roughly twice
+// Buckets trades a little at small sizes (a bucket key costs about 100
+// bytes, shared by fewer sessions) for staying listpacks up to about 13
+// million retained sessions, the most the default rate limit enrolls in 30
+// days; past that buckets turn into hash tables one by one (roughly twice
 // the bytes per session) — raise Buckets for a larger window (it is fixed
-// for the life of the data, like Shards).
+// for the life of the data, like Shards). With 512 buckets per shard the
+// same 100,000 sessions cost about 109 bytes each, but the buckets fill
+// at about 3.7 million.
 //
 // Expiry: Redis 7.0 has no per-field TTL (HEXPIRE is 7.4), so each record
 // carries its expiry and Sweep removes enrolled records (and live ones idle

@@ -20,7 +20,7 @@ const Shards = 16
 const (
 	DefaultPrefix       = "enrollq:"
 	DefaultRetention    = 720 * time.Hour
-	DefaultBuckets      = 512
+	DefaultBuckets      = 2048
 	DefaultStreamMaxLen = 20000
 	// DefaultReconcileGrace is how old a live record must be before
 	// Reconcile takes a missing asynq task as deleted rather than not yet
@@ -44,11 +44,13 @@ type Options struct {
 	// (default 720h, ENROLLQ_RETENTION). Dead records are kept until purged.
 	Retention time.Duration
 	// Buckets is the number of record buckets per shard and kind (default
-	// 512). Like Shards it is fixed for the life of the data. Each bucket
-	// stays a compact listpack while it holds at most 128 records (Redis's
-	// default hash-max-listpack-entries), so the default suits up to about
-	// 16 × 512 × 100 ≈ 800,000 retained sessions; beyond that buckets turn
-	// into hash tables and a session costs about twice as much.
+	// 2048). Like Shards it is fixed for the life of the data. A bucket
+	// stays a compact listpack while it holds at most 512 records (Redis
+	// 7's default hash-max-listpack-entries), so the default keeps every
+	// bucket a listpack up to about 16 × 2048 × 400 ≈ 13 million retained
+	// sessions: what the default 300 calls/min can enroll in 30 days. Past
+	// that buckets turn into hash tables one by one, and a session in one
+	// costs about twice as much.
 	Buckets int
 	// StreamMaxLen caps each shard's outcome stream, approximately (XADD
 	// MAXLEN ~; default 20,000, so at most about 320,000 events in all).
