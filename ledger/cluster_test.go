@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -91,8 +92,11 @@ func TestOnCluster(t *testing.T) {
 		t.Fatalf("%d events (%v), want %d", len(ev), err, len(enrolled)+3*len(dead))
 	}
 	counts, err := l.RunCounts(ctx, "r1")
-	if err != nil || counts[StateEnrolled] != len(enrolled) || counts[StateDead] != len(dead) {
+	if err != nil || counts[StateEnrolled] != len(enrolled) || counts[StateDead] != len(dead) || len(counts) != 2 {
 		t.Fatalf("run counts %v (%v)", counts, err)
+	}
+	if all, err := l.Counts(ctx); err != nil || fmt.Sprint(all) != fmt.Sprint(counts) {
+		t.Fatalf("counts %v (%v), want %v", all, err, counts)
 	}
 	waitFor(t, 5*time.Second, "the retention to end", func() bool {
 		r, err := l.Status(ctx, enrolled[0])

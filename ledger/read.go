@@ -171,7 +171,7 @@ func (l *Ledger) Sweep(ctx context.Context) (int, error) {
 		res := make([]*redis.Cmd, len(vs))
 		_, err = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, v := range vs {
-				res[i] = expireScript.Run(ctx, p, []string{v.key, l.indexKey(v.s, v.r.AccountHash)}, v.s.raw, v.r.Gen, indexField(v.s, v.r.AccountHash))
+				res[i] = expireScript.Run(ctx, p, []string{v.key, l.indexKey(v.s, v.r.AccountHash), l.runsKey(sh)}, v.s.raw, v.r.Gen, indexField(v.s, v.r.AccountHash))
 			}
 			return nil
 		})
@@ -180,7 +180,7 @@ func (l *Ledger) Sweep(ctx context.Context) (int, error) {
 			if err = l.Load(ctx); err == nil {
 				_, err = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 					for i, v := range vs {
-						res[i] = expireScript.Run(ctx, p, []string{v.key, l.indexKey(v.s, v.r.AccountHash)}, v.s.raw, v.r.Gen, indexField(v.s, v.r.AccountHash))
+						res[i] = expireScript.Run(ctx, p, []string{v.key, l.indexKey(v.s, v.r.AccountHash), l.runsKey(sh)}, v.s.raw, v.r.Gen, indexField(v.s, v.r.AccountHash))
 					}
 					return nil
 				})
@@ -269,10 +269,21 @@ func eventOf(shard int, m redis.XMessage) Event {
 	return e
 }
 
+// Counts returns how many sessions the ledger holds in each state (for
+// `enrollq stats`), in one pipelined round trip over the shards.
+func (l *Ledger) Counts(ctx context.Context) (map[State]int, error) { return l.counts(ctx, "*") }
+
 // RunCounts returns how many sessions of a backfill run are in each state
 // (summed over the shards). Expiry does not lower them (the run's history
-// stays), Purge lowers "dead".
+// stays); Purge and Unqueue do.
 func (l *Ledger) RunCounts(ctx context.Context, run string) (map[State]int, error) {
+	if run == "" || run == "*" {
+		return nil, invalid("run %q: name a run", run)
+	}
+	return l.counts(ctx, run)
+}
+
+func (l *Ledger) counts(ctx context.Context, run string) (map[State]int, error) {
 	cmds := make([]*redis.MapStringStringCmd, Shards)
 	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for sh := range Shards {

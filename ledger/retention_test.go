@@ -22,6 +22,9 @@ func TestRetention(t *testing.T) {
 	if recs, _ := b.l.ByAccount(b.ctx, acct); len(recs) != 3 {
 		t.Fatalf("ByAccount before the sweep: %d records, want 3", len(recs))
 	}
+	if c, _ := b.l.Counts(b.ctx); c[StateEnrolled] != 1 || c[StateQueued] != 1 || c[StateDead] != 1 || len(c) != 3 {
+		t.Fatalf("counts before the sweep: %v", c)
+	}
 	// Retention is in whole seconds on Redis's clock: wait until both
 	// records are past it.
 	waitFor(t, 5*time.Second, "the retention to end", func() bool {
@@ -41,6 +44,9 @@ func TestRetention(t *testing.T) {
 	r, err := b.l.Status(b.ctx, dead)
 	if err != nil || r.State != StateDead || !r.ExpiresAt.IsZero() {
 		t.Fatalf("dead record after the sweep: %+v %v", r, err)
+	}
+	if c, _ := b.l.Counts(b.ctx); c[StateDead] != 1 || len(c) != 1 {
+		t.Fatalf("counts after the sweep: %v, want 1 dead", c)
 	}
 	recs, err := b.l.ByAccount(b.ctx, acct)
 	if err != nil || len(recs) != 1 || recs[0].SessionID != dead {
@@ -78,7 +84,7 @@ func TestSweepSparesARecordThatMovedOn(t *testing.T) {
 	if _, err := b.l.Claim(b.ctx, ClaimArgs{SessionID: s, AccountID: acct, Queue: "signup", Lease: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	keys := []string{b.l.recordKeys(ss)[0], b.l.indexKey(ss, r.AccountHash)}
+	keys := []string{b.l.recordKeys(ss)[0], b.l.indexKey(ss, r.AccountHash), b.l.runsKey(ss.shard())}
 	n, err := expireScript.Run(b.ctx, b.rdb, keys, ss.raw, r.Gen, indexField(ss, r.AccountHash)).Int()
 	if err != nil || n != 0 {
 		t.Fatalf("expire with a stale generation removed %d (%v)", n, err)

@@ -80,10 +80,16 @@ local function qname(q)
   return string.sub(q, 2)
 end
 
+-- runs moves one count from state old (nil: a new record) to r's state,
+-- for all sessions ("*") and for r's run.
 local function runs(r, old)
-  if r[7] == '' then return end
-  if old then redis.call('HINCRBY', KEYS[5], r[7] .. '|' .. NAMES[old], -1) end
-  redis.call('HINCRBY', KEYS[5], r[7] .. '|' .. NAMES[r[1]], 1)
+  if old == r[1] then return end
+  for _, run in ipairs({'*', r[7]}) do
+    if run ~= '' then
+      if old then redis.call('HINCRBY', KEYS[5], run .. '|' .. NAMES[old], -1) end
+      redis.call('HINCRBY', KEYS[5], run .. '|' .. NAMES[r[1]], 1)
+    end
+  end
 end
 
 -- event appends the outcome of r's new state to the shard's stream.
@@ -292,13 +298,15 @@ if r[2] ~= tonumber(ARGV[2]) or r[1] ~= tonumber(ARGV[4]) then return {'conflict
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[3])
 local names = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued'}
+redis.call('HINCRBY', KEYS[3], '*|' .. names[r[1]], -1)
 if r[7] ~= '' then redis.call('HINCRBY', KEYS[3], r[7] .. '|' .. names[r[1]], -1) end
 return {'ok', v}
 `)
 
 // expireScript removes a record whose retention ended, if it is still the
-// generation the sweeper read. KEYS: record bucket, account index bucket.
-// ARGV: sid, gen, index field.
+// generation the sweeper read, and takes it out of the all-sessions count
+// (a run's counts keep it: they are the run's history). KEYS: record
+// bucket, account index bucket, run counters. ARGV: sid, gen, index field.
 var expireScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
@@ -307,6 +315,8 @@ local now = tonumber(redis.call('TIME')[1])
 if r[2] ~= tonumber(ARGV[2]) or r[4] == 0 or r[4] > now then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[3])
+local names = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued'}
+redis.call('HINCRBY', KEYS[3], '*|' .. names[r[1]], -1)
 return 1
 `)
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -34,6 +35,9 @@ func (a QueuedArgs) check() (sid, error) {
 	}
 	if err := checkText("queue", a.Queue, maxField); err != nil {
 		return s, err
+	}
+	if a.Run == "*" || strings.Contains(a.Run, "|") {
+		return s, invalid("run %q: must not be \"*\" or contain '|'", a.Run)
 	}
 	return s, checkText("run", a.Run, maxField)
 }

@@ -162,9 +162,11 @@ func TestTransitionTable(t *testing.T) {
 			"waiting": ErrWrongState, "retrying": ErrWrongState, "enrolled": ErrWrongState, "requeued": ErrWrongState}},
 	}
 	b := setup(t, Options{})
+	var touched []string
 	for _, o := range ops {
 		for _, st := range states {
 			s, c := b.reach(t, st)
+			touched = append(touched, s)
 			before, evBefore := b.raw(t, s), len(b.events(t))
 			err := o.do(b, s, c)
 			want := o.want[st]
@@ -186,6 +188,21 @@ func TestTransitionTable(t *testing.T) {
 				}
 			}
 		}
+	}
+	// The state counters agree with the records, after every transition
+	// and every refusal above.
+	want := map[State]int{}
+	for _, s := range touched {
+		if r, err := b.l.Status(b.ctx, s); err == nil {
+			want[r.State]++
+		}
+	}
+	got, err := b.l.Counts(b.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("counts %v, records say %v", got, want)
 	}
 }
 
