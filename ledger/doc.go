@@ -36,6 +36,9 @@
 //	dead → (removed)                            Purge                   `enrollq dead purge`
 //	dead → requeued, live → dead (+ event)      Reconcile               dashboard follower, a sweeper over asynq, the worker
 //	enrolled|idle live → (removed)              Sweep                   one process, about hourly
+//	(read)                                      Status, ByAccount       `enrollq status`, enqueue, the HTTP API
+//	(read)                                      Counts, RunCounts       `enrollq stats`, `enrollq runs`
+//	(read)                                      Outcomes                `enrollq outcomes tail`, tests
 //
 // Claim replaces the worker's per-session call lock: it succeeds only when
 // no other claim's lease is live, whatever queue the task came from. The
@@ -162,10 +165,12 @@
 // record is the truth, and a consumer that fell behind the cap catches up
 // from ByAccount / Status.
 //
-// # Run counters
+// # Counters
 //
-// When a session has a run, every transition moves one count from its old
-// state to its new one in the shard's runs hash (HINCRBY in the same
-// script); RunCounts sums the shards. Expiry leaves them (the run's totals
-// stay); Purge and Unqueue take the session out.
+// Every transition moves one count from its old state to its new one in
+// the shard's runs hash (HINCRBY in the same script): under "*" for all
+// sessions (Counts, for `enrollq stats`), and under the session's run when
+// it has one (RunCounts, for `enrollq runs`). Counts sums the 16 shards.
+// Purge and Unqueue take the session out of both; expiry takes it out of
+// "*" only (a run's counts are its history).
 package ledger
