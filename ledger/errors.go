@@ -40,6 +40,7 @@ type StateError struct {
 	kind      error
 }
 
+// Error says which transition was refused for which session, and why.
 func (e *StateError) Error() string {
 	if e.kind == ErrNotFound {
 		return fmt.Sprintf("ledger %s %s: %v", e.Op, e.SessionID, e.kind)

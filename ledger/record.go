@@ -54,8 +54,10 @@ type Step struct {
 // Record is what the ledger knows of one session. Times have a resolution
 // of one second (LeaseUntil: one millisecond), all on Redis's clock.
 type Record struct {
+	// SessionID is the canonical (lower-case) session id.
 	SessionID string
-	State     State
+	// State is where the session stands; the fields below say more.
+	State State
 	// Gen counts the record's transitions. While State is calling it is
 	// the claim's token; Purge compares it.
 	Gen uint64
@@ -66,9 +68,11 @@ type Record struct {
 	ExpiresAt time.Time
 	// AccountID is empty on enrolled records, which keep only AccountHash
 	// (to stay small); ByAccount finds them by it.
-	AccountID   string
+	AccountID string
+	// AccountHash is the 64-bit FNV-1a hash of the account id.
 	AccountHash uint64
-	Queue       string
+	// Queue is the queue of the task that last queued or claimed it.
+	Queue string
 	// Run is the backfill run that enqueued the session, if any.
 	Run string
 	// Attempts counts the attempts that called the API (blip retries

@@ -12,9 +12,12 @@ import (
 
 // QueuedArgs describe an enqueued session.
 type QueuedArgs struct {
+	// SessionID must be a canonical UUID (either case).
 	SessionID string
+	// AccountID must be non-empty, at most 255 bytes.
 	AccountID string
-	Queue     string
+	// Queue is the asynq queue of the task.
+	Queue string
 	// Run is the backfill run id, if any.
 	Run string
 }
@@ -61,6 +64,8 @@ func (l *Ledger) Queued(ctx context.Context, a QueuedArgs) (Record, error) {
 
 // ClaimArgs describe an attempt that wants to call the API for a session.
 type ClaimArgs struct {
+	// SessionID, AccountID, Queue and Run are the task's, as for Queued
+	// (they create the record when the session has none yet).
 	SessionID string
 	AccountID string
 	Queue     string
@@ -72,6 +77,7 @@ type ClaimArgs struct {
 
 // Claim is a held claim: pass it to Renew and the Settle methods.
 type Claim struct {
+	// SessionID is the claimed session, canonical.
 	SessionID string
 	// Token is the record's generation when the claim was taken; settling
 	// compares it, so a claim whose lease ran out and was taken over cannot
