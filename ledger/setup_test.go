@@ -27,7 +27,7 @@ type bundle struct {
 	ctx context.Context
 }
 
-func setup(t *testing.T, opts Options) bundle {
+func setup(t testing.TB, opts Options) bundle {
 	t.Helper()
 	rdb := redistest.Client(t, redisDB)
 	opts.Prefix = fmt.Sprintf("lt%d-%d:", time.Now().UnixNano(), prefixSeq.Add(1))
