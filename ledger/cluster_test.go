@@ -78,7 +78,7 @@ func TestOnCluster(t *testing.T) {
 		if _, err := l.Requeue(ctx, s, "cli"); err != nil {
 			t.Fatal(err)
 		}
-		if act, _, err := l.Reconcile(ctx, s, ""); err != nil || act != ReconcileDead {
+		if act, _, err := l.Reconcile(ctx, s, "", 0); err != nil || act != ReconcileDead {
 			t.Fatalf("reconcile: %s %v", act, err)
 		}
 		dead = append(dead, s)

@@ -61,9 +61,11 @@
 // claims again. Claim on an enrolled record returns ErrEnrolled: a second
 // task of the session completes without a call.
 //
-// Reconcile(session, asynqState) is the pure ledger side of keeping right
-// when asynq changes behind the ledger's back: dead + a task asynq will run
-// → requeued (by "asynq"); a live record (not a live claim) whose task is
+// Reconcile(session, asynqState, asynqRetried) is the pure ledger side of
+// keeping right when asynq changes behind the ledger's back: dead + a task
+// asynq will run at the dead letter's retry count → requeued (by "asynq");
+// at a higher count it is asynq's re-run after a crash and stays dead; a
+// live record (not a live claim) whose task is
 // gone → dead with code task_deleted, archived outside the worker → dead
 // with archived_outside (both requeueable; a crashed claim keeps Unknown);
 // a completed task the ledger never saw enrolled → "drift", left alone

@@ -198,6 +198,7 @@ func TestReconcile(t *testing.T) {
 	}{
 		{"dead", "pending", ReconcileRequeued, StateRequeued, "session_not_found"}, // asynqmon "Run"
 		{"dead", "active", ReconcileRequeued, StateRequeued, "session_not_found"},
+		{"dead-then-crash", "retry", ReconcileNone, StateDead, "session_not_found"}, // asynq re-runs it after a crash
 		{"dead", "archived", ReconcileNone, StateDead, "session_not_found"},
 		{"dead", "", ReconcileNone, StateDead, "session_not_found"}, // asynq's archive trimmed
 		{"enrolled", "", ReconcileNone, StateEnrolled, ""},
@@ -210,9 +211,16 @@ func TestReconcile(t *testing.T) {
 		{"calling-expired", "archived", ReconcileDead, StateDead, "archived_outside"}, // asynq's recoverer gave up
 	}
 	for _, c := range cases {
-		s, _ := b.reach(t, c.ledger)
+		retried := 0
+		st := c.ledger
+		if st == "dead-then-crash" {
+			// reach records the dead letter at asynq retry count 0;
+			// the recoverer's re-run has count 1.
+			st, retried = "dead", 1
+		}
+		s, _ := b.reach(t, st)
 		before := len(b.events(t))
-		act, r, err := b.l.Reconcile(b.ctx, s, c.asynq)
+		act, r, err := b.l.Reconcile(b.ctx, s, c.asynq, retried)
 		if err != nil {
 			t.Fatalf("%s/%q: %v", c.ledger, c.asynq, err)
 		}
@@ -233,11 +241,11 @@ func TestReconcile(t *testing.T) {
 	// A new record is spared within the grace.
 	g := setup(t, Options{})
 	s, _ := g.reach(t, "queued")
-	if act, _, err := g.l.Reconcile(g.ctx, s, ""); err != nil || act != ReconcileNone {
+	if act, _, err := g.l.Reconcile(g.ctx, s, "", 0); err != nil || act != ReconcileNone {
 		t.Fatalf("reconcile within the grace: %s %v", act, err)
 	}
 	// No record: nothing to do (the worker's claim creates it).
-	if act, _, err := g.l.Reconcile(g.ctx, newSession(), "pending"); err != nil || act != ReconcileNone {
+	if act, _, err := g.l.Reconcile(g.ctx, newSession(), "pending", 0); err != nil || act != ReconcileNone {
 		t.Fatalf("reconcile without a record: %s %v", act, err)
 	}
 }

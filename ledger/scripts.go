@@ -249,7 +249,8 @@ return {'ok', v, ev}
 // reconcileScript makes the record agree with what asynq says of the
 // session's task. ARGV: sid, session id text, stream cap, asynq state
 // ("pending", "scheduled", "retry", "active", "aggregating", "completed",
-// "archived", or "" when there is no task), retention (s), grace (s).
+// "archived", or "" when there is no task), retention (s), grace (s),
+// asynq's retry count of the task.
 var reconcileScript = redis.NewScript(prelude + `
 local r, where, v = load(ARGV[1])
 if not r then return {'none'} end
@@ -259,6 +260,10 @@ local running = a == 'pending' or a == 'scheduled' or a == 'retry' or a == 'acti
 if r[1] == ENROLLED then return {'none', v} end
 if r[1] == DEAD then
   if not running then return {'none', v} end
+  -- A higher retry count than at the dead letter: asynq runs the task
+  -- again because the worker crashed between recording the dead letter and
+  -- asynq archiving it. The worker finishes it as dead; not a requeue.
+  if tonumber(ARGV[7]) > r[14] then return {'none', v} end
   local ev
   v, ev = requeue(r, where, ARGV[1], ARGV[2], ARGV[3], 'asynq', tonumber(ARGV[5]), now)
   return {'requeued', v, ev}

@@ -290,14 +290,17 @@ const (
 
 // Reconcile makes the record agree with asynqState, what asynq says of the
 // session's task ("pending", "scheduled", "retry", "active", "aggregating",
-// "completed", "archived", or "" when there is none), in one atomic step.
+// "completed", "archived", or "" when there is none), and asynqRetried, the
+// task's retry count (asynq's TaskInfo.Retried), in one atomic step.
 // asynq's tools (its CLI, asynqmon, its recoverer, its archive trimming)
 // change asynq's state without the ledger; a sweeper that lists asynq's
 // tasks, the dashboard's follower, and the worker (on a claim that meets a
-// dead record) call it. A live record younger than ReconcileGrace is left
-// alone when the task is missing: its enqueue may be under way. Enrolled
-// records never change.
-func (l *Ledger) Reconcile(ctx context.Context, sessionID, asynqState string) (ReconcileAction, Record, error) {
+// dead record) call it. A dead record whose task asynq runs with a higher
+// retry count than the dead letter's is left dead: that is asynq re-running
+// it after a worker crashed before archiving, not an operator's requeue. A
+// live record younger than ReconcileGrace is left alone when the task is
+// missing: its enqueue may be under way. Enrolled records never change.
+func (l *Ledger) Reconcile(ctx context.Context, sessionID, asynqState string, asynqRetried int) (ReconcileAction, Record, error) {
 	s, err := parseSession(sessionID)
 	if err != nil {
 		return "", Record{}, err
@@ -308,7 +311,7 @@ func (l *Ledger) Reconcile(ctx context.Context, sessionID, asynqState string) (R
 		return "", Record{}, invalid("asynq state %q: not one of pending, scheduled, retry, active, aggregating, completed, archived, or empty", asynqState)
 	}
 	res, err := reconcileScript.Run(ctx, l.rdb, l.transitionKeys(s), s.raw, s.text, l.opts.StreamMaxLen, asynqState,
-		secs(l.opts.Retention), secs(l.opts.ReconcileGrace)).Slice()
+		secs(l.opts.Retention), secs(l.opts.ReconcileGrace), asynqRetried).Slice()
 	if err != nil {
 		return "", Record{}, fmt.Errorf("ledger reconcile %s: %w", s.text, err)
 	}

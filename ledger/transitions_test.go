@@ -512,7 +512,7 @@ func TestInvalidArguments(t *testing.T) {
 			return err
 		}(), "code"},
 		{"asynq state", func() error {
-			_, _, err := b.l.Reconcile(b.ctx, newSession(), "running")
+			_, _, err := b.l.Reconcile(b.ctx, newSession(), "running", 0)
 			return err
 		}(), "asynq state"},
 	}
