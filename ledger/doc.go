@@ -63,11 +63,11 @@
 //
 // Reconcile(session, asynqState, asynqRetried) is the pure ledger side of
 // keeping right when asynq changes behind the ledger's back: dead + a task
-// asynq will run at the dead letter's retry count → requeued (by "asynq");
-// at a higher count it is asynq's re-run after a crash and stays dead; a
-// live record (not a live claim) whose task is
-// gone → dead with code task_deleted, archived outside the worker → dead
-// with archived_outside (both requeueable; a crashed claim keeps Unknown);
+// asynq will run at no more than the dead letter's retry count → requeued
+// (by "asynq"); at a higher count it is asynq's re-run after a crash and
+// stays dead; a live record (not a live claim) whose task is gone → dead
+// with code task_deleted, archived outside the worker → dead with
+// archived_outside (both requeueable; a crashed claim keeps Unknown);
 // a completed task the ledger never saw enrolled → "drift", left alone
 // (the outcome is unknown; the next attempt's reconciliation settles it);
 // enrolled never changes. A live record younger than ReconcileGrace is
