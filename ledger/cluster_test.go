@@ -41,14 +41,28 @@ func TestOnCluster(t *testing.T) {
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: nodes})
 	t.Cleanup(func() { _ = c.Close() })
 	ctx := context.Background()
-	waitFor(t, 20*time.Second, "cluster_state:ok", func() bool {
-		info, err := c.ClusterInfo(ctx).Result()
-		return err == nil && strings.Contains(info, "cluster_state:ok")
-	})
 	l, err := New(c, Options{Buckets: 4, Retention: time.Second, ReconcileGrace: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every node must see the cluster as ok, and every shard's slot must
+	// take a write, before the test starts.
+	waitFor(t, 30*time.Second, "the cluster to serve every shard", func() bool {
+		for _, n := range nodes {
+			nc := redis.NewClient(&redis.Options{Addr: n})
+			info, err := nc.ClusterInfo(ctx).Result()
+			_ = nc.Close()
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				return false
+			}
+		}
+		for sh := range Shards {
+			if err := c.Set(ctx, l.tag(sh)+"probe", "1", time.Minute).Err(); err != nil {
+				return false
+			}
+		}
+		return true
+	})
 	shards := map[int]bool{}
 	var enrolled, dead []string
 	for i := 0; len(shards) < Shards || i < 64; i++ {
@@ -104,6 +118,12 @@ func TestOnCluster(t *testing.T) {
 	})
 	if n, err := l.Sweep(ctx); err != nil || n != len(enrolled) {
 		t.Fatalf("sweep removed %d (%v), want %d", n, err, len(enrolled))
+	}
+	if dl, err := l.DeadList(ctx, DeadQuery{Code: "task_deleted", Limit: 1000}); err != nil || len(dl) != len(dead) {
+		t.Fatalf("DeadList: %d (%v), want %d", len(dl), err, len(dead))
+	}
+	if dc, err := l.DeadCounts(ctx); err != nil || dc["task_deleted"] != len(dead) || len(dc) != 1 {
+		t.Fatalf("DeadCounts %v (%v)", dc, err)
 	}
 	for _, s := range dead {
 		r, err := l.Status(ctx, s)

@@ -39,6 +39,7 @@
 //	(read)                                      Status, ByAccount       `enrollq status`, enqueue, the HTTP API
 //	(read)                                      Counts, RunCounts       `enrollq stats`, `enrollq runs`
 //	(read)                                      Outcomes                `enrollq outcomes tail`, tests
+//	(read)                                      DeadList, DeadCounts    `enrollq dead list|counts|export|requeue|purge`
 //
 // Claim replaces the worker's per-session call lock: it succeeds only when
 // no other claim's lease is live, whatever queue the task came from. The
@@ -90,7 +91,8 @@
 //	{<prefix>ledger:<shard>}:dead:<b>   hash: the same, dead (never expires)
 //	{<prefix>ledger:<shard>}:acct:<a>   hash: account hash (8 bytes) ‖ session (16 bytes) → ""; a = account hash's bucket
 //	{<prefix>ledger:<shard>}:out        stream: the shard's outcome events, MAXLEN ~ Options.StreamMaxLen
-//	{<prefix>ledger:<shard>}:runs       hash: "<run>|<state>" → sessions of the run in that state
+//	{<prefix>ledger:<shard>}:runs       hash: counters — "*|<state>", "<run>|<state>", "code:<code>"
+//	{<prefix>ledger:<shard>}:dead-by-time  zset: session (16 raw bytes) → dead-letter time (unix s)
 //
 // A record and its bucket move between live, done and dead as the state
 // changes (so one bucket kind's values stay alike in size). The account
@@ -174,5 +176,9 @@
 // sessions (Counts, for `enrollq stats`), and under the session's run when
 // it has one (RunCounts, for `enrollq runs`). Counts sums the 16 shards.
 // Purge and Unqueue take the session out of both; expiry takes it out of
-// "*" only (a run's counts are its history).
+// "*" only (a run's counts are its history). Dead letters are also counted
+// by code ("code:<code>", DeadCounts) and indexed by time in each shard's
+// dead-by-time zset (DeadList, newest first, filtered by code): a dead
+// letter enters both in the script that records it and leaves them in the
+// one that requeues or purges it.
 package ledger

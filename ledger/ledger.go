@@ -63,6 +63,8 @@ type Options struct {
 type Ledger struct {
 	rdb  redis.UniversalClient
 	opts Options
+	// deadPage overrides DeadList's page size per shard (tests).
+	deadPage int64
 }
 
 // New returns a Ledger on rdb, which it does not close.
@@ -160,6 +162,9 @@ func (l *Ledger) deadKey(shard, b int) string { return l.tag(shard) + "dead:" + 
 func (l *Ledger) acctKey(shard, b int) string { return l.tag(shard) + "acct:" + strconv.Itoa(b) }
 func (l *Ledger) streamKey(shard int) string  { return l.tag(shard) + "out" }
 func (l *Ledger) runsKey(shard int) string    { return l.tag(shard) + "runs" }
+func (l *Ledger) deadIndexKey(shard int) string {
+	return l.tag(shard) + "dead-by-time"
+}
 
 // recordKeys are KEYS[1..3] of every script that finds a record: the live,
 // done and dead buckets of the session.
@@ -168,10 +173,11 @@ func (l *Ledger) recordKeys(s sid) []string {
 	return []string{l.liveKey(sh, b), l.doneKey(sh, b), l.deadKey(sh, b)}
 }
 
-// transitionKeys add the shard's outcome stream and run counters.
+// transitionKeys add the shard's outcome stream, counters and dead-letter
+// time index.
 func (l *Ledger) transitionKeys(s sid) []string {
 	sh := s.shard()
-	return append(l.recordKeys(s), l.streamKey(sh), l.runsKey(sh))
+	return append(l.recordKeys(s), l.streamKey(sh), l.runsKey(sh), l.deadIndexKey(sh))
 }
 
 // indexKey and indexField place a session in its account's index entry (in

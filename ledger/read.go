@@ -311,3 +311,141 @@ func (l *Ledger) counts(ctx context.Context, run string) (map[State]int, error) 
 	}
 	return out, nil
 }
+
+// DeadQuery selects dead letters for DeadList.
+type DeadQuery struct {
+	// Code keeps only dead letters with this code ("" for all).
+	Code string
+	// Before keeps only those dead strictly before it (zero: now); pass the
+	// last record's At to read the next page.
+	Before time.Time
+	// Limit is the most records returned (default 50).
+	Limit int
+}
+
+// DeadList returns dead letters, newest first, from every shard's
+// dead-letter time index (for `enrollq dead list|export|requeue`). With a
+// Code it reads the index in pages and filters, so a rare code among many
+// dead letters costs more round trips; records that share a second with the
+// page's last one can repeat on the next page (Before is in seconds).
+func (l *Ledger) DeadList(ctx context.Context, q DeadQuery) ([]Record, error) {
+	if q.Limit <= 0 {
+		q.Limit = 50
+	}
+	maxScore := "+inf"
+	if !q.Before.IsZero() {
+		maxScore = "(" + strconv.FormatInt(q.Before.Unix(), 10)
+	}
+	page := int64(q.Limit)
+	if q.Code != "" {
+		page = int64(max(4*q.Limit, 200))
+	}
+	if l.deadPage > 0 {
+		page = l.deadPage
+	}
+	offsets := make([]int64, Shards)
+	done := make([]bool, Shards)
+	last := make([]float64, Shards) // the oldest score read so far, per shard
+	var out []Record
+	for {
+		cmds := make([]*redis.ZSliceCmd, Shards)
+		_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for sh := range Shards {
+				if !done[sh] {
+					cmds[sh] = p.ZRevRangeByScoreWithScores(ctx, l.deadIndexKey(sh), &redis.ZRangeBy{Max: maxScore, Min: "-inf", Offset: offsets[sh], Count: page})
+				}
+			}
+			return nil
+		})
+		if err != nil && err != redis.Nil {
+			return nil, fmt.Errorf("ledger: reading the dead-letter index: %w", err)
+		}
+		var ss []sid
+		more := false
+		for sh, c := range cmds {
+			if c == nil {
+				continue
+			}
+			zs := c.Val()
+			offsets[sh] += int64(len(zs))
+			if int64(len(zs)) < page {
+				done[sh] = true
+			} else {
+				more = true
+			}
+			for _, z := range zs {
+				last[sh] = z.Score
+				m, _ := z.Member.(string)
+				if len(m) != 16 {
+					continue
+				}
+				s, err := parseSession(formatUUID(m))
+				if err != nil {
+					continue
+				}
+				ss = append(ss, s)
+			}
+		}
+		recs, err := l.records(ctx, ss)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			if r.State == StateDead && (q.Code == "" || r.Code == q.Code) {
+				out = append(out, r)
+			}
+		}
+		slices.SortStableFunc(out, func(a, b Record) int { return b.At.Compare(a.At) })
+		if !more {
+			break
+		}
+		// Enough matches, and no shard can still hold a newer one: every
+		// shard not read to its end is already past the limit-th match.
+		if len(out) >= q.Limit {
+			cutoff := float64(out[q.Limit-1].At.Unix())
+			newer := false
+			for sh := range Shards {
+				if !done[sh] && last[sh] > cutoff {
+					newer = true
+				}
+			}
+			if !newer {
+				break
+			}
+		}
+	}
+	if len(out) > q.Limit {
+		out = out[:q.Limit]
+	}
+	return out, nil
+}
+
+// DeadCounts returns the number of dead letters by code (for `enrollq dead
+// counts`), in one pipelined round trip over the shards.
+func (l *Ledger) DeadCounts(ctx context.Context) (map[string]int, error) {
+	cmds := make([]*redis.MapStringStringCmd, Shards)
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for sh := range Shards {
+			cmds[sh] = p.HGetAll(ctx, l.runsKey(sh))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reading dead-letter counts: %w", err)
+	}
+	out := map[string]int{}
+	for _, c := range cmds {
+		for f, v := range c.Val() {
+			if code, ok := strings.CutPrefix(f, "code:"); ok {
+				n, _ := strconv.Atoi(v)
+				out[code] += n
+			}
+		}
+	}
+	for code, n := range out {
+		if n == 0 {
+			delete(out, code)
+		}
+	}
+	return out, nil
+}

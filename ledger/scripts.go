@@ -11,7 +11,8 @@ import "github.com/redis/go-redis/v9"
 // clock (TIME), so workers' clocks do not matter.
 //
 // Common KEYS: 1 live bucket, 2 done bucket, 3 dead bucket, 4 outcome
-// stream, 5 run counters (6 account index bucket, where named).
+// stream, 5 counters, 6 dead-letter time index (7 account index bucket,
+// where named).
 const prelude = `
 local QUEUED, CALLING, WAITING, RETRYING, ENROLLED, DEAD, REQUEUED = 1, 2, 3, 4, 5, 6, 7
 local NAMES = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued'}
@@ -99,7 +100,19 @@ local function event(r, sidtext, cap, ...)
     'run', r[7], 'n', tostring(r[8]), ...)
 end
 
+-- dead_in and dead_out keep the shard's dead-letter time index and the
+-- per-code counts ("code:<code>" in the counters hash).
+local function dead_in(r, sid, now)
+  redis.call('ZADD', KEYS[6], now, sid)
+  redis.call('HINCRBY', KEYS[5], 'code:' .. r[9], 1)
+end
+local function dead_out(r, sid)
+  redis.call('ZREM', KEYS[6], sid)
+  redis.call('HINCRBY', KEYS[5], 'code:' .. r[9], -1)
+end
+
 local function requeue(r, where, sid, sidtext, cap, by, ret, now)
+  dead_out(r, sid)
   local code = r[9]
   step(r, REQUEUED, now)
   r[9], r[10], r[13], r[14], r[16], r[17], r[18] = code, by, '', 0, 0, 0, 0
@@ -121,7 +134,7 @@ local now = clock()
 r = fill({QUEUED, 1, now, now + tonumber(ARGV[6]), ARGV[2], ARGV[4], ARGV[5]})
 r[12] = ARGV[3]
 v = save(r, nil, LIVE, sid)
-redis.call('HSET', KEYS[6], ARGV[7], '')
+redis.call('HSET', KEYS[7], ARGV[7], '')
 runs(r, nil)
 return {'ok', v}
 `)
@@ -136,7 +149,7 @@ local crashed, old = 0, nil
 if not r then
   r = fill({CALLING, 1, now, 0, ARGV[2], ARGV[4], ARGV[5]})
   r[12] = ARGV[3]
-  redis.call('HSET', KEYS[6], ARGV[7], '')
+  redis.call('HSET', KEYS[7], ARGV[7], '')
 else
   old = r[1]
   if r[1] == ENROLLED then return {'enrolled', v} end
@@ -204,6 +217,7 @@ elseif o == 'dead' then
   r[4] = 0
   ev = event(r, ARGV[5], ARGV[6], 'code', ARGV[7], 'err', ARGV[8], 'rid', ARGV[9])
   v = save(r, where, DEADK, sid)
+  dead_in(r, sid, now)
 else
   if ARGV[9] == '1' then
     r[8] = r[8] + 1
@@ -287,14 +301,15 @@ r[9], r[10], r[13], r[14], r[16], r[17], r[18] = code, msg, '', 0, 0, 0, 0
 r[4] = 0
 local ev = event(r, ARGV[2], ARGV[3], 'code', code, 'err', msg, 'rid', '')
 v = save(r, where, DEADK, ARGV[1])
+dead_in(r, ARGV[1], now)
 runs(r, old)
 return {'dead', v, ev}
 `)
 
 // removeScript removes a record and its index entry, if it is still in
 // the state and generation the caller read (Purge: dead; Unqueue: queued).
-// KEYS: record bucket, account index bucket, run counters. ARGV: sid, gen,
-// index field, state.
+// KEYS: record bucket, account index bucket, counters, dead-letter time
+// index. ARGV: sid, gen, index field, state.
 var removeScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return {'notfound'} end
@@ -305,6 +320,10 @@ redis.call('HDEL', KEYS[2], ARGV[3])
 local names = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued'}
 redis.call('HINCRBY', KEYS[3], '*|' .. names[r[1]], -1)
 if r[7] ~= '' then redis.call('HINCRBY', KEYS[3], r[7] .. '|' .. names[r[1]], -1) end
+if r[1] == 6 then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('HINCRBY', KEYS[3], 'code:' .. r[9], -1)
+end
 return {'ok', v}
 `)
 

@@ -63,9 +63,9 @@ func TestEachScriptStaysOnOneSlot(t *testing.T) {
 				"queued/claim":             append(l.transitionKeys(s), l.indexKey(s, ah)),
 				"renew/status":             l.recordKeys(s),
 				"settle/requeue/reconcile": l.transitionKeys(s),
-				"purge":                    {l.deadKey(sh, b), l.indexKey(s, ah), l.runsKey(sh)},
-				"expire (live)":            {l.liveKey(sh, b), l.indexKey(s, ah)},
-				"expire (done)":            {l.doneKey(sh, b), l.indexKey(s, ah)},
+				"purge/unqueue":            {l.deadKey(sh, b), l.liveKey(sh, b), l.indexKey(s, ah), l.runsKey(sh), l.deadIndexKey(sh)},
+				"expire (live)":            {l.liveKey(sh, b), l.indexKey(s, ah), l.runsKey(sh)},
+				"expire (done)":            {l.doneKey(sh, b), l.indexKey(s, ah), l.runsKey(sh)},
 			}
 			for name, keys := range sets {
 				want := slot(keys[0])

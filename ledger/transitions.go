@@ -261,7 +261,7 @@ func (l *Ledger) remove(ctx context.Context, op string, r Record, want State) er
 	if want != StateDead {
 		bucket = l.liveKey(sh, b)
 	}
-	keys := []string{bucket, l.indexKey(s, r.AccountHash), l.runsKey(sh)}
+	keys := []string{bucket, l.indexKey(s, r.AccountHash), l.runsKey(sh), l.deadIndexKey(sh)}
 	res, err := removeScript.Run(ctx, l.rdb, keys, s.raw, r.Gen, indexField(s, r.AccountHash), int(want)).Slice()
 	_, err = l.answer(op, s, res, err, map[string]error{"conflict": ErrConflict, "notfound": ErrNotFound})
 	return err
