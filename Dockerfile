@@ -42,7 +42,7 @@ COPY --from=build /enrollq /usr/local/bin/enrollq
 # interfaces to be reachable through a published port; enrollq's own default
 # is 127.0.0.1:8080. Publish the port on the host's loopback only
 # (-p 127.0.0.1:8080:8080) unless something in front of it needs more.
-# Logs go to stdout as JSON (slog), one object a line.
+# Logs go to stderr as JSON (slog), one object a line.
 ENV ENROLLQ_HTTP_ADDR=0.0.0.0:8080 \
     LOG_FORMAT=json
 EXPOSE 8080

@@ -13,6 +13,10 @@
 // that wraps the *Error unchanged. ValidateWorker is never called by kong:
 // the worker command calls it.
 //
+// Secrets may also come from files (VERISOUL_API_KEY_FILE, …; see
+// ReadSecretFiles): the cmd package reads them right after Parse and then
+// calls Validate again, so what was read is checked like the rest.
+//
 // The package imports nothing of the project.
 package config
 
@@ -49,6 +53,11 @@ const (
 	MaxDerivedConcurrency = 64
 )
 
+// MaxHTTPTimeout bounds Config.HTTPTimeout. Verisoul answers in well under a
+// second; a longer wait only holds a worker slot and the session's call lock,
+// and the shutdown grace could not cover a call in flight.
+const MaxHTTPTimeout = 60 * time.Second
+
 // Config is every setting of enrollq. Each field is a kong flag with a
 // matching environment variable; the flag wins when both are given. Fields
 // left unset take the default named in their comment, which Default also
@@ -75,8 +84,14 @@ type Config struct {
 	RedisKeyFile string `name:"redis-key-file" env:"ENROLLQ_REDIS_KEY_FILE" help:"PEM private key of --redis-cert-file."`
 
 	// APIKey is the Verisoul API key. Default empty; the worker requires it.
-	// It never prints: see Secret.
-	APIKey Secret `name:"api-key" env:"VERISOUL_API_KEY" help:"Verisoul API key; required by the worker, never printed."`
+	// It never prints: see Secret. As a flag it is visible to other local
+	// users in ps; prefer the variable or APIKeyFile.
+	APIKey Secret `name:"api-key" env:"VERISOUL_API_KEY" help:"Verisoul API key; required by the worker, never printed. As a flag it shows in ps: prefer the variable or --api-key-file."`
+
+	// APIKeyFile is a file holding the API key, as Docker and Kubernetes
+	// mount secrets; one trailing newline is ignored. Default empty. Setting
+	// it and APIKey is an error. See ReadSecretFiles.
+	APIKeyFile string `name:"api-key-file" env:"VERISOUL_API_KEY_FILE" secretfile:"APIKey" placeholder:"PATH" help:"File holding the Verisoul API key (a mounted secret); one trailing newline is ignored."`
 
 	// Env is the Verisoul environment, sandbox or prod; it picks the base URL
 	// when BaseURL is empty. Default "sandbox".
@@ -94,8 +109,9 @@ type Config struct {
 	// Default 0, meaning derived from RateLimit (see ResolvedConcurrency).
 	Concurrency int `name:"concurrency" env:"ENROLLQ_CONCURRENCY" default:"0" help:"Tasks in flight per worker process; 0 derives it from the rate limit."`
 
-	// HTTPTimeout bounds one Verisoul API call. Default 10s.
-	HTTPTimeout time.Duration `name:"http-timeout" env:"ENROLLQ_HTTP_TIMEOUT" default:"10s" help:"Timeout of one API call."`
+	// HTTPTimeout bounds one Verisoul API call, at most MaxHTTPTimeout.
+	// Default 10s.
+	HTTPTimeout time.Duration `name:"http-timeout" env:"ENROLLQ_HTTP_TIMEOUT" default:"10s" help:"Timeout of one API call; at most 60s."`
 
 	// RetryBase is the first queue-level retry delay; later delays grow from it
 	// up to RetryMax. Default 10s.
@@ -129,6 +145,32 @@ type Config struct {
 	// dashboard endpoints. Default "127.0.0.1:8080"; empty disables them.
 	HTTPAddr string `name:"http-addr" env:"ENROLLQ_HTTP_ADDR" default:"127.0.0.1:8080" help:"host:port of health, readiness, metrics and dashboard; empty disables."`
 
+	// DashboardUser is the basic-auth user of the dashboard, both the
+	// worker's /dashboard/ and `enrollq dashboard`. Default empty: no auth,
+	// and the dashboard is served on loopback only. It needs
+	// DashboardPassword, and the reverse.
+	DashboardUser string `name:"dashboard-user" env:"ENROLLQ_DASHBOARD_USER" help:"Basic-auth user of the dashboard; without it and a password the dashboard is served on loopback only."`
+
+	// DashboardPassword is the basic-auth password of the dashboard. Default
+	// empty. It never prints: see Secret.
+	DashboardPassword Secret `name:"dashboard-password" env:"ENROLLQ_DASHBOARD_PASSWORD" help:"Basic-auth password of the dashboard; never printed. As a flag it shows in ps: prefer the variable or --dashboard-password-file."`
+
+	// DashboardPasswordFile is a file holding DashboardPassword; one trailing
+	// newline is ignored. Default empty. Setting it and DashboardPassword is
+	// an error.
+	DashboardPasswordFile string `name:"dashboard-password-file" env:"ENROLLQ_DASHBOARD_PASSWORD_FILE" secretfile:"DashboardPassword" placeholder:"PATH" help:"File holding the dashboard's password (a mounted secret); one trailing newline is ignored."`
+	// DashboardHosts lists, comma-separated, the Host names the dashboard
+	// answers without basic auth besides its listen address and loopback
+	// names ("name" for any port, "name:port" for one): the names of an SSH
+	// tunnel or reverse proxy in front of it. Any other Host is refused, so
+	// a DNS-rebinding page cannot read or change the queues. Default empty.
+	DashboardHosts string `name:"dashboard-hosts" env:"ENROLLQ_DASHBOARD_HOSTS" default:"" help:"Comma-separated extra Host names the dashboard answers without basic auth (besides its address and localhost)."`
+
+	// DashboardReadOnly makes the dashboard that the worker mounts on
+	// HTTPAddr show the queues without letting anyone change them. Default
+	// true. (enrollq dashboard has its own --read-only flag.)
+	DashboardReadOnly bool `name:"dashboard-read-only" env:"ENROLLQ_DASHBOARD_READ_ONLY" default:"true" negatable:"" help:"The worker's /dashboard/ is read-only (default); --no-dashboard-read-only lets it run, archive and delete tasks."`
+
 	// LogFormat is the slog output format: "text", "json", or empty for
 	// automatic (text on a terminal, else json). Default empty.
 	LogFormat string `name:"log-format" env:"LOG_FORMAT" default:"" help:"Log format: text or json; empty means text on a terminal, else json."`
@@ -142,21 +184,23 @@ type Config struct {
 // given. It equals what kong produces from the `default` tags.
 func Default() Config {
 	return Config{
-		RedisURL:        "redis://127.0.0.1:6379/0",
-		Env:             EnvSandbox,
-		RateLimit:       300,
-		Concurrency:     0,
-		HTTPTimeout:     10 * time.Second,
-		RetryBase:       10 * time.Second,
-		RetryMax:        10 * time.Minute,
-		MaxRetry:        10,
-		NotReadyWindow:  time.Hour,
-		MaxWait:         time.Hour,
-		Retention:       720 * time.Hour,
-		ShutdownTimeout: 25 * time.Second,
-		HTTPAddr:        "127.0.0.1:8080",
-		LogFormat:       "",
-		LogLevel:        "info",
+		RedisURL:          "redis://127.0.0.1:6379/0",
+		Env:               EnvSandbox,
+		RateLimit:         300,
+		Concurrency:       0,
+		HTTPTimeout:       10 * time.Second,
+		RetryBase:         10 * time.Second,
+		RetryMax:          10 * time.Minute,
+		MaxRetry:          10,
+		NotReadyWindow:    time.Hour,
+		MaxWait:           time.Hour,
+		Retention:         720 * time.Hour,
+		ShutdownTimeout:   25 * time.Second,
+		HTTPAddr:          "127.0.0.1:8080",
+		DashboardHosts:    "",
+		DashboardReadOnly: true,
+		LogFormat:         "",
+		LogLevel:          "info",
 	}
 }
 
@@ -226,6 +270,9 @@ func (c *Config) Validate() error {
 	if err := positive("HTTPTimeout", c.HTTPTimeout); err != nil {
 		return err
 	}
+	if c.HTTPTimeout > MaxHTTPTimeout {
+		return errorFor("HTTPTimeout", "must be at most %s, got %s", MaxHTTPTimeout, c.HTTPTimeout)
+	}
 	if err := positive("RetryBase", c.RetryBase); err != nil {
 		return err
 	}
@@ -251,6 +298,11 @@ func (c *Config) Validate() error {
 	if c.HTTPAddr != "" {
 		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || !validPort(port) {
 			return errorFor("HTTPAddr", "must be empty (disabled) or host:port with a port from 0 to 65535, got %q", c.HTTPAddr)
+		}
+	}
+	for _, h := range c.DashboardHostList() {
+		if strings.ContainsAny(h, "/ \t@") {
+			return errorFor("DashboardHosts", "must list host names or host:port, comma-separated, got %q", h)
 		}
 	}
 	switch c.LogFormat {
@@ -418,6 +470,17 @@ func (c Config) ResolvedConcurrency() int {
 	return min(max(n, MinDerivedConcurrency), MaxDerivedConcurrency)
 }
 
+// DashboardHostList returns DashboardHosts split at commas, without blanks.
+func (c Config) DashboardHostList() []string {
+	var out []string
+	for _, h := range strings.Split(c.DashboardHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
 // RedactedRedisURL returns RedisURL with its password replaced by "xxxxx",
 // and so the value of a sentinel_password (or password) query option; the
 // user name is kept.
@@ -455,6 +518,7 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("redis_cert_file", c.RedisCertFile),
 		slog.String("redis_key_file", c.RedisKeyFile),
 		slog.String("api_key", c.APIKey.String()),
+		slog.String("api_key_file", c.APIKeyFile),
 		slog.String("env", c.Env),
 		slog.String("base_url", c.ResolvedBaseURL()),
 		slog.Int("rate_limit", c.RateLimit),
@@ -468,6 +532,11 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("retention", c.Retention.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("http_addr", c.HTTPAddr),
+		slog.String("dashboard_user", c.DashboardUser),
+		slog.String("dashboard_password", c.DashboardPassword.String()),
+		slog.String("dashboard_password_file", c.DashboardPasswordFile),
+		slog.String("dashboard_hosts", c.DashboardHosts),
+		slog.Bool("dashboard_read_only", c.DashboardReadOnly),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),
 	}

@@ -70,6 +70,8 @@ func valid() Config {
 	c := Default()
 	c.APIKey = testKey
 	c.RedisURL = "redis://app:" + testPassword + "@redis.internal:6379/0"
+	c.DashboardUser = "ops"
+	c.DashboardPassword = testPassword
 	return c
 }
 
@@ -140,26 +142,32 @@ func TestKongReadsEnv(t *testing.T) {
 	clearEnv(t)
 	ca, cert, key := tlsFiles(t)
 	env := map[string]string{
-		"REDIS_URL":                "rediss://:" + testPassword + "@cache:6380/2",
-		"ENROLLQ_REDIS_CA_FILE":    ca,
-		"ENROLLQ_REDIS_CERT_FILE":  cert,
-		"ENROLLQ_REDIS_KEY_FILE":   key,
-		"VERISOUL_API_KEY":         testKey,
-		"VERISOUL_ENV":             "prod",
-		"VERISOUL_BASE_URL":        "http://127.0.0.1:9999",
-		"ENROLLQ_RATE_LIMIT":       "600",
-		"ENROLLQ_CONCURRENCY":      "7",
-		"ENROLLQ_HTTP_TIMEOUT":     "3s",
-		"ENROLLQ_RETRY_BASE":       "2s",
-		"ENROLLQ_RETRY_MAX":        "1m",
-		"ENROLLQ_MAX_RETRY":        "4",
-		"ENROLLQ_NOT_READY_WINDOW": "30m",
-		"ENROLLQ_MAX_WAIT":         "2h",
-		"ENROLLQ_RETENTION":        "48h",
-		"ENROLLQ_SHUTDOWN_TIMEOUT": "5s",
-		"ENROLLQ_HTTP_ADDR":        ":0",
-		"LOG_FORMAT":               "json",
-		"LOG_LEVEL":                "debug",
+		"REDIS_URL":                       "rediss://:" + testPassword + "@cache:6380/2",
+		"ENROLLQ_REDIS_CA_FILE":           ca,
+		"ENROLLQ_REDIS_CERT_FILE":         cert,
+		"ENROLLQ_REDIS_KEY_FILE":          key,
+		"VERISOUL_API_KEY":                testKey,
+		"VERISOUL_ENV":                    "prod",
+		"VERISOUL_BASE_URL":               "http://127.0.0.1:9999",
+		"ENROLLQ_RATE_LIMIT":              "600",
+		"ENROLLQ_CONCURRENCY":             "7",
+		"ENROLLQ_HTTP_TIMEOUT":            "3s",
+		"ENROLLQ_RETRY_BASE":              "2s",
+		"ENROLLQ_RETRY_MAX":               "1m",
+		"ENROLLQ_MAX_RETRY":               "4",
+		"ENROLLQ_NOT_READY_WINDOW":        "30m",
+		"ENROLLQ_MAX_WAIT":                "2h",
+		"ENROLLQ_RETENTION":               "48h",
+		"ENROLLQ_SHUTDOWN_TIMEOUT":        "5s",
+		"ENROLLQ_HTTP_ADDR":               ":0",
+		"VERISOUL_API_KEY_FILE":           "/run/secrets/key",
+		"ENROLLQ_DASHBOARD_USER":          "ops",
+		"ENROLLQ_DASHBOARD_PASSWORD":      testPassword,
+		"ENROLLQ_DASHBOARD_PASSWORD_FILE": "/run/secrets/dash",
+		"ENROLLQ_DASHBOARD_HOSTS":         "ops.example.com,tunnel:9000",
+		"ENROLLQ_DASHBOARD_READ_ONLY":     "false",
+		"LOG_FORMAT":                      "json",
+		"LOG_LEVEL":                       "debug",
 	}
 	if len(env) != len(envNames()) {
 		t.Fatalf("test sets %d variables, Config has %d", len(env), len(envNames()))
@@ -190,8 +198,14 @@ func TestKongReadsEnv(t *testing.T) {
 		Retention:       48 * time.Hour,
 		ShutdownTimeout: 5 * time.Second,
 		HTTPAddr:        ":0",
+		DashboardHosts:  "ops.example.com,tunnel:9000",
 		LogFormat:       "json",
 		LogLevel:        "debug",
+
+		APIKeyFile:            "/run/secrets/key",
+		DashboardUser:         "ops",
+		DashboardPassword:     testPassword,
+		DashboardPasswordFile: "/run/secrets/dash",
 	}
 	if got != want {
 		t.Errorf("got  %#v\nwant %#v", got, want)
@@ -224,6 +238,10 @@ func TestKongFlagWinsOverEnv(t *testing.T) {
 	}
 	if got.RateLimit != 120 || got.HTTPTimeout != 4*time.Second || got.LogLevel != "error" || got.HTTPAddr != "" {
 		t.Errorf("flags did not win: %v", got)
+	}
+	t.Setenv("ENROLLQ_DASHBOARD_READ_ONLY", "true")
+	if got, err := parse(t, "--no-dashboard-read-only"); err != nil || got.DashboardReadOnly {
+		t.Errorf("--no-dashboard-read-only over ENROLLQ_DASHBOARD_READ_ONLY=true: %v, %v", got.DashboardReadOnly, err)
 	}
 	// A variable with no flag still comes from the environment or the default.
 	if got.Env != "sandbox" || got.MaxRetry != 10 {
@@ -312,6 +330,12 @@ func TestValidate(t *testing.T) {
 			`ENROLLQ_HTTP_TIMEOUT (--http-timeout): must be positive, got -1s`},
 		{"http timeout zero", func(c *Config) { c.HTTPTimeout = 0 }, false,
 			`ENROLLQ_HTTP_TIMEOUT (--http-timeout): must be positive, got 0s`},
+		{"dashboard host with a scheme", func(c *Config) { c.DashboardHosts = "ops.example.com, https://x.example" }, false,
+			`ENROLLQ_DASHBOARD_HOSTS (--dashboard-hosts): must list host names or host:port, comma-separated, got "https://x.example"`},
+		{"http timeout over the bound", func(c *Config) { c.HTTPTimeout = 200 * time.Second }, false,
+			`ENROLLQ_HTTP_TIMEOUT (--http-timeout): must be at most 1m0s, got 3m20s`},
+		{"http timeout just over the bound", func(c *Config) { c.HTTPTimeout = MaxHTTPTimeout + time.Millisecond }, false,
+			`ENROLLQ_HTTP_TIMEOUT (--http-timeout): must be at most 1m0s, got 1m0.001s`},
 		{"retry base", func(c *Config) { c.RetryBase = 0 }, false,
 			`ENROLLQ_RETRY_BASE (--retry-base): must be positive, got 0s`},
 		{"retry max below base", func(c *Config) { c.RetryMax = 5 * time.Second }, false,
@@ -386,6 +410,8 @@ func TestValidateAccepts(t *testing.T) {
 		{"derived concurrency", func(c *Config) { c.Concurrency = 0 }},
 		{"no retries", func(c *Config) { c.MaxRetry = 0 }},
 		{"retry max equals base", func(c *Config) { c.RetryMax = c.RetryBase }},
+		{"http timeout at the bound", func(c *Config) { c.HTTPTimeout = MaxHTTPTimeout }},
+		{"dashboard hosts", func(c *Config) { c.DashboardHosts = "ops.example.com, tunnel:9000," }},
 		{"http disabled", func(c *Config) { c.HTTPAddr = "" }},
 		{"http any interface port 0", func(c *Config) { c.HTTPAddr = ":0" }},
 		{"http ipv6", func(c *Config) { c.HTTPAddr = "[::1]:8080" }},
@@ -578,26 +604,32 @@ func TestLogValue(t *testing.T) {
 		t.Fatalf("%v in %s", err, buf.String())
 	}
 	want := map[string]any{
-		"redis_url":        "redis://app:xxxxx@redis.internal:6379/0",
-		"redis_ca_file":    "",
-		"redis_cert_file":  "",
-		"redis_key_file":   "",
-		"api_key":          "[REDACTED]",
-		"env":              "sandbox",
-		"base_url":         "https://api.sandbox.verisoul.ai",
-		"rate_limit":       float64(300),
-		"concurrency":      float64(10),
-		"http_timeout":     "10s",
-		"retry_base":       "10s",
-		"retry_max":        "10m0s",
-		"max_retry":        float64(10),
-		"not_ready_window": "1h0m0s",
-		"max_wait":         "1h0m0s",
-		"retention":        "720h0m0s",
-		"shutdown_timeout": "25s",
-		"http_addr":        "127.0.0.1:8080",
-		"log_format":       "",
-		"log_level":        "info",
+		"redis_url":               "redis://app:xxxxx@redis.internal:6379/0",
+		"redis_ca_file":           "",
+		"redis_cert_file":         "",
+		"redis_key_file":          "",
+		"api_key":                 "[REDACTED]",
+		"env":                     "sandbox",
+		"base_url":                "https://api.sandbox.verisoul.ai",
+		"rate_limit":              float64(300),
+		"concurrency":             float64(10),
+		"http_timeout":            "10s",
+		"retry_base":              "10s",
+		"retry_max":               "10m0s",
+		"max_retry":               float64(10),
+		"not_ready_window":        "1h0m0s",
+		"max_wait":                "1h0m0s",
+		"retention":               "720h0m0s",
+		"shutdown_timeout":        "25s",
+		"http_addr":               "127.0.0.1:8080",
+		"api_key_file":            "",
+		"dashboard_user":          "ops",
+		"dashboard_password":      "[REDACTED]",
+		"dashboard_password_file": "",
+		"dashboard_hosts":         "",
+		"dashboard_read_only":     true,
+		"log_format":              "",
+		"log_level":               "info",
 	}
 	if !reflect.DeepEqual(line.Config, want) {
 		t.Errorf("got  %v\nwant %v", line.Config, want)

@@ -1,7 +1,8 @@
 // Package dashboard serves asynqmon, asynq's web UI, under /dashboard for
 // enrollq's queues: behind HTTP basic auth when a user and password are set,
-// read-only on request, and with enrollq's durable dead-letter record kept in
-// step with what an operator runs from the UI (see follow.go).
+// read-only on request, refusing cross-site writes, foreign Host names and
+// framing (see guard.go), and with enrollq's durable dead-letter record kept
+// in step with what an operator runs from the UI (see follow.go).
 package dashboard
 
 import (
@@ -44,6 +45,16 @@ type Options struct {
 	// is an error. Default: no auth (keep the listener on loopback; see
 	// CheckListen).
 	User, Password string
+	// ListenAddr is the host:port the dashboard is served on. Without basic
+	// auth, only requests whose Host is this address, a loopback name
+	// (localhost, 127.0.0.1, [::1]) on its port, or one of Hosts are
+	// answered, which defeats DNS rebinding. Default empty: loopback names
+	// on any port.
+	ListenAddr string
+	// Hosts are further Host names answered without basic auth ("name" for
+	// any port, "name:port" for one): the names of a tunnel or reverse
+	// proxy in front of the dashboard. Default none.
+	Hosts []string
 	// ReadOnly shows the queues without letting anyone run, archive, delete
 	// or cancel tasks or pause queues. Default false.
 	ReadOnly bool
@@ -94,10 +105,16 @@ func New(opts Options) (http.Handler, error) {
 			log:    opts.Logger,
 		}
 	}
+	// Cross-site writes are refused before anything else sees them, with
+	// or without auth (a browser sends a page's requests with the
+	// operator's credentials).
+	h = crossOrigin(h)
 	if opts.User != "" {
 		h = basicAuth(h, opts.User, opts.Password)
+	} else {
+		h = hostGuard(h, opts.ListenAddr, opts.Hosts)
 	}
-	return h, nil
+	return securityHeaders(h), nil
 }
 
 // basicAuth lets through only requests that carry user and password. Both

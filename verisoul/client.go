@@ -172,21 +172,46 @@ func (c *Client) Enroll(ctx context.Context, sessionID, accountID string) (Enrol
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
 	if err != nil {
-		return EnrollResult{}, c.redact(&APIError{Status: resp.StatusCode, Err: fmt.Errorf("reading body: %w", transportCause(ctx, err)), Body: excerpt(raw)})
+		return EnrollResult{}, c.redact(&APIError{Status: resp.StatusCode, Err: fmt.Errorf("reading body: %w", transportCause(ctx, err)), Body: excerpt(raw, c.apiKey)})
 	}
-	res, err := ParseEnrollResponse(resp.StatusCode, resp.Header, raw, time.Now())
+	res, err := parseEnrollResponse(resp.StatusCode, resp.Header, raw, time.Now(), c.apiKey)
 	if e, ok := err.(*APIError); ok {
 		return res, c.redact(e)
 	}
 	return res, err
 }
 
-// redact removes the key from an error page that echoed the request headers
-// (debug proxies and some gateways do), so it cannot reach a log line.
+// redact cleans the rest of an error of the key: the body excerpt is
+// redacted where it is made (excerpt), but a broken or hostile answer could
+// also echo the key as its request_id or error code (which pass the id and
+// code filters when the key is made of such characters), or as garbage that
+// net/http quotes in the transport error.
 func (c *Client) redact(e *APIError) *APIError {
-	e.Body = strings.ReplaceAll(e.Body, c.apiKey, "[REDACTED]")
+	if strings.Contains(e.RequestID, c.apiKey) {
+		e.RequestID = ""
+	}
+	if strings.Contains(e.Code, c.apiKey) {
+		e.Code = ""
+	}
+	// net/http quotes what a broken server sent instead of a status line
+	// ("malformed HTTP status code …"), which can be an echoed header.
+	if e.Err != nil {
+		if msg := redactBody(e.Err.Error(), c.apiKey); msg != e.Err.Error() {
+			e.Err = redactedError{msg: msg, err: e.Err}
+		}
+	}
 	return e
 }
+
+// redactedError is a cause whose text had the key removed. It unwraps to the
+// original, so errors.Is and errors.As still see timeouts and net errors.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e redactedError) Error() string { return e.msg }
+func (e redactedError) Unwrap() error { return e.err }
 
 // isDialError reports whether the connection could not be made, in which
 // case nothing was sent.
@@ -218,6 +243,12 @@ func unwrapURLError(err error) error {
 // is exported so fuzz tests and the fake server can exercise it; now is the
 // time used to turn a Retry-After date into a duration.
 func ParseEnrollResponse(status int, h http.Header, raw []byte, now time.Time) (EnrollResult, error) {
+	return parseEnrollResponse(status, h, raw, now, "")
+}
+
+// parseEnrollResponse is ParseEnrollResponse with the secret that the body
+// excerpt must not show (the client's key; "" for none).
+func parseEnrollResponse(status int, h http.Header, raw []byte, now time.Time, secret string) (EnrollResult, error) {
 	var r enrollResponse
 	jsonErr := json.Unmarshal(raw, &r)
 	if status == http.StatusOK {
@@ -228,7 +259,7 @@ func ParseEnrollResponse(status int, h http.Header, raw []byte, now time.Time) (
 		if jsonErr != nil {
 			cause = fmt.Errorf("unreadable 200 body: %w", jsonErr)
 		}
-		return EnrollResult{}, &APIError{Status: status, RequestID: cleanRequestID(r.RequestID), Body: excerpt(raw), Err: cause}
+		return EnrollResult{}, &APIError{Status: status, RequestID: cleanRequestID(r.RequestID), Body: excerpt(raw, secret), Err: cause}
 	}
 	e := &APIError{Status: status, RetryAfter: parseRetryAfter(h.Get("Retry-After"), now)}
 	if jsonErr == nil {
@@ -238,7 +269,7 @@ func ParseEnrollResponse(status int, h http.Header, raw []byte, now time.Time) (
 		}
 	}
 	if jsonErr != nil || e.Code == "" || !validCode(e.Code) {
-		e.Body = excerpt(raw)
+		e.Body = excerpt(raw, secret)
 	}
 	if !validCode(e.Code) {
 		e.Code = ""
@@ -297,19 +328,3 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	}
 	return 0
 }
-
-// excerpt keeps at most MaxBodyExcerpt bytes of a body, cut at a rune
-// boundary, with invalid UTF-8 replaced, so it is safe to log.
-func excerpt(raw []byte) string {
-	s := strings.ToValidUTF8(string(raw[:min(len(raw), MaxBodyExcerpt+4)]), "\uFFFD")
-	if len(s) > MaxBodyExcerpt {
-		cut := MaxBodyExcerpt
-		for cut > 0 && !utf8RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return strings.TrimSpace(s)
-}
-
-func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }

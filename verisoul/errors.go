@@ -65,8 +65,9 @@ type APIError struct {
 	NotSent bool
 }
 
-// Error describes the failure on one line. It never contains the API key: the
-// client never puts the key anywhere but the request header.
+// Error describes the failure on one line. It never contains the API key:
+// the client puts the key nowhere but the request header, and removes what
+// an answer echoes of it (see excerpt.go for the rules).
 func (e *APIError) Error() string {
 	var b strings.Builder
 	b.WriteString("verisoul: ")

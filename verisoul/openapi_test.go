@@ -26,14 +26,15 @@ import (
 	"github.com/enrollq/enrollq/verisoul"
 )
 
-// specPath is the vendor's OpenAPI description of POST /liveness/enroll, a
-// copy kept in the repository (testdata/) so that the contract test needs
-// nothing beside the checkout.
+// specPath is the vendor's OpenAPI description of the enroll call, kept in
+// the repository (testdata/, so the go tool ignores it) byte for byte as
+// published; vendor_spec_test.go pins it. Tests run in the package
+// directory, so the path is relative to it.
 func specPath(t *testing.T) string {
 	t.Helper()
-	p := filepath.Join("testdata", "facematch-enroll.openapi.yaml")
+	p := filepath.Join("testdata", enrollSpecFile)
 	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the vendor's OpenAPI description is missing: %v", err)
+		t.Fatalf("the vendor's OpenAPI description is missing from the repository: %v", err)
 	}
 	return p
 }

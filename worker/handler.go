@@ -90,15 +90,20 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 		return nil
 	}
 
-	lock, err := w.state.lockCall(ctx, p.SessionID)
+	lock, err := w.state.lockCall(ctx, p.SessionID, w.cfg.CallLockTTL)
 	if err != nil {
 		return retryErr(true, 0, 0, "redis: locking the session: %w", err)
 	}
-	if lock == "" {
+	if lock == nil {
 		log.Info("attempt", "outcome", Wait.String(), "reason", "another task of this session is calling the API")
 		return retryErr(false, 2*time.Second, 0, "another task of this session is calling the API")
 	}
-	defer w.state.unlockCall(ctx, p.SessionID, lock)
+	defer func() {
+		if lock.Lost() {
+			log.Warn("the session's call lock expired while this attempt held it: the process stalled past ENROLLQ_HTTP_TIMEOUT's margin; another task of the session may have called too (a duplicate is reconciled by the API's answer)")
+		}
+		lock.unlock(ctx)
+	}()
 
 	t0, err := w.gov.admit(ctx, queue, w.cfg.MaxHold)
 	if err != nil {

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -159,22 +160,80 @@ func (s stateStore) deadLettered(ctx context.Context, sessionID string) error {
 	return s.rdb.HDel(ctx, s.key(sessionID), fInFlight, fNotReady, fWaitSince).Err()
 }
 
-// callLockTTL bounds how long one attempt may hold a session's call lock; a
-// crashed worker's lock expires by itself after it.
-const callLockTTL = 2 * time.Minute
+// callLock is a session's call lock while an attempt holds it. The lock
+// lives ttl without renewal, so a crashed worker's lock expires by itself;
+// while the attempt runs, a goroutine renews it every ttl/3, so it never
+// expires under a call that is still going, however long the admission wait
+// and the call take.
+type callLock struct {
+	store     stateStore
+	sessionID string
+	token     string
+	stop      context.CancelFunc
+	done      chan struct{}
+	lost      atomic.Bool
+}
+
+// renewLock extends the lock by ARGV[2] ms if it still holds our token
+// (ARGV[1]); it returns 0 when the lock is gone or another's.
+var renewLock = redis.NewScript(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+	return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+return 0`)
 
 // lockCall lets one attempt at a time call the API for a session, whatever
 // queue its task is in: two tasks of one session (one per queue) must not
 // both call, or the second would read the first's enrollment as "tied to
-// another account". It returns a token for unlockCall, or "" when another
-// attempt holds the lock.
-func (s stateStore) lockCall(ctx context.Context, sessionID string) (string, error) {
+// another account". It returns the held lock, to be released with unlock,
+// or nil when another attempt holds it.
+func (s stateStore) lockCall(ctx context.Context, sessionID string, ttl time.Duration) (*callLock, error) {
 	token := randToken()
-	ok, err := s.rdb.SetNX(ctx, s.key(sessionID)+":lock", token, callLockTTL).Result()
+	ok, err := s.rdb.SetNX(ctx, s.key(sessionID)+":lock", token, ttl).Result()
 	if err != nil || !ok {
-		return "", err
+		return nil, err
 	}
-	return token, nil
+	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	l := &callLock{store: s, sessionID: sessionID, token: token, stop: stop, done: make(chan struct{})}
+	go l.keep(kctx, ttl)
+	return l, nil
+}
+
+// keep renews the lock every ttl/3 until stopped, or until the lock turns
+// out to be gone (then Lost reports it).
+func (l *callLock) keep(ctx context.Context, ttl time.Duration) {
+	defer close(l.done)
+	every := max(ttl/3, time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	k := l.store.key(l.sessionID) + ":lock"
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, every)
+		n, err := renewLock.Run(rctx, l.store.rdb, []string{k}, l.token, ttl.Milliseconds()).Int()
+		cancel()
+		if err == nil && n == 0 {
+			l.lost.Store(true)
+			return
+		}
+		// A Redis error is tried again at the next tick: the lock still
+		// has up to two thirds of its life.
+	}
+}
+
+// Lost reports whether the lock was found expired or taken while held: a
+// renewal came too late (the process stalled longer than the TTL).
+func (l *callLock) Lost() bool { return l.lost.Load() }
+
+// unlock stops the renewal and releases the lock if it is still ours.
+func (l *callLock) unlock(ctx context.Context) {
+	l.stop()
+	<-l.done
+	l.store.unlockCall(ctx, l.sessionID, l.token)
 }
 
 // unlockCall releases the lock if it is still ours.

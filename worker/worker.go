@@ -97,6 +97,16 @@ type Config struct {
 	// retries are moved to their queue (asynq's TaskCheckInterval and
 	// DelayedTaskCheckInterval). Default 1s.
 	PollInterval time.Duration
+	// CallTimeout is the longest one API call may take: the client's own
+	// per-call timeout (ENROLLQ_HTTP_TIMEOUT). It sizes CallLockTTL.
+	// Default 10s.
+	CallTimeout time.Duration
+	// CallLockTTL is how long a session's call lock lives without renewal.
+	// The attempt that holds it renews it every third of it while it runs,
+	// so the lock never expires under a call in flight; a crashed worker's
+	// lock expires this long after its last renewal. Default CallTimeout +
+	// 10s.
+	CallLockTTL time.Duration
 	// HTTPAddr serves /healthz and /readyz when not empty.
 	HTTPAddr string
 	// HTTPRoutes are mounted beside them on the same server, by path
@@ -134,6 +144,8 @@ func (c *Config) setDefaults() {
 	setDefault(&c.BreakerMinFailures, 10)
 	setDefault(&c.BreakerRatio, 0.5)
 	setDefault(&c.MaxHold, 60*time.Second)
+	setDefault(&c.CallTimeout, 10*time.Second)
+	setDefault(&c.CallLockTTL, c.CallTimeout+10*time.Second)
 }
 
 func setDefault[T comparable](p *T, v T) {
@@ -173,6 +185,8 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: Config.API is required")
 	case cfg.APIKeyID == "":
 		return nil, errors.New("worker: Config.APIKeyID is required")
+	case cfg.CallTimeout < 0 || cfg.CallLockTTL < 0:
+		return nil, fmt.Errorf("worker: CallTimeout %s and CallLockTTL %s must not be negative", cfg.CallTimeout, cfg.CallLockTTL)
 	case cfg.RetryMax < cfg.RetryBase:
 		return nil, fmt.Errorf("worker: RetryMax %s is below RetryBase %s", cfg.RetryMax, cfg.RetryBase)
 	}
@@ -187,13 +201,15 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.redisAlive.Store(true)
 	w.registerCollectors()
+	alog := NewAsynqLogger(cfg.Logger)
 	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,
 		StrictPriority:           true,
 		RetryDelayFunc:           w.retryDelay,
 		IsFailure:                isFailure,
-		Logger:                   NewAsynqLogger(cfg.Logger),
+		Logger:                   alog,
+		ErrorHandler:             asynq.ErrorHandlerFunc(alog.deadLetterLogged),
 		LogLevel:                 asynq.InfoLevel,
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		DelayedTaskCheckInterval: cfg.PollInterval,

@@ -225,7 +225,7 @@ func (c backfillCmd) Run(e *env) error {
 
 	var enq *enqueue.Client
 	if !c.DryRun {
-		rdb, err := openRedis(e.ctx, e.cfg, c.Parallel+4)
+		rdb, err := e.openRedis(c.Parallel + 4)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"strings"
 
 	"github.com/alecthomas/kong"
 
@@ -36,9 +37,12 @@ func usageErr(format string, args ...any) error {
 }
 
 // cli is the command line. The embedded Config makes every setting a global
-// flag with its environment variable.
+// flag with its environment variable; they form the "global" help group,
+// which kong prints after a command's own flags.
 type cli struct {
-	config.Config `embed:""`
+	config.Config `embed:"" group:"global"`
+
+	Version kong.VersionFlag `name:"version" help:"Print enrollq's version and VCS revision, and exit."`
 
 	Worker   workerCmd   `cmd:"" help:"Deliver queued enrollments to the Verisoul API until SIGINT/SIGTERM."`
 	Enqueue  enqueueCmd  `cmd:"" help:"Enqueue one enrollment."`
@@ -61,7 +65,17 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
+	// stderrTTY says whether stderr, where logs go, is a terminal.
+	stderrTTY bool
 }
+
+// globalGroup is the help group of the settings shared by every command.
+var globalGroup = kong.Group{Key: "global", Title: "Global flags (settings of every command):"}
+
+// longRunning lists the commands that run until stopped. They log go-redis's
+// own lines at warn; every other command reports a Redis failure itself, in
+// one line, so go-redis's lines are kept for LOG_LEVEL=debug.
+var longRunning = map[string]bool{"worker": true, "dashboard": true, "demo": true}
 
 type kongExit int
 
@@ -75,6 +89,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(kongExit(code)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.ExplicitGroups([]kong.Group{globalGroup}),
+		kong.Vars{"version": version()},
 	)
 	if err != nil {
 		fmt.Fprintf(stderr, "enrollq: %v\n", err)
@@ -100,9 +116,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		}
 		return exitUsage
 	}
-	e := &env{cfg: c.Config, stdout: stdout, stderr: stderr}
-	e.log = newLogger(c.Config, stderr)
+	// Secrets given as files (VERISOUL_API_KEY_FILE, …) are read now, then
+	// checked like the rest.
+	if err := c.Config.ReadSecretFiles(); err != nil {
+		fmt.Fprintf(stderr, "enrollq: %v\n", err)
+		return exitUsage
+	}
+	if err := c.Config.Validate(); err != nil {
+		fmt.Fprintf(stderr, "enrollq: %v\n", err)
+		return exitUsage
+	}
+	e := &env{cfg: c.Config, stdout: stdout, stderr: stderr, stderrTTY: isTerminal(stderr)}
+	e.log = newLogger(c.Config, stderr, e.stderrTTY)
 	e.ctx = ctx
+	redisLevel := slog.LevelDebug
+	if cmd := strings.Fields(kctx.Command()); len(cmd) > 0 && longRunning[cmd[0]] {
+		redisLevel = slog.LevelWarn
+	}
+	routeRedisLogs(e.log, redisLevel)
 	runErr := kctx.Run(e)
 	if runErr == nil {
 		return exitOK

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,11 +21,12 @@ const (
 	envDashboardPassword = "ENROLLQ_DASHBOARD_PASSWORD"
 )
 
+// dashboardCmd takes its basic-auth pair from the global settings
+// (--dashboard-user, --dashboard-password[-file]), which the worker's
+// /dashboard/ uses too.
 type dashboardCmd struct {
-	Addr     string        `name:"addr" default:"127.0.0.1:8081" help:"host:port to serve the dashboard on; an address other machines can reach needs ENROLLQ_DASHBOARD_USER and ENROLLQ_DASHBOARD_PASSWORD."`
-	ReadOnly bool          `name:"read-only" help:"Show the queues without letting anyone run, archive or delete tasks."`
-	User     string        `name:"user" env:"ENROLLQ_DASHBOARD_USER" help:"Basic-auth user of the dashboard (here and on the worker's /dashboard/)."`
-	Password config.Secret `name:"password" env:"ENROLLQ_DASHBOARD_PASSWORD" help:"Basic-auth password; never printed. Prefer the variable: flags show in ps."`
+	Addr     string `name:"addr" default:"127.0.0.1:8081" help:"host:port to serve the dashboard on; an address other machines can reach needs ENROLLQ_DASHBOARD_USER and ENROLLQ_DASHBOARD_PASSWORD."`
+	ReadOnly bool   `name:"read-only" help:"Show the queues without letting anyone run, archive or delete tasks."`
 }
 
 // dashboardAuth is the basic-auth pair of the dashboard.
@@ -47,19 +47,19 @@ func (a dashboardAuth) check() error {
 
 // Run serves the dashboard until the context ends (SIGINT/SIGTERM).
 func (c *dashboardCmd) Run(e *env) error {
-	auth := dashboardAuth{user: c.User, password: c.Password}
+	auth := dashboardAuth{user: e.cfg.DashboardUser, password: e.cfg.DashboardPassword}
 	if err := auth.check(); err != nil {
 		return usageErr("%v", err)
 	}
 	if err := dashboard.CheckListen(c.Addr, auth.enabled()); err != nil {
 		return usageErr("--addr: %v", err)
 	}
-	rdb, err := openRedis(e.ctx, e.cfg)
+	rdb, err := e.openRedis()
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	h, err := newDashboard(e, rdb, auth, c.ReadOnly)
+	h, err := newDashboard(e, rdb, auth, c.Addr, c.ReadOnly)
 	if err != nil {
 		return err
 	}
@@ -91,18 +91,24 @@ func (c *dashboardCmd) Run(e *env) error {
 	return nil
 }
 
-func newDashboard(e *env, rdb redis.UniversalClient, auth dashboardAuth, readOnly bool) (http.Handler, error) {
+// newDashboard builds the dashboard served on listen; without auth it
+// answers only for that address, loopback names on its port and
+// ENROLLQ_DASHBOARD_HOSTS.
+func newDashboard(e *env, rdb redis.UniversalClient, auth dashboardAuth, listen string, readOnly bool) (http.Handler, error) {
 	return dashboard.New(dashboard.Options{
-		Redis:    rdb,
-		User:     auth.user,
-		Password: auth.password.Reveal(),
-		ReadOnly: readOnly,
-		Logger:   e.log,
+		Redis:      rdb,
+		User:       auth.user,
+		Password:   auth.password.Reveal(),
+		ListenAddr: listen,
+		Hosts:      e.cfg.DashboardHostList(),
+		ReadOnly:   readOnly,
+		Logger:     e.log,
 	})
 }
 
 // workerDashboard returns the dashboard the worker mounts beside /healthz on
-// ENROLLQ_HTTP_ADDR, or nil when it must not: the HTTP server is off, or the
+// ENROLLQ_HTTP_ADDR (read-only unless ENROLLQ_DASHBOARD_READ_ONLY=false), or
+// nil when it must not: the HTTP server is off, or the
 // address is reachable from other machines and ENROLLQ_DASHBOARD_USER and
 // ENROLLQ_DASHBOARD_PASSWORD are not both set. The second case is a warning,
 // not an error, so that a worker in a container can listen on 0.0.0.0 for
@@ -111,7 +117,7 @@ func workerDashboard(e *env, rdb redis.UniversalClient) http.Handler {
 	if e.cfg.HTTPAddr == "" {
 		return nil
 	}
-	auth := dashboardAuth{user: os.Getenv(envDashboardUser), password: config.Secret(os.Getenv(envDashboardPassword))}
+	auth := dashboardAuth{user: e.cfg.DashboardUser, password: e.cfg.DashboardPassword}
 	if err := auth.check(); err != nil {
 		e.log.Warn("dashboard not mounted on the worker", "reason", err.Error())
 		return nil
@@ -120,11 +126,11 @@ func workerDashboard(e *env, rdb redis.UniversalClient) http.Handler {
 		e.log.Warn("dashboard not mounted on the worker", "reason", "ENROLLQ_HTTP_ADDR: "+err.Error())
 		return nil
 	}
-	h, err := newDashboard(e, rdb, auth, false)
+	h, err := newDashboard(e, rdb, auth, e.cfg.HTTPAddr, e.cfg.DashboardReadOnly)
 	if err != nil {
 		e.log.Warn("dashboard not mounted on the worker", "reason", err.Error())
 		return nil
 	}
-	e.log.Info("dashboard mounted on the worker", "path", dashboard.RootPath+"/", "basic_auth", auth.enabled())
+	e.log.Info("dashboard mounted on the worker", "path", dashboard.RootPath+"/", "basic_auth", auth.enabled(), "read_only", e.cfg.DashboardReadOnly)
 	return h
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -337,5 +339,89 @@ func TestDashboardMountedOnWorker(t *testing.T) {
 	// Health stays open to probes.
 	if resp, err := http.Get("http://" + locked + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
 		t.Errorf("/healthz with dashboard auth on: %v %v", resp, err)
+	}
+}
+
+// TestWorkerDashboardReadOnlyAndHostCheck: the dashboard the worker mounts
+// is read-only unless ENROLLQ_DASHBOARD_READ_ONLY=false, answers only for
+// its own address and loopback names without auth (a DNS-rebinding page
+// reaches 127.0.0.1 under its own name), and refuses cross-site writes even
+// when it may write. `enrollq dashboard` takes --dashboard-hosts.
+func TestWorkerDashboardReadOnlyAndHostCheck(t *testing.T) {
+	rdb := freshRedis(t)
+	api := verisoultest.NewServer(apiKey)
+	defer api.Close()
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL}
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	if r := enrollq(t, env, "enqueue", "--session-id", newSessionID(), "--account-id", "acct-host"); r.code != 0 {
+		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	}
+	send := func(method, url, host string, header ...string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	paused := func() bool {
+		info, err := insp.GetQueueInfo(tasks.QueueSignup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Paused
+	}
+	pausePath := "/dashboard/api/queues/" + tasks.QueueSignup + ":pause"
+
+	// Read-only by default: the worker is not started on the queue's
+	// tasks for long, the pause is what is checked.
+	stop, addr := startWorker(t, env)
+	_, port, _ := net.SplitHostPort(addr)
+	if got := send(http.MethodPost, "http://"+addr+pausePath, ""); got != http.StatusMethodNotAllowed || paused() {
+		t.Errorf("default worker mount: POST pause = %d (paused %v), want 405 read-only", got, paused())
+	}
+	for host, want := range map[string]int{
+		"":                             http.StatusOK,
+		"localhost:" + port:            http.StatusOK,
+		"127.0.0.1:" + port:            http.StatusOK,
+		"rebind.evil.example:" + port:  http.StatusForbidden,
+		"rebind.evil.example":          http.StatusForbidden,
+		"localhost:" + strconv.Itoa(1): http.StatusForbidden,
+	} {
+		if got := send(http.MethodGet, "http://"+addr+"/dashboard/api/queues/"+tasks.QueueSignup+"/pending_tasks", host); got != want {
+			t.Errorf("worker mount, Host %q: %d, want %d", host, got, want)
+		}
+	}
+	if got := send(http.MethodGet, "http://"+addr+"/healthz", "rebind.evil.example"); got != http.StatusOK {
+		t.Errorf("/healthz with a foreign Host: %d; probes are not the dashboard's", got)
+	}
+	stop()
+
+	// Writable on request, and still no cross-site writes.
+	_, addr = startWorker(t, append(env, "ENROLLQ_DASHBOARD_READ_ONLY=false"))
+	if got := send(http.MethodPost, "http://"+addr+pausePath, "", "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"); got != http.StatusForbidden || paused() {
+		t.Errorf("writable worker mount: cross-site POST pause = %d (paused %v), want 403", got, paused())
+	}
+	if got := send(http.MethodPost, "http://"+addr+pausePath, "", "Origin", "http://"+addr, "Sec-Fetch-Site", "same-origin"); got/100 != 2 || !paused() {
+		t.Errorf("writable worker mount: same-origin POST pause = %d (paused %v), want 2xx", got, paused())
+	}
+
+	// enrollq dashboard: --dashboard-hosts names a tunnel.
+	daddr, _ := startDashboard(t, env, "--dashboard-hosts", "ops-tunnel.example")
+	for host, want := range map[string]int{"ops-tunnel.example:8443": http.StatusOK, "rebind.evil.example": http.StatusForbidden} {
+		if got := send(http.MethodGet, "http://"+daddr+"/dashboard/api/queues", host); got != want {
+			t.Errorf("enrollq dashboard --dashboard-hosts, Host %q: %d, want %d", host, got, want)
+		}
 	}
 }

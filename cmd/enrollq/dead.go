@@ -57,7 +57,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 }
 
 func (e *env) deadStore() (redis.UniversalClient, *deadletter.Store, error) {
-	rdb, err := openRedis(e.ctx, e.cfg)
+	rdb, err := e.openRedis()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -84,6 +84,9 @@ func (c deadListCmd) Run(e *env) error {
 		return err
 	}
 	defer rdb.Close()
+	if err := checkCode(e.ctx, store, c.Code); err != nil {
+		return err
+	}
 	q.Limit, q.Offset = c.Limit, c.Offset
 	recs, err := store.List(e.ctx, q)
 	if err != nil {
@@ -176,6 +179,14 @@ func (c deadExportCmd) Run(e *env) error {
 	if c.Format != "csv" && c.Format != "jsonl" {
 		return usageErr("--format: must be csv or jsonl, got %q", c.Format)
 	}
+	rdb, store, err := e.deadStore()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := checkCode(e.ctx, store, c.Code); err != nil {
+		return err
+	}
 	var w io.Writer = e.stdout
 	if c.Output != "" {
 		f, err := os.Create(c.Output)
@@ -185,11 +196,6 @@ func (c deadExportCmd) Run(e *env) error {
 		defer f.Close()
 		w = f
 	}
-	rdb, store, err := e.deadStore()
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
 	n := 0
 	if c.Format == "jsonl" {
 		enc := json.NewEncoder(w)
@@ -223,6 +229,7 @@ type deadRequeueCmd struct {
 	ID     []string `name:"id" help:"Requeue these (session ids or task ids); repeatable or comma-separated."`
 	All    bool     `help:"Requeue every dead letter."`
 	DryRun bool     `name:"dry-run" help:"Say what would be requeued; change nothing."`
+	Force  bool     `help:"Requeue codes the runbook says never to requeue (session_older_than_30_days, liveness_check_failed, …) too."`
 }
 
 func (c deadRequeueCmd) Run(e *env) error {
@@ -240,6 +247,9 @@ func (c deadRequeueCmd) Run(e *env) error {
 		return err
 	}
 	defer rdb.Close()
+	if err := checkCode(e.ctx, store, c.Code); err != nil {
+		return err
+	}
 	var recs []deadletter.Record
 	if len(c.ID) > 0 {
 		for _, id := range c.ID {
@@ -268,10 +278,17 @@ func (c deadRequeueCmd) Run(e *env) error {
 	}
 	if c.DryRun {
 		for _, r := range recs {
-			fmt.Fprintf(e.stdout, "would requeue %s (%s, %s)\n", r.SessionID, r.Code, r.Queue)
+			note := ""
+			if _, never := neverRequeue[r.Code]; never && !c.Force {
+				note = "; needs --force"
+			}
+			fmt.Fprintf(e.stdout, "would requeue %s (%s, %s%s)\n", r.SessionID, r.Code, r.Queue, note)
 		}
 		fmt.Fprintf(e.stdout, "would requeue %d dead letters (dry run)\n", len(recs))
 		return nil
+	}
+	if err := refuseNeverRequeue(recs, c.Force); err != nil {
+		return err
 	}
 	rq := &deadletter.Requeuer{
 		Store: store, Insp: asynq.NewInspectorFromRedisClient(rdb), Asynq: asynq.NewClientFromRedisClient(rdb),
@@ -312,6 +329,9 @@ func (c deadPurgeCmd) Run(e *env) error {
 		return err
 	}
 	defer rdb.Close()
+	if err := checkCode(e.ctx, store, c.Code); err != nil {
+		return err
+	}
 	n, err := store.Purge(e.ctx, asynq.NewInspectorFromRedisClient(rdb), time.Now().Add(-c.OlderThan), c.Code)
 	fmt.Fprintf(e.stdout, "purged %d dead letters\n", n)
 	return err

@@ -163,6 +163,60 @@ func TestDeadRequeueByCode(t *testing.T) {
 	if r.code != 2 {
 		t.Errorf("requeue without a selector: exit %d, want 2", r.code)
 	}
+
+	// A typo in --code is a usage error that lists the codes, not "no dead
+	// letters".
+	for _, args := range [][]string{
+		{"dead", "list", "--code", "liveness_check_faild"},
+		{"dead", "export", "--code", "liveness_check_faild"},
+		{"dead", "requeue", "--code", "liveness_check_faild"},
+		{"dead", "purge", "--older-than", "0s", "--code", "liveness_check_faild"},
+	} {
+		r = enrollq(t, env, args...)
+		if r.code != 2 || !strings.Contains(r.stderr, `unknown code "liveness_check_faild"; known codes: `) ||
+			!strings.Contains(r.stderr, verisoul.CodeLivenessCheckFailed) || !strings.Contains(r.stderr, "transient_exhausted") || r.stdout != "" {
+			t.Errorf("%v: exit %d, want 2 and the known codes\nstdout: %s\nstderr: %s", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	if r = enrollq(t, env, "dead", "list", "--code", verisoul.CodeSessionOlderThan30Days); r.code != 0 || !strings.Contains(r.stdout, "no dead letters") {
+		t.Errorf("a known code with no dead letters: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// The runbook says never to requeue a failed liveness check: without
+	// --force that is refused, saying why, and nothing changes.
+	for _, args := range [][]string{
+		{"dead", "requeue", "--code", verisoul.CodeLivenessCheckFailed},
+		{"dead", "requeue", "--id", failed[0]},
+		{"dead", "requeue", "--all"},
+	} {
+		r = enrollq(t, env, args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "--force") || !strings.Contains(r.stderr, "failed the liveness check") {
+			t.Errorf("%v without --force: exit %d, want 2 with the reason\nstdout: %s\nstderr: %s", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	if n, _ := store.Total(t.Context()); n != 3 || len(api.CallsFor(failed[0])) != 1 {
+		t.Fatalf("a refused requeue changed something: %d records, %d calls", n, len(api.CallsFor(failed[0])))
+	}
+	r = enrollq(t, env, "dead", "requeue", "--id", failed[0], "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stdout, "needs --force") {
+		t.Errorf("dry run of a never-requeue code: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	r = enrollq(t, env, "dead", "requeue", "--id", failed[0], "--force")
+	if r.code != 0 || !strings.Contains(r.stdout, "requeued 1 dead letters") {
+		t.Fatalf("requeue --force: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	// The API answers the same again: dead once more, after a second call.
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		rec, ok, _ := store.Get(t.Context(), tasks.TaskID(failed[0]))
+		if ok && len(api.CallsFor(failed[0])) == 2 && rec.Code == verisoul.CodeLivenessCheckFailed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("forced requeue of %s: not dead again after a second call (%d calls)", failed[0], len(api.CallsFor(failed[0])))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	r = enrollq(t, env, "dead", "purge", "--older-than", "0s", "--code", verisoul.CodeLivenessCheckFailed)
 	if r.code != 0 || !strings.Contains(r.stdout, "purged 3 dead letters") {
 		t.Errorf("purge: exit %d %s%s", r.code, r.stdout, r.stderr)

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,6 +27,7 @@ import (
 type demoCmd struct {
 	Keep    bool          `help:"Keep Redis, the fake API and the worker running after the table, until Ctrl-C."`
 	Timeout time.Duration `default:"60s" help:"Give up when the tasks have not all ended by then."`
+	Verbose bool          `help:"Log to the terminal too; without it, on a terminal the worker's log goes to a file so the table stands alone."`
 }
 
 // demoKey is the fake API's key. It is not a real key.
@@ -66,6 +69,8 @@ func repeat(s verisoultest.Step, n int) []verisoultest.Step {
 // fails unless each ended as scripted.
 func (c demoCmd) Run(e *env) error {
 	ctx := e.ctx
+	log, logPath, closeLog := c.logger(e)
+	defer closeLog()
 	mr, err := miniredis.Run()
 	if err != nil {
 		return fmt.Errorf("demo: starting embedded Redis: %w", err)
@@ -84,7 +89,7 @@ func (c demoCmd) Run(e *env) error {
 	w, err := worker.New(worker.Config{
 		Redis:        rdb,
 		API:          client,
-		Logger:       e.log,
+		Logger:       log,
 		Concurrency:  4,
 		RetryBase:    time.Second,
 		RetryMax:     2 * time.Second,
@@ -104,7 +109,11 @@ func (c demoCmd) Run(e *env) error {
 		<-done
 	}()
 
-	fmt.Fprintf(e.stdout, "enrollq demo: embedded Redis at %s, fake Verisoul API at %s\n\n", mr.Addr(), api.URL)
+	fmt.Fprintf(e.stdout, "enrollq demo: embedded Redis at %s, fake Verisoul API at %s\n", mr.Addr(), api.URL)
+	if logPath != "" {
+		fmt.Fprintf(e.stdout, "worker log: %s (--verbose to see it here)\n", logPath)
+	}
+	fmt.Fprintln(e.stdout)
 	enq := enqueue.New(rdb)
 	scen := demoScenarios()
 	for _, s := range scen {
@@ -140,6 +149,28 @@ func (c demoCmd) Run(e *env) error {
 	}
 	fmt.Fprintln(e.stdout, "\nall tasks ended as scripted")
 	return nil
+}
+
+// logger returns the demo's logger. On a terminal the worker's forty-odd
+// lines would scroll the table away and wrap across it, so without
+// --verbose they go to a temporary file, named in the output; elsewhere
+// (CI, a pipe) and with --verbose they go to stderr like every command's.
+// The file's path is "" when the log goes to stderr.
+func (c demoCmd) logger(e *env) (*slog.Logger, string, func()) {
+	if c.Verbose || !e.stderrTTY {
+		return e.log, "", func() {}
+	}
+	f, err := os.CreateTemp("", "enrollq-demo-*.log")
+	if err != nil {
+		// No file: keep the terminal readable with warnings only.
+		e.log.Warn("demo: cannot create a log file; logging warnings only", "err", err)
+		cfg := e.cfg
+		cfg.LogLevel = "warn"
+		return newLogger(cfg, e.stderr, true), "", func() {}
+	}
+	log := newLogger(e.cfg, f, false)
+	routeRedisLogs(log, slog.LevelWarn)
+	return log, f.Name(), func() { _ = f.Close() }
 }
 
 // demoHTTPAddr serves health endpoints only when the demo is kept running.

@@ -297,6 +297,7 @@ func TestBadInputAndConfigExit2(t *testing.T) {
 		{"bad redis url", []string{"REDIS_URL=http://x"}, []string{"enqueue", "--session-id", newSessionID(), "--account-id", "a"}, "REDIS_URL (--redis-url)"},
 		{"flag wins over env", []string{"REDIS_URL=redis://127.0.0.1:6379/0"}, []string{"--redis-url", "mysql://x", "enqueue", "--session-id", newSessionID(), "--account-id", "a"}, "REDIS_URL (--redis-url)"},
 		{"negative timeout", []string{"ENROLLQ_HTTP_TIMEOUT=-1s"}, []string{"worker"}, "ENROLLQ_HTTP_TIMEOUT (--http-timeout)"},
+		{"timeout over the bound", []string{"VERISOUL_API_KEY=" + apiKey}, []string{"--http-timeout", "200s", "worker"}, "ENROLLQ_HTTP_TIMEOUT (--http-timeout): must be at most 1m0s, got 3m20s"},
 		{"unknown env", []string{"VERISOUL_ENV=staging", "VERISOUL_API_KEY=k"}, []string{"worker"}, "VERISOUL_ENV (--env): must be sandbox or prod"},
 		{"worker without key", nil, []string{"worker"}, "VERISOUL_API_KEY (--api-key)"},
 		{"bad base url", []string{"VERISOUL_BASE_URL=ftp://x", "VERISOUL_API_KEY=" + apiKey}, []string{"worker"}, "VERISOUL_BASE_URL (--base-url)"},

@@ -47,7 +47,7 @@ func (c enqueueCmd) Run(e *env) error {
 		fmt.Fprintf(e.stderr, "enrollq: warning: --created-at %s is more than 30 days ago: the session's enrollment window ended at %s, so the worker will dead-letter it as session_older_than_30_days without calling the API\n",
 			c.CreatedAt, p.Deadline().UTC().Format(time.RFC3339))
 	}
-	rdb, err := openRedis(e.ctx, e.cfg)
+	rdb, err := e.openRedis()
 	if err != nil {
 		return err
 	}

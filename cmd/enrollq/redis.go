@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/enrollq/enrollq/config"
 	"github.com/enrollq/enrollq/internal/redisconn"
 )
 
@@ -18,13 +16,14 @@ import (
 // new enough for asynq's scripts (6.2); minConns raises the connection pool
 // for callers that keep many round trips in flight. Errors name the URL with
 // its password redacted.
-func openRedis(ctx context.Context, cfg config.Config, minConns ...int) (redis.UniversalClient, error) {
+func (e *env) openRedis(minConns ...int) (redis.UniversalClient, error) {
+	ctx, cfg := e.ctx, e.cfg
 	conn, err := redisconn.Parse(cfg.RedisURL, redisconn.TLS{CAFile: cfg.RedisCAFile, CertFile: cfg.RedisCertFile, KeyFile: cfg.RedisKeyFile})
 	if err != nil {
 		return nil, usageErr("%v", err)
 	}
 	if conn.InsecureSkipVerify() {
-		slog.WarnContext(ctx, "REDIS_URL has skip_verify=true: the Redis server's TLS certificate is NOT verified, so anyone on the network path can impersonate it and read or change every task; use ENROLLQ_REDIS_CA_FILE instead",
+		e.log.WarnContext(ctx, "REDIS_URL has skip_verify=true: the Redis server's TLS certificate is NOT verified, so anyone on the network path can impersonate it and read or change every task; use ENROLLQ_REDIS_CA_FILE instead",
 			"redis_url", cfg.RedactedRedisURL())
 	}
 	pool := 0

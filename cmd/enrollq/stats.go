@@ -17,7 +17,7 @@ type statsCmd struct {
 
 // Run prints queue sizes and the shared rate budget.
 func (c statsCmd) Run(e *env) error {
-	rdb, err := openRedis(e.ctx, e.cfg)
+	rdb, err := e.openRedis()
 	if err != nil {
 		return err
 	}

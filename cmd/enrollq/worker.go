@@ -15,7 +15,7 @@ func (workerCmd) Run(e *env) error {
 	if err := e.cfg.ValidateWorker(); err != nil {
 		return err
 	}
-	rdb, err := openRedis(e.ctx, e.cfg)
+	rdb, err := e.openRedis()
 	if err != nil {
 		return err
 	}
@@ -39,6 +39,7 @@ func (workerCmd) Run(e *env) error {
 		MaxWait:         e.cfg.MaxWait,
 		Retention:       e.cfg.Retention,
 		ShutdownTimeout: e.cfg.ShutdownTimeout,
+		CallTimeout:     e.cfg.HTTPTimeout,
 		HTTPAddr:        e.cfg.HTTPAddr,
 		HTTPRoutes:      routes,
 		APIKeyID:        worker.KeyID(e.cfg.APIKey.Reveal()),

@@ -13,16 +13,17 @@
 //  3. a shared server only when ENROLLQ_TEST_REDIS names it (host:port).
 //     127.0.0.1:6379 is never used unless named.
 //
-// Each test package has its own database number (cmd/enrollq 3, enqueue 2,
-// dashboard 6, deadletter 7, worker 11) and passes it to Run from its
-// TestMain: `os.Exit(redistest.Run(m, redisDB))`.
+// Each test package has its own database number (enqueue 2, cmd/enrollq 3,
+// redisconn 5, dashboard 6, deadletter 7, ledger 8, worker 11) and passes it
+// to Run from its TestMain: `os.Exit(redistest.Run(m, redisDB))`.
 //
 // The rule on a shared server: in its database a test package owns the keys
 // under OwnedPrefixes — asynq's (`asynq:{<queue>}:…` and the global
 // `asynq:queues`, `asynq:servers…`, `asynq:workers…`, which asynq cannot be
 // told to prefix otherwise, hence a database of their own) and enrollq's
-// (`enrollq:`, and `rate:enrollq:` where the rate limiter keeps enrollq's
-// budgets; tests choose their own prefixes under `enrollq:`). Run refuses to run
+// (`enrollq:`, `{enrollq:` for the ledger's hash-tagged keys, and
+// `rate:enrollq:` where the rate limiter keeps enrollq's budgets; tests
+// choose their own prefixes under `enrollq:`). Run refuses to run
 // the package's tests, with an error naming the keys, when any key under
 // those prefixes is already in its database: they would belong to someone
 // else's queues. No test flushes a database: Reset and Run's clean-up delete
@@ -51,10 +52,11 @@ import (
 )
 
 // OwnedPrefixes are the key prefixes a test package owns in its database:
-// asynq's, enrollq's, and the rate limiter's keys for enrollq's budgets
+// asynq's, enrollq's (also in hash-tag form, "{enrollq:…}", as the ledger
+// writes them), and the rate limiter's keys for enrollq's budgets
 // (redis_rate puts "rate:" before the key it is given). Tests that pick a key
 // prefix of their own pick it under "enrollq:".
-var OwnedPrefixes = []string{"asynq:", "enrollq:", "rate:enrollq:"}
+var OwnedPrefixes = []string{"asynq:", "enrollq:", "{enrollq:", "rate:enrollq:"}
 
 // Kind of server the test process got.
 const (

@@ -11,6 +11,7 @@
 package verisoultest
 
 import (
+	"bytes"
 	crand "crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +58,17 @@ type Step struct {
 	Delay time.Duration
 	// Drop drops the connection instead of answering.
 	Drop Drop
+	// EchoHeaders answers Status (500 when 0) with an HTML error page that
+	// echoes the request's headers, x-api-key and all, as some proxies' and
+	// WAFs' error pages do. The page is padded so that the key's value
+	// starts at byte EchoKeyAt of the body, when that is past the page's
+	// head; the page always runs well past verisoul.MaxBodyExcerpt.
+	EchoHeaders bool
+	EchoKeyAt   int
+	// EchoRaw answers not HTTP but the request's x-api-key header line,
+	// bare on the connection, then closes it: a broken proxy whose garbage
+	// net/http quotes in its error.
+	EchoRaw bool
 }
 
 // OK is a step that enrolls normally.
@@ -81,9 +94,18 @@ func Dropped() Step { return Step{Drop: DropBeforeAnswer} }
 // Lost enrolls the session and then closes the connection without answering.
 func Lost() Step { return Step{Drop: LoseResponse} }
 
+// EchoHeaders answers status with a page echoing the request headers, the
+// API key's value starting at byte keyAt of the body (see Step.EchoHeaders).
+func EchoHeaders(status, keyAt int) Step {
+	return Step{Status: status, EchoHeaders: true, EchoKeyAt: keyAt}
+}
+
 // Call is one request the fake received.
 type Call struct {
+	// At is when the call arrived; Done when the fake finished with it
+	// (answered, dropped, or saw the client give up), zero while in flight.
 	At        time.Time
+	Done      time.Time
 	SessionID string
 	AccountID string
 	// KeyOK is whether the x-api-key header held the right key.
@@ -326,6 +348,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	defer func() {
 		s.mu.Lock()
+		call.Done = time.Now()
 		s.calls[idx] = call
 		s.mu.Unlock()
 	}()
@@ -344,6 +367,23 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case step.Drop == DropBeforeAnswer:
 		hangUp(w)
+		return
+	case step.EchoRaw:
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_, _ = conn.Write([]byte("x-api-key: " + r.Header.Get("x-api-key") + "\r\n\r\n"))
+				_ = conn.Close()
+			}
+		}
+		return
+	case step.EchoHeaders:
+		call.Status = step.Status
+		if call.Status == 0 {
+			call.Status = http.StatusInternalServerError
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(call.Status)
+		_, _ = w.Write(echoPage(r, call.Status, step.EchoKeyAt))
 		return
 	case step.Status != 0:
 		call.Status, call.Code = step.Status, step.Code
@@ -393,6 +433,37 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	call.Status = http.StatusOK
 	writeJSON(w, http.StatusOK, nil, map[string]any{"request_id": newUUID(), "success": true})
+}
+
+// echoPage is a proxy's error page that lists the request's headers, with
+// x-api-key last and padding before it so that its value starts at byte
+// keyAt when the head is shorter than that.
+func echoPage(r *http.Request, status, keyAt int) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "<html><head><title>%d %s</title></head><body><h1>%d %s</h1>\n<p>The upstream server did not answer. Your request:</p><pre>\n",
+		status, http.StatusText(status), status, http.StatusText(status))
+	fmt.Fprintf(&b, "%s %s %s\nhost: %s\n", r.Method, r.URL.RequestURI(), r.Proto, r.Host)
+	names := make([]string, 0, len(r.Header))
+	for k := range r.Header {
+		if !strings.EqualFold(k, "x-api-key") {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		for _, v := range r.Header[k] {
+			fmt.Fprintf(&b, "%s: %s\n", strings.ToLower(k), v)
+		}
+	}
+	const pad, key = "x-padding: ", "x-api-key: "
+	if n := keyAt - b.Len() - len(pad) - 1 - len(key); n >= 0 {
+		b.WriteString(pad + strings.Repeat(".", n) + "\n")
+	}
+	for _, v := range r.Header.Values("x-api-key") {
+		b.WriteString(key + v + "\n")
+	}
+	b.WriteString("</pre>\n<p>" + strings.Repeat("If the problem persists, contact the site's administrator. ", 12) + "</p></body></html>\n")
+	return b.Bytes()
 }
 
 // sleep waits d unless the client goes away first; it reports whether the

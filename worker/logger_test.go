@@ -1,0 +1,54 @@
+package worker_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/verisoul"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
+)
+
+// TestDeadLetterLoggedOnce: a terminal code from the API is one WARN line in
+// the worker's log, the handler's (with the code); asynq's own "Retry
+// exhausted" line for the same task is not added beside it.
+func TestDeadLetterLoggedOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	s := newSessionID()
+	b.api.Script(s, verisoultest.Fail(verisoul.CodeLivenessCheckFailed))
+	b.enroll(s)
+	b.waitState(s, asynq.TaskStateArchived, 20*time.Second)
+	taskID := tasks.TaskID(s)
+
+	// asynq logs its line after archiving; give it a moment to appear, so
+	// that a line that would come is not missed.
+	deadline := time.Now().Add(time.Second)
+	var warns []string
+	for {
+		warns = warns[:0]
+		for _, line := range strings.Split(strings.TrimSpace(b.logs.String()), "\n") {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("log line is not JSON: %q", line)
+			}
+			if rec["level"] == "WARN" && (rec["task_id"] == taskID || strings.Contains(line, taskID)) {
+				warns = append(warns, line)
+			}
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(warns) != 1 {
+		t.Fatalf("%d WARN lines for the dead letter of %s, want 1:\n%s", len(warns), taskID, strings.Join(warns, "\n"))
+	}
+	if !strings.Contains(warns[0], `"outcome":"dead_letter"`) || !strings.Contains(warns[0], `"dead_letter_code":"`+verisoul.CodeLivenessCheckFailed+`"`) {
+		t.Errorf("the one line is not enrollq's dead-letter line with its code: %s", warns[0])
+	}
+}
