@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/deadletter"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 )
@@ -159,7 +160,6 @@ func setDefault[T comparable](p *T, v T) {
 type Worker struct {
 	cfg     Config
 	log     *slog.Logger
-	state   stateStore
 	gov     *governor
 	dead    *deadletter.Store
 	metrics *Metrics
@@ -168,10 +168,15 @@ type Worker struct {
 	srv        *asynq.Server
 	redisAlive atomic.Bool
 
-	// afterDeadLetterRecord, when set (tests only), runs between recording
-	// a dead letter and returning it to asynq: a panic there stands for a
-	// crash at the worst moment.
-	afterDeadLetterRecord func()
+	ledger *ledger.Ledger
+
+	// stopping is closed when Run's context ends: attempts that are not in
+	// an API call give their task back at once.
+	stopping chan struct{}
+
+	// crashHook, when set (tests only), runs at each point of the path
+	// (pointAdmitted…pointSettled): a panic there stands for a crash.
+	crashHook func(point string)
 }
 
 // New checks cfg and builds a Worker. It returns an error when Redis or API
@@ -185,19 +190,24 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: Config.API is required")
 	case cfg.APIKeyID == "":
 		return nil, errors.New("worker: Config.APIKeyID is required")
-	case cfg.CallTimeout < 0 || cfg.CallLockTTL < 0:
-		return nil, fmt.Errorf("worker: CallTimeout %s and CallLockTTL %s must not be negative", cfg.CallTimeout, cfg.CallLockTTL)
+	case cfg.CallTimeout < 0 || cfg.CallLockTTL < time.Second:
+		return nil, fmt.Errorf("worker: CallTimeout %s must not be negative and CallLockTTL %s must be at least 1s", cfg.CallTimeout, cfg.CallLockTTL)
 	case cfg.RetryMax < cfg.RetryBase:
 		return nil, fmt.Errorf("worker: RetryMax %s is below RetryBase %s", cfg.RetryMax, cfg.RetryBase)
 	}
+	led, err := ledger.New(cfg.Redis, ledger.Options{Prefix: cfg.KeyPrefix, Retention: cfg.Retention})
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
 	w := &Worker{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		state:   stateStore{rdb: cfg.Redis, prefix: cfg.KeyPrefix},
-		gov:     newGovernor(cfg),
-		dead:    deadletter.New(cfg.Redis, cfg.KeyPrefix),
-		metrics: newMetrics(),
-		policy:  Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
+		cfg:      cfg,
+		log:      cfg.Logger,
+		ledger:   led,
+		stopping: make(chan struct{}),
+		gov:      newGovernor(cfg),
+		dead:     deadletter.New(cfg.Redis, cfg.KeyPrefix),
+		metrics:  newMetrics(),
+		policy:   Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
 	}
 	w.redisAlive.Store(true)
 	w.registerCollectors()
@@ -259,6 +269,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		err = fmt.Errorf("worker: http server: %w", err)
 	}
 	w.log.Info("worker stopping", "shutdown_timeout", w.cfg.ShutdownTimeout)
+	// Attempts that wait (for admission, a busy session) give their task
+	// back at once, uncounted; only calls in flight get ShutdownTimeout.
+	close(w.stopping)
 	w.srv.Shutdown()
 	if c, ok := w.cfg.API.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
@@ -270,6 +283,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("worker stopped")
 	return err
+}
+
+// untilStopping is ctx, ended also when the worker starts stopping.
+func (w *Worker) untilStopping(ctx context.Context) (context.Context, context.CancelFunc) {
+	sctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-w.stopping:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	return sctx, cancel
 }
 
 // Ready reports whether the worker can do useful work, and why not: Redis
@@ -324,6 +350,8 @@ func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	var d time.Duration
 	var re *retryError
 	switch {
+	case errors.As(err, &re) && re.fixed:
+		d = re.delay
 	case errors.As(err, &re) && !re.counted:
 		if re.notBefore > 0 {
 			d = re.notBefore
