@@ -302,3 +302,6 @@ func (b *bundle) finalEvents(sessionID string) []ledger.Event {
 	}
 	return out
 }
+
+// taskIDOf is the asynq task ID the producer gives the session's task.
+func taskIDOf(sessionID string) string { return tasks.TaskID(sessionID) }

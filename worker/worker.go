@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -173,6 +174,7 @@ type Worker struct {
 	// stopping is closed when Run's context ends: attempts that are not in
 	// an API call give their task back at once.
 	stopping chan struct{}
+	stopOnce sync.Once
 
 	// crashHook, when set (tests only), runs at each point of the path
 	// (pointAdmitted…pointSettled): a panic there stands for a crash.
@@ -271,7 +273,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker stopping", "shutdown_timeout", w.cfg.ShutdownTimeout)
 	// Attempts that wait (for admission, a busy session) give their task
 	// back at once, uncounted; only calls in flight get ShutdownTimeout.
-	close(w.stopping)
+	w.stopOnce.Do(func() { close(w.stopping) })
 	w.srv.Shutdown()
 	if c, ok := w.cfg.API.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
