@@ -116,6 +116,9 @@ type Config struct {
 	HTTPRoutes map[string]http.Handler
 	// KeyPrefix prefixes the worker's own Redis keys. Default "enrollq:".
 	KeyPrefix string
+	// AllowEviction lets Run start on a Redis whose maxmemory-policy is
+	// not noeviction (ENROLLQ_ALLOW_EVICTION); otherwise Run refuses.
+	AllowEviction bool
 }
 
 func (c *Config) setDefaults() {
@@ -256,6 +259,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		go func() { httpErr <- httpSrv.Serve(ln) }()
 		w.log.Info("http endpoints listening", "addr", ln.Addr().String())
 	}
+	if err := w.checkEviction(ctx); err != nil {
+		if httpSrv != nil {
+			_ = httpSrv.Close()
+		}
+		return err
+	}
 	w.gov.announce(ctx, w.cfg)
 	if err := w.srv.Start(w); err != nil {
 		if httpSrv != nil {
@@ -285,6 +294,27 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("worker stopped")
 	return err
+}
+
+// checkEviction refuses a Redis that may evict keys: an evicted task or
+// ledger record is lost without a trace. Where CONFIG GET is not allowed
+// (managed Redis) it warns and lets the worker start.
+func (w *Worker) checkEviction(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := w.cfg.Redis.ConfigGet(cctx, "maxmemory-policy").Result()
+	policy, ok := m["maxmemory-policy"]
+	switch {
+	case err != nil || !ok:
+		w.log.Warn("could not read Redis's maxmemory-policy (CONFIG GET not allowed?): make sure it is noeviction, or tasks and ledger records may be dropped silently", "err", err)
+		return nil
+	case policy == "noeviction":
+		return nil
+	case w.cfg.AllowEviction:
+		w.log.Warn("Redis may evict keys (maxmemory-policy is not noeviction): tasks and ledger records may be dropped silently", "maxmemory-policy", policy)
+		return nil
+	}
+	return fmt.Errorf("worker: Redis maxmemory-policy is %q, not noeviction: evicted keys lose tasks and ledger records silently; set maxmemory-policy noeviction, or ENROLLQ_ALLOW_EVICTION=true to start anyway", policy)
 }
 
 // untilStopping is ctx, ended also when the worker starts stopping.
