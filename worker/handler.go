@@ -52,6 +52,15 @@ type attempt struct {
 	requestID string
 	wait      time.Duration // the delay before the next attempt, once decided
 	waitSet   bool
+	reported  chan struct{} // closed when the last call's report is written
+}
+
+// waitReported waits for the last call's shared-state report, if any.
+func (a *attempt) waitReported() {
+	if a.reported != nil {
+		<-a.reported
+		a.reported = nil
+	}
 }
 
 // ProcessTask handles one attempt of a verisoul:enroll task. It implements
@@ -132,8 +141,9 @@ func (w *Worker) path(ctx context.Context, a *attempt) Decision {
 
 	// decide
 	d := w.classifyCall(a)
-	// settle
+	// settle (while the call's report to the shared state is written)
 	d = w.settle(ctx, a, d)
+	a.waitReported()
 	return d
 }
 
@@ -259,6 +269,8 @@ func (w *Worker) call(ctx, actx context.Context, t ticket, a *attempt) {
 	calls := 0
 	op := func() error {
 		if calls > 0 {
+			// The breaker must have counted the last call first.
+			a.waitReported()
 			next, err := w.gov.admit(actx, "", blipHold)
 			if err != nil {
 				return backoff.Permanent(a.err)
@@ -276,7 +288,11 @@ func (w *Worker) call(ctx, actx context.Context, t ticket, a *attempt) {
 		d := Classify(Attempt{Err: a.err, UnknownBefore: a.unknownBefore(), Budget: 1}, w.policy)
 		o := outcomeOf(a.err, d)
 		w.metrics.observeCall(o.status, time.Since(began))
-		w.gov.report(ctx, t, o)
+		// The report (call counters, a 429's pause, the breakers) goes
+		// out beside the settle: one round trip less on the task's path.
+		done, tk := make(chan struct{}), t
+		a.reported = done
+		go func() { defer close(done); w.gov.report(ctx, tk, o) }()
 		var apiErr *verisoul.APIError
 		if errors.As(a.err, &apiErr) && apiErr.OutcomeUnknown() {
 			a.unknown = true
