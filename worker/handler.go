@@ -189,7 +189,8 @@ func (w *Worker) claimFor(ctx context.Context, a *attempt) (Decision, bool) {
 	c, err := w.ledger.Claim(ctx, args)
 	var se *ledger.StateError
 	if errors.Is(err, ledger.ErrDead) && errors.As(err, &se) {
-		if a.retried > se.Record.AsynqRetried {
+		ours := se.Record.Queue == a.queue
+		if ours && a.retried > se.Record.AsynqRetried {
 			// The worker recorded the dead letter, then died before asynq
 			// archived the task, and asynq ran it again: finish what was
 			// decided, without another call.
@@ -198,7 +199,14 @@ func (w *Worker) claimFor(ctx context.Context, a *attempt) (Decision, bool) {
 		}
 		// An operator ran the archived task again (asynqmon, the asynq
 		// CLI): the ledger follows, then the attempt claims as usual.
-		act, _, rerr := w.ledger.Reconcile(ctx, a.p.SessionID, "active", a.retried)
+		// A dead letter of another queue's task is never taken for this
+		// task's: this one is live, so the session is requeued (retry
+		// count 0: not asynq re-running the dead one) and called.
+		retried := a.retried
+		if !ours {
+			retried = 0
+		}
+		act, _, rerr := w.ledger.Reconcile(ctx, a.p.SessionID, "active", retried)
 		if rerr != nil {
 			a.err = rerr
 			return w.classify(a, FactRedis), false

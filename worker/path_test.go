@@ -264,3 +264,37 @@ func TestCrashesNeverLetAsynqArchive(t *testing.T) {
 	}
 	b.wantLedger(s, ledger.StateEnrolled, "")
 }
+
+// TestOtherQueuesDeadLetterIsNotThisTasks (defect 1): a session's signup
+// task waits in the retry set (retried 1) while a task of the session in
+// another queue is dead-lettered (asynq retry count 0). When the signup task
+// runs again, its higher retry count must not be read as "asynq re-ran this
+// dead letter after a crash": the dead letter is another task's, so the
+// ledger requeues the session and the signup task calls and enrolls it.
+func TestOtherQueuesDeadLetterIsNotThisTasks(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{cfg: func(c *worker.Config) {
+		c.BlipRetries = -1
+		c.RetryBase = 2 * time.Second
+		c.RetryMax = 3 * time.Second
+	}})
+	s := newSessionID()
+	b.api.Script(s, verisoultest.Status(503))
+	b.enroll(s)
+	b.waitState(s, asynq.TaskStateRetry, waitLong)
+	l := b.ledger()
+	ctx := context.Background()
+	c, err := l.Claim(ctx, ledger.ClaimArgs{SessionID: s, AccountID: "acct-" + s[:8], Queue: "backfill-" + randHex(4), Lease: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Dead(ctx, c, ledger.DeadArgs{Code: verisoul.CodeSessionOlderThan30Days, LastError: "session_older_than_30_days: not sent", AsynqRetried: 0}); err != nil {
+		t.Fatal(err)
+	}
+	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	if info.Retried != 1 {
+		t.Errorf("retried %d, want 1", info.Retried)
+	}
+	wantCalls(t, b.calls(s), 2)
+	b.wantLedger(s, ledger.StateEnrolled, "")
+}
