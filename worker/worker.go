@@ -52,8 +52,8 @@ type Config struct {
 	// NotReadyWindow and MaxWait bound the uncounted waits (see Policy).
 	// Defaults 1h and 1h.
 	NotReadyWindow, MaxWait time.Duration
-	// Retention is how long a completed task and the session's enrolled mark
-	// are kept. Default 720h.
+	// Retention is how long the ledger keeps an enrolled session's record
+	// (ledger.Options.Retention). Default 720h.
 	Retention time.Duration
 	// BlipRetries is how many times one attempt retries a transient failure
 	// in process before handing it to the queue's retry, within
@@ -103,11 +103,12 @@ type Config struct {
 	// per-call timeout (ENROLLQ_HTTP_TIMEOUT). It sizes CallLockTTL.
 	// Default 10s.
 	CallTimeout time.Duration
-	// CallLockTTL is how long a session's call lock lives without renewal.
-	// The attempt that holds it renews it every third of it while it runs,
-	// so the lock never expires under a call in flight; a crashed worker's
-	// lock expires this long after its last renewal. Default CallTimeout +
-	// 10s.
+	// CallLockTTL is the lease of the session's ledger claim (ledger.Claim),
+	// which lets one attempt per session call at a time: the attempt that
+	// holds it renews it every third of it while the call runs, so it never
+	// runs out under a call in flight; a crashed worker's claim runs out
+	// this long after its last renewal, and the next attempt then takes the
+	// call's outcome as unknown. At least 1s. Default CallTimeout + 10s.
 	CallLockTTL time.Duration
 	// HTTPAddr serves /healthz and /readyz when not empty.
 	HTTPAddr string
