@@ -141,6 +141,11 @@ type Config struct {
 	// SIGINT or SIGTERM before returning them to the queue. Default 25s.
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"ENROLLQ_SHUTDOWN_TIMEOUT" default:"25s" help:"How long in-flight tasks may finish after SIGINT/SIGTERM."`
 
+	// AllowEviction lets the worker start on a Redis whose maxmemory-policy
+	// is not noeviction, which can silently drop tasks and ledger entries.
+	// Default false: the worker refuses to start.
+	AllowEviction bool `name:"allow-eviction" env:"ENROLLQ_ALLOW_EVICTION" help:"Start the worker even when Redis's maxmemory-policy is not noeviction (it may drop tasks and ledger records)."`
+
 	// HTTPAddr is the host:port of the health, readiness, metrics and
 	// dashboard endpoints. Default "127.0.0.1:8080"; empty disables them.
 	HTTPAddr string `name:"http-addr" env:"ENROLLQ_HTTP_ADDR" default:"127.0.0.1:8080" help:"host:port of health, readiness, metrics and dashboard; empty disables."`
@@ -531,6 +536,7 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("max_wait", c.MaxWait.String()),
 		slog.String("retention", c.Retention.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+		slog.Bool("allow_eviction", c.AllowEviction),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("dashboard_user", c.DashboardUser),
 		slog.String("dashboard_password", c.DashboardPassword.String()),

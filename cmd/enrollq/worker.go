@@ -44,6 +44,7 @@ func (workerCmd) Run(e *env) error {
 		HTTPRoutes:      routes,
 		APIKeyID:        worker.KeyID(e.cfg.APIKey.Reveal()),
 		RateLimit:       e.cfg.RateLimit,
+		AllowEviction:   e.cfg.AllowEviction,
 	})
 	if err != nil {
 		return err
