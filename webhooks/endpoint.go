@@ -3,6 +3,7 @@ package webhooks
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -165,7 +166,7 @@ func (ep *Endpoint) check() error {
 	}
 	s, err := NewSigner(ep.Secrets)
 	if err != nil {
-		return fmt.Errorf("secret: %s", strings.TrimPrefix(err.Error(), "webhooks: "))
+		return errors.New(strings.TrimPrefix(err.Error(), "webhooks: "))
 	}
 	ep.signer = s
 	return nil
