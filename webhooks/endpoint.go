@@ -172,6 +172,12 @@ func (ep *Endpoint) check() error {
 	return nil
 }
 
+// CheckTypes reports the first name in types that is no outcome type.
+func CheckTypes(types []string) error {
+	_, err := parseEvents(types)
+	return err
+}
+
 func parseEvents(list []string) ([]string, error) {
 	for _, t := range list {
 		if !slices.Contains(outcomes.Types, t) {

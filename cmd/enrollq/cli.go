@@ -52,6 +52,8 @@ type cli struct {
 	Demo     demoCmd     `cmd:"" help:"Run the whole system in one process on an embedded Redis and a fake API."`
 
 	Dashboard dashboardCmd `cmd:"" help:"Serve the asynqmon dashboard of the queues under /dashboard/ until SIGINT/SIGTERM."`
+
+	Webhooks webhooksCmd `cmd:"" help:"Deliver outcome events as signed webhooks; status, test, replay."`
 }
 
 // env carries what every command needs besides its flags; kong passes it to
