@@ -48,7 +48,7 @@ func setup(t *testing.T) bundle {
 	return bundle{ctx: ctx, rdb: rdb, l: l, prefix: prefix}
 }
 
-func newSecret(t *testing.T) string {
+func newSecret(t testing.TB) string {
 	t.Helper()
 	var b [24]byte
 	_, _ = rand.Read(b[:])
@@ -81,7 +81,7 @@ func (b bundle) start(t *testing.T, opts webhooks.Options) *webhooks.Deliverer {
 	return d
 }
 
-func endpoint(t *testing.T, name, url string, secrets ...string) webhooks.Endpoint {
+func endpoint(t testing.TB, name, url string, secrets ...string) webhooks.Endpoint {
 	t.Helper()
 	ep, err := webhooks.NewEndpoint(webhooks.Endpoint{Name: name, URL: url, Secrets: secrets})
 	if err != nil {
@@ -112,17 +112,19 @@ type goReceiver struct {
 	bad      int
 	verified map[string]int
 	order    []outcomes.Event
-	status   func(call int) int
-	delay    func(call int) time.Duration
+	// latency: event time → first verified 2xx, by event id.
+	latency map[string]time.Duration
+	status  func(call int) int
+	delay   func(call int) time.Duration
 }
 
-func newGoReceiver(t *testing.T, secret string, status func(call int) int) *goReceiver {
+func newGoReceiver(t testing.TB, secret string, status func(call int) int) *goReceiver {
 	t.Helper()
 	wh, err := standardwebhooks.NewWebhook(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &goReceiver{verified: map[string]int{}, status: status}
+	r := &goReceiver{verified: map[string]int{}, latency: map[string]time.Duration{}, status: status}
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		r.mu.Lock()
@@ -154,6 +156,9 @@ func newGoReceiver(t *testing.T, secret string, status func(call int) int) *goRe
 			r.mu.Lock()
 			r.verified[ev.ID]++
 			r.order = append(r.order, ev)
+			if _, ok := r.latency[ev.ID]; !ok {
+				r.latency[ev.ID] = time.Since(ev.Timestamp)
+			}
 			r.mu.Unlock()
 		}
 		w.WriteHeader(code)
