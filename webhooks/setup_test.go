@@ -262,3 +262,20 @@ func (r *nodeReceiver) count() int {
 	defer r.mu.Unlock()
 	return len(r.seen)
 }
+
+// TestREADMENodeReceiverIsTheTestedOne: the README's Node receiver is
+// testdata/receiver.mjs, which the tests run, word for word.
+func TestREADMENodeReceiverIsTheTestedOne(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile("testdata/receiver.mjs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "```js\n"+string(src)+"```\n") {
+		t.Error("README's Node receiver differs from webhooks/testdata/receiver.mjs")
+	}
+}
