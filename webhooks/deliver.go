@@ -86,6 +86,9 @@ type Deliverer struct {
 
 	mu         sync.Mutex
 	lastWarned map[string]time.Time
+	// gone: when this process saw a 410 from the endpoint, so its other
+	// shards stop at once rather than at their next check of Redis.
+	gone map[string]time.Time
 }
 
 // New checks opts and returns a Deliverer.
@@ -132,7 +135,7 @@ func New(opts Options) (*Deliverer, error) {
 	return &Deliverer{
 		opts: opts, st: store{rdb: opts.Redis, l: opts.Ledger, prefix: opts.Prefix}, client: c,
 		sem: make(chan struct{}, opts.Concurrency), metrics: newMetrics(), token: hex.EncodeToString(tok[:]),
-		lastWarned: map[string]time.Time{},
+		lastWarned: map[string]time.Time{}, gone: map[string]time.Time{},
 	}, nil
 }
 
@@ -190,6 +193,8 @@ func (d *Deliverer) runShard(ctx context.Context, ep Endpoint, sh int) {
 	key := d.opts.Ledger.StreamKey(sh)
 	log := d.opts.Logger.With("endpoint", ep.Name, "shard", sh)
 	pendingFirst := true
+	var checked time.Time // when disabled was last read
+	off := false
 	defer func() {
 		if ls.held {
 			// Hand the shard over at once on a clean stop.
@@ -203,7 +208,12 @@ func (d *Deliverer) runShard(ctx context.Context, ep Endpoint, sh int) {
 			d.pause(ctx, d.opts.Lease/3)
 			continue
 		}
-		if d.disabled(ctx, ep.Name) {
+		if time.Since(checked) >= time.Second {
+			// A 410 in another process, or `webhooks enable`, shows within
+			// a second; checking once a second keeps an idle endpoint cheap.
+			checked, off = time.Now(), d.disabled(ctx, ep.Name)
+		}
+		if off || d.goneHere(ep.Name, checked) {
 			d.pause(ctx, time.Second)
 			continue
 		}
@@ -230,6 +240,7 @@ func (d *Deliverer) runShard(ctx context.Context, ep Endpoint, sh int) {
 			for _, m := range s.Messages {
 				if !d.deliver(ctx, ep, sh, ls, m, log) {
 					pendingFirst = true // start over from what is still pending
+					checked = time.Time{}
 					break
 				}
 			}
@@ -439,7 +450,19 @@ func (d *Deliverer) failed(ctx context.Context, ep Endpoint, ev outcomes.Event, 
 	d.mu.Unlock()
 }
 
+// goneHere reports a 410 this process saw after the shard last read the
+// endpoint's state from Redis (checked).
+func (d *Deliverer) goneHere(ep string, checked time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	at, ok := d.gone[ep]
+	return ok && at.After(checked)
+}
+
 func (d *Deliverer) disable(ctx context.Context, ep Endpoint, log *slog.Logger) {
+	d.mu.Lock()
+	d.gone[ep.Name] = time.Now()
+	d.mu.Unlock()
 	p := d.opts.Redis.Pipeline()
 	p.HSetNX(ctx, d.st.stateKey(ep.Name), fDisabledAt, strconv.FormatInt(time.Now().UnixMilli(), 10))
 	p.HSet(ctx, d.st.stateKey(ep.Name), fDisabledReason, "410 Gone from "+ep.ShownURL())
