@@ -54,6 +54,7 @@ type cli struct {
 	Dashboard dashboardCmd `cmd:"" help:"Serve the asynqmon dashboard of the queues under /dashboard/ until SIGINT/SIGTERM."`
 
 	Webhooks webhooksCmd `cmd:"" help:"Deliver outcome events as signed webhooks; status, test, replay."`
+	Outcomes outcomesCmd `cmd:"" help:"Read the outcome stream: tail [--follow]."`
 }
 
 // env carries what every command needs besides its flags; kong passes it to

@@ -250,3 +250,65 @@ func TestWebhooksCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestOutcomesTail: `enrollq outcomes tail` prints the ledger's events as
+// the webhooks' JSON, oldest first; --follow prints a new one as it is
+// appended, once.
+func TestOutcomesTail(t *testing.T) {
+	rdb := freshRedis(t)
+	ctx := context.Background()
+	l, err := ledger.New(rdb, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := outcomestest.Enrolled(ctx, l, "acct-1", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := outcomestest.Dead(ctx, l, "acct-2", "id_scan_failed", "scan failed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"REDIS_URL=" + redisURL(t)}
+	r := enrollq(t, env, "outcomes", "tail")
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != 0 || len(lines) != 2 || !strings.Contains(lines[0], `"session_id":"`+ok+`"`) ||
+		!strings.Contains(lines[1], `"type":"enrollment.failed"`) || !strings.Contains(lines[1], `"action":"new_session_needed"`) {
+		t.Fatalf("outcomes tail: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	cmd := exec.Command(binary, "outcomes", "tail", "--follow")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+	var out syncBuffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	pollUntil(t, "the past events", 10*time.Second, func() bool { return strings.Count(out.String(), "\n") == 2 })
+	if err := outcomestest.Requeue(ctx, l, dead, "cli"); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, "the new event", 10*time.Second, func() bool { return strings.Count(out.String(), "\n") == 3 })
+	time.Sleep(500 * time.Millisecond) // a few more polls: nothing printed twice
+	if n := strings.Count(out.String(), "\n"); n != 3 || !strings.Contains(out.String(), `"type":"enrollment.requeued"`) {
+		t.Errorf("--follow printed %d lines:\n%s", n, out.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
