@@ -2,6 +2,7 @@ package webhooks_test
 
 import (
 	"bytes"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -349,4 +350,37 @@ func (f labelFilter) Collect(ch chan<- prometheus.Metric) {
 			ch <- m
 		}
 	}
+}
+
+// TestReceiverUnreachableThenUp: nothing listens on the endpoint's port
+// (connection refused) while events are produced; once a receiver listens
+// there, every event arrives.
+func TestReceiverUnreachableThenUp(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	secret := newSecret(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	d := b.start(t, webhooks.Options{Endpoints: []webhooks.Endpoint{endpoint(t, "app", "http://"+addr+"/hooks", secret)}})
+	if _, err := outcomestest.Mix(b.ctx, b.l, 20); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "failing: refused", func() bool {
+		st, _ := d.Status(b.ctx)
+		return strings.Contains(st[0].LastError, "refused") && st[0].Backlog == 20
+	})
+	r := newGoReceiver(t, secret, nil)
+	r.srv.Close()
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: r.srv.Config.Handler}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	waitFor(t, "every event once the receiver listens", func() bool { _, n := r.got(); return n == 20 })
 }
