@@ -18,9 +18,9 @@ import (
 	"github.com/enrollq/enrollq/outcomes"
 )
 
-const redisDB = 11
+const redisDB = 12
 
-func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
+func TestMain(m *testing.M) { os.Exit(redistest.Run(m, redisDB)) }
 
 // TestAction covers every dead-letter code the worker and the ledger write,
 // and an unknown one.

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -28,9 +29,15 @@ import (
 	"github.com/enrollq/enrollq/webhooks"
 )
 
-const redisDB = 12
+const redisDB = 13
 
-func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
+func TestMain(m *testing.M) {
+	code := redistest.Run(m, redisDB)
+	if npmDir != "" {
+		_ = os.RemoveAll(npmDir)
+	}
+	os.Exit(code)
+}
 
 type bundle struct {
 	ctx    context.Context
@@ -186,41 +193,69 @@ var npmOnce sync.Once
 var npmDir string
 var npmErr error
 
-// npmInstall installs npm's standardwebhooks into a temporary directory
-// once per test process (not a dependency of the project). Without node
-// and npm it installs Debian's when it can (root), else fails the test.
+// standardwebhooksNPM is the npm package version the tests verify with.
+const standardwebhooksNPM = "1.1.1"
+
+// npmInstall installs npm's standardwebhooks (not a dependency of the
+// project) once per machine into the user's cache directory, so that a
+// later offline run (CI's fresh-clone step) finds it, and returns a fresh
+// directory holding receiver.mjs beside a link to it. Without node and npm
+// it installs Debian's when it can (root), else fails the test.
 func npmInstall(t *testing.T) string {
 	t.Helper()
 	npmOnce.Do(func() {
+		npmDir, npmErr = installNPM()
+	})
+	if npmErr != nil {
+		t.Fatalf("node and npm's standardwebhooks@%s are needed for this test: %v", standardwebhooksNPM, npmErr)
+	}
+	return npmDir
+}
+
+func installNPM() (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	lib := filepath.Join(cache, "enrollq-test", "standardwebhooks-"+standardwebhooksNPM)
+	if _, err := os.Stat(filepath.Join(lib, "node_modules", "standardwebhooks", "package.json")); err != nil {
 		if _, err := exec.LookPath("npm"); err != nil && os.Geteuid() == 0 {
 			out, err := exec.Command("sh", "-c", "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm").CombinedOutput()
 			if err != nil {
-				npmErr = err
-				t.Logf("%s", out)
-				return
+				return "", fmt.Errorf("apt-get install nodejs npm: %v\n%s", err, out)
 			}
 		}
-		npmDir, npmErr = os.MkdirTemp("", "enrollq-standardwebhooks-")
-		if npmErr != nil {
-			return
+		if err := os.MkdirAll(filepath.Dir(lib), 0o755); err != nil {
+			return "", err
 		}
-		cmd := exec.Command("npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "standardwebhooks@1")
-		cmd.Dir = npmDir
+		tmp, err := os.MkdirTemp(filepath.Dir(lib), "install-")
+		if err != nil {
+			return "", err
+		}
+		defer os.RemoveAll(tmp)
+		cmd := exec.Command("npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "standardwebhooks@"+standardwebhooksNPM)
+		cmd.Dir = tmp
 		if out, err := cmd.CombinedOutput(); err != nil {
-			npmErr = err
-			t.Logf("npm install: %s", out)
-			return
+			return "", fmt.Errorf("npm install: %v\n%s", err, out)
 		}
-		src, err := os.ReadFile("testdata/receiver.mjs")
-		if err == nil {
-			err = os.WriteFile(filepath.Join(npmDir, "receiver.mjs"), src, 0o644)
+		if err := os.Rename(tmp, lib); err != nil && !os.IsExist(err) {
+			if _, serr := os.Stat(lib); serr != nil { // not another process's install
+				return "", err
+			}
 		}
-		npmErr = err
-	})
-	if npmErr != nil {
-		t.Fatalf("node and npm's standardwebhooks are needed for this test: %v", npmErr)
 	}
-	return npmDir
+	dir, err := os.MkdirTemp("", "enrollq-node-receiver-")
+	if err != nil {
+		return "", err
+	}
+	if err := os.Symlink(filepath.Join(lib, "node_modules"), filepath.Join(dir, "node_modules")); err != nil {
+		return "", err
+	}
+	src, err := os.ReadFile("testdata/receiver.mjs")
+	if err != nil {
+		return "", err
+	}
+	return dir, os.WriteFile(filepath.Join(dir, "receiver.mjs"), src, 0o644)
 }
 
 func newNodeReceiver(t *testing.T, secret string) *nodeReceiver {

@@ -21,12 +21,13 @@ import (
 
 var seq atomic.Int64
 
-// Ledger returns a ledger on rdb under a fresh key prefix (so tests sharing
-// a database do not see each other's streams) whose keys are deleted when
-// the test ends. It returns the prefix too.
+// Ledger returns a ledger on rdb under a fresh key prefix below
+// "enrollq:" (so tests sharing a database do not see each other's streams,
+// and every key is one redistest's rule lets the tests own) whose keys are
+// deleted when the test ends. It returns the prefix too.
 func Ledger(tb testing.TB, rdb redis.UniversalClient) (*ledger.Ledger, string) {
 	tb.Helper()
-	prefix := fmt.Sprintf("ot%d-%d:", time.Now().UnixNano(), seq.Add(1))
+	prefix := fmt.Sprintf("enrollq:ot%d-%d:", time.Now().UnixNano(), seq.Add(1))
 	l, err := ledger.New(rdb, ledger.Options{Prefix: prefix, Buckets: 4})
 	if err != nil {
 		tb.Fatal(err)
