@@ -14,6 +14,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -198,8 +199,7 @@ func (d *Deliverer) runShard(ctx context.Context, ep Endpoint, sh int) {
 	defer func() {
 		if ls.held {
 			// Hand the shard over at once on a clean stop.
-			_ = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`).
-				Run(context.WithoutCancel(ctx), d.opts.Redis, []string{ls.key}, d.token).Err()
+			_ = releaseScript.Run(context.WithoutCancel(ctx), d.opts.Redis, []string{ls.key}, d.token).Err()
 		}
 	}()
 	for ctx.Err() == nil {
@@ -255,9 +255,9 @@ func (d *Deliverer) runShard(ctx context.Context, ep Endpoint, sh int) {
 	}
 }
 
-func isNoGroup(err error) bool {
-	return err != nil && len(err.Error()) >= 7 && err.Error()[:7] == "NOGROUP"
-}
+// isNoGroup: the group is gone (someone deleted the stream or the group);
+// it is made again, at the newest event.
+func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
 
 // deliver sends one event until it is acknowledged (2xx), kept as failed
 // (retries ran out) or skipped (a type the endpoint does not take). It

@@ -2,7 +2,6 @@ package webhooks
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -43,7 +42,12 @@ const (
 	fDisabledReason = "disabled_reason"
 )
 
-var renewScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`)
+// A shard's lease is renewed and released only by the process holding it
+// (its token), so a process that lost it cannot cut its successor's short.
+var (
+	renewScript   = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`)
+	releaseScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
+)
 
 // Status is what `enrollq webhooks status` shows of one endpoint.
 type Status struct {
@@ -203,5 +207,3 @@ func orDefault(prefix string) string {
 	}
 	return prefix
 }
-
-var errLeaseLost = errors.New("webhooks: lease lost")
