@@ -286,11 +286,8 @@ func (d *Deliverer) deliver(ctx context.Context, ep Endpoint, sh int, ls *lease,
 	}
 	body, _ := json.Marshal(ev)
 	for attempt := 0; ; attempt++ {
-		if !d.keep(ctx, ls) {
-			return false
-		}
-		res := d.send(ctx, ep, ev.ID, body)
-		if ctx.Err() != nil {
+		res, held := d.send(ctx, ep, ls, ev.ID, body)
+		if !held || ctx.Err() != nil {
 			return false
 		}
 		d.metrics.deliveries.WithLabelValues(ep.Name, res.label()).Inc()
@@ -364,15 +361,20 @@ func (r Result) String() string {
 	return "HTTP " + strconv.Itoa(r.Status)
 }
 
-// send makes one signed POST, under the concurrency bound.
-func (d *Deliverer) send(ctx context.Context, ep Endpoint, id string, body []byte) Result {
+// send makes one signed POST under the concurrency bound. The lease is
+// checked once a slot is had (the wait for one may be long), so a shard
+// whose lease ran out meanwhile does not send; held is false then.
+func (d *Deliverer) send(ctx context.Context, ep Endpoint, ls *lease, id string, body []byte) (r Result, held bool) {
 	select {
 	case d.sem <- struct{}{}:
 	case <-ctx.Done():
-		return Result{Err: ctx.Err()}
+		return Result{Err: ctx.Err()}, false
 	}
 	defer func() { <-d.sem }()
-	return Send(ctx, d.client, ep, id, time.Now(), body)
+	if !d.keep(ctx, ls) {
+		return Result{}, false
+	}
+	return Send(ctx, d.client, ep, id, time.Now(), body), true
 }
 
 // Send makes one signed POST of body as message id to ep with client,
