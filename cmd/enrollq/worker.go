@@ -28,6 +28,11 @@ func (workerCmd) Run(e *env) error {
 	if h := workerDashboard(e, rdb); h != nil {
 		routes[dashboard.RootPath+"/"] = h
 	}
+	stopWebhooks, err := e.startWebhooks(e.ctx, rdb, routes) // own goroutine; no rate budget
+	if err != nil {
+		return err
+	}
+	defer stopWebhooks()
 	w, err := worker.New(worker.Config{
 		Redis:           rdb,
 		API:             client,
