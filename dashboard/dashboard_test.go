@@ -361,7 +361,7 @@ func TestDashboardRunAllFollowsRecords(t *testing.T) {
 	ids := b.archive(t, 2)
 	// A dead letter whose archived task asynq has trimmed: its record is
 	// all that is left, and must survive a run_all.
-	trimmed := tasks.TaskID(verisoultest.NewSessionID())
+	trimmed := tasks.TaskID(b.queue, verisoultest.NewSessionID())
 	if err := b.store.Put(context.Background(), deadletter.Record{TaskID: trimmed, Queue: b.queue, Code: deadCode, LastError: deadCode + ": x"}); err != nil {
 		t.Fatal(err)
 	}

@@ -248,7 +248,7 @@ func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Opt
 func (c *Client) describeDuplicate(p tasks.EnrollPayload, o tasks.Options) error {
 	sessionID := p.SessionID
 	queue := o.Queue
-	id := tasks.TaskID(sessionID)
+	id := tasks.TaskID(queue, sessionID)
 	info, err := c.insp.GetTaskInfo(queue, id)
 	if err != nil {
 		// The task went away between the conflict and the look-up (its

@@ -131,9 +131,9 @@ func (b *bundle) assertSize(q string, want int) {
 // taskInfo reads the session's task back from Redis.
 func (b *bundle) taskInfo(q, sessionID string) *asynq.TaskInfo {
 	b.t.Helper()
-	info, err := b.insp.GetTaskInfo(q, tasks.TaskID(sessionID))
+	info, err := b.insp.GetTaskInfo(q, tasks.TaskID(q, sessionID))
 	if err != nil {
-		b.t.Fatalf("GetTaskInfo(%s, %s): %v", q, tasks.TaskID(sessionID), err)
+		b.t.Fatalf("GetTaskInfo(%s, %s): %v", q, tasks.TaskID(q, sessionID), err)
 	}
 	return info
 }
@@ -146,7 +146,7 @@ func (b *bundle) waitState(sessionID string, state asynq.TaskState) *asynq.TaskI
 	var info *asynq.TaskInfo
 	var err error
 	for time.Now().Before(deadline) {
-		info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(sessionID))
+		info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, sessionID))
 		if err == nil && info.State == state {
 			return info
 		}
@@ -232,7 +232,7 @@ func TestEnrollStoresOneTask(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Enroll: %v", err)
 	}
-	want := enqueue.Enrolled{TaskID: "enroll:" + session, Queue: b.queue}
+	want := enqueue.Enrolled{TaskID: tasks.TaskID(b.queue, session), Queue: b.queue}
 	if got != want {
 		t.Errorf("Enroll = %+v, want %+v", got, want)
 	}
@@ -285,8 +285,8 @@ func TestEnrollUpperCaseSession(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Enroll: %v", err)
 	}
-	if got.TaskID != tasks.TaskID(session) {
-		t.Errorf("TaskID = %q, want %q", got.TaskID, tasks.TaskID(session))
+	if got.TaskID != tasks.TaskID(b.queue, session) {
+		t.Errorf("TaskID = %q, want %q", got.TaskID, tasks.TaskID(b.queue, session))
 	}
 	if p := payloadFields(t, b.taskInfo(b.queue, session).Payload); p["session_id"] != session {
 		t.Errorf("stored session_id = %v, want %q", p["session_id"], session)
@@ -354,7 +354,7 @@ func TestEnrollTwiceIsAlreadyQueued(t *testing.T) {
 	} {
 		got, err := b.enq.Enroll(ctx, again.session, again.account)
 		d := assertDuplicate(t, err, enqueue.ErrAlreadyQueued)
-		want := enqueue.DuplicateError{SessionID: session, Queue: b.queue, TaskID: tasks.TaskID(session), State: "pending"}
+		want := enqueue.DuplicateError{SessionID: session, Queue: b.queue, TaskID: tasks.TaskID(b.queue, session), State: "pending"}
 		if d.SessionID != want.SessionID || d.Queue != want.Queue || d.TaskID != want.TaskID || d.State != want.State ||
 			d.Code != "" || d.RequestID != "" || d.LastErr != "" {
 			t.Errorf("DuplicateError = %+v, want %+v", *d, want)

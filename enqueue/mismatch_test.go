@@ -58,7 +58,7 @@ func TestEnrollOtherAccountIsMismatch(t *testing.T) {
 	}
 	_, err := b.enq.Enroll(ctx, strings.ToUpper(s), "acct-B")
 	m := assertMismatch(t, err, "acct-A", "acct-B")
-	if m.SessionID != s || m.Queue != b.queue || m.TaskID != tasks.TaskID(s) || m.State != "pending" || m.FirstLine != 0 {
+	if m.SessionID != s || m.Queue != b.queue || m.TaskID != tasks.TaskID(b.queue, s) || m.State != "pending" || m.FirstLine != 0 {
 		t.Errorf("mismatch = %+v", *m)
 	}
 	if !strings.Contains(err.Error(), "already queued") {

@@ -525,7 +525,7 @@ func TestCrashBetweenRecordAndArchive(t *testing.T) {
 	if counts[verisoul.CodeSessionNotFound] != 1 || len(counts) != 1 {
 		t.Fatalf("dead-letter counts %v, want one %s", counts, verisoul.CodeSessionNotFound)
 	}
-	rec, ok, err := store.Get(context.Background(), tasks.TaskID(s))
+	rec, ok, err := store.Get(context.Background(), tasks.TaskID(b.queue, s))
 	if err != nil || !ok || rec.SessionID != s || rec.AccountID != "acct-"+s[:8] || rec.Attempts != 1 || rec.RequestID == "" {
 		t.Fatalf("record %+v %v %v", rec, ok, err)
 	}
@@ -542,14 +542,14 @@ func TestDeadLetterRecordFollowsAsynqRun(t *testing.T) {
 	b.enroll(s)
 	b.waitState(s, asynq.TaskStateArchived, waitLong)
 	store := deadletter.New(b.rdb, b.prefix)
-	if _, ok, _ := store.Get(context.Background(), tasks.TaskID(s)); !ok {
+	if _, ok, _ := store.Get(context.Background(), tasks.TaskID(b.queue, s)); !ok {
 		t.Fatal("no record for the dead letter")
 	}
-	if err := b.insp.RunTask(b.queue, tasks.TaskID(s)); err != nil {
+	if err := b.insp.RunTask(b.queue, tasks.TaskID(b.queue, s)); err != nil {
 		t.Fatal(err)
 	}
 	b.waitState(s, asynq.TaskStateCompleted, waitLong)
-	if _, ok, _ := store.Get(context.Background(), tasks.TaskID(s)); ok {
+	if _, ok, _ := store.Get(context.Background(), tasks.TaskID(b.queue, s)); ok {
 		t.Fatal("the record stayed after the task ran again and succeeded")
 	}
 	if n, _ := store.Total(context.Background()); n != 0 {

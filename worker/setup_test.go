@@ -210,7 +210,7 @@ func (b *bundle) waitState(sessionID string, state asynq.TaskState, timeout time
 	var info *asynq.TaskInfo
 	var err error
 	for time.Now().Before(deadline) {
-		info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(sessionID))
+		info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, sessionID))
 		if err == nil && info.State == state {
 			return info
 		}

@@ -241,7 +241,7 @@ func TestAPIKeyFromFile(t *testing.T) {
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
+		info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
 		if err == nil && info.State == asynq.TaskStateCompleted {
 			break
 		}

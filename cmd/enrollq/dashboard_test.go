@@ -62,7 +62,7 @@ func archiveSignupTask(t *testing.T, rdb *redis.Client, env []string) string {
 	}
 	stop, _ := startWorker(t, append([]string{"VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL}, env...))
 	defer stop()
-	taskID := tasks.TaskID(session)
+	taskID := tasks.TaskID(tasks.QueueSignup, session)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	store := deadletter.New(rdb, "")
 	deadline := time.Now().Add(15 * time.Second)

@@ -255,7 +255,7 @@ func (c deadRequeueCmd) Run(e *env) error {
 		for _, id := range c.ID {
 			taskID := id
 			if !strings.HasPrefix(id, "enroll:") {
-				taskID = tasks.TaskID(id)
+				taskID = tasks.TaskID(tasks.QueueSignup, id)
 			}
 			r, ok, err := store.Get(e.ctx, taskID)
 			if err != nil {

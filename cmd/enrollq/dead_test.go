@@ -127,7 +127,7 @@ func TestDeadRequeueByCode(t *testing.T) {
 	for _, s := range notFound {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
+			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
 			if err == nil && info.State == asynq.TaskStateCompleted {
 				if info.Retried != 0 {
 					t.Errorf("requeued task retried %d", info.Retried)
@@ -144,7 +144,7 @@ func TestDeadRequeueByCode(t *testing.T) {
 		}
 	}
 	for _, s := range failed {
-		info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
+		info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
 		if err != nil || info.State != asynq.TaskStateArchived || len(api.CallsFor(s)) != 1 {
 			t.Errorf("%s should stay dead with one call: %+v %v, %d calls", s, info, err, len(api.CallsFor(s)))
 		}
@@ -208,7 +208,7 @@ func TestDeadRequeueByCode(t *testing.T) {
 	// The API answers the same again: dead once more, after a second call.
 	deadline = time.Now().Add(20 * time.Second)
 	for {
-		rec, ok, _ := store.Get(t.Context(), tasks.TaskID(failed[0]))
+		rec, ok, _ := store.Get(t.Context(), tasks.TaskID(tasks.QueueSignup, failed[0]))
 		if ok && len(api.CallsFor(failed[0])) == 2 && rec.Code == verisoul.CodeLivenessCheckFailed {
 			break
 		}

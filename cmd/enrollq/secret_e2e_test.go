@@ -75,8 +75,8 @@ func TestAPIKeyNeverLeaksThroughEchoingProxy(t *testing.T) {
 			want = asynq.TaskStateArchived
 		}
 		for {
-			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
-			_, recorded, _ := store.Get(ctx, tasks.TaskID(s))
+			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
+			_, recorded, _ := store.Get(ctx, tasks.TaskID(tasks.QueueSignup, s))
 			if err == nil && info.State == want && (want != asynq.TaskStateArchived || recorded) {
 				break
 			}
