@@ -57,3 +57,30 @@ func TestMovedChangesOnlyTheQueue(t *testing.T) {
 		t.Fatalf("Moved with an empty from: %v, want ErrInvalid", err)
 	}
 }
+
+// TestEachLiveSeesOnlyLiveRecords: the sweeper's walk yields queued,
+// calling, waiting and retrying records, never enrolled or dead ones.
+func TestEachLiveSeesOnlyLiveRecords(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	want := map[string]State{}
+	for _, st := range []string{"queued", "calling", "waiting", "retrying", "enrolled", "dead"} {
+		s, _ := b.reach(t, st)
+		r, _ := b.l.Status(b.ctx, s)
+		if r.State.Live() {
+			want[s] = r.State
+		}
+	}
+	got := map[string]State{}
+	if err := b.l.EachLive(b.ctx, func(r Record) error { got[r.SessionID] = r.State; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("EachLive saw %v, want %v", got, want)
+	}
+	for s, st := range want {
+		if got[s] != st {
+			t.Errorf("EachLive: %s in %s, want %s", s, got[s], st)
+		}
+	}
+}
