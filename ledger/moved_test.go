@@ -84,3 +84,39 @@ func TestEachLiveSeesOnlyLiveRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestEachDeadReadsEveryDeadLetterOnce: more dead letters than a page, all
+// in the same second, each read once, filtered by code.
+func TestEachDeadReadsEveryDeadLetterOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	const n = 1200
+	want := map[string]bool{}
+	for i := range n {
+		s, c := b.reach(t, "calling")
+		code := "code_a"
+		if i%3 == 0 {
+			code = "code_b"
+		}
+		if _, err := b.l.Dead(b.ctx, c, DeadArgs{Code: code, LastError: code + ": x"}); err != nil {
+			t.Fatal(err)
+		}
+		if code == "code_b" {
+			want[s] = true
+		}
+	}
+	all := 0
+	if err := b.l.EachDead(b.ctx, "", func(Record) error { all++; return nil }); err != nil || all != n {
+		t.Fatalf("EachDead(all) saw %d, %v; want %d", all, err, n)
+	}
+	got := map[string]bool{}
+	if err := b.l.EachDead(b.ctx, "code_b", func(r Record) error {
+		if got[r.SessionID] {
+			t.Errorf("%s seen twice", r.SessionID)
+		}
+		got[r.SessionID] = true
+		return nil
+	}); err != nil || len(got) != len(want) {
+		t.Fatalf("EachDead(code_b) saw %d, %v; want %d", len(got), err, len(want))
+	}
+}
