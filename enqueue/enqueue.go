@@ -437,6 +437,7 @@ func (c *Client) putBack(ctx context.Context, info *asynq.TaskInfo, queue string
 	t := asynq.NewTaskWithHeaders(info.Type, info.Payload, info.Headers, asynq.TaskID(info.ID), asynq.Queue(queue), asynq.MaxRetry(info.MaxRetry), asynq.Retention(info.Retention))
 	_, _ = c.ac.EnqueueContext(ctx, t)
 }
+
 // describeDuplicate looks up the task that holds the session's ID. A task
 // enqueued earlier by the same bulk run (o.Headers) is a repeated row. The
 // existing task's payload says its account: asynq keeps it in every state,
