@@ -142,6 +142,7 @@ type settings struct {
 	task        tasks.Options
 	retention   time.Duration
 	run         string
+	ledger      *ledger.Ledger
 	createdAt   time.Time
 	concurrency int
 	maxQueued   int
@@ -173,6 +174,11 @@ func WithKeepCompleted(d time.Duration) Option { return func(s *settings) { s.ta
 // ledger records, counted per run); "" for none, the default.
 func WithRun(run string) Option { return func(s *settings) { s.run = run } }
 
+// WithLedger makes the client record sessions in l (New only), for a
+// caller that shares one ledger with other parts or sets ledger.Options
+// (key prefix, reconcile grace) itself; WithRetention is then l's.
+func WithLedger(l *ledger.Ledger) Option { return func(s *settings) { s.ledger = l } }
+
 // WithCreatedAt gives the session's creation time (one Enroll call): a
 // session whose 30-day enrollment window has ended is dead-lettered as
 // session_older_than_30_days by the worker without an API call, and its
@@ -195,7 +201,10 @@ func New(rdb redis.UniversalClient, opts ...Option) *Client {
 	for _, o := range opts {
 		o(&c.defaults)
 	}
-	c.led = c.ledgerFor(c.defaults)
+	c.led = c.defaults.ledger
+	if c.led == nil {
+		c.led = c.ledgerFor(c.defaults)
+	}
 	return c
 }
 
