@@ -86,6 +86,19 @@ func TestStatusAndOutcomesTail(t *testing.T) {
 		t.Errorf("status without arguments: exit %d", r.code)
 	}
 
+	// `enrollq stats` counts sessions from the ledger.
+	r = enrollq(t, env, "stats", "--json")
+	var st struct {
+		Sessions   map[string]int `json:"sessions"`
+		DeadByCode map[string]int `json:"dead_by_code"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Sessions["enrolled"] != 1 || st.Sessions["dead"] != 1 || st.Sessions["queued"] != 1 || st.DeadByCode["liveness_check_failed"] != 1 {
+		t.Errorf("stats --json = %+v (%v)\n%s%s", st, err, r.stdout, r.stderr)
+	}
+	if r := enrollq(t, env, "stats"); !strings.Contains(r.stdout, "sessions in the ledger") {
+		t.Errorf("stats:\n%s%s", r.stdout, r.stderr)
+	}
+
 	r = enrollq(t, env, "outcomes", "tail")
 	if r.code != 0 || !strings.Contains(r.stdout, "enrolled") || !strings.Contains(r.stdout, done) || !strings.Contains(r.stdout, "code=liveness_check_failed") {
 		t.Errorf("outcomes tail: exit %d\n%s%s", r.code, r.stdout, r.stderr)
