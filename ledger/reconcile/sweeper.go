@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/enrollq/enrollq/ledger"
+	"github.com/enrollq/enrollq/tasks"
 )
 
 // DefaultInterval is how often Sweeper.Run sweeps.
@@ -100,16 +102,85 @@ func (s *Sweeper) Once(ctx context.Context) (Report, error) {
 		}
 		count(act)
 	}
+	d, err := DeadLetters(ctx, s.Ledger, s.Inspector, nil)
+	rep.add(d)
+	return rep, err
+}
+
+func (r *Report) add(o Report) {
+	r.Checked += o.Checked
+	r.Requeued += o.Requeued
+	r.Dead += o.Dead
+	r.Drift += o.Drift
+}
+
+// DeadLetters is the pass the dead-letter readers (`enrollq dead …`) run
+// before they answer: every dead record is compared with its task (run
+// again from outside → requeued), and every task in asynq's archive of
+// queues (default signup and backfill) whose record is live (archived from
+// outside) is made a dead letter. It costs one GetTaskInfo per dead letter
+// and one listing per 1,000 archived tasks.
+func DeadLetters(ctx context.Context, l *ledger.Ledger, insp *asynq.Inspector, queues []string) (Report, error) {
+	var rep Report
+	count := func(act ledger.ReconcileAction) {
+		rep.Checked++
+		switch act {
+		case ledger.ReconcileRequeued:
+			rep.Requeued++
+		case ledger.ReconcileDead:
+			rep.Dead++
+		case ledger.ReconcileDrift:
+			rep.Drift++
+		}
+	}
 	var dead []ledger.Record
-	if err := s.Ledger.EachDead(ctx, "", func(r ledger.Record) error { dead = append(dead, r); return nil }); err != nil {
+	if err := l.EachDead(ctx, "", func(r ledger.Record) error { dead = append(dead, r); return nil }); err != nil {
 		return rep, err
 	}
 	for _, r := range dead {
-		_, act, _, err := Check(ctx, s.Ledger, s.Inspector, r)
+		_, act, _, err := Check(ctx, l, insp, r)
 		if err != nil {
 			return rep, fmt.Errorf("reconciling %s: %w", r.SessionID, err)
 		}
 		count(act)
+	}
+	if queues == nil {
+		queues = []string{tasks.QueueSignup, tasks.QueueBackfill}
+	}
+	for _, q := range queues {
+		for page := 1; ; page++ {
+			infos, err := insp.ListArchivedTasks(q, asynq.PageSize(1000), asynq.Page(page))
+			if errors.Is(err, asynq.ErrQueueNotFound) {
+				break
+			}
+			if err != nil {
+				return rep, fmt.Errorf("listing the archive of %s: %w", q, err)
+			}
+			for _, info := range infos {
+				_, s, ok := tasks.ParseTaskID(info.ID)
+				if !ok {
+					continue
+				}
+				r, err := l.Status(ctx, s)
+				if errors.Is(err, ledger.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return rep, err
+				}
+				if !r.State.Live() || r.Queue != q {
+					continue
+				}
+				_, act, _, err := Check(ctx, l, insp, r)
+				if err != nil {
+					return rep, fmt.Errorf("reconciling %s: %w", s, err)
+				}
+				count(act)
+			}
+			if len(infos) < 1000 {
+				break
+			}
+		}
 	}
 	return rep, nil
 }
