@@ -285,7 +285,9 @@ end
 if running then return {'none', v} end
 if a == 'completed' then return {'drift', v} end
 if r[1] == CALLING and r[16] > nowms then return {'none', v} end
-if now - r[3] < tonumber(ARGV[6]) then return {'none', v} end
+-- The grace covers a missing task only (its enqueue may be under way);
+-- an archived task was enqueued, so it was archived from outside.
+if a == '' and now - r[3] < tonumber(ARGV[6]) then return {'none', v} end
 local code, msg
 if a == 'archived' then
   code = 'archived_outside'

@@ -329,7 +329,7 @@ const (
 // retry count than the dead letter's is left dead: that is asynq re-running
 // it after a worker crashed before archiving, not an operator's requeue. A
 // live record younger than ReconcileGrace is left alone when the task is
-// missing: its enqueue may be under way. Enrolled records never change.
+// missing (its enqueue may be under way), not when it is archived. Enrolled records never change.
 func (l *Ledger) Reconcile(ctx context.Context, sessionID, asynqState string, asynqRetried int) (ReconcileAction, Record, error) {
 	s, err := parseSession(sessionID)
 	if err != nil {
