@@ -182,7 +182,9 @@ func TestEnqueueAndWorkEndToEnd(t *testing.T) {
 	rdb := freshRedis(t)
 	api := verisoultest.NewServer(apiKey)
 	defer api.Close()
-	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_RETRY_BASE=1s", "ENROLLQ_RETRY_MAX=2s"}
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_RETRY_BASE=1s", "ENROLLQ_RETRY_MAX=2s",
+		// The test reads the completed task and its result in asynq.
+		"ENROLLQ_KEEP_COMPLETED=1h"}
 
 	ok, expired, dup := newSessionID(), newSessionID(), newSessionID()
 	api.Script(expired, verisoultest.Fail(verisoul.CodeSessionOlderThan30Days))
@@ -362,7 +364,7 @@ func TestWorkerProcessesShareOneBudget(t *testing.T) {
 	api := verisoultest.NewServer(apiKey)
 	defer api.Close()
 	api.SetRateLimit(10, time.Second) // what 600/min allows in any second
-	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_RATE_LIMIT=600"}
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_RATE_LIMIT=600", "ENROLLQ_KEEP_COMPLETED=1h"}
 	var stops []func() (int, string)
 	for range 3 {
 		stop, _ := startWorker(t, env)

@@ -35,7 +35,8 @@ func TestAPIKeyNeverLeaksThroughEchoingProxy(t *testing.T) {
 		"ENROLLQ_RATE_LIMIT=6000"}
 
 	ctx := context.Background()
-	enq := enqueue.New(rdb)
+	// The test reads the completed tasks in asynq.
+	enq := enqueue.New(rdb, enqueue.WithKeepCompleted(time.Hour))
 	// Successful sessions first, so the failures stay under the share of
 	// calls that opens the shared "api" breaker.
 	var normal []string
