@@ -130,7 +130,8 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
 		logs:   &syncBuffer{},
 	}
-	b.enq = enqueue.New(rdb, enqueue.WithQueue(b.queue), enqueue.WithMaxRetry(3))
+	// The tests read completed tasks (and their results) in asynq.
+	b.enq = enqueue.New(rdb, enqueue.WithQueue(b.queue), enqueue.WithMaxRetry(3), enqueue.WithKeepCompleted(time.Hour))
 	key := o.apiKey
 	if key == "" {
 		key = testAPIKey
