@@ -121,7 +121,9 @@ func (c demoCmd) Run(e *env) error {
 		fmt.Fprintf(e.stdout, "worker log: %s (--verbose to see it here)\n", logPath)
 	}
 	fmt.Fprintln(e.stdout)
-	enq := enqueue.New(rdb)
+	// The table reads each task's end state from asynq, and --keep shows the
+	// dashboard's Completed tab: keep completed tasks for the demo.
+	enq := enqueue.New(rdb, enqueue.WithKeepCompleted(time.Hour))
 	scen := demoScenarios()
 	for _, s := range scen {
 		s.sessID = verisoultest.NewSessionID()
