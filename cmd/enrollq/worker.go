@@ -2,7 +2,9 @@ package main
 
 import (
 	"net/http"
+	"time"
 
+	"github.com/enrollq/enrollq/budget"
 	"github.com/enrollq/enrollq/dashboard"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/worker"
@@ -28,6 +30,17 @@ func (workerCmd) Run(e *env) error {
 	if h := workerDashboard(e, rdb); h != nil {
 		routes[dashboard.RootPath+"/"] = h
 	}
+	// Budget leases for the rest of the backend, on the same address.
+	lb, err := budget.New(budget.Config{
+		Redis:    rdb,
+		APIKeyID: worker.KeyID(e.cfg.APIKey.Reveal()),
+		Rate:     budget.Rate{Limit: e.cfg.RateLimit, Period: time.Minute, Reserve: e.cfg.ResolvedRateReserve()},
+		Logger:   e.log,
+	})
+	if err != nil {
+		return err
+	}
+	routes["/v1/budget/"] = budget.Handler(lb, budget.HandlerOptions{Token: e.cfg.BudgetToken.Reveal()})
 	w, err := worker.New(worker.Config{
 		Redis:           rdb,
 		API:             client,
@@ -44,6 +57,7 @@ func (workerCmd) Run(e *env) error {
 		HTTPRoutes:      routes,
 		APIKeyID:        worker.KeyID(e.cfg.APIKey.Reveal()),
 		RateLimit:       e.cfg.RateLimit,
+		RateReserve:     e.cfg.ResolvedRateReserve(),
 	})
 	if err != nil {
 		return err
