@@ -1,0 +1,195 @@
+package worker_test
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/budget"
+	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/verisoul"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
+	"github.com/enrollq/enrollq/worker"
+)
+
+// backend is the rest of the backend in these tests: a Budget of the
+// workers' key on its own Redis connection, as another process has.
+func (b *bundle) backend(rate budget.Rate) *budget.Budget {
+	b.t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr(b.t), DB: redisDB})
+	b.t.Cleanup(func() { _ = rdb.Close() })
+	bud, err := budget.New(budget.Config{Redis: rdb, APIKeyID: worker.KeyID(testAPIKey), Rate: rate, KeyPrefix: b.prefix, Logger: b.cfg.Logger})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return bud
+}
+
+// liveCalls makes a verify-face call through a lease every interval until
+// ctx ends, and returns each lease's wait and the leases refused.
+func (b *bundle) liveCalls(ctx context.Context, bud *budget.Budget, every time.Duration) (waits []time.Duration, refused int) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return waits, refused
+		case <-tick.C:
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			l, err := bud.Acquire(context.Background())
+			mu.Lock()
+			if err != nil {
+				refused++
+				mu.Unlock()
+				return
+			}
+			waits = append(waits, time.Since(start))
+			mu.Unlock()
+			st, ra, err := verisoultest.VerifyFace(context.Background(), b.api.URL, testAPIKey, newSessionID())
+			if err == nil {
+				_ = l.Report(st, ra)
+			}
+		}()
+	}
+}
+
+func p95(d []time.Duration) time.Duration {
+	d = append([]time.Duration(nil), d...)
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[(len(d)*95+99)/100-1]
+}
+
+// TestReserveKeptWithoutLeases: with a reserve of 10 of 40 calls per 2 s and
+// no lease taken, three workers keep to 30 calls in any 2 s window (and use
+// them), leaving the reserve to a backend that calls the API directly.
+func TestReserveKeptWithoutLeases(t *testing.T) {
+	t.Parallel()
+	rate := func(c *worker.Config) {
+		c.RateLimit, c.RatePeriod, c.RateReserve, c.Concurrency = 40, 2*time.Second, 10, 4
+	}
+	b := setup(t, setupOpts{cfg: rate})
+	b.addWorker(nil)
+	b.addWorker(nil)
+	b.api.SetRateLimit(40, 2*time.Second)
+	sessions := b.enrollN(75)
+	b.waitAll(sessions, asynq.TaskStateCompleted, time.Minute)
+	calls := b.api.Calls()
+	busiest, at := verisoultest.MaxInWindow(calls, 2*time.Second)
+	if busiest > 30 {
+		t.Errorf("%d enrollment calls in the 2 s window from %s: the reserve of 10 (of 40) was used without a lease", busiest, at.Format("15:04:05.000"))
+	}
+	if busiest < 28 {
+		t.Errorf("busiest 2 s window had %d calls: the 30 left after the reserve were not used", busiest)
+	}
+	if n := b.api.RateLimited(); n != 0 {
+		t.Errorf("API answered %d calls with 429", n)
+	}
+}
+
+// TestLeasesComeFirstWithinTheLimit: three workers drain a backfill at the
+// full budget (40 per 2 s, reserve 4) while the backend makes a verify-face
+// call through a lease every 250 ms. The API, counting both endpoints
+// together per key, never answers 429; no 2 s window holds more than 40
+// calls; the budget is used (at least 38); and the live calls get their
+// lease within one slot (p95), never refused.
+func TestLeasesComeFirstWithinTheLimit(t *testing.T) {
+	t.Parallel()
+	rate := budget.Rate{Limit: 40, Period: 2 * time.Second, Reserve: 4}
+	b := setup(t, setupOpts{cfg: func(c *worker.Config) {
+		c.RateLimit, c.RatePeriod, c.RateReserve, c.Concurrency = rate.Limit, rate.Period, rate.Reserve, 6
+	}})
+	b.addWorker(nil)
+	b.addWorker(nil)
+	b.api.SetRateLimit(rate.Limit, rate.Period)
+	sessions := b.enrollN(150)
+	bud := b.backend(rate)
+	ctx, cancel := context.WithCancel(context.Background())
+	var waits []time.Duration
+	var refused int
+	done := make(chan struct{})
+	go func() { waits, refused = b.liveCalls(ctx, bud, 250*time.Millisecond); close(done) }()
+	b.waitAll(sessions, asynq.TaskStateCompleted, 2*time.Minute)
+	cancel()
+	<-done
+
+	calls := b.api.Calls()
+	live := b.api.CallsTo(verisoultest.VerifyFacePath)
+	if n := b.api.RateLimited(); n != 0 {
+		t.Errorf("API answered %d calls with 429", n)
+	}
+	busiest, at := verisoultest.MaxInWindow(calls, rate.Period)
+	if busiest > rate.Limit {
+		t.Errorf("%d calls (enrollments and live) in the 2 s window from %s: over the limit of %d", busiest, at.Format("15:04:05.000"), rate.Limit)
+	}
+	if busiest < 38 {
+		t.Errorf("busiest 2 s window had %d calls of 40: the budget was not used", busiest)
+	}
+	if refused != 0 {
+		t.Errorf("%d leases refused", refused)
+	}
+	if len(waits) < 10 || len(live) != len(waits) {
+		t.Fatalf("%d leases, %d verify-face calls", len(waits), len(live))
+	}
+	if p := p95(waits); p >= rate.Slot() {
+		t.Errorf("live calls waited p95 %s for their lease: want under one slot (%s)", p, rate.Slot())
+	}
+	t.Logf("%d enrollments, %d live calls; busiest 2 s window %d/40; lease wait p95 %s (slot %s)",
+		len(calls)-len(live), len(live), busiest, p95(waits).Round(time.Microsecond), rate.Slot().Round(time.Microsecond))
+}
+
+// TestLeaseReported429PausesWorkers: a live call answered 429 with
+// Retry-After: 2, reported through its lease, stops every worker's calls for
+// 2 s, as a 429 seen by a worker does.
+func TestLeaseReported429PausesWorkers(t *testing.T) {
+	t.Parallel()
+	rate := budget.Rate{Limit: 20, Period: time.Second, Reserve: 2}
+	b := setup(t, setupOpts{cfg: func(c *worker.Config) {
+		c.RateLimit, c.RatePeriod, c.RateReserve = rate.Limit, rate.Period, rate.Reserve
+	}})
+	b.addWorker(nil)
+	sessions := b.enrollN(60)
+	bud := b.backend(rate)
+	// Let the workers get going, then one live call gets a 429.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(b.api.Calls()) < 5 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.api.ScriptVerifyFace(verisoultest.RateLimited("2"))
+	l, err := bud.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, ra, err := verisoultest.VerifyFace(context.Background(), b.api.URL, testAPIKey, newSessionID())
+	if err != nil || st != http.StatusTooManyRequests {
+		t.Fatalf("scripted verify-face: %d %v", st, err)
+	}
+	if err := l.Report(st, ra); err != nil {
+		t.Fatal(err)
+	}
+	at := b.api.CallsTo(verisoultest.VerifyFacePath)[0].At
+	b.waitAll(sessions, asynq.TaskStateCompleted, time.Minute)
+	for _, c := range b.api.CallsTo(verisoul.EnrollPath) {
+		// Calls admitted before the pause was recorded may still arrive
+		// just after the 429; none may arrive later within the 2 s.
+		if d := c.At.Sub(at); d > 150*time.Millisecond && d < 2*time.Second {
+			t.Errorf("an enrollment call arrived %s after the live call's 429 with Retry-After: 2", d.Round(time.Millisecond))
+		}
+	}
+	if enrolls := b.api.CallsTo(verisoul.EnrollPath); !enrolls[len(enrolls)-1].At.After(at.Add(2 * time.Second)) {
+		t.Error("the workers finished before the pause ended: the test proves nothing")
+	}
+}
