@@ -193,3 +193,54 @@ func TestLeaseReported429PausesWorkers(t *testing.T) {
 		t.Error("the workers finished before the pause ended: the test proves nothing")
 	}
 }
+
+// TestReserveBorrowedOnlyAfterLeases: the borrow rule. With a reserve of 10
+// of 40 calls per 2 s, the workers borrow it while leases are being taken
+// (a lease every 500 ms leaves most of it unused: the workers take more
+// than 30 calls in a 2 s window, everything together at most 40), and hand
+// it back one period after the last lease: from then on, at most 30.
+func TestReserveBorrowedOnlyAfterLeases(t *testing.T) {
+	t.Parallel()
+	rate := budget.Rate{Limit: 40, Period: 2 * time.Second, Reserve: 10}
+	b := setup(t, setupOpts{cfg: func(c *worker.Config) {
+		c.RateLimit, c.RatePeriod, c.RateReserve, c.Concurrency = rate.Limit, rate.Period, rate.Reserve, 6
+	}})
+	b.addWorker(nil)
+	b.api.SetRateLimit(rate.Limit, rate.Period)
+	sessions := b.enrollN(200)
+	bud := b.backend(rate)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, refused := b.liveCalls(ctx, bud, 500*time.Millisecond)
+	live := b.api.CallsTo(verisoultest.VerifyFacePath)
+	if refused != 0 || len(live) < 8 {
+		t.Fatalf("%d leases refused, %d live calls", refused, len(live))
+	}
+	lastLease := live[len(live)-1].At
+	b.waitAll(sessions, asynq.TaskStateCompleted, 2*time.Minute)
+
+	if n := b.api.RateLimited(); n != 0 {
+		t.Errorf("API answered %d calls with 429", n)
+	}
+	if all, at := verisoultest.MaxInWindow(b.api.Calls(), rate.Period); all > rate.Limit {
+		t.Errorf("%d calls in the 2 s window from %s: over the limit", all, at.Format("15:04:05.000"))
+	}
+	var during, after []verisoultest.Call
+	for _, c := range b.api.CallsTo(verisoul.EnrollPath) {
+		switch {
+		case c.At.Before(lastLease):
+			during = append(during, c)
+		case c.At.After(lastLease.Add(rate.Period + rate.Slot())):
+			after = append(after, c)
+		}
+	}
+	if n, _ := verisoultest.MaxInWindow(during, rate.Period); n <= 30 {
+		t.Errorf("while leases were taken the workers made at most %d calls in 2 s: the unused reserve was not borrowed", n)
+	}
+	if len(after) < 40 {
+		t.Fatalf("only %d enrollments after the hand-back: the test proves nothing", len(after))
+	}
+	if n, at := verisoultest.MaxInWindow(after, rate.Period); n > 30 {
+		t.Errorf("%d enrollment calls in the 2 s window from %s, a period after the last lease: the reserve was not handed back", n, at.Format("15:04:05.000"))
+	}
+}
