@@ -244,3 +244,39 @@ func TestReserveBorrowedOnlyAfterLeases(t *testing.T) {
 		t.Errorf("%d enrollment calls in the 2 s window from %s, a period after the last lease: the reserve was not handed back", n, at.Format("15:04:05.000"))
 	}
 }
+
+// TestWaitingLeaseGoesFirstWithoutReserve: with no reserve there is no head
+// start, so a lease must wait for a slot; while it does, no task takes one
+// (the live tier above signup-first), so it gets the next slot, even with a
+// dozen tasks of three workers waiting for budget too.
+func TestWaitingLeaseGoesFirstWithoutReserve(t *testing.T) {
+	t.Parallel()
+	rate := budget.Rate{Limit: 40, Period: 2 * time.Second, Reserve: 0}
+	b := setup(t, setupOpts{cfg: func(c *worker.Config) {
+		c.RateLimit, c.RatePeriod, c.RateReserve, c.Concurrency = rate.Limit, rate.Period, 0, 6
+	}})
+	b.addWorker(nil)
+	b.addWorker(nil)
+	b.api.SetRateLimit(rate.Limit, rate.Period)
+	sessions := b.enrollN(120)
+	bud := b.backend(rate)
+	for deadline := time.Now().Add(10 * time.Second); len(b.api.Calls()) < 10 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond) // until the workers are draining
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	waits, refused := b.liveCalls(ctx, bud, 200*time.Millisecond)
+	b.waitAll(sessions, asynq.TaskStateCompleted, 2*time.Minute)
+	if refused != 0 {
+		t.Errorf("%d leases refused within one slot's wait", refused)
+	}
+	slot := rate.Slot()
+	for i, w := range waits {
+		if w > slot+slot/2 {
+			t.Errorf("lease %d waited %s: more than the next slot (%s)", i, w.Round(time.Millisecond), slot)
+		}
+	}
+	if n := b.api.RateLimited(); n != 0 {
+		t.Errorf("API answered %d calls with 429", n)
+	}
+}
