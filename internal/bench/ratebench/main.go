@@ -9,8 +9,9 @@
 //
 // share:  three separate `enrollq worker` processes, limit 120/min, 600
 //
-//	tasks: calls in the busiest 60 s window as a share of the limit,
-//	and the 429s the API answered.
+//	tasks, no reserve (nothing else calls the key): calls in the
+//	busiest 60 s window as a share of the limit, and the 429s the API
+//	answered.
 //
 // signup: 5,000 backfill tasks draining at 300/min, then a signup task
 //
@@ -119,7 +120,7 @@ func share(ctx context.Context) error {
 	for i := range 3 {
 		cmd := exec.Command(bin, "worker")
 		cmd.Env = append(os.Environ(), "REDIS_URL=redis://"+addr+"/0", "VERISOUL_API_KEY="+key, "VERISOUL_BASE_URL="+api.URL,
-			fmt.Sprintf("ENROLLQ_RATE_LIMIT=%d", limit), "ENROLLQ_HTTP_ADDR=", "LOG_LEVEL=warn", "LOG_FORMAT=json")
+			fmt.Sprintf("ENROLLQ_RATE_LIMIT=%d", limit), "ENROLLQ_RATE_RESERVE=0", "ENROLLQ_HTTP_ADDR=", "LOG_LEVEL=warn", "LOG_FORMAT=json")
 		cmd.Args = append(cmd.Args, "--http-addr=")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
