@@ -43,8 +43,8 @@ type Config struct {
 	Rate Rate
 	// MaxWait bounds how long Acquire waits for a slot before it returns a
 	// *WaitError. Default one slot of Rate (200 ms at 300/min): a lease is
-	// granted at once unless another lease just took the head start, and
-	// then within one slot.
+	// granted at once unless other leases just took the whole head start,
+	// and then within one slot.
 	MaxWait time.Duration
 	// PauseFallback is the pause Report records for a 429 without
 	// Retry-After. Default 5s, as the workers'.
@@ -161,9 +161,21 @@ func (b *Budget) Acquire(ctx context.Context) (Lease, error) {
 	}()
 	for {
 		now := time.Now()
-		until, err := b.PausedUntil(ctx)
-		if err != nil {
-			return Lease{}, err
+		// One round trip: the pause, and the mark that lets enrollq's
+		// own calls borrow the reserve for one period (see Rate): a lease
+		// asked for shows the backend takes its calls through leases.
+		var pause *redis.FloatCmd
+		_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			pause = p.ZScore(ctx, b.keys.Pause, "until")
+			p.Set(ctx, b.keys.LeaseSeen, "1", b.rate.Period)
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return Lease{}, fmt.Errorf("budget: redis: reading the pause: %w", err)
+		}
+		var until time.Time
+		if v, err := pause.Result(); err == nil {
+			until = time.UnixMilli(int64(v))
 		}
 		var wait time.Duration
 		reason := ""
@@ -175,10 +187,6 @@ func (b *Budget) Acquire(ctx context.Context) (Lease, error) {
 				return Lease{}, fmt.Errorf("budget: redis: rate limiter: %w", err)
 			}
 			if res.Allowed > 0 {
-				// Enrollq's own calls may borrow the reserve for one
-				// period after this (see Rate); a failure only means they
-				// do not.
-				b.rdb.Set(context.WithoutCancel(ctx), b.keys.LeaseSeen, "1", b.rate.Period)
 				at := time.Now()
 				return Lease{ID: randToken(), GrantedAt: at, Waited: at.Sub(start), b: b}, nil
 			}

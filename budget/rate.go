@@ -16,12 +16,13 @@ import (
 //
 // The GCRA ("rate" key, github.com/go-redis/redis_rate) is shared by every
 // caller, burst 1, period stretched by 1 % so that network jitter cannot
-// push two calls into one slot as the API counts them. With a reserve of at
-// least one call, one slot of it becomes the leases' head start: a lease may
-// take the next slot before its time (burst 2 for leases only), so a live
-// call does not wait for the slot an enrollment just took; the shared GCRA
-// then runs at Limit−1 so that, head start included, no window of Period
-// ever holds more calls than burst 1 at Limit would allow.
+// push two calls into one slot as the API counts them. Up to two slots of
+// the reserve become the leases' head start (HeadStart): a lease may take
+// the next slots before their time (burst 1+HeadStart for leases only), so
+// a live call does not wait for the slot an enrollment just took, nor for
+// one another lease just took; the shared GCRA then runs at
+// Limit−HeadStart, so that, head start included, no window of Period ever
+// holds more than ceil((Limit−HeadStart)/1.01)+HeadStart ≤ Limit calls.
 type Rate struct {
 	Limit   int
 	Period  time.Duration
@@ -42,29 +43,22 @@ func (r Rate) Validate() error {
 	return nil
 }
 
-// headStart reports whether leases may take the next slot before its time.
-func (r Rate) headStart() bool { return r.Reserve >= 1 && r.Limit >= 2 }
+// HeadStart is how many slots ahead of their time leases may take: the
+// reserve, at most 2 and below Limit. Two make a lease wait only when two
+// other leases came within the last slot.
+func (r Rate) HeadStart() int { return max(min(r.Reserve, 2, r.Limit-1), 0) }
 
 func (r Rate) stretched() time.Duration { return r.Period + r.Period/100 }
 
 // Shared is the GCRA limit every caller of the key passes: burst 1 for
 // enrollq's own calls, LeaseBurst for leases.
 func (r Rate) Shared(burst int) redis_rate.Limit {
-	n := r.Limit
-	if r.headStart() {
-		n--
-	}
-	return redis_rate.Limit{Rate: n, Burst: burst, Period: r.stretched()}
+	return redis_rate.Limit{Rate: r.Limit - r.HeadStart(), Burst: burst, Period: r.stretched()}
 }
 
-// LeaseBurst is the burst a lease passes the shared GCRA with: 2 (the head
-// start) when there is a reserve, else 1.
-func (r Rate) LeaseBurst() int {
-	if r.headStart() {
-		return 2
-	}
-	return 1
-}
+// LeaseBurst is the burst a lease passes the shared GCRA with: 1 plus the
+// head start.
+func (r Rate) LeaseBurst() int { return 1 + r.HeadStart() }
 
 // Own is the second GCRA enrollq's own calls pass while they do not borrow
 // the reserve: Limit−Reserve per Period, stretched like the shared one. It

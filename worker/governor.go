@@ -295,8 +295,8 @@ func (g *governor) slot() time.Duration { return g.limit.Period / time.Duration(
 //
 //   - Every call, enrollq's and every lease, takes a slot of the one shared
 //     GCRA. Nothing bypasses it, so the key never exceeds its limit. With a
-//     reserve, one slot of it is the leases' head start (budget.Rate), and
-//     the shared GCRA runs at limit−1.
+//     reserve, up to two slots of it are the leases' head start
+//     (budget.Rate), and the shared GCRA runs at limit−head start.
 //   - While no lease was taken within the last period, enrollq's own calls
 //     also pass a GCRA of their own at limit−reserve: the reserve stays
 //     free for a backend that calls the API directly, which enrollq cannot

@@ -109,8 +109,8 @@ func TestBudgetLeasesAcrossProcesses(t *testing.T) {
 	}
 	wg.Wait()
 	for i, w := range waits {
-		if w >= slot+20*time.Millisecond {
-			t.Errorf("lease %d answered in %s: want within one slot (%s) and the HTTP round trip", i, w.Round(time.Millisecond), slot)
+		if w >= slot+50*time.Millisecond {
+			t.Errorf("lease %d answered in %s: want within one slot (%s), the HTTP round trip and some scheduling on a loaded machine", i, w.Round(time.Millisecond), slot)
 		}
 	}
 
