@@ -5,7 +5,7 @@
 //	go run ./internal/bench/ratebench              # both scenarios (about 8 minutes)
 //	go run ./internal/bench/ratebench -scenario share
 //	go run ./internal/bench/ratebench -scenario signup
-//	go run ./internal/bench/ratebench -scenario lease   # about 6 minutes (3 runs)
+//	go run ./internal/bench/ratebench -scenario lease   # about 11 minutes (3 runs)
 //
 // share:  three separate `enrollq worker` processes, limit 120/min, 600
 //
@@ -19,14 +19,14 @@
 //	signup, p50/p95/max, with the signup-first rule and with queue
 //	priority alone, in the same run.
 //
-// lease:  sharing the key with the rest of the backend, at 10× Verisoul's
+// lease:  sharing the key with the rest of the backend, at 5× Verisoul's
 //
-//	default limit so that a run takes under two minutes: 3,000/min
-//	(an enterprise-like limit; one slot is 20 ms instead of 200 ms),
+//	default limit so that a run takes under four minutes: 1,500/min
+//	(an enterprise-like limit; one slot is 40 ms instead of 200 ms),
 //	reserve 10 %, three `enrollq worker` processes draining a 5,000-task
 //	backfill, and a backend taking leases over HTTP from the workers
 //	(POST /v1/budget/lease, round robin) and calling verify-face on the
-//	same key at 200/min (20/min scaled by 10, Poisson arrivals). Per run:
+//	same key at 100/min (20/min scaled by 5, Poisson arrivals). Per run:
 //	the lease wait from request to answer p50/p95/max, the 429s anyone
 //	saw (the API's, and leases refused), and the busiest 60 s window of
 //	all calls together as a share of the limit; the median of -runs.
