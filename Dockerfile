@@ -3,7 +3,8 @@
 # enrollq container image: a static Go binary on distroless.
 #
 #   docker build -t enrollq .
-#   docker run --rm -e REDIS_URL=redis://host:6379/0 -e VERISOUL_API_KEY=... -p 127.0.0.1:8080:8080 enrollq
+#   docker run --rm -e REDIS_URL=redis://host:6379/0 -e VERISOUL_API_KEY_FILE=/run/secrets/key \
+#     -v "$PWD/secrets/verisoul_api_key:/run/secrets/key:ro" -p 127.0.0.1:8080:8080 enrollq
 #
 # docker-compose.yml next to this file builds and runs it together with Redis.
 
@@ -34,7 +35,8 @@ RUN --mount=type=cache,target=/root/.cache/go-build \
 # ---------------------------------------------------------------------------
 FROM gcr.io/distroless/static-debian12:nonroot
 
-COPY --from=build /enrollq /enrollq
+# On PATH, so that `docker compose exec worker enrollq enqueue …` works.
+COPY --from=build /enrollq /usr/local/bin/enrollq
 
 # Inside a container the HTTP endpoints (/healthz, /readyz) must listen on all
 # interfaces to be reachable through a published port; enrollq's own default
@@ -55,10 +57,14 @@ USER nonroot:nonroot
 # `stop_grace_period: 30s` (docker-compose.yml does).
 STOPSIGNAL SIGTERM
 
-# No HEALTHCHECK: distroless has no shell, curl or wget to run one, and the
-# binary has no probe subcommand. Probe GET /healthz (process up) and
-# GET /readyz (Redis answers and the API key is accepted) from outside:
-# a load balancer, an orchestrator's HTTP probe, or curl on the published port.
+# distroless has no shell, curl or wget: the binary is its own probe.
+# `enrollq healthcheck` asks the worker's GET /readyz on ENROLLQ_HTTP_ADDR
+# (Redis answers, the API accepts the key, no breaker open) and exits 0, or
+# 1 with the reason, which `docker inspect` shows under State.Health. For
+# other commands than `worker` (the dashboard) override or disable it
+# (compose: `healthcheck: {disable: true}`).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["/usr/local/bin/enrollq", "healthcheck"]
 
-ENTRYPOINT ["/enrollq"]
+ENTRYPOINT ["/usr/local/bin/enrollq"]
 CMD ["worker"]

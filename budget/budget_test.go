@@ -21,7 +21,7 @@ import (
 // The budget's tests use their own Redis database.
 const redisDB = 12
 
-func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
+func TestMain(m *testing.M) { os.Exit(redistest.Run(m, redisDB)) }
 
 type bundle struct {
 	rdb  *redis.Client

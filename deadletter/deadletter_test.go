@@ -11,15 +11,16 @@ import (
 	"github.com/enrollq/enrollq/internal/redistest"
 )
 
-// This package's Redis database; each test uses its own key prefix.
+// This package's Redis database; each test uses its own key prefix (under
+// "enrollq:", which redistest lets the tests own).
 const redisDB = 7
 
-func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
+func TestMain(m *testing.M) { os.Exit(redistest.Run(m, redisDB)) }
 
 func newStore(t *testing.T) *deadletter.Store {
 	t.Helper()
 	rdb := redistest.Client(t, redisDB)
-	prefix := fmt.Sprintf("dltest-%d:", time.Now().UnixNano())
+	prefix := fmt.Sprintf("enrollq:dltest-%d:", time.Now().UnixNano())
 	t.Cleanup(func() {
 		ctx := context.Background()
 		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()

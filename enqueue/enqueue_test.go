@@ -30,7 +30,7 @@ const redisDB = 2
 
 func TestMain(m *testing.M) {
 	exampleRedisAddr = redistest.MustAddr()
-	os.Exit(redistest.Run(m))
+	os.Exit(redistest.Run(m, redisDB))
 }
 
 // bundle is what one test works with: the real Redis, an inspector on it and
@@ -45,7 +45,7 @@ type bundle struct {
 
 func setup(t *testing.T, opts ...enqueue.Option) *bundle {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr(t), DB: redisDB})
+	rdb := redistest.Client(t, redisDB)
 	b := &bundle{
 		t:     t,
 		rdb:   rdb,

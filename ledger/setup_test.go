@@ -14,10 +14,11 @@ import (
 	"github.com/enrollq/enrollq/internal/redistest"
 )
 
-// This package's Redis database; each test uses its own key prefix.
+// This package's Redis database; each test uses its own key prefix (under
+// "enrollq:", which redistest lets the tests own).
 const redisDB = 8
 
-func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
+func TestMain(m *testing.M) { os.Exit(redistest.Run(m, redisDB)) }
 
 var prefixSeq atomic.Int64
 
@@ -30,7 +31,7 @@ type bundle struct {
 func setup(t testing.TB, opts Options) bundle {
 	t.Helper()
 	rdb := redistest.Client(t, redisDB)
-	opts.Prefix = fmt.Sprintf("lt%d-%d:", time.Now().UnixNano(), prefixSeq.Add(1))
+	opts.Prefix = fmt.Sprintf("enrollq:lt%d-%d:", time.Now().UnixNano(), prefixSeq.Add(1))
 	if opts.Buckets == 0 {
 		opts.Buckets = 8 // small, so tests read few keys
 	}

@@ -35,7 +35,7 @@ const redisDB = 11
 // was left behind: workers, HTTP servers, Redis pools and probes all stop.
 func TestMain(m *testing.M) {
 	before := goleak.IgnoreCurrent()
-	code := redistest.Run(m)
+	code := redistest.Run(m, redisDB)
 	// The tests' own http.Get calls keep idle connections in the default
 	// transport; they are the tests', not the worker's.
 	http.DefaultClient.CloseIdleConnections()
@@ -126,7 +126,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		rdb:    rdb,
 		api:    verisoultest.NewServer(testAPIKey),
 		queue:  "test-" + randHex(6),
-		prefix: "enrollq-test-" + randHex(6) + ":",
+		prefix: "enrollq:test-" + randHex(6) + ":",
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
 		logs:   &syncBuffer{},
 	}
@@ -257,5 +257,5 @@ func testRedis(t *testing.T) redis.UniversalClient {
 	if nodes := os.Getenv("ENROLLQ_TEST_REDIS_CLUSTER"); nodes != "" {
 		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(nodes, ",")})
 	}
-	return redis.NewClient(&redis.Options{Addr: redistest.Addr(t), DB: redisDB})
+	return redistest.Client(t, redisDB)
 }

@@ -52,6 +52,9 @@ type cli struct {
 	Demo     demoCmd     `cmd:"" help:"Run the whole system in one process on an embedded Redis and a fake API."`
 
 	Dashboard dashboardCmd `cmd:"" help:"Serve the asynqmon dashboard of the queues under /dashboard/ until SIGINT/SIGTERM."`
+
+	FakeAPI     fakeAPICmd     `cmd:"" name:"fake-api" help:"Serve a fake Verisoul API (answers scripted by account-id prefix) to try the worker without a key, until SIGINT/SIGTERM."`
+	Healthcheck healthcheckCmd `cmd:"" help:"Exit 0 when the worker on ENROLLQ_HTTP_ADDR says ready (/readyz), 1 otherwise (a container HEALTHCHECK)."`
 }
 
 // env carries what every command needs besides its flags; kong passes it to

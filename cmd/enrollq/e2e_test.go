@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,22 +47,19 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building enrollq: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := redistest.Run(m)
+	code := redistest.Run(m, redisDB)
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
 
 func redisURL(t *testing.T) string { return fmt.Sprintf("redis://%s/%d", redistest.Addr(t), redisDB) }
 
-// freshRedis empties this package's database and returns a client on it.
+// freshRedis deletes what earlier tests left in this package's database
+// (only asynq's and enrollq's keys: see redistest) and returns a client on it.
 func freshRedis(t *testing.T) *redis.Client {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr(t), DB: redisDB})
-	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rdb.Close() })
-	return rdb
+	redistest.Reset(t, redisDB)
+	return redistest.Client(t, redisDB)
 }
 
 type result struct {

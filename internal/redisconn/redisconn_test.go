@@ -13,7 +13,7 @@ import (
 	"github.com/enrollq/enrollq/internal/redistest"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
+func TestMain(m *testing.M) { os.Exit(redistest.Run(m, 5)) }
 
 const secret = "s3cr3t-pw"
 
@@ -94,7 +94,7 @@ func TestQueryOptionsOnARealServer(t *testing.T) {
 	if err != nil || name != "enrollq-conn-test" {
 		t.Errorf("CLIENT GETNAME = %q, %v; want enrollq-conn-test", name, err)
 	}
-	key := "redisconn-test:" + t.Name()
+	key := "enrollq:redisconn-test:" + t.Name() // under a prefix redistest lets the tests own
 	if err := rdb.Set(ctx, key, "x", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
