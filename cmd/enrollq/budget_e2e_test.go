@@ -163,4 +163,19 @@ func TestBudgetLeasesAcrossProcesses(t *testing.T) {
 	if m, _ := verisoultest.MaxInWindow(api.Calls(), time.Second); m > 21 {
 		t.Errorf("%d calls within one second at 1200/min", m)
 	}
+	// `enrollq stats` shows the reserve (10 % of 1,200) and that it is
+	// being borrowed, a lease having been taken within the minute.
+	r := enrollq(t, env, "stats", "--json")
+	var stats struct {
+		Budgets []struct {
+			Reserve   int  `json:"reserve"`
+			Borrowing bool `json:"borrowing"`
+		} `json:"budgets"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &stats) != nil || len(stats.Budgets) != 1 {
+		t.Fatalf("stats --json: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if b := stats.Budgets[0]; b.Reserve != 120 || !b.Borrowing {
+		t.Errorf("stats: reserve %d borrowing %v, want 120 and true", b.Reserve, b.Borrowing)
+	}
 }
