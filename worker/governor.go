@@ -199,6 +199,11 @@ func (g *governor) admit(ctx context.Context, queue string, hold time.Duration) 
 	deadline := start.Add(hold)
 	var t ticket
 	ownTaken := false // the slot of the own GCRA, once taken, is kept
+	// The GCRA restarts its clock when a slot opens and nobody takes it:
+	// a call that asks late loses the difference for good, slot after
+	// slot. So a task waiting for a slot wakes up to lead before it opens
+	// (spread over the lead, so not all at once) and asks again.
+	lead := min(3*time.Millisecond, g.slot()/10)
 	signupToken := ""
 	if g.signupQueue != "" && queue == g.signupQueue {
 		signupToken = randToken()
@@ -215,7 +220,7 @@ func (g *governor) admit(ctx context.Context, queue string, hold time.Duration) 
 		if err != nil {
 			return t, fmt.Errorf("redis: reading the shared rate state: %w", err)
 		}
-		wait, reason := time.Duration(0), ""
+		wait, reason, forSlot := time.Duration(0), "", false
 		switch {
 		case st.PausedUntil.After(now):
 			wait, reason = st.PausedUntil.Sub(now), "rate limited by the API (429)"
@@ -256,6 +261,7 @@ func (g *governor) admit(ctx context.Context, queue string, hold time.Duration) 
 				ownTaken = true
 			} else {
 				wait, reason = res.RetryAfter, "the reserve kept for the rest of the backend (ENROLLQ_RATE_RESERVE)"
+				forSlot = true
 			}
 		}
 		if wait == 0 {
@@ -268,13 +274,21 @@ func (g *governor) admit(ctx context.Context, queue string, hold time.Duration) 
 				return t, nil
 			}
 			wait, reason = res.RetryAfter, "rate budget"
+			forSlot = true
 		}
 		if now.Add(wait).After(deadline) {
 			g.releaseProbe(ctx, t)
 			return ticket{}, &errHeld{wait: wait, reason: reason}
 		}
-		// A little jitter so that waiters do not all ask at once.
-		wait += time.Duration(rand.Int64N(int64(5 * time.Millisecond)))
+		switch {
+		case forSlot && wait > lead:
+			wait += time.Duration(rand.Int64N(int64(lead))) - lead
+		case forSlot:
+			wait += time.Duration(rand.Int64N(int64(lead/4) + 1))
+		default:
+			// A little jitter so that waiters do not all ask at once.
+			wait += time.Duration(rand.Int64N(int64(5 * time.Millisecond)))
+		}
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
