@@ -19,7 +19,7 @@ import (
 )
 
 // The budget's tests use their own Redis database.
-const redisDB = 12
+const redisDB = 14
 
 func TestMain(m *testing.M) { os.Exit(redistest.Run(m, redisDB)) }
 

@@ -148,6 +148,11 @@ type Config struct {
 	// SIGINT or SIGTERM before returning them to the queue. Default 25s.
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"ENROLLQ_SHUTDOWN_TIMEOUT" default:"25s" help:"How long in-flight tasks may finish after SIGINT/SIGTERM."`
 
+	// AllowEviction lets the worker start on a Redis whose maxmemory-policy
+	// is not noeviction, which can silently drop tasks and ledger entries.
+	// Default false: the worker refuses to start.
+	AllowEviction bool `name:"allow-eviction" env:"ENROLLQ_ALLOW_EVICTION" help:"Start the worker even when Redis's maxmemory-policy is not noeviction (it may drop tasks and ledger records)."`
+
 	// HTTPAddr is the host:port of the health, readiness, metrics and
 	// dashboard endpoints. Default "127.0.0.1:8080"; empty disables them.
 	HTTPAddr string `name:"http-addr" env:"ENROLLQ_HTTP_ADDR" default:"127.0.0.1:8080" help:"host:port of health, readiness, metrics and dashboard; empty disables."`
@@ -195,6 +200,38 @@ type Config struct {
 	// LogLevel is the lowest slog level logged: debug, info, warn or error.
 	// Default "info".
 	LogLevel string `name:"log-level" env:"LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
+
+	// WebhookURL is the endpoint that receives the outcome events as
+	// Standard Webhooks (named "default"). Default empty: no webhook
+	// endpoint but those of WebhooksFile.
+	WebhookURL string `name:"webhook-url" env:"ENROLLQ_WEBHOOK_URL" help:"http(s) URL that receives outcome events as signed webhooks (endpoint \"default\"); its query is never printed."`
+
+	// WebhookSecret signs WebhookURL's requests: whsec_ and the base64 of
+	// the key; two, space-separated, during a rotation (each request then
+	// carries both signatures). Default empty. It never prints.
+	WebhookSecret Secret `name:"webhook-secret" env:"ENROLLQ_WEBHOOK_SECRET" help:"Signing secret(s) of --webhook-url (whsec_…; two space-separated while rotating); never printed."`
+
+	// WebhookSecretFile is a file holding WebhookSecret. Default empty.
+	WebhookSecretFile string `name:"webhook-secret-file" env:"ENROLLQ_WEBHOOK_SECRET_FILE" secretfile:"WebhookSecret" placeholder:"PATH" help:"File holding the webhook secret(s) (a mounted secret); one trailing newline is ignored."`
+
+	// WebhookEvents lists, comma-separated, the event types sent to
+	// WebhookURL. Default empty: every outcome type.
+	WebhookEvents string `name:"webhook-events" env:"ENROLLQ_WEBHOOK_EVENTS" help:"Comma-separated event types sent to --webhook-url (enrollment.succeeded, enrollment.failed, enrollment.requeued); empty means all."`
+
+	// WebhooksFile is a JSON file listing more endpoints, each with its
+	// name, url, secrets (or secret_files) and events. Default empty.
+	WebhooksFile string `name:"webhooks-file" env:"ENROLLQ_WEBHOOKS_FILE" placeholder:"PATH" help:"JSON file of more webhook endpoints: {\"endpoints\": [{\"name\", \"url\", \"secrets\" or \"secret_files\", \"events\"}]}."`
+
+	// WebhookTimeout bounds one webhook call. Default 10s.
+	WebhookTimeout time.Duration `name:"webhook-timeout" env:"ENROLLQ_WEBHOOK_TIMEOUT" default:"10s" help:"Timeout of one webhook call."`
+
+	// WebhookRetryFor is how old an event may get while its delivery is
+	// retried; then it is kept for replay. Default 72h.
+	WebhookRetryFor time.Duration `name:"webhook-retry-for" env:"ENROLLQ_WEBHOOK_RETRY_FOR" default:"72h" help:"How long a webhook delivery is retried before it is kept for replay."`
+
+	// WebhookConcurrency bounds the webhook calls in flight per process.
+	// Default 16.
+	WebhookConcurrency int `name:"webhook-concurrency" env:"ENROLLQ_WEBHOOK_CONCURRENCY" default:"16" help:"Webhook calls in flight per process."`
 }
 
 // Default returns the settings used when no flag or environment variable is
@@ -219,6 +256,10 @@ func Default() Config {
 		DashboardReadOnly: true,
 		LogFormat:         "",
 		LogLevel:          "info",
+
+		WebhookTimeout:     10 * time.Second,
+		WebhookRetryFor:    72 * time.Hour,
+		WebhookConcurrency: 16,
 	}
 }
 
@@ -339,7 +380,48 @@ func (c *Config) Validate() error {
 	default:
 		return errorFor("LogLevel", "must be debug, info, warn or error, got %q", c.LogLevel)
 	}
+	return c.validateWebhooks()
+}
+
+// validateWebhooks checks the webhook settings config can judge alone; the
+// endpoints file and the event names are checked by package webhooks when
+// a command builds the endpoints.
+func (c *Config) validateWebhooks() error {
+	if c.WebhookURL != "" {
+		u, err := url.Parse(c.WebhookURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errorFor("WebhookURL", "must be an absolute http(s) URL, got %q", redactWebhookURL(c.WebhookURL))
+		}
+		if c.WebhookSecret == "" {
+			return errorFor("WebhookSecret", "required with ENROLLQ_WEBHOOK_URL (whsec_ and the base64 of a random key)")
+		}
+	}
+	for _, s := range strings.Fields(strings.ReplaceAll(c.WebhookSecret.Reveal(), ",", " ")) {
+		if !strings.HasPrefix(s, "whsec_") {
+			return errorFor("WebhookSecret", "each secret must start with whsec_ (not shown)")
+		}
+	}
+	if err := positive("WebhookTimeout", c.WebhookTimeout); err != nil {
+		return err
+	}
+	if err := positive("WebhookRetryFor", c.WebhookRetryFor); err != nil {
+		return err
+	}
+	if c.WebhookConcurrency < 1 {
+		return errorFor("WebhookConcurrency", "must be at least 1, got %d", c.WebhookConcurrency)
+	}
 	return nil
+}
+
+// redactWebhookURL drops a webhook URL's user info and query, where
+// receivers often put tokens.
+func redactWebhookURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(not a URL)"
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
 }
 
 // ValidateWorker checks what Validate checks plus what only the worker
@@ -584,6 +666,7 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("max_wait", c.MaxWait.String()),
 		slog.String("retention", c.Retention.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+		slog.Bool("allow_eviction", c.AllowEviction),
 		slog.String("http_addr", c.HTTPAddr),
 		slog.String("dashboard_user", c.DashboardUser),
 		slog.String("dashboard_password", c.DashboardPassword.String()),
@@ -594,6 +677,14 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("budget_token_file", c.BudgetTokenFile),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),
+		slog.String("webhook_url", redactWebhookURL(c.WebhookURL)),
+		slog.String("webhook_secret", c.WebhookSecret.String()),
+		slog.String("webhook_secret_file", c.WebhookSecretFile),
+		slog.String("webhook_events", c.WebhookEvents),
+		slog.String("webhooks_file", c.WebhooksFile),
+		slog.String("webhook_timeout", c.WebhookTimeout.String()),
+		slog.String("webhook_retry_for", c.WebhookRetryFor.String()),
+		slog.Int("webhook_concurrency", c.WebhookConcurrency),
 	}
 }
 

@@ -162,6 +162,7 @@ func TestKongReadsEnv(t *testing.T) {
 		"ENROLLQ_MAX_WAIT":                "2h",
 		"ENROLLQ_RETENTION":               "48h",
 		"ENROLLQ_SHUTDOWN_TIMEOUT":        "5s",
+		"ENROLLQ_ALLOW_EVICTION":          "true",
 		"ENROLLQ_HTTP_ADDR":               ":0",
 		"VERISOUL_API_KEY_FILE":           "/run/secrets/key",
 		"ENROLLQ_DASHBOARD_USER":          "ops",
@@ -171,6 +172,14 @@ func TestKongReadsEnv(t *testing.T) {
 		"ENROLLQ_DASHBOARD_READ_ONLY":     "false",
 		"LOG_FORMAT":                      "json",
 		"LOG_LEVEL":                       "debug",
+		"ENROLLQ_WEBHOOK_URL":             "https://app.example.com/hooks",
+		"ENROLLQ_WEBHOOK_SECRET":          "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+		"ENROLLQ_WEBHOOK_SECRET_FILE":     "/run/secrets/hook",
+		"ENROLLQ_WEBHOOK_EVENTS":          "enrollment.failed",
+		"ENROLLQ_WEBHOOKS_FILE":           "/etc/enrollq/hooks.json",
+		"ENROLLQ_WEBHOOK_TIMEOUT":         "4s",
+		"ENROLLQ_WEBHOOK_RETRY_FOR":       "24h",
+		"ENROLLQ_WEBHOOK_CONCURRENCY":     "8",
 	}
 	if len(env) != len(envNames()) {
 		t.Fatalf("test sets %d variables, Config has %d", len(env), len(envNames()))
@@ -201,6 +210,7 @@ func TestKongReadsEnv(t *testing.T) {
 		MaxWait:         2 * time.Hour,
 		Retention:       48 * time.Hour,
 		ShutdownTimeout: 5 * time.Second,
+		AllowEviction:   true,
 		HTTPAddr:        ":0",
 		DashboardHosts:  "ops.example.com,tunnel:9000",
 		LogFormat:       "json",
@@ -212,6 +222,15 @@ func TestKongReadsEnv(t *testing.T) {
 		DashboardPasswordFile: "/run/secrets/dash",
 		BudgetToken:           testPassword,
 		BudgetTokenFile:       "/run/secrets/budget",
+
+		WebhookURL:         "https://app.example.com/hooks",
+		WebhookSecret:      "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+		WebhookSecretFile:  "/run/secrets/hook",
+		WebhookEvents:      "enrollment.failed",
+		WebhooksFile:       "/etc/enrollq/hooks.json",
+		WebhookTimeout:     4 * time.Second,
+		WebhookRetryFor:    24 * time.Hour,
+		WebhookConcurrency: 8,
 	}
 	if got != want {
 		t.Errorf("got  %#v\nwant %#v", got, want)
@@ -294,6 +313,16 @@ func TestValidate(t *testing.T) {
 		worker bool // ValidateWorker rather than Validate
 		want   string
 	}{
+		{"webhook url scheme, token not shown", func(c *Config) { c.WebhookURL = "ftp://h/x?token=" + testPassword }, false,
+			`ENROLLQ_WEBHOOK_URL (--webhook-url): must be an absolute http(s) URL, got "ftp://h/x"`},
+		{"webhook url without secret", func(c *Config) { c.WebhookURL = "https://h/x" }, false,
+			`ENROLLQ_WEBHOOK_SECRET (--webhook-secret): required with ENROLLQ_WEBHOOK_URL (whsec_ and the base64 of a random key)`},
+		{"webhook secret prefix", func(c *Config) { c.WebhookURL, c.WebhookSecret = "https://h/x", "whsec_a "+testPassword }, false,
+			`ENROLLQ_WEBHOOK_SECRET (--webhook-secret): each secret must start with whsec_ (not shown)`},
+		{"webhook concurrency", func(c *Config) { c.WebhookConcurrency = 0 }, false,
+			`ENROLLQ_WEBHOOK_CONCURRENCY (--webhook-concurrency): must be at least 1, got 0`},
+		{"webhook timeout", func(c *Config) { c.WebhookTimeout = 0 }, false,
+			`ENROLLQ_WEBHOOK_TIMEOUT (--webhook-timeout): must be positive, got 0s`},
 		{"redis scheme", func(c *Config) { c.RedisURL = "http://x" }, false,
 			`REDIS_URL (--redis-url): must be a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL, got "http://x"`},
 		{"redis scheme with password", func(c *Config) { c.RedisURL = "http://u:" + testPassword + "@x" }, false,
@@ -666,6 +695,7 @@ func TestLogValue(t *testing.T) {
 		"max_wait":                "1h0m0s",
 		"retention":               "720h0m0s",
 		"shutdown_timeout":        "25s",
+		"allow_eviction":          false,
 		"http_addr":               "127.0.0.1:8080",
 		"api_key_file":            "",
 		"dashboard_user":          "ops",
@@ -677,6 +707,14 @@ func TestLogValue(t *testing.T) {
 		"budget_token_file":       "",
 		"log_format":              "",
 		"log_level":               "info",
+		"webhook_url":             "",
+		"webhook_secret":          "",
+		"webhook_secret_file":     "",
+		"webhook_events":          "",
+		"webhooks_file":           "",
+		"webhook_timeout":         "10s",
+		"webhook_retry_for":       "72h0m0s",
+		"webhook_concurrency":     float64(16),
 	}
 	if !reflect.DeepEqual(line.Config, want) {
 		t.Errorf("got  %v\nwant %v", line.Config, want)

@@ -29,13 +29,29 @@ const (
 // MaxAccountIDBytes is the longest account id accepted.
 const MaxAccountIDBytes = 255
 
-// CrashHeadroom is how many retries a task carries beyond the configured
-// transient retry budget. asynq counts a worker crash (an expired lease) as a
-// retry and archives a task whose count is used up whatever the error, so the
-// headroom keeps crashes and uncounted waits from archiving a task with a
-// message that is not ours. The worker dead-letters transient failures itself
-// when the count reaches MaxRetry - CrashHeadroom.
-const CrashHeadroom = 3
+// CrashHeadroom is how many retries a task carries in asynq beyond the
+// configured transient retry budget. asynq archives a task whose count is
+// used up whatever the handler answered — even an uncounted wait on the
+// last attempt — and its recoverer archives an expired lease at that count
+// without running the task. So asynq's count is kept out of reach, and
+// only the worker (its Decision, recorded in the ledger) ends a task: it
+// dead-letters transient failures itself when the count reaches the budget
+// (RetryBudget). Tasks enqueued before this headroom carried
+// LegacyCrashHeadroom.
+const CrashHeadroom = 1 << 20
+
+// LegacyCrashHeadroom is the headroom of tasks enqueued by earlier
+// versions.
+const LegacyCrashHeadroom = 3
+
+// RetryBudget is the transient retry budget of a task whose asynq
+// MaxRetry is maxRetry (asynq.GetMaxRetry).
+func RetryBudget(maxRetry int) int {
+	if maxRetry >= CrashHeadroom {
+		return maxRetry - CrashHeadroom
+	}
+	return max(maxRetry-LegacyCrashHeadroom, 0)
+}
 
 // EnrollPayload is the JSON payload of a TypeEnroll task. Unknown fields are
 // ignored when decoding, so older workers read newer payloads.

@@ -7,14 +7,16 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 	"github.com/enrollq/enrollq/worker"
 )
 
-// TestSlowCallKeepsTheSessionLock: an API call that takes longer than the
-// session's call lock lives without renewal must still be the only call of
+// TestSlowCallKeepsTheSessionLock (defect 3, the worker's side): an API
+// call that takes longer than the session's ledger claim lives without
+// renewal must still be the only call of
 // its session. The lock used to have a fixed TTL (2 minutes, against a call
 // timeout without bound), so a second task of the session — here in another
 // queue, served by a second worker — called while the first call was still
@@ -74,5 +76,13 @@ func TestSlowCallKeepsTheSessionLock(t *testing.T) {
 	wantCalls(t, calls, 1)
 	if calls[0].Done.Sub(calls[0].At) < latency {
 		t.Fatalf("the call took %s, not the scripted %s: the test proves nothing", calls[0].Done.Sub(calls[0].At), latency)
+	}
+	// The ledger's claim held for the whole call: one enrolled record, one
+	// event, and the other task finished from the ledger.
+	if r := b.wantLedger(s, ledger.StateEnrolled, ""); r.Reconciled || r.Attempts != 1 {
+		t.Errorf("ledger record %+v: want enrolled by one attempt, not reconciled", r)
+	}
+	if n := len(b.finalEvents(s)); n != 1 {
+		t.Errorf("%d final events, want 1", n)
 	}
 }

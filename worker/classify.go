@@ -62,11 +62,55 @@ const (
 	reasonShutdown          = "worker_stopping"
 	reasonWaitedTooLong     = "rate_limited_too_long"
 	reasonReconciledLostRsp = "reconciled_lost_response"
+	reasonUnreachable       = "unreachable"
+	reasonUnexpectedStatus  = "unexpected_status"
+	reasonUnreadable        = "unreadable_response"
+	reasonNotAdmitted       = "not_admitted"
+	reasonBusy              = "session_busy"
+	reasonRedis             = "redis_unavailable"
+	reasonExpired           = "enrollment_window_ended"
+	reasonInvalidPayload    = "invalid_payload"
+	reasonDeadBefore        = "dead_letter_recorded_before_a_crash"
 )
 
-// Attempt is what Classify needs to know about one finished API call.
+// Fact is what is known about an attempt before, or instead of, its API
+// call. Classify decides these in the same table as the API's answers, so
+// the task's answer, the ledger, the breaker and the metrics read one
+// Decision.
+type Fact int
+
+const (
+	// FactCalled: the API was called; Attempt.Err says how it went.
+	FactCalled Fact = iota
+	// FactInvalidPayload: the task's type or payload is not ours.
+	FactInvalidPayload
+	// FactExpired: the session's 30-day window ended; not sent.
+	FactExpired
+	// FactEnrolled: the ledger has the session enrolled (another task did it).
+	FactEnrolled
+	// FactBusy: another attempt holds the session's claim (ledger.ErrConflict).
+	FactBusy
+	// FactNotAdmitted: no call was admitted within the hold (budget, a
+	// 429 pause, an open breaker); Attempt.NotBefore hints when to retry.
+	FactNotAdmitted
+	// FactRedis: Redis failed before the call.
+	FactRedis
+	// FactStopping: the worker is stopping and the attempt was not calling.
+	FactStopping
+	// FactDeadBefore: the ledger has the session dead-lettered by this very
+	// task, and asynq ran it again (the worker died before asynq archived
+	// it): finish the dead letter (Attempt.Code) without a call.
+	FactDeadBefore
+)
+
+// Attempt is what Classify needs to know about one attempt: a fact known
+// before the call, or the finished call.
 type Attempt struct {
-	// Err is the call's error; nil for a success.
+	// Fact is FactCalled (the zero value) when the API was called.
+	Fact Fact
+	// Code: FactDeadBefore's dead-letter code.
+	Code string
+	// Err is the call's error; nil for a success. For a fact, the cause.
 	Err error
 	// UnknownBefore: an earlier call for this session ended without a known
 	// outcome (no answer, 5xx, timeout, unreadable 200, or a worker crash), so
@@ -81,6 +125,8 @@ type Attempt struct {
 	// WaitingFor is how long the task has been in uncounted rate-limit
 	// waits (0 on the first).
 	WaitingFor time.Duration
+	// NotBefore: FactNotAdmitted's hint of when admission may succeed.
+	NotBefore time.Duration
 }
 
 // Policy bounds the uncounted waits.
@@ -105,6 +151,14 @@ type Decision struct {
 	NotBefore time.Duration
 	// Outcome is set for Done: enrolled, reconciled or already_enrolled.
 	Outcome string
+	// Breaker: the call failed the way an unwell API (or the path to it)
+	// fails; the api breaker counts it.
+	Breaker bool
+	// Blip: the failure may be retried at once within the attempt (the
+	// in-process blip retry), spending budget and respecting the breakers.
+	Blip bool
+	// Uncalled: the attempt did not call the API (a fact decided it).
+	Uncalled bool
 }
 
 // IsNotReadyCode reports whether code says the session is still in progress
@@ -121,14 +175,21 @@ func IsNotReadyCode(code string) bool {
 // the worker stopping, the error's own kind (no answer, status), and for a
 // 400 the API's code. It is the only place that decides what a failure means.
 func Classify(a Attempt, p Policy) Decision {
+	if a.Fact != FactCalled {
+		d := classifyFact(a)
+		d.Uncalled = true
+		return d
+	}
 	if a.Err == nil {
 		return Decision{Bucket: Done, Outcome: OutcomeEnrolled}
 	}
 	transient := func(reason, code string) Decision {
+		// Every transient answer feeds the api breaker and may be retried
+		// in process: the same facts, read from this one Decision.
 		if a.Retried >= a.Budget {
-			return Decision{Bucket: DeadLetter, Code: CodeTransientExhausted, Reason: reason}
+			return Decision{Bucket: DeadLetter, Code: CodeTransientExhausted, Reason: reason, Breaker: true, Blip: true}
 		}
-		return Decision{Bucket: Retry, Code: code, Reason: reason}
+		return Decision{Bucket: Retry, Code: code, Reason: reason, Breaker: true, Blip: true}
 	}
 	var apiErr *verisoul.APIError
 	if !errors.As(a.Err, &apiErr) {
@@ -136,6 +197,11 @@ func Classify(a Attempt, p Policy) Decision {
 			return Decision{Bucket: Wait, Reason: reasonShutdown}
 		}
 		return transient(reasonTransient, "")
+	}
+	if apiErr.NotSent && !apiErr.Unreachable() {
+		// The request could not be built or sent (input that is not valid
+		// UTF-8): nothing the API or a retry can fix.
+		return Decision{Bucket: DeadLetter, Code: CodeInvalidPayload, Reason: "request could not be sent"}
 	}
 	switch s := apiErr.Status; {
 	case s == 0 && errors.Is(apiErr, context.Canceled):
@@ -150,11 +216,43 @@ func Classify(a Attempt, p Policy) Decision {
 		return Decision{Bucket: Wait, Reason: reasonAuth, NotBefore: apiErr.RetryAfter}
 	case s == http.StatusBadRequest:
 		return classifyCode(apiErr, a, p)
-	default:
-		// 0 (no answer), 408, 5xx, an unreadable 200, and statuses the
-		// vendor does not document: the API or the path to it is unwell.
+	case apiErr.Unreachable():
+		return transient(reasonUnreachable, "")
+	case s == 0 || s == http.StatusRequestTimeout || s >= 500:
 		return transient(reasonTransient, apiErr.Code)
+	case s >= 200 && s < 300:
+		return transient(reasonUnreadable, apiErr.Code)
+	default:
+		// 3xx, 404 and other statuses the vendor does not document: the
+		// API or the path to it is unwell.
+		return transient(reasonUnexpectedStatus, apiErr.Code)
 	}
+}
+
+// classifyFact decides an attempt that did not call the API. Only a
+// payload that is not ours, a session past its window and a dead letter
+// already recorded end the task; everything else is an uncounted wait
+// (Redis trouble and a busy session never use up retries).
+func classifyFact(a Attempt) Decision {
+	switch a.Fact {
+	case FactInvalidPayload:
+		return Decision{Bucket: DeadLetter, Code: CodeInvalidPayload, Reason: reasonInvalidPayload}
+	case FactExpired:
+		return Decision{Bucket: DeadLetter, Code: verisoul.CodeSessionOlderThan30Days, Reason: reasonExpired}
+	case FactDeadBefore:
+		return Decision{Bucket: DeadLetter, Code: a.Code, Reason: reasonDeadBefore}
+	case FactEnrolled:
+		return Decision{Bucket: Done, Outcome: OutcomeAlreadyEnrolled}
+	case FactBusy:
+		return Decision{Bucket: Wait, Reason: reasonBusy, NotBefore: 2 * time.Second}
+	case FactNotAdmitted:
+		return Decision{Bucket: Wait, Reason: reasonNotAdmitted, NotBefore: a.NotBefore}
+	case FactRedis:
+		return Decision{Bucket: Wait, Reason: reasonRedis, NotBefore: 2 * time.Second}
+	case FactStopping:
+		return Decision{Bucket: Wait, Reason: reasonShutdown}
+	}
+	return Decision{Bucket: Wait, Reason: fmt.Sprintf("fact(%d)", int(a.Fact))}
 }
 
 func classifyCode(e *verisoul.APIError, a Attempt, p Policy) Decision {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -68,11 +69,56 @@ func TestClassify(t *testing.T) {
 		// The worker stopping is not the API's fault.
 		{"worker stopping", Attempt{Err: &verisoul.APIError{Err: context.Canceled}}, Wait, "", ""},
 		{"other error", Attempt{Err: errors.New("redis down"), Budget: 3}, Retry, "", ""},
+		{"302", Attempt{Err: status(302), Budget: 3}, Retry, "", ""},
+		{"input not sendable", Attempt{Err: &verisoul.APIError{NotSent: true, Err: errors.New("not UTF-8")}, Budget: 3}, DeadLetter, CodeInvalidPayload, ""},
+		// Facts known before the call: the same table.
+		{"fact invalid payload", Attempt{Fact: FactInvalidPayload, Budget: 3}, DeadLetter, CodeInvalidPayload, ""},
+		{"fact expired", Attempt{Fact: FactExpired, Budget: 3}, DeadLetter, verisoul.CodeSessionOlderThan30Days, ""},
+		{"fact dead before a crash", Attempt{Fact: FactDeadBefore, Code: verisoul.CodeIDScanFailed}, DeadLetter, verisoul.CodeIDScanFailed, ""},
+		{"fact already enrolled", Attempt{Fact: FactEnrolled}, Done, "", OutcomeAlreadyEnrolled},
+		{"fact session busy", Attempt{Fact: FactBusy, Retried: 10, Budget: 10}, Wait, "", ""},
+		{"fact not admitted", Attempt{Fact: FactNotAdmitted, Retried: 10, Budget: 10}, Wait, "", ""},
+		{"fact redis unavailable", Attempt{Fact: FactRedis, Retried: 10, Budget: 10}, Wait, "", ""},
+		{"fact worker stopping", Attempt{Fact: FactStopping, Retried: 10, Budget: 10}, Wait, "", ""},
 	}
 	for _, c := range cases {
 		d := Classify(c.a, p)
 		if d.Bucket != c.bucket || d.Code != c.code || d.Outcome != c.outcome {
 			t.Errorf("%s: got %s code=%q outcome=%q, want %s code=%q outcome=%q", c.name, d.Bucket, d.Code, d.Outcome, c.bucket, c.code, c.outcome)
+		}
+	}
+	// The breaker, the blip retry and the metrics' reason read the same
+	// Decision: every transient answer feeds the breaker and may be retried
+	// in process, with its own reason; facts never touch the breaker.
+	for _, c := range []struct {
+		name    string
+		a       Attempt
+		breaker bool
+		reason  string
+	}{
+		{"503", Attempt{Err: status(503), Budget: 3}, true, reasonTransient},
+		{"no answer", Attempt{Err: &verisoul.APIError{Err: errors.New("EOF")}, Budget: 3}, true, reasonTransient},
+		{"404", Attempt{Err: status(404), Budget: 3}, true, reasonUnexpectedStatus},
+		{"302", Attempt{Err: status(302), Budget: 3}, true, reasonUnexpectedStatus},
+		{"unreadable 200", Attempt{Err: &verisoul.APIError{Status: 200, Err: errors.New("unreadable")}, Budget: 3}, true, reasonUnreadable},
+		{"refused", Attempt{Err: &verisoul.APIError{NotSent: true, Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, Budget: 3}, true, reasonUnreachable},
+		{"exhausted", Attempt{Err: status(503), Retried: 3, Budget: 3}, true, reasonTransient},
+		{"429", Attempt{Err: status(429), Budget: 3}, false, reasonRateLimited},
+		{"401", Attempt{Err: status(401), Budget: 3}, false, reasonAuth},
+		{"terminal", Attempt{Err: code(verisoul.CodeIDScanFailed), Budget: 3}, false, "terminal code"},
+		{"stopping", Attempt{Err: &verisoul.APIError{Err: context.Canceled}}, false, reasonShutdown},
+		{"redis before the call", Attempt{Fact: FactRedis}, false, reasonRedis},
+		{"busy", Attempt{Fact: FactBusy}, false, reasonBusy},
+	} {
+		d := Classify(c.a, p)
+		if d.Breaker != c.breaker || d.Blip != c.breaker || d.Reason != c.reason {
+			t.Errorf("%s: breaker %v blip %v reason %q, want breaker and blip %v, reason %q", c.name, d.Breaker, d.Blip, d.Reason, c.breaker, c.reason)
+		}
+		if c.a.Fact == FactCalled && outcomeOf(c.a.Err, d).transient != c.breaker {
+			t.Errorf("%s: the api breaker's count disagrees with the Decision", c.name)
+		}
+		if (c.a.Fact != FactCalled) != d.Uncalled {
+			t.Errorf("%s: Uncalled %v", c.name, d.Uncalled)
 		}
 	}
 	// Retry-After is passed on for 429.

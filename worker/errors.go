@@ -36,7 +36,11 @@ type retryError struct {
 	counted   bool
 	notBefore time.Duration
 	waitN     int
-	cause     error
+	// fixed: the handler decided the delay itself (delay), from its
+	// Decision; retryDelay passes it on.
+	fixed bool
+	delay time.Duration
+	cause error
 }
 
 func (e *retryError) Error() string {

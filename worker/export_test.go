@@ -1,5 +1,6 @@
 package worker
 
-// SetAfterDeadLetterRecord installs a hook that runs between recording a
-// dead letter and returning it to asynq, for crash tests.
-func SetAfterDeadLetterRecord(w *Worker, f func()) { w.afterDeadLetterRecord = f }
+// SetCrashHook installs a hook that runs at each point of the path
+// ("admitted", "claimed", "called", "settled"), for crash tests: a panic
+// there stands for the worker dying at that point.
+func SetCrashHook(w *Worker, f func(point string)) { w.crashHook = f }

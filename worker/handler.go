@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/enrollq/enrollq/deadletter"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 )
@@ -24,137 +26,454 @@ type Result struct {
 	At        time.Time `json:"at"`
 }
 
+// Crash points of the path, in order; a test hook (SetCrashHook) may abort
+// the handler at any of them, standing for a worker killed there.
+const (
+	pointAdmitted = "admitted" // admitted, nothing claimed
+	pointClaimed  = "claimed"  // claimed in the ledger, not called
+	pointCalled   = "called"   // the API answered, nothing settled
+	pointSettled  = "settled"  // the ledger settled, asynq not answered
+)
+
+// attempt is one run of a task through the path.
+type attempt struct {
+	start     time.Time
+	task      *asynq.Task
+	queue     string
+	retried   int
+	maxRetry  int
+	log       *slog.Logger
+	p         tasks.EnrollPayload
+	claim     ledger.Claim
+	claimed   bool
+	unknown   bool // a call of this attempt ended without a known outcome
+	res       verisoul.EnrollResult
+	err       error // the call's error, or a fact's cause
+	requestID string
+	wait      time.Duration // the delay before the next attempt, once decided
+	waitSet   bool
+	reported  chan struct{} // closed when the last call's report is written
+}
+
+// waitReported waits for the last call's shared-state report, if any.
+func (a *attempt) waitReported() {
+	if a.reported != nil {
+		<-a.reported
+		a.reported = nil
+	}
+}
+
 // ProcessTask handles one attempt of a verisoul:enroll task. It implements
-// asynq.Handler. The error it returns tells asynq what to do: nil (done), a
-// *DeadLetterError (archive now), or a retry, counted or not.
-func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
-	start := time.Now()
-	defer func() { w.metrics.observeAttempt(err) }()
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	queue, _ := asynq.GetQueueName(ctx)
+// asynq.Handler. The path is a straight line — decode, admit, claim (the
+// ledger), call, decide, settle (the ledger, then asynq's answer) — and one
+// Decision, from Classify, decides the task's answer, the ledger's
+// transition, the breaker, the blip retry and the metrics.
+func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	a := &attempt{start: time.Now(), task: t}
+	a.retried, _ = asynq.GetRetryCount(ctx)
+	a.maxRetry, _ = asynq.GetMaxRetry(ctx)
+	a.queue, _ = asynq.GetQueueName(ctx)
 	taskID, _ := asynq.GetTaskID(ctx)
-	log := w.log.With(slog.String("task_id", taskID), slog.String("queue", queue), slog.Int("attempt", retried+1))
+	a.log = w.log.With(slog.String("task_id", taskID), slog.String("queue", a.queue), slog.Int("attempt", a.retried+1))
+	d := w.path(ctx, a)
+	w.metrics.observeDecision(d)
+	w.logDecision(a, d)
+	return w.answer(a, d)
+}
 
-	dl := deadletter.Record{TaskID: taskID, Queue: queue, Retried: retried}
-	var reconciled bool
-	defer func() {
-		if err == nil && reconciled {
-			w.metrics.reconciled.Inc()
-		}
-	}()
-	if t.Type() != tasks.TypeEnroll {
-		log.Warn("attempt", "outcome", DeadLetter.String(), "dead_letter_code", CodeInvalidPayload, "reason", "unknown task type")
-		return w.deadLetter(ctx, dl, CodeInvalidPayload, fmt.Errorf("unknown task type %q", t.Type()))
+// path runs the attempt and returns its Decision, with the ledger settled.
+func (w *Worker) path(ctx context.Context, a *attempt) Decision {
+	// decode
+	if a.task.Type() != tasks.TypeEnroll {
+		a.err = fmt.Errorf("unknown task type %q", a.task.Type())
+		return w.invalid(ctx, a)
 	}
-	p, err := tasks.DecodeEnrollPayload(t.Payload())
+	p, err := tasks.DecodeEnrollPayload(a.task.Payload())
 	if err != nil {
-		log.Warn("attempt", "outcome", DeadLetter.String(), "dead_letter_code", CodeInvalidPayload, "err", err)
-		return w.deadLetter(ctx, dl, CodeInvalidPayload, err)
+		a.err = err
+		return w.invalid(ctx, a)
 	}
-	log = log.With(slog.String("session_id", p.SessionID))
-	dl.SessionID, dl.AccountID, dl.CreatedAt = p.SessionID, p.AccountID, p.CreatedAt
-
-	st, rec, err := w.peek(ctx, p.SessionID, taskID)
-	if err != nil {
-		return retryErr(true, 0, 0, "redis: reading session state: %w", err)
-	}
-	dl.Attempts, dl.FirstAttempt, dl.LastAttempt = st.Attempts, st.FirstAttempt, st.LastAttempt
-	if rec != nil {
-		if retried > rec.Retried {
-			// The task was recorded as a dead letter, then the worker
-			// died before asynq archived it, and asynq ran it again:
-			// finish what was decided, without another call.
-			log.Warn("attempt", "outcome", DeadLetter.String(), "dead_letter_code", rec.Code, "reason", "recorded as a dead letter before a crash")
-			return &DeadLetterError{Code: rec.Code, Cause: errors.New(strings.TrimPrefix(rec.LastError, rec.Code+": "))}
-		}
-		// Same retry count: an operator ran the archived task again (from
-		// the dashboard or asynq's own tools): the record follows.
-		if _, err := w.dead.Delete(ctx, taskID); err != nil {
-			return retryErr(true, 0, 0, "redis: removing the requeued dead letter: %w", err)
-		}
-		log.Info("dead letter requeued: record removed", "code", rec.Code)
-	}
+	a.p = p
+	a.log = a.log.With(slog.String("session_id", p.SessionID))
 
 	// A session past its enrollment window is not worth a call: the API
-	// would answer session_older_than_30_days.
-	if p.Expired(start) {
-		log.Warn("attempt", "outcome", DeadLetter.String(), "dead_letter_code", verisoul.CodeSessionOlderThan30Days, "reason", "enrollment window ended; not sent", "created_at", p.CreatedAt)
-		return w.deadLetter(ctx, dl, verisoul.CodeSessionOlderThan30Days, expiredCause(p))
-	}
-
-	// A session another task already enrolled needs no call.
-	if st.Enrolled {
-		w.writeResult(ctx, t, log, Result{Outcome: OutcomeAlreadyEnrolled, RequestID: st.EnrolledRequestID, At: time.Now()})
-		log.Info("attempt", "outcome", Done.String(), "result", OutcomeAlreadyEnrolled, "request_id", st.EnrolledRequestID)
-		return nil
-	}
-
-	lock, err := w.state.lockCall(ctx, p.SessionID, w.cfg.CallLockTTL)
-	if err != nil {
-		return retryErr(true, 0, 0, "redis: locking the session: %w", err)
-	}
-	if lock == nil {
-		log.Info("attempt", "outcome", Wait.String(), "reason", "another task of this session is calling the API")
-		return retryErr(false, 2*time.Second, 0, "another task of this session is calling the API")
-	}
-	defer func() {
-		if lock.Lost() {
-			log.Warn("the session's call lock expired while this attempt held it: the process stalled past ENROLLQ_HTTP_TIMEOUT's margin; another task of the session may have called too (a duplicate is reconciled by the API's answer)")
+	// would answer session_older_than_30_days. It needs no admission.
+	if p.Expired(a.start) {
+		a.err = expiredCause(p)
+		if d, ok := w.claimFor(ctx, a); !ok {
+			return d
 		}
-		lock.unlock(ctx)
-	}()
+		return w.settle(ctx, a, w.classify(a, FactExpired))
+	}
 
-	t0, err := w.gov.admit(ctx, queue, w.cfg.MaxHold)
+	// admit: stopping ends the wait at once (the task goes back uncounted).
+	actx, cancel := w.untilStopping(ctx)
+	defer cancel()
+	t0, err := w.gov.admit(actx, a.queue, w.cfg.MaxHold)
 	if err != nil {
 		var held *errHeld
 		switch {
 		case errors.As(err, &held):
-			log.Debug("attempt", "outcome", Wait.String(), "reason", "not admitted: "+held.reason)
-			return retryErr(false, held.wait, 0, "waiting: %s", held.reason)
-		case ctx.Err() != nil:
-			return retryErr(false, 0, 0, "worker stopping: %w", err)
+			a.err = fmt.Errorf("not admitted: %s", held.reason)
+			d := w.classify(a, FactNotAdmitted)
+			d.NotBefore = held.wait
+			return d
+		case actx.Err() != nil:
+			a.err = fmt.Errorf("worker stopping: %w", err)
+			return w.classify(a, FactStopping)
 		}
-		return retryErr(true, 0, 0, "%w", err)
+		a.err = err
+		return w.classify(a, FactRedis)
 	}
+	w.crashPoint(pointAdmitted)
 
-	st, err = w.state.begin(ctx, p.SessionID, time.Now())
-	if err != nil {
+	// claim: the session's one live attempt, whatever queue its task is in.
+	if d, ok := w.claimFor(ctx, a); !ok {
 		w.gov.releaseProbe(ctx, t0)
-		return retryErr(true, 0, 0, "redis: marking the call: %w", err)
+		return d
 	}
-	if st.Enrolled { // enrolled by another task since the peek
-		w.gov.releaseProbe(ctx, t0)
-		w.writeResult(ctx, t, log, Result{Outcome: OutcomeAlreadyEnrolled, RequestID: st.EnrolledRequestID, At: time.Now()})
-		return nil
-	}
-	unknownBefore := st.InFlight || st.Unknown
+	w.crashPoint(pointClaimed)
+	stopRenew := w.renew(ctx, a)
+	// call
+	w.call(ctx, actx, t0, a)
+	stopRenew()
+	w.crashPoint(pointCalled)
 
-	res, callErr, unknown := w.call(ctx, t0, p, &unknownBefore)
-	var apiErr *verisoul.APIError
-	isAPIErr := errors.As(callErr, &apiErr)
+	// decide
+	d := w.classifyCall(a)
+	// settle (while the call's report to the shared state is written)
+	d = w.settle(ctx, a, d)
+	a.waitReported()
+	return d
+}
 
+// classify decides a fact known before (or instead of) the call.
+func (w *Worker) classify(a *attempt, f Fact) Decision {
+	return Classify(Attempt{Fact: f, Err: a.err, Retried: a.retried, Budget: w.budget(a)}, w.policy)
+}
+
+// classifyCall decides the finished call, with what the ledger knew.
+func (w *Worker) classifyCall(a *attempt) Decision {
 	now := time.Now()
+	r := a.claim.Record
 	d := Classify(Attempt{
-		Err:           callErr,
-		UnknownBefore: unknownBefore,
-		Retried:       retried,
-		Budget:        max(maxRetry-tasks.CrashHeadroom, 0),
-		NotReadyFor:   since(st.NotReadySince, now),
-		WaitingFor:    since(st.WaitSince, now),
+		Err:           a.err,
+		UnknownBefore: a.unknownBefore(),
+		Retried:       a.retried,
+		Budget:        w.budget(a),
+		NotReadyFor:   since(r.NotReadySince, now),
+		WaitingFor:    since(r.WaitSince, now),
 	}, w.policy)
-
 	// Retries never go past the session's enrollment window.
-	if (d.Bucket == Retry || d.Bucket == Wait) && p.Expired(now.Add(d.NotBefore)) {
+	if (d.Bucket == Retry || d.Bucket == Wait) && a.p.Expired(now.Add(d.NotBefore)) {
 		d = Decision{Bucket: DeadLetter, Code: verisoul.CodeSessionOlderThan30Days, Reason: "enrollment window ends before the next attempt"}
-		callErr = fmt.Errorf("%w; no retry: the session's enrollment window ends %s", callErr, p.Deadline().UTC().Format(time.RFC3339))
+		a.err = fmt.Errorf("%w; no retry: the session's enrollment window ends %s", a.err, a.p.Deadline().UTC().Format(time.RFC3339))
 	}
+	return d
+}
 
-	attrs := []any{
-		slog.String("outcome", d.Bucket.String()),
-		slog.Duration("duration", time.Since(start)),
+// budget is the task's transient retry budget (tasks.RetryBudget).
+func (w *Worker) budget(a *attempt) int { return tasks.RetryBudget(a.maxRetry) }
+
+// unknownBefore: an earlier call may have enrolled the session — an
+// earlier attempt whose outcome was unknown (the ledger's Unknown, which
+// includes a claim that crashed mid-call) or an earlier call of this one.
+func (a *attempt) unknownBefore() bool {
+	return a.claim.Crashed || a.claim.Record.Unknown
+}
+
+// claimFor takes the ledger's claim for the attempt. When it cannot, it
+// returns the Decision that ends the attempt (ok false).
+func (w *Worker) claimFor(ctx context.Context, a *attempt) (Decision, bool) {
+	args := ledger.ClaimArgs{SessionID: a.p.SessionID, AccountID: a.p.AccountID, Queue: a.queue, Lease: w.cfg.CallLockTTL}
+	c, err := w.ledger.Claim(ctx, args)
+	var se *ledger.StateError
+	if errors.Is(err, ledger.ErrDead) && errors.As(err, &se) {
+		ours := se.Record.Queue == a.queue
+		if ours && a.retried > se.Record.AsynqRetried {
+			// The worker recorded the dead letter, then died before asynq
+			// archived the task, and asynq ran it again: finish what was
+			// decided, without another call.
+			a.err = errors.New(strings.TrimPrefix(se.Record.LastError, se.Record.Code+": "))
+			return Classify(Attempt{Fact: FactDeadBefore, Code: se.Record.Code, Err: a.err}, w.policy), false
+		}
+		// An operator ran the archived task again (asynqmon, the asynq
+		// CLI): the ledger follows, then the attempt claims as usual.
+		// A dead letter of another queue's task is never taken for this
+		// task's: this one is live, so the session is requeued (retry
+		// count 0: not asynq re-running the dead one) and called.
+		retried := a.retried
+		if !ours {
+			retried = 0
+		}
+		act, _, rerr := w.ledger.Reconcile(ctx, a.p.SessionID, "active", retried)
+		if rerr != nil {
+			a.err = rerr
+			return w.classify(a, FactRedis), false
+		}
+		a.log.Info("dead letter run again from outside: requeued in the ledger", "code", se.Record.Code, "action", string(act))
+		if ours {
+			w.unmirrorDead(ctx, a)
+		}
+		c, err = w.ledger.Claim(ctx, args)
 	}
-	if isAPIErr {
+	switch {
+	case err == nil:
+		a.claim, a.claimed = c, true
+		return Decision{}, true
+	case errors.Is(err, ledger.ErrEnrolled) && errors.As(err, &se):
+		a.requestID = se.Record.RequestID
+		return w.classify(a, FactEnrolled), false
+	case errors.Is(err, ledger.ErrConflict):
+		a.err = errors.New("another attempt of this session holds its claim")
+		return w.classify(a, FactBusy), false
+	case errors.Is(err, ledger.ErrDead) && errors.As(err, &se):
+		// Dead again after the Reconcile: another worker settled it.
+		a.err = errors.New(strings.TrimPrefix(se.Record.LastError, se.Record.Code+": "))
+		return Classify(Attempt{Fact: FactDeadBefore, Code: se.Record.Code, Err: a.err}, w.policy), false
+	case errors.Is(err, ledger.ErrInvalid):
+		a.err = err
+		return w.invalid(ctx, a), false
+	}
+	a.err = err
+	return w.classify(a, FactRedis), false
+}
+
+// renew keeps the claim's lease alive while the call runs, renewing every
+// third of it, so that no other attempt starts while this one calls, however
+// long the call takes. The returned func stops it.
+func (w *Worker) renew(ctx context.Context, a *attempt) (stop func()) {
+	lease := w.cfg.CallLockTTL
+	c := a.claim // a copy: the call updates a.claim.Record meanwhile
+	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		every := max(lease/3, time.Millisecond)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-kctx.Done():
+				return
+			case <-t.C:
+			}
+			rctx, rcancel := context.WithTimeout(kctx, every)
+			_, err := w.ledger.Renew(rctx, c, lease)
+			rcancel()
+			if errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrNotFound) {
+				a.log.Warn("the session's claim was lost while this attempt held it: the process stalled past the lease; another attempt may call too (its answer is reconciled)")
+				return
+			}
+			// A Redis error is tried again at the next tick: the lease
+			// still has two thirds of its life.
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// call makes the API call, retrying in process what the Decision calls a
+// blip (bounded by BlipRetries and BlipMaxElapsed). Every call, blip retries
+// too, spends budget and respects the breakers; a retry that is not
+// admitted within blipHold is left to the queue. actx ends when the worker
+// stops: a blip retry is then not started.
+func (w *Worker) call(ctx, actx context.Context, t ticket, a *attempt) {
+	calls := 0
+	op := func() error {
+		if calls > 0 {
+			// The breaker must have counted the last call first.
+			a.waitReported()
+			next, err := w.gov.admit(actx, "", blipHold)
+			if err != nil {
+				return backoff.Permanent(a.err)
+			}
+			t = next
+		}
+		if a.unknown {
+			// The next answer follows a call of ours with an unknown
+			// outcome: an already-tied answer is then ours.
+			a.claim.Record.Unknown = true
+		}
+		calls++
+		began := time.Now()
+		a.res, a.err = w.cfg.API.Enroll(ctx, a.p.SessionID, a.p.AccountID)
+		d := Classify(Attempt{Err: a.err, UnknownBefore: a.unknownBefore(), Budget: 1}, w.policy)
+		o := outcomeOf(a.err, d)
+		w.metrics.observeCall(o.status, time.Since(began))
+		// The report (call counters, a 429's pause, the breakers) goes
+		// out beside the settle: one round trip less on the task's path.
+		done, tk := make(chan struct{}), t
+		a.reported = done
+		go func() { defer close(done); w.gov.report(ctx, tk, o) }()
+		var apiErr *verisoul.APIError
+		if errors.As(a.err, &apiErr) && apiErr.OutcomeUnknown() {
+			a.unknown = true
+		}
+		switch {
+		case a.err == nil:
+			return nil
+		case d.Blip && ctx.Err() == nil && actx.Err() == nil:
+			return a.err
+		}
+		return backoff.Permanent(a.err)
+	}
+	if w.cfg.BlipRetries < 0 {
+		_ = op()
+		return
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = w.cfg.BlipInterval
+	b.MaxElapsedTime = w.cfg.BlipMaxElapsed
+	_ = backoff.Retry(op, backoff.WithContext(backoff.WithMaxRetries(b, uint64(w.cfg.BlipRetries)), actx))
+}
+
+// settle writes the Decision into the ledger (one atomic transition of the
+// claim) before asynq hears of it, so that a crash between the two leaves
+// the ledger right: a re-run finds the session enrolled or dead, or a
+// claim whose outcome is unknown.
+func (w *Worker) settle(ctx context.Context, a *attempt, d Decision) Decision {
+	if !a.claimed {
+		return d
+	}
+	// The task's own context may be ending (shutdown): the settle must
+	// still happen.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	c := a.claim
+	if a.err != nil {
+		var apiErr *verisoul.APIError
+		if errors.As(a.err, &apiErr) {
+			a.requestID = apiErr.RequestID
+		}
+	} else {
+		a.requestID = a.res.RequestID
+	}
+	facts := ledger.CallFacts{
+		Called:      !d.Uncalled,
+		Unknown:     a.unknown,
+		NotReady:    d.Reason == reasonNotReady,
+		RateLimited: d.Reason == reasonRateLimited,
+	}
+	var err error
+	switch d.Bucket {
+	case Done:
+		_, err = w.ledger.Enrolled(sctx, c, a.requestID, d.Outcome == OutcomeReconciled)
+		if err != nil {
+			// The call enrolled the session; leave the task to run again
+			// (uncounted) so that the claim's lease runs out and the next
+			// attempt reconciles the already-tied answer.
+			a.log.Warn("could not record the enrollment in the ledger; the task runs again and reconciles", "err", err)
+			a.err = fmt.Errorf("redis: recording the enrollment: %w", err)
+			return Decision{Bucket: Wait, Reason: reasonRedis, NotBefore: w.cfg.CallLockTTL}
+		}
+	case DeadLetter:
+		var rec ledger.Record
+		rec, err = w.ledger.Dead(sctx, c, ledger.DeadArgs{Code: d.Code, LastError: dlText(d.Code, a.err), RequestID: a.requestID, AsynqRetried: a.retried, Called: !d.Uncalled})
+		if err != nil {
+			// Not archived without its record: run again (uncounted).
+			a.log.Warn("could not record the dead letter in the ledger; the task runs again", "code", d.Code, "err", err)
+			a.err = fmt.Errorf("redis: recording the dead letter (%s): %w", d.Code, err)
+			return Decision{Bucket: Wait, Reason: reasonRedis, NotBefore: w.cfg.CallLockTTL}
+		}
+		w.mirrorDead(sctx, a, rec)
+	case Retry:
+		_, err = w.ledger.Retry(sctx, c, time.Now().Add(w.delay(a, d)), errText(a.err), facts)
+	case Wait:
+		_, err = w.ledger.Wait(sctx, c, waitWhy(d), time.Now().Add(w.delay(a, d)), facts)
+	}
+	if err != nil {
+		// The claim's lease runs out by itself; the next attempt then
+		// takes the outcome as unknown, which errs on the safe side.
+		a.log.Warn("could not record the attempt in the ledger", "outcome", d.Bucket.String(), "err", err)
+	}
+	w.crashPoint(pointSettled)
+	return d
+}
+
+// mirrorDead copies a dead letter the ledger recorded into the deadletter
+// store, the view `enrollq dead` and the dashboard read until they read the
+// ledger. It is best effort: the ledger is the record.
+func (w *Worker) mirrorDead(ctx context.Context, a *attempt, r ledger.Record) {
+	taskID, _ := asynq.GetTaskID(ctx)
+	dl := deadletter.Record{
+		TaskID: taskID, Queue: a.queue, SessionID: a.p.SessionID, AccountID: a.p.AccountID, CreatedAt: a.p.CreatedAt,
+		Code: r.Code, LastError: r.LastError, RequestID: r.RequestID, Attempts: r.Attempts,
+		FirstAttempt: r.FirstAttempt, LastAttempt: r.At, DeadAt: r.At, Retried: a.retried,
+	}
+	if dl.FirstAttempt.IsZero() {
+		dl.FirstAttempt = dl.DeadAt
+	}
+	if err := w.dead.Put(ctx, dl); err != nil {
+		a.log.Warn("could not copy the dead letter to the deadletter view (the ledger has it)", "err", err)
+	}
+}
+
+// unmirrorDead removes this task's copy when an operator ran it again.
+func (w *Worker) unmirrorDead(ctx context.Context, a *attempt) {
+	taskID, _ := asynq.GetTaskID(ctx)
+	if _, err := w.dead.Delete(ctx, taskID); err != nil {
+		a.log.Warn("could not remove the dead letter from the deadletter view", "err", err)
+	}
+}
+
+// invalid dead-letters a task whose payload is not ours. It has no valid
+// session id, so the ledger cannot hold it: the dead letter stays in
+// asynq's archive and the deadletter record.
+func (w *Worker) invalid(ctx context.Context, a *attempt) Decision {
+	d := w.classify(a, FactInvalidPayload)
+	taskID, _ := asynq.GetTaskID(ctx)
+	r := deadletter.Record{TaskID: taskID, Queue: a.queue, Retried: a.retried, Code: d.Code, LastError: dlText(d.Code, a.err), DeadAt: time.Now()}
+	r.FirstAttempt, r.LastAttempt = r.DeadAt, r.DeadAt
+	if err := w.dead.Put(ctx, r); err != nil {
+		a.err = fmt.Errorf("redis: recording the dead letter (%s): %w", d.Code, err)
+		return Decision{Bucket: Wait, Reason: reasonRedis, NotBefore: 2 * time.Second, Uncalled: true}
+	}
+	return d
+}
+
+// answer turns the Decision into what asynq is told.
+func (w *Worker) answer(a *attempt, d Decision) error {
+	switch d.Bucket {
+	case Done:
+		w.writeResult(a, Result{Outcome: d.Outcome, RequestID: a.requestID, At: time.Now()})
+		return nil
+	case DeadLetter:
+		return &DeadLetterError{Code: d.Code, Cause: a.err}
+	}
+	cause := a.err
+	if cause == nil {
+		cause = errors.New(d.Reason)
+	}
+	return &retryError{counted: d.Bucket == Retry, fixed: true, delay: w.delay(a, d), cause: cause}
+}
+
+// delay is how long the task waits before its next attempt: counted
+// retries back off by the retry count, waits by the attempts the ledger
+// counted, and a Retry-After or hold hint is never cut short.
+func (w *Worker) delay(a *attempt, d Decision) time.Duration {
+	if !a.waitSet {
+		a.wait, a.waitSet = w.delayOf(a, d), true
+	}
+	return a.wait
+}
+
+func (w *Worker) delayOf(a *attempt, d Decision) time.Duration {
+	switch {
+	case d.Reason == reasonShutdown:
+		return 0
+	case d.Bucket == Retry:
+		return max(backoffDelay(a.retried, w.cfg.RetryBase, w.cfg.RetryMax), d.NotBefore)
+	case d.NotBefore > 0:
+		return d.NotBefore
+	}
+	return backoffDelay(a.claim.Record.Attempts, w.cfg.RetryBase, w.cfg.RetryMax)
+}
+
+func (w *Worker) logDecision(a *attempt, d Decision) {
+	attrs := []any{slog.String("outcome", d.Bucket.String()), slog.Duration("duration", time.Since(a.start))}
+	var apiErr *verisoul.APIError
+	switch {
+	case errors.As(a.err, &apiErr):
 		attrs = append(attrs, slog.Int("status", apiErr.Status))
 		if apiErr.Code != "" {
 			attrs = append(attrs, slog.String("code", apiErr.Code))
@@ -162,181 +481,74 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 		if apiErr.RequestID != "" {
 			attrs = append(attrs, slog.String("request_id", apiErr.RequestID))
 		}
-	} else if callErr == nil {
-		attrs = append(attrs, slog.Int("status", 200), slog.String("request_id", res.RequestID))
+	case a.err == nil && !d.Uncalled:
+		attrs = append(attrs, slog.Int("status", 200), slog.String("request_id", a.res.RequestID))
+	case a.err == nil && a.requestID != "":
+		attrs = append(attrs, slog.String("request_id", a.requestID))
 	}
 	if d.Reason != "" {
 		attrs = append(attrs, slog.String("reason", d.Reason))
 	}
-
-	// Record what the call showed before telling asynq, so that a crash
-	// between the two errs on the side of "outcome unknown".
-	var stateErr error
+	if d.Outcome != "" {
+		attrs = append(attrs, slog.String("result", d.Outcome))
+	}
+	if d.Bucket == DeadLetter {
+		attrs = append(attrs, slog.String("dead_letter_code", d.Code))
+	}
+	if a.err != nil {
+		attrs = append(attrs, slog.String("err", a.err.Error()))
+	}
 	switch d.Bucket {
 	case Done:
-		reconciled = d.Outcome == OutcomeReconciled
-		requestID := res.RequestID
-		if isAPIErr {
-			requestID = apiErr.RequestID
-		}
-		stateErr = w.state.enrolled(ctx, p.SessionID, requestID, w.cfg.Retention)
-		w.writeResult(ctx, t, log, Result{Outcome: d.Outcome, RequestID: requestID, At: now})
-		attrs = append(attrs, slog.String("result", d.Outcome))
-		if stateErr != nil {
-			log.Warn("could not record the enrollment; a duplicate task would be reconciled by the API's answer instead", "err", stateErr)
-		}
-		log.Info("attempt", attrs...)
-		return nil
-	case DeadLetter:
-		stateErr = w.state.deadLettered(ctx, p.SessionID)
-	default:
-		stateErr = w.state.finish(ctx, p.SessionID, now, unknown, d.Reason == reasonNotReady, d.Reason == reasonRateLimited)
-	}
-	if stateErr != nil {
-		log.Warn("could not record the call's outcome", "err", stateErr)
-	}
-
-	switch d.Bucket {
-	case DeadLetter:
-		attrs = append(attrs, slog.String("dead_letter_code", d.Code), slog.String("err", callErr.Error()))
-		log.Warn("attempt", attrs...)
-		dl.Attempts, dl.FirstAttempt, dl.LastAttempt = st.Attempts+1, st.FirstAttempt, now
-		if isAPIErr {
-			dl.RequestID = apiErr.RequestID
-		}
-		return w.deadLetter(ctx, dl, d.Code, callErr)
+		a.log.Info("attempt", attrs...)
 	case Wait:
-		attrs = append(attrs, slog.String("err", callErr.Error()))
-		log.Info("attempt", attrs...)
-		return &retryError{counted: false, notBefore: d.NotBefore, waitN: st.Attempts, cause: callErr}
+		if d.Reason == reasonNotAdmitted {
+			a.log.Debug("attempt", attrs...)
+		} else {
+			a.log.Info("attempt", attrs...)
+		}
 	default:
-		attrs = append(attrs, slog.String("err", callErr.Error()))
-		log.Warn("attempt", attrs...)
-		return &retryError{counted: true, notBefore: d.NotBefore, cause: callErr}
+		a.log.Warn("attempt", attrs...)
 	}
 }
 
-// call makes the API call, retrying transient blips in process (bounded by
-// BlipRetries and BlipMaxElapsed). It returns the last result and error, and
-// whether any call of this attempt ended with an unknown outcome; it sets
-// *unknownBefore when a blip retry follows such a call, so that a
-// session_already_tied_to_an_account answer to the retry is reconciled.
-func (w *Worker) call(ctx context.Context, t ticket, p tasks.EnrollPayload, unknownBefore *bool) (verisoul.EnrollResult, error, bool) {
-	var res verisoul.EnrollResult
-	var lastErr error
-	unknown := false
-	calls := 0
-	op := func() error {
-		if unknown {
-			*unknownBefore = true
-		}
-		if calls > 0 {
-			// Every call, blip retries too, spends budget and respects
-			// the breakers; a retry that is not admitted now is left to
-			// the queue.
-			next, err := w.gov.admit(ctx, "", blipHold)
-			if err != nil {
-				return backoff.Permanent(lastErr)
-			}
-			t = next
-		}
-		calls++
-		began := time.Now()
-		res, lastErr = w.cfg.API.Enroll(ctx, p.SessionID, p.AccountID)
-		o := outcomeOf(lastErr)
-		w.metrics.observeCall(o.status, time.Since(began))
-		w.gov.report(ctx, t, o)
-		var apiErr *verisoul.APIError
-		if errors.As(lastErr, &apiErr) && apiErr.OutcomeUnknown() {
-			unknown = true
-			if apiErr.Status == 0 && ctx.Err() != nil {
-				return backoff.Permanent(lastErr) // our own context ended
-			}
-			return lastErr // a blip: retry in process
-		}
-		if lastErr != nil {
-			return backoff.Permanent(lastErr)
-		}
-		return nil
+// crashPoint runs the test hook, if any, at a point of the path.
+func (w *Worker) crashPoint(point string) {
+	if w.crashHook != nil {
+		w.crashHook(point)
 	}
-	if w.cfg.BlipRetries < 0 {
-		_ = op()
-		return res, lastErr, unknown
-	}
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = w.cfg.BlipInterval
-	b.MaxElapsedTime = w.cfg.BlipMaxElapsed
-	_ = backoff.Retry(op, backoff.WithContext(backoff.WithMaxRetries(b, uint64(w.cfg.BlipRetries)), ctx))
-	return res, lastErr, unknown
-}
-
-// deadLetter records the dead letter durably, then tells asynq to archive
-// the task. When the record cannot be written the task is not archived
-// either: it is retried (counted), so a dead letter is never missed.
-func (w *Worker) deadLetter(ctx context.Context, r deadletter.Record, code string, cause error) error {
-	dle := &DeadLetterError{Code: code, Cause: cause}
-	r.Code, r.LastError, r.DeadAt = code, dle.Error(), time.Now()
-	if r.FirstAttempt.IsZero() {
-		r.FirstAttempt = r.DeadAt
-	}
-	if r.LastAttempt.IsZero() {
-		r.LastAttempt = r.DeadAt
-	}
-	if err := w.dead.Put(ctx, r); err != nil {
-		return retryErr(true, 0, 0, "redis: recording the dead letter (%s): %w", dle.Error(), err)
-	}
-	if w.afterDeadLetterRecord != nil {
-		w.afterDeadLetterRecord()
-	}
-	return dle
-}
-
-// peek reads what earlier attempts left: the session's state and the task's
-// dead-letter record, if any (two reads).
-func (w *Worker) peek(ctx context.Context, sessionID, taskID string) (sessionState, *deadletter.Record, error) {
-	st, err := w.state.peek(ctx, sessionID)
-	if err != nil {
-		return st, nil, err
-	}
-	rec, found, err := w.dead.Get(ctx, taskID)
-	if err != nil || !found {
-		return st, nil, err
-	}
-	return st, &rec, nil
 }
 
 // blipHold is how long an in-process retry waits for admission before the
 // attempt gives up and leaves the retry to the queue.
 const blipHold = 5 * time.Second
 
-// outcomeOf says what one call means for the shared rate state.
-func outcomeOf(err error) callOutcome {
+// outcomeOf says what one call means for the shared rate state; the api
+// breaker counts what the call's Decision calls a breaker failure.
+func outcomeOf(err error, d Decision) callOutcome {
 	var e *verisoul.APIError
 	if err == nil {
 		return callOutcome{status: 200}
 	}
+	o := callOutcome{transient: d.Breaker}
 	if !errors.As(err, &e) {
-		return callOutcome{}
+		return o
 	}
-	o := callOutcome{status: e.Status}
+	o.status = e.Status
 	switch {
 	case e.Status == 429:
 		o.rateLimit, o.retryAfter = true, e.RetryAfter
 	case e.Status == 401 || e.Status == 403:
 		o.rejected = true
-	case e.Status == 0 && errors.Is(e, context.Canceled):
-		// Our own shutdown says nothing about the API.
-	case e.Status == 0 && !e.NotSent, e.Status == 408, e.Status >= 500, e.Unreachable():
-		o.transient = true
 	}
 	return o
 }
 
-func (w *Worker) writeResult(ctx context.Context, t *asynq.Task, log *slog.Logger, r Result) {
+func (w *Worker) writeResult(a *attempt, r Result) {
 	b, _ := json.Marshal(r)
-	if rw := t.ResultWriter(); rw != nil {
+	if rw := a.task.ResultWriter(); rw != nil {
 		if _, err := rw.Write(b); err != nil {
-			log.Warn("could not write the task result", "err", err)
+			a.log.Warn("could not write the task result", "err", err)
 		}
 	}
 }
@@ -346,9 +558,38 @@ func expiredCause(p tasks.EnrollPayload) error {
 		p.CreatedAt.UTC().Format(time.RFC3339), p.Deadline().UTC().Format(time.RFC3339))
 }
 
+// dlText is a dead letter's last error as asynq and the ledger keep it:
+// the code first.
+func dlText(code string, cause error) string {
+	return (&DeadLetterError{Code: code, Cause: cause}).Error()
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// waitWhy is the ledger's "why" of a wait.
+func waitWhy(d Decision) string {
+	if d.Code != "" {
+		return d.Reason + ": " + d.Code
+	}
+	return d.Reason
+}
+
 func since(t, now time.Time) time.Duration {
 	if t.IsZero() {
 		return 0
 	}
 	return now.Sub(t)
+}
+
+func msTime(s string) time.Time {
+	ms, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
 }

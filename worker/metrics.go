@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -11,8 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/enrollq/enrollq/verisoul"
 )
 
 // Metrics are the worker's Prometheus series. Queue series use asynq's own
@@ -70,44 +67,26 @@ func (m *Metrics) observeCall(status int, d time.Duration) {
 	m.latency.WithLabelValues(strconv.Itoa(status)).Observe(d.Seconds())
 }
 
-// observeAttempt records how an attempt ended, from the error ProcessTask
-// returns to asynq.
-func (m *Metrics) observeAttempt(err error) {
-	var dle *DeadLetterError
-	var re *retryError
-	var apiErr *verisoul.APIError
-	code := ""
-	if errors.As(err, &apiErr) {
-		code = apiErr.Code
+// observeDecision records how an attempt ended, from its Decision: the
+// same verdict the task's answer, the ledger and the breaker read.
+func (m *Metrics) observeDecision(d Decision) {
+	code := d.Code
+	if d.Bucket == Done {
+		code = "" // reconciled is its own series (enrollq_reconciled_total)
 	}
-	switch {
-	case err == nil:
-		m.attempts.WithLabelValues(Done.String(), "").Inc()
-	case errors.As(err, &dle):
-		m.attempts.WithLabelValues(DeadLetter.String(), dle.Code).Inc()
-		m.deadLetters.WithLabelValues(dle.Code).Inc()
-	case errors.As(err, &re) && !re.counted:
-		m.attempts.WithLabelValues(Wait.String(), code).Inc()
-		m.retries.WithLabelValues("false", waitReason(apiErr)).Inc()
-	default:
-		m.attempts.WithLabelValues(Retry.String(), code).Inc()
-		m.retries.WithLabelValues("true", "transient").Inc()
+	m.attempts.WithLabelValues(d.Bucket.String(), code).Inc()
+	switch d.Bucket {
+	case DeadLetter:
+		m.deadLetters.WithLabelValues(d.Code).Inc()
+	case Wait:
+		m.retries.WithLabelValues("false", d.Reason).Inc()
+	case Retry:
+		m.retries.WithLabelValues("true", d.Reason).Inc()
+	case Done:
+		if d.Outcome == OutcomeReconciled {
+			m.reconciled.Inc()
+		}
 	}
-}
-
-// waitReason names an uncounted wait for the retries metric.
-func waitReason(apiErr *verisoul.APIError) string {
-	switch {
-	case apiErr == nil:
-		return "not_admitted"
-	case apiErr.Status == 429:
-		return reasonRateLimited
-	case apiErr.Status == 401 || apiErr.Status == 403:
-		return reasonAuth
-	case IsNotReadyCode(apiErr.Code):
-		return reasonNotReady
-	}
-	return "other"
 }
 
 // Handler serves the metrics for /metrics.

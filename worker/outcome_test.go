@@ -13,8 +13,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/enrollq/enrollq/deadletter"
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -62,6 +62,12 @@ func TestSuccessKeepsRequestID(t *testing.T) {
 	if acct, ok := b.api.Enrolled(s); !ok || acct != "acct-"+s[:8] {
 		t.Fatalf("API enrolled %q %v", acct, ok)
 	}
+	if rec := b.wantLedger(s, ledger.StateEnrolled, ""); rec.RequestID != r.RequestID || rec.Reconciled || rec.Attempts != 1 {
+		t.Errorf("ledger record %+v, want enrolled with request id %s after 1 attempt", rec, r.RequestID)
+	}
+	if evs := b.finalEvents(s); len(evs) != 1 || evs[0].Type != "enrolled" || evs[0].RequestID != r.RequestID {
+		t.Errorf("final events %+v, want one enrolled", evs)
+	}
 }
 
 func TestTerminalCodesDeadLetterAtOnce(t *testing.T) {
@@ -95,6 +101,9 @@ func TestTerminalCodesDeadLetterAtOnce(t *testing.T) {
 			t.Errorf("%s: retried %d times, want 0", code, info.Retried)
 		}
 		wantCalls(t, b.calls(s), 1)
+		if rec := b.wantLedger(s, ledger.StateDead, code); rec.RequestID == "" || rec.Attempts != 1 {
+			t.Errorf("%s: ledger record %+v, want the request id after 1 attempt", code, rec)
+		}
 	}
 }
 
@@ -130,6 +139,7 @@ func TestNotReadyCodesDeadLetterAfterWindow(t *testing.T) {
 	if got := tasks.CodeOf(info.LastErr); got != verisoul.CodeSessionNotComplete {
 		t.Fatalf("archived with %q, want code %s", info.LastErr, verisoul.CodeSessionNotComplete)
 	}
+	b.wantLedger(s, ledger.StateDead, verisoul.CodeSessionNotComplete)
 	if el := time.Since(start); el < 1500*time.Millisecond {
 		t.Errorf("dead-lettered after %s, before the 1.5s window ended", el)
 	}
@@ -175,6 +185,7 @@ func TestTransientExhaustedDeadLetters(t *testing.T) {
 	}
 	// Budget 1: two attempts of three calls each.
 	wantCalls(t, b.calls(s), 6)
+	b.wantLedger(s, ledger.StateDead, worker.CodeTransientExhausted)
 	if _, ok := b.api.Enrolled(s); ok {
 		t.Error("session enrolled though every call failed")
 	}
@@ -221,6 +232,9 @@ func TestLostResponseIsReconciled(t *testing.T) {
 	if enrolled != 1 {
 		t.Fatalf("enrolled %d times, want once", enrolled)
 	}
+	if rec := b.wantLedger(s, ledger.StateEnrolled, ""); !rec.Reconciled {
+		t.Errorf("ledger record %+v: want reconciled", rec)
+	}
 }
 
 // TestLostResponseAcrossAttempts: the unknown outcome is remembered in Redis,
@@ -243,10 +257,10 @@ func TestLostResponseAcrossAttempts(t *testing.T) {
 }
 
 // TestCrashMidCallIsReconciled reproduces what a worker killed during a call
-// leaves behind: the session marked in flight in Redis and, at the API, the
-// session enrolled by the call whose answer nobody read. When asynq runs the
-// task again (after the dead worker's lease expires) the already-tied answer
-// must be reconciled, not dead-lettered.
+// leaves behind: the session claimed in the ledger (its lease running out,
+// never settled) and, at the API, the session enrolled by the call whose
+// answer nobody read. When asynq runs the task again the claim's lease has
+// run out: the already-tied answer must be reconciled, not dead-lettered.
 func TestCrashMidCallIsReconciled(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
@@ -257,8 +271,8 @@ func TestCrashMidCallIsReconciled(t *testing.T) {
 	if _, err := c.Enroll(context.Background(), s, "acct-"+s[:8]); err != nil {
 		t.Fatal(err)
 	}
-	// What the dead worker wrote before calling.
-	if err := b.rdb.HSet(context.Background(), b.prefix+"session:{"+s+"}", "inflight", "1", "attempts", "1").Err(); err != nil {
+	// What the dead worker wrote before calling: its claim, 1 s of lease.
+	if _, err := b.ledger().Claim(context.Background(), ledger.ClaimArgs{SessionID: s, AccountID: "acct-" + s[:8], Queue: b.queue, Lease: time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	b.enroll(s)
@@ -267,6 +281,12 @@ func TestCrashMidCallIsReconciled(t *testing.T) {
 		t.Fatalf("outcome %q, want reconciled", r.Outcome)
 	}
 	wantCalls(t, b.calls(s), 2)
+	if r := b.wantLedger(s, ledger.StateEnrolled, ""); !r.Reconciled {
+		t.Errorf("ledger record %+v: want reconciled", r)
+	}
+	if n := len(b.finalEvents(s)); n != 1 {
+		t.Errorf("%d final events, want 1", n)
+	}
 }
 
 func TestRateLimitedWaitsRetryAfterWithoutCounting(t *testing.T) {
@@ -301,6 +321,7 @@ func TestRateLimitedTooLongCounts(t *testing.T) {
 	if got := tasks.CodeOf(info.LastErr); got != worker.CodeTransientExhausted {
 		t.Fatalf("archived with %q, want %s", info.LastErr, worker.CodeTransientExhausted)
 	}
+	b.wantLedger(s, ledger.StateDead, worker.CodeTransientExhausted)
 }
 
 func TestUnreadable200IsTransient(t *testing.T) {
@@ -390,6 +411,9 @@ func TestWrongKeyDeadLettersNothing(t *testing.T) {
 	if qi.Archived != 0 || qi.Completed != 0 {
 		t.Fatalf("queue %+v: a wrong key must dead-letter nothing", qi)
 	}
+	if counts, err := b.ledger().DeadCounts(context.Background()); err != nil || len(counts) != 0 {
+		t.Fatalf("ledger dead counts %v %v: a wrong key must dead-letter nothing", counts, err)
+	}
 	// The key is fixed (rotated at the API): the probe succeeds and
 	// everything is enrolled, with no retry used.
 	b.api.SetAPIKey("sk_wrong_key")
@@ -449,6 +473,10 @@ func TestSameSessionInBothQueues(t *testing.T) {
 	}
 	wantCalls(t, b.calls(s), 1)
 	wantCalls(t, b2.calls(s), 0)
+	b.wantLedger(s, ledger.StateEnrolled, "")
+	if n := len(b.finalEvents(s)); n != 1 {
+		t.Errorf("%d final events, want 1", n)
+	}
 }
 
 // TestExpiredSessionIsNotSent: a session past its 30-day window is
@@ -463,6 +491,9 @@ func TestExpiredSessionIsNotSent(t *testing.T) {
 		t.Fatalf("archived with %q", info.LastErr)
 	}
 	wantCalls(t, b.calls(s), 0)
+	if rec := b.wantLedger(s, ledger.StateDead, verisoul.CodeSessionOlderThan30Days); rec.Attempts != 0 {
+		t.Errorf("ledger record %+v: want 0 attempts (not sent)", rec)
+	}
 }
 
 // TestRetriesStopAtTheDeadline: a transient failure near the end of the
@@ -491,17 +522,18 @@ func TestRetriesStopAtTheDeadline(t *testing.T) {
 	}
 }
 
-// TestCrashBetweenRecordAndArchive: the worker records a dead letter, then
-// dies before asynq archives the task (a panic stands for the crash: asynq
-// puts the task back with its retry count raised, as its recoverer does for
-// a dead worker's task). The re-run finishes the dead letter from the record
-// without calling the API again: one record, one archived task, one call.
+// TestCrashBetweenRecordAndArchive: the worker records a dead letter in the
+// ledger, then dies before asynq archives the task (a panic stands for the
+// crash: asynq puts the task back with its retry count raised, as its
+// recoverer does for a dead worker's task). The re-run finishes the dead
+// letter from the ledger without calling the API again: one record, one
+// archived task, one call, one event.
 func TestCrashBetweenRecordAndArchive(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{noStart: true})
 	var crashed atomic.Bool
-	worker.SetAfterDeadLetterRecord(b.w, func() {
-		if crashed.CompareAndSwap(false, true) {
+	worker.SetCrashHook(b.w, func(point string) {
+		if point == "settled" && crashed.CompareAndSwap(false, true) {
 			panic("simulated crash after recording the dead letter")
 		}
 	})
@@ -517,23 +549,25 @@ func TestCrashBetweenRecordAndArchive(t *testing.T) {
 		t.Fatalf("archived with %q after %d retries, want %s after the 1 crash", info.LastErr, info.Retried, verisoul.CodeSessionNotFound)
 	}
 	wantCalls(t, b.calls(s), 1)
-	store := deadletter.New(b.rdb, b.prefix)
-	counts, err := store.Counts(context.Background())
+	rec := b.wantLedger(s, ledger.StateDead, verisoul.CodeSessionNotFound)
+	if rec.AccountID != "acct-"+s[:8] || rec.Attempts != 1 || rec.RequestID == "" {
+		t.Fatalf("record %+v", rec)
+	}
+	counts, err := b.ledger().DeadCounts(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if counts[verisoul.CodeSessionNotFound] != 1 || len(counts) != 1 {
 		t.Fatalf("dead-letter counts %v, want one %s", counts, verisoul.CodeSessionNotFound)
 	}
-	rec, ok, err := store.Get(context.Background(), tasks.TaskID(s))
-	if err != nil || !ok || rec.SessionID != s || rec.AccountID != "acct-"+s[:8] || rec.Attempts != 1 || rec.RequestID == "" {
-		t.Fatalf("record %+v %v %v", rec, ok, err)
+	if n := len(b.finalEvents(s)); n != 1 {
+		t.Errorf("%d final events, want 1", n)
 	}
 }
 
 // TestDeadLetterRecordFollowsAsynqRun: an operator runs an archived task
-// again with asynq's own tools (same retry count): the record is removed
-// when the worker picks it up, and written again if it fails again.
+// again with asynq's own tools (same retry count): the ledger moves the
+// session to requeued when the worker picks it up, and the task enrolls.
 func TestDeadLetterRecordFollowsAsynqRun(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
@@ -541,18 +575,30 @@ func TestDeadLetterRecordFollowsAsynqRun(t *testing.T) {
 	b.api.Script(s, verisoultest.Fail(verisoul.CodeSessionNotFound))
 	b.enroll(s)
 	b.waitState(s, asynq.TaskStateArchived, waitLong)
-	store := deadletter.New(b.rdb, b.prefix)
-	if _, ok, _ := store.Get(context.Background(), tasks.TaskID(s)); !ok {
-		t.Fatal("no record for the dead letter")
-	}
+	b.wantLedger(s, ledger.StateDead, verisoul.CodeSessionNotFound)
 	if err := b.insp.RunTask(b.queue, tasks.TaskID(s)); err != nil {
 		t.Fatal(err)
 	}
 	b.waitState(s, asynq.TaskStateCompleted, waitLong)
-	if _, ok, _ := store.Get(context.Background(), tasks.TaskID(s)); ok {
-		t.Fatal("the record stayed after the task ran again and succeeded")
+	b.wantLedger(s, ledger.StateEnrolled, "")
+	counts, err := b.ledger().DeadCounts(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n, _ := store.Total(context.Background()); n != 0 {
-		t.Fatalf("%d records left", n)
+	if len(counts) != 0 {
+		t.Fatalf("dead-letter counts %v left", counts)
+	}
+	evs, err := b.ledger().Outcomes(context.Background(), time.Time{}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, e := range evs {
+		if e.SessionID == s {
+			kinds = append(kinds, e.Type)
+		}
+	}
+	if strings.Join(kinds, ",") != "dead,requeued,enrolled" {
+		t.Errorf("events %v, want dead, requeued, enrolled", kinds)
 	}
 }

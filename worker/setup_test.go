@@ -20,6 +20,7 @@ import (
 
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -259,3 +260,48 @@ func testRedis(t *testing.T) redis.UniversalClient {
 	}
 	return redistest.Client(t, redisDB)
 }
+
+// ledger is the bundle's ledger (the worker's key prefix).
+func (b *bundle) ledger() *ledger.Ledger {
+	b.t.Helper()
+	l, err := ledger.New(b.rdb, ledger.Options{Prefix: b.prefix})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return l
+}
+
+// wantLedger checks the session's ledger record: the worker settles the
+// ledger before it answers asynq, so once asynq shows the task final the
+// record is final too.
+func (b *bundle) wantLedger(sessionID string, state ledger.State, code string) ledger.Record {
+	b.t.Helper()
+	r, err := b.ledger().Status(context.Background(), sessionID)
+	if err != nil {
+		b.t.Fatalf("ledger status of %s: %v", sessionID, err)
+	}
+	if r.State != state || r.Code != code {
+		b.t.Fatalf("ledger of %s: %s code %q (last error %q), want %s code %q", sessionID, r.State, r.Code, r.LastError, state, code)
+	}
+	return r
+}
+
+// finalEvents counts the session's final events (enrolled, dead) in the
+// ledger's outcome stream.
+func (b *bundle) finalEvents(sessionID string) []ledger.Event {
+	b.t.Helper()
+	evs, err := b.ledger().Outcomes(context.Background(), time.Time{}, 100000)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	var out []ledger.Event
+	for _, e := range evs {
+		if e.SessionID == sessionID && (e.Type == "enrolled" || e.Type == "dead") {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// taskIDOf is the asynq task ID the producer gives the session's task.
+func taskIDOf(sessionID string) string { return tasks.TaskID(sessionID) }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/deadletter"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 )
@@ -50,8 +52,8 @@ type Config struct {
 	// NotReadyWindow and MaxWait bound the uncounted waits (see Policy).
 	// Defaults 1h and 1h.
 	NotReadyWindow, MaxWait time.Duration
-	// Retention is how long a completed task and the session's enrolled mark
-	// are kept. Default 720h.
+	// Retention is how long the ledger keeps an enrolled session's record
+	// (ledger.Options.Retention). Default 720h.
 	Retention time.Duration
 	// BlipRetries is how many times one attempt retries a transient failure
 	// in process before handing it to the queue's retry, within
@@ -105,11 +107,12 @@ type Config struct {
 	// per-call timeout (ENROLLQ_HTTP_TIMEOUT). It sizes CallLockTTL.
 	// Default 10s.
 	CallTimeout time.Duration
-	// CallLockTTL is how long a session's call lock lives without renewal.
-	// The attempt that holds it renews it every third of it while it runs,
-	// so the lock never expires under a call in flight; a crashed worker's
-	// lock expires this long after its last renewal. Default CallTimeout +
-	// 10s.
+	// CallLockTTL is the lease of the session's ledger claim (ledger.Claim),
+	// which lets one attempt per session call at a time: the attempt that
+	// holds it renews it every third of it while the call runs, so it never
+	// runs out under a call in flight; a crashed worker's claim runs out
+	// this long after its last renewal, and the next attempt then takes the
+	// call's outcome as unknown. At least 1s. Default CallTimeout + 10s.
 	CallLockTTL time.Duration
 	// HTTPAddr serves /healthz and /readyz when not empty.
 	HTTPAddr string
@@ -118,6 +121,9 @@ type Config struct {
 	HTTPRoutes map[string]http.Handler
 	// KeyPrefix prefixes the worker's own Redis keys. Default "enrollq:".
 	KeyPrefix string
+	// AllowEviction lets Run start on a Redis whose maxmemory-policy is
+	// not noeviction (ENROLLQ_ALLOW_EVICTION); otherwise Run refuses.
+	AllowEviction bool
 }
 
 func (c *Config) setDefaults() {
@@ -163,7 +169,6 @@ func setDefault[T comparable](p *T, v T) {
 type Worker struct {
 	cfg     Config
 	log     *slog.Logger
-	state   stateStore
 	gov     *governor
 	dead    *deadletter.Store
 	metrics *Metrics
@@ -172,10 +177,16 @@ type Worker struct {
 	srv        *asynq.Server
 	redisAlive atomic.Bool
 
-	// afterDeadLetterRecord, when set (tests only), runs between recording
-	// a dead letter and returning it to asynq: a panic there stands for a
-	// crash at the worst moment.
-	afterDeadLetterRecord func()
+	ledger *ledger.Ledger
+
+	// stopping is closed when Run's context ends: attempts that are not in
+	// an API call give their task back at once.
+	stopping chan struct{}
+	stopOnce sync.Once
+
+	// crashHook, when set (tests only), runs at each point of the path
+	// (pointAdmitted…pointSettled): a panic there stands for a crash.
+	crashHook func(point string)
 }
 
 // New checks cfg and builds a Worker. It returns an error when Redis or API
@@ -189,21 +200,26 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: Config.API is required")
 	case cfg.APIKeyID == "":
 		return nil, errors.New("worker: Config.APIKeyID is required")
-	case cfg.CallTimeout < 0 || cfg.CallLockTTL < 0:
-		return nil, fmt.Errorf("worker: CallTimeout %s and CallLockTTL %s must not be negative", cfg.CallTimeout, cfg.CallLockTTL)
+	case cfg.CallTimeout < 0 || cfg.CallLockTTL < time.Second:
+		return nil, fmt.Errorf("worker: CallTimeout %s must not be negative and CallLockTTL %s must be at least 1s", cfg.CallTimeout, cfg.CallLockTTL)
 	case cfg.RateReserve < 0 || cfg.RateReserve >= cfg.RateLimit:
 		return nil, fmt.Errorf("worker: RateReserve %d must be from 0 to below RateLimit %d", cfg.RateReserve, cfg.RateLimit)
 	case cfg.RetryMax < cfg.RetryBase:
 		return nil, fmt.Errorf("worker: RetryMax %s is below RetryBase %s", cfg.RetryMax, cfg.RetryBase)
 	}
+	led, err := ledger.New(cfg.Redis, ledger.Options{Prefix: cfg.KeyPrefix, Retention: cfg.Retention})
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
 	w := &Worker{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		state:   stateStore{rdb: cfg.Redis, prefix: cfg.KeyPrefix},
-		gov:     newGovernor(cfg),
-		dead:    deadletter.New(cfg.Redis, cfg.KeyPrefix),
-		metrics: newMetrics(),
-		policy:  Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
+		cfg:      cfg,
+		log:      cfg.Logger,
+		ledger:   led,
+		stopping: make(chan struct{}),
+		gov:      newGovernor(cfg),
+		dead:     deadletter.New(cfg.Redis, cfg.KeyPrefix),
+		metrics:  newMetrics(),
+		policy:   Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
 	}
 	w.redisAlive.Store(true)
 	w.registerCollectors()
@@ -250,6 +266,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		go func() { httpErr <- httpSrv.Serve(ln) }()
 		w.log.Info("http endpoints listening", "addr", ln.Addr().String())
 	}
+	if err := w.checkEviction(ctx); err != nil {
+		if httpSrv != nil {
+			_ = httpSrv.Close()
+		}
+		return err
+	}
 	w.gov.announce(ctx, w.cfg)
 	if err := w.srv.Start(w); err != nil {
 		if httpSrv != nil {
@@ -265,6 +287,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		err = fmt.Errorf("worker: http server: %w", err)
 	}
 	w.log.Info("worker stopping", "shutdown_timeout", w.cfg.ShutdownTimeout)
+	// Attempts that wait (for admission, a busy session) give their task
+	// back at once, uncounted; only calls in flight get ShutdownTimeout.
+	w.stopOnce.Do(func() { close(w.stopping) })
 	w.srv.Shutdown()
 	if c, ok := w.cfg.API.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
@@ -276,6 +301,40 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("worker stopped")
 	return err
+}
+
+// checkEviction refuses a Redis that may evict keys: an evicted task or
+// ledger record is lost without a trace. Where CONFIG GET is not allowed
+// (managed Redis) it warns and lets the worker start.
+func (w *Worker) checkEviction(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := w.cfg.Redis.ConfigGet(cctx, "maxmemory-policy").Result()
+	policy, ok := m["maxmemory-policy"]
+	switch {
+	case err != nil || !ok:
+		w.log.Warn("could not read Redis's maxmemory-policy (CONFIG GET not allowed?): make sure it is noeviction, or tasks and ledger records may be dropped silently", "err", err)
+		return nil
+	case policy == "noeviction":
+		return nil
+	case w.cfg.AllowEviction:
+		w.log.Warn("Redis may evict keys (maxmemory-policy is not noeviction): tasks and ledger records may be dropped silently", "maxmemory-policy", policy)
+		return nil
+	}
+	return fmt.Errorf("worker: Redis maxmemory-policy is %q, not noeviction: evicted keys lose tasks and ledger records silently; set maxmemory-policy noeviction, or ENROLLQ_ALLOW_EVICTION=true to start anyway", policy)
+}
+
+// untilStopping is ctx, ended also when the worker starts stopping.
+func (w *Worker) untilStopping(ctx context.Context) (context.Context, context.CancelFunc) {
+	sctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-w.stopping:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	return sctx, cancel
 }
 
 // Ready reports whether the worker can do useful work, and why not: Redis
@@ -330,6 +389,8 @@ func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	var d time.Duration
 	var re *retryError
 	switch {
+	case errors.As(err, &re) && re.fixed:
+		d = re.delay
 	case errors.As(err, &re) && !re.counted:
 		if re.notBefore > 0 {
 			d = re.notBefore

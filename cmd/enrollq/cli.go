@@ -55,6 +55,9 @@ type cli struct {
 
 	FakeAPI     fakeAPICmd     `cmd:"" name:"fake-api" help:"Serve a fake Verisoul API (answers scripted by account-id prefix) to try the worker without a key, until SIGINT/SIGTERM."`
 	Healthcheck healthcheckCmd `cmd:"" help:"Exit 0 when the worker on ENROLLQ_HTTP_ADDR says ready (/readyz), 1 otherwise (a container HEALTHCHECK)."`
+
+	Webhooks webhooksCmd `cmd:"" help:"Deliver outcome events as signed webhooks; status, test, replay."`
+	Outcomes outcomesCmd `cmd:"" help:"Read the outcome stream: tail [--follow]."`
 }
 
 // env carries what every command needs besides its flags; kong passes it to

@@ -9,15 +9,16 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/internal/redistest"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -64,19 +65,25 @@ func repeat(s verisoultest.Step, n int) []verisoultest.Step {
 	return out
 }
 
-// Run starts an embedded Redis (miniredis), the fake API and a worker,
+// Run starts a private redis-server, the fake API and a worker,
 // enqueues the scripted mix, waits for every task to end, prints a table and
 // fails unless each ended as scripted.
 func (c demoCmd) Run(e *env) error {
 	ctx := e.ctx
 	log, logPath, closeLog := c.logger(e)
 	defer closeLog()
-	mr, err := miniredis.Run()
+	// The worker's ledger runs Lua scripts that use cmsgpack, which the
+	// embedded miniredis lacks: the demo starts a private redis-server.
+	redisPath, err := exec.LookPath("redis-server")
 	if err != nil {
-		return fmt.Errorf("demo: starting embedded Redis: %w", err)
+		return errors.New("demo: needs redis-server on PATH (apt-get install redis-server): the worker's ledger runs Lua scripts with cmsgpack, which an embedded Redis cannot")
 	}
-	defer mr.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	redisAddr, stopRedis, err := redistest.StartServer(redisPath)
+	if err != nil {
+		return fmt.Errorf("demo: starting redis-server: %w", err)
+	}
+	defer stopRedis()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	defer rdb.Close()
 	api := verisoultest.NewServer(demoKey)
 	defer api.Close()
@@ -109,7 +116,7 @@ func (c demoCmd) Run(e *env) error {
 		<-done
 	}()
 
-	fmt.Fprintf(e.stdout, "enrollq demo: embedded Redis at %s, fake Verisoul API at %s\n", mr.Addr(), api.URL)
+	fmt.Fprintf(e.stdout, "enrollq demo: embedded Redis at %s, fake Verisoul API at %s\n", redisAddr, api.URL)
 	if logPath != "" {
 		fmt.Fprintf(e.stdout, "worker log: %s (--verbose to see it here)\n", logPath)
 	}
@@ -141,7 +148,7 @@ func (c demoCmd) Run(e *env) error {
 	ok = ok && errors.As(badErr, &ve)
 
 	if c.Keep {
-		fmt.Fprintf(e.stdout, "\nkept running until Ctrl-C: REDIS_URL=redis://%s/0 VERISOUL_BASE_URL=%s VERISOUL_API_KEY=%s\n", mr.Addr(), api.URL, demoKey)
+		fmt.Fprintf(e.stdout, "\nkept running until Ctrl-C: REDIS_URL=redis://%s/0 VERISOUL_BASE_URL=%s VERISOUL_API_KEY=%s\n", redisAddr, api.URL, demoKey)
 		<-ctx.Done()
 	}
 	if !ok {

@@ -41,6 +41,11 @@ func (workerCmd) Run(e *env) error {
 		return err
 	}
 	routes["/v1/budget/"] = budget.Handler(lb, budget.HandlerOptions{Token: e.cfg.BudgetToken.Reveal()})
+	stopWebhooks, err := e.startWebhooks(e.ctx, rdb, routes) // own goroutine; no rate budget
+	if err != nil {
+		return err
+	}
+	defer stopWebhooks()
 	w, err := worker.New(worker.Config{
 		Redis:           rdb,
 		API:             client,
@@ -58,6 +63,7 @@ func (workerCmd) Run(e *env) error {
 		APIKeyID:        worker.KeyID(e.cfg.APIKey.Reveal()),
 		RateLimit:       e.cfg.RateLimit,
 		RateReserve:     e.cfg.ResolvedRateReserve(),
+		AllowEviction:   e.cfg.AllowEviction,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,317 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/enrollq/enrollq/internal/outcomestest"
+	"github.com/enrollq/enrollq/ledger"
+	"github.com/enrollq/enrollq/verisoul/verisoultest"
+)
+
+// These tests produce outcomes through the ledger's own transitions
+// (Queued, Claim, Enrolled/Dead): the worker does not write the ledger yet,
+// so they show the delivery side end to end, not the worker's settles.
+
+// hookReceiver verifies each request with the spec's Go library and counts
+// the verified deliveries per event id.
+type hookReceiver struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	calls  int
+	bad    int
+	byID   map[string]int
+	delay  time.Duration
+	status atomic.Int32
+}
+
+func newHookReceiver(t *testing.T, secret string) *hookReceiver {
+	t.Helper()
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &hookReceiver{byID: map[string]int{}}
+	r.status.Store(204)
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		if r.delay > 0 {
+			time.Sleep(r.delay)
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.calls++
+		if wh.Verify(body, req.Header) != nil {
+			r.bad++
+			w.WriteHeader(400)
+			return
+		}
+		code := int(r.status.Load())
+		if code/100 == 2 {
+			var ev struct{ ID string }
+			_ = json.Unmarshal(body, &ev)
+			r.byID[ev.ID]++
+		}
+		w.WriteHeader(code)
+		_, _ = w.Write([]byte("thanks"))
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *hookReceiver) distinct() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.byID)
+}
+
+func hookSecret() string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return "whsec_" + base64.StdEncoding.EncodeToString(b[:])
+}
+
+func pollUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestWebhooksRunSIGKILLLosesNothing runs `enrollq webhooks run` as a
+// process, kills it with SIGKILL in the middle of delivering, starts it
+// again, and checks that every event the ledger holds was delivered (each
+// id at least once, every delivery verified).
+func TestWebhooksRunSIGKILLLosesNothing(t *testing.T) {
+	rdb := freshRedis(t)
+	ctx := context.Background()
+	l, err := ledger.New(rdb, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := hookSecret()
+	recv := newHookReceiver(t, secret)
+	recv.delay = 20 * time.Millisecond
+	env := []string{"REDIS_URL=" + redisURL(t), "ENROLLQ_WEBHOOK_URL=" + recv.srv.URL + "/hooks", "ENROLLQ_WEBHOOK_SECRET=" + secret,
+		"ENROLLQ_WEBHOOK_TIMEOUT=1s", "LOG_FORMAT=json"}
+	start := func() *exec.Cmd {
+		cmd := exec.Command(binary, "webhooks", "run")
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+		var logs bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	first := start()
+	pollUntil(t, "cursors created", 15*time.Second, func() bool {
+		g, err := rdb.XInfoGroups(ctx, l.StreamKey(ledger.Shards-1)).Result()
+		return err == nil && len(g) == 1
+	})
+	const n = 300
+	if _, err := outcomestest.Mix(ctx, l, n); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, "some deliveries", 20*time.Second, func() bool { return recv.distinct() >= 40 })
+	if err := first.Process.Signal(os.Kill); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	got := recv.distinct()
+	if got >= n {
+		t.Fatalf("all %d delivered before the kill; the test shows nothing", got)
+	}
+	pending := int64(0)
+	for sh := range ledger.Shards {
+		p, _ := rdb.XPending(ctx, l.StreamKey(sh), "webhooks:default").Result()
+		if p != nil {
+			pending += p.Count
+		}
+	}
+	t.Logf("killed after %d of %d deliveries with %d read but unacknowledged", got, n, pending)
+	start()
+	pollUntil(t, "every event after the restart", 60*time.Second, func() bool { return recv.distinct() == n })
+	evs, err := l.Outcomes(ctx, time.Time{}, 10*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv.mu.Lock()
+	defer recv.mu.Unlock()
+	for _, e := range evs {
+		if recv.byID[e.ID] < 1 {
+			t.Errorf("event %s never delivered", e.ID)
+		}
+	}
+	if recv.bad != 0 {
+		t.Errorf("%d deliveries failed verification", recv.bad)
+	}
+}
+
+// TestWebhooksCommands: test sends a signed webhook.test and shows the
+// answer (exit 1 when not 2xx); status shows the endpoint; replay sends a
+// session's event again; the worker runs the deliverer and serves its
+// metrics while its /readyz stays ready with a failing receiver.
+func TestWebhooksCommands(t *testing.T) {
+	rdb := freshRedis(t)
+	ctx := context.Background()
+	l, err := ledger.New(rdb, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := hookSecret()
+	recv := newHookReceiver(t, secret)
+	env := []string{"REDIS_URL=" + redisURL(t), "ENROLLQ_WEBHOOK_URL=" + recv.srv.URL + "/hooks?token=tok-secret", "ENROLLQ_WEBHOOK_SECRET=" + secret}
+
+	r := enrollq(t, env, "webhooks", "test")
+	if r.code != 0 || !strings.Contains(r.stdout, "ok default") || !strings.Contains(r.stdout, "HTTP 204") || strings.Contains(r.stdout+r.stderr, "tok-secret") {
+		t.Fatalf("webhooks test: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	recv.status.Store(500)
+	r = enrollq(t, env, "webhooks", "test")
+	if r.code != 1 || !strings.Contains(r.stdout, "FAILED default") || !strings.Contains(r.stdout, "HTTP 500: thanks") {
+		t.Fatalf("webhooks test against a 500: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = enrollq(t, append(env[:2:2], "ENROLLQ_WEBHOOK_URL="+recv.srv.URL, "ENROLLQ_WEBHOOK_SECRET=whsec_"+strings.Repeat("A", 8)), "webhooks", "test")
+	if r.code != 2 || !strings.Contains(r.stderr, "ENROLLQ_WEBHOOK_SECRET") || strings.Contains(r.stderr, "AAAAAAAA") {
+		t.Fatalf("bad secret: exit %d\n%s", r.code, r.stderr)
+	}
+
+	// The worker with a failing receiver: ready, failing in the metrics.
+	api := verisoultest.NewServer(apiKey)
+	defer api.Close()
+	stop, addr := startWorker(t, append(env, "VERISOUL_API_KEY="+apiKey, "VERISOUL_BASE_URL="+api.URL))
+	pollUntil(t, "cursors created", 15*time.Second, func() bool {
+		g, err := rdb.XInfoGroups(ctx, l.StreamKey(ledger.Shards-1)).Result()
+		return err == nil && len(g) == 1
+	})
+	session, err := outcomestest.Dead(ctx, l, "acct-1", "session_older_than_30_days", "too old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metric := func() string {
+		resp, err := http.Get("http://" + addr + "/metrics/webhooks")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	pollUntil(t, "failing metric", 20*time.Second, func() bool {
+		return strings.Contains(metric(), `enrollq_webhook_failing{endpoint="default"} 1`)
+	})
+	if m := metric(); !strings.Contains(m, `enrollq_webhook_backlog{endpoint="default"} 1`) || !strings.Contains(m, `enrollq_webhook_deliveries_total{endpoint="default",status="500"}`) {
+		t.Errorf("metrics:\n%s", m)
+	}
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("/readyz with a failing receiver: %v %v", resp, err)
+	}
+	r = enrollq(t, env, "webhooks", "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "failing: HTTP 500") || strings.Contains(r.stdout, "tok-secret") {
+		t.Errorf("status: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	recv.status.Store(204)
+	pollUntil(t, "delivered by the worker", 20*time.Second, func() bool { return recv.distinct() == 2 }) // the test event and the outcome
+	code, logs := stop()
+	if code != 0 || !strings.Contains(logs, "webhook endpoint failing") {
+		t.Errorf("worker exit %d; want a log line saying the endpoint failed:\n%s", code, logs)
+	}
+	r = enrollq(t, env, "webhooks", "replay", "--since", "1h", "--session", session)
+	if r.code != 0 || !strings.Contains(r.stdout, "enrollment.failed "+session) || !strings.Contains(r.stdout, "replayed 1, 0 failed") {
+		t.Errorf("replay: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	recv.mu.Lock()
+	defer recv.mu.Unlock()
+	for id, n := range recv.byID {
+		if !strings.HasPrefix(id, "test_") && n != 2 {
+			t.Errorf("event %s delivered %d times, want 2 (once, then the replay)", id, n)
+		}
+	}
+}
+
+// TestOutcomesTail: `enrollq outcomes tail` prints the ledger's events as
+// the webhooks' JSON, oldest first; --follow prints a new one as it is
+// appended, once.
+func TestOutcomesTail(t *testing.T) {
+	rdb := freshRedis(t)
+	ctx := context.Background()
+	l, err := ledger.New(rdb, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := outcomestest.Enrolled(ctx, l, "acct-1", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := outcomestest.Dead(ctx, l, "acct-2", "id_scan_failed", "scan failed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"REDIS_URL=" + redisURL(t)}
+	r := enrollq(t, env, "outcomes", "tail")
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	// Two sessions' events in the same millisecond come in shard order:
+	// only one session's events have an order, so look for each.
+	if r.code != 0 || len(lines) != 2 || !strings.Contains(r.stdout, `"type":"enrollment.succeeded","timestamp"`) ||
+		!strings.Contains(r.stdout, `"session_id":"`+ok+`"`) || !strings.Contains(r.stdout, `"session_id":"`+dead+`"`) ||
+		!strings.Contains(r.stdout, `"code":"id_scan_failed","last_error":"scan failed","action":"new_session_needed"`) {
+		t.Fatalf("outcomes tail: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	cmd := exec.Command(binary, "outcomes", "tail", "--follow")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+	var out syncBuffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	pollUntil(t, "the past events", 10*time.Second, func() bool { return strings.Count(out.String(), "\n") == 2 })
+	if err := outcomestest.Requeue(ctx, l, dead, "cli"); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, "the new event", 10*time.Second, func() bool { return strings.Count(out.String(), "\n") == 3 })
+	time.Sleep(500 * time.Millisecond) // a few more polls: nothing printed twice
+	if n := strings.Count(out.String(), "\n"); n != 3 || !strings.Contains(out.String(), `"type":"enrollment.requeued"`) {
+		t.Errorf("--follow printed %d lines:\n%s", n, out.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
