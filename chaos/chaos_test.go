@@ -263,7 +263,7 @@ func TestSentinelFailover(t *testing.T) {
 	var present []string
 	lost := 0
 	for _, s := range accepted {
-		n, err := rdb.Exists(context.Background(), "asynq:{"+tasks.QueueSignup+"}:t:"+tasks.TaskID(s)).Result()
+		n, err := rdb.Exists(context.Background(), "asynq:{"+tasks.QueueSignup+"}:t:"+tasks.TaskID(tasks.QueueSignup, s)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -176,7 +176,7 @@ func waitDrained(t *testing.T, rdb redis.UniversalClient, queue string, sessions
 		completed, archived = 0, 0
 		var other []string
 		for _, s := range sessions {
-			info, err := insp.GetTaskInfo(queue, tasks.TaskID(s))
+			info, err := insp.GetTaskInfo(queue, tasks.TaskID(queue, s))
 			switch {
 			case err != nil:
 				other = append(other, s+": "+err.Error())
@@ -219,7 +219,7 @@ func checkAgainstAPI(t *testing.T, rdb redis.UniversalClient, queue string, api 
 		if n := enrolledCalls[s]; n != 1 {
 			t.Errorf("session %s enrolled by %d calls", s, n)
 		}
-		info, err := insp.GetTaskInfo(queue, tasks.TaskID(s))
+		info, err := insp.GetTaskInfo(queue, tasks.TaskID(queue, s))
 		if err != nil || info.State != asynq.TaskStateCompleted {
 			t.Errorf("session %s enrolled at the API but its task is %v (%v)", s, info, err)
 			continue

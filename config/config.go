@@ -140,9 +140,15 @@ type Config struct {
 	// Default 1h.
 	MaxWait time.Duration `name:"max-wait" env:"ENROLLQ_MAX_WAIT" default:"1h" help:"How long 429 waits may go on before they count as failures."`
 
-	// Retention is how long completed tasks are kept in Redis, so enqueueing
-	// the same session again reports "already enrolled". Default 720h (30 days).
-	Retention time.Duration `name:"retention" env:"ENROLLQ_RETENTION" default:"720h" help:"How long completed tasks are kept, so re-enqueues report 'already enrolled'."`
+	// Retention is how long the ledger keeps an enrolled session's record
+	// (ledger.Options.Retention), so enqueueing the same session again
+	// reports "already enrolled". Default 720h (30 days).
+	Retention time.Duration `name:"retention" env:"ENROLLQ_RETENTION" default:"720h" help:"How long the ledger keeps enrolled sessions, so re-enqueues report 'already enrolled'."`
+
+	// KeepCompleted is how long asynq keeps a completed task, for the
+	// dashboard's Completed tab. Default 0: none (the ledger answers
+	// "already enrolled"; a retained task costs about a kilobyte).
+	KeepCompleted time.Duration `name:"keep-completed" env:"ENROLLQ_KEEP_COMPLETED" default:"0s" help:"How long asynq keeps completed tasks for the dashboard's Completed tab (0: none; the ledger answers re-enqueues)."`
 
 	// ShutdownTimeout is how long the worker waits for in-flight tasks after
 	// SIGINT or SIGTERM before returning them to the queue. Default 25s.
@@ -359,6 +365,9 @@ func (c *Config) Validate() error {
 		if err := positive(d.field, d.value); err != nil {
 			return err
 		}
+	}
+	if c.KeepCompleted < 0 {
+		return errorFor("KeepCompleted", "must not be negative (0 keeps no completed task), got %s", c.KeepCompleted)
 	}
 	if c.HTTPAddr != "" {
 		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || !validPort(port) {
@@ -665,6 +674,7 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("not_ready_window", c.NotReadyWindow.String()),
 		slog.String("max_wait", c.MaxWait.String()),
 		slog.String("retention", c.Retention.String()),
+		slog.String("keep_completed", c.KeepCompleted.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.Bool("allow_eviction", c.AllowEviction),
 		slog.String("http_addr", c.HTTPAddr),

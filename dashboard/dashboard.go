@@ -1,8 +1,9 @@
 // Package dashboard serves asynqmon, asynq's web UI, under /dashboard for
 // enrollq's queues: behind HTTP basic auth when a user and password are set,
 // read-only on request, refusing cross-site writes, foreign Host names and
-// framing (see guard.go), and with enrollq's durable dead-letter record kept
-// in step with what an operator runs from the UI (see follow.go).
+// framing (see guard.go). What an operator runs from the UI changes asynq
+// only; the ledger follows by reconciling (ledger/reconcile), so the
+// dashboard needs no knowledge of asynqmon's routes.
 package dashboard
 
 import (
@@ -15,8 +16,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/enrollq/enrollq/deadletter"
 )
 
 // RootPath is the URL path the dashboard is served under; every page and API
@@ -94,17 +93,9 @@ func New(opts Options) (http.Handler, error) {
 		ReadOnly:          opts.ReadOnly,
 		PrometheusAddress: opts.PrometheusAddress,
 	})
-	if !opts.ReadOnly {
-		// Read-only asynqmon refuses every request that could run a task,
-		// so there is nothing to follow.
-		h = &follower{
-			next:   h,
-			prefix: RootPath + "/api/queues/",
-			store:  deadletter.New(opts.Redis, opts.KeyPrefix),
-			insp:   asynq.NewInspectorFromRedisClient(opts.Redis),
-			log:    opts.Logger,
-		}
-	}
+	// Nothing follows asynqmon's requests: what it changes in asynq (run,
+	// archive, delete) is reconciled into the ledger by the worker's
+	// sweeper and by every reader that meets the record (ledger/reconcile).
 	// Cross-site writes are refused before anything else sees them, with
 	// or without auth (a browser sends a page's requests with the
 	// operator's credentials).

@@ -16,13 +16,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/dashboard"
-	"github.com/enrollq/enrollq/deadletter"
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/ledger"
+	"github.com/enrollq/enrollq/ledger/reconcile"
 	"github.com/enrollq/enrollq/tasks"
-	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
-	"github.com/enrollq/enrollq/worker"
 )
 
 // The tests run against the real Redis, on database 6 (this package's own),
@@ -40,7 +39,7 @@ func TestMain(m *testing.M) { os.Exit(redistest.Run(m, redisDB)) }
 type bundle struct {
 	rdb   *redis.Client
 	queue string
-	store *deadletter.Store
+	led   *ledger.Ledger
 	insp  *asynq.Inspector
 }
 
@@ -51,7 +50,7 @@ func setup(t *testing.T) *bundle {
 	return &bundle{
 		rdb:   rdb,
 		queue: fmt.Sprintf("dash-%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), time.Now().UnixNano()),
-		store: deadletter.New(rdb, ""),
+		led:   newLedger(t, rdb),
 		insp:  asynq.NewInspectorFromRedisClient(rdb),
 	}
 }
@@ -72,62 +71,47 @@ func (b *bundle) serve(t *testing.T, opts dashboard.Options) *httptest.Server {
 	return srv
 }
 
-// archive enqueues n enrollment tasks in the bundle's queue for sessions
-// past their 30-day window, and has a real worker dead-letter them (record
-// first, then asynq's archive; no API call for an expired session). The
-// worker is stopped before it returns, so tasks run again stay pending. It
-// returns their task IDs once all are archived and recorded.
+func newLedger(t *testing.T, rdb *redis.Client) *ledger.Ledger {
+	t.Helper()
+	l, err := ledger.New(rdb, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// archive enqueues n enrollment tasks in the bundle's queue and
+// dead-letters them as the worker does (the ledger's claim and dead letter,
+// then asynq's archive). It returns their task IDs.
 func (b *bundle) archive(t *testing.T, n int) []string {
 	t.Helper()
-	api := verisoultest.NewServer("dash-test-key")
-	defer api.Close()
-	client, err := verisoul.New(api.URL, "dash-test-key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := worker.New(worker.Config{
-		Redis: b.rdb, API: client, APIKeyID: worker.KeyID("dash-test-key"),
-		Queues: map[string]int{b.queue: 1}, Concurrency: 2, PollInterval: 50 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	enq := enqueue.New(b.rdb, enqueue.WithQueue(b.queue))
+	enq := enqueue.New(b.rdb, enqueue.WithQueue(b.queue), enqueue.WithLedger(b.led))
 	var ids []string
 	for range n {
-		got, err := enq.Enroll(context.Background(), verisoultest.NewSessionID(), "acct-dash", enqueue.WithCreatedAt(time.Now().Add(-40*24*time.Hour)))
+		s := verisoultest.NewSessionID()
+		got, err := enq.Enroll(context.Background(), s, "acct-dash")
 		if err != nil {
+			t.Fatal(err)
+		}
+		b.dead(t, s)
+		if err := b.insp.ArchiveTask(b.queue, got.TaskID); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, got.TaskID)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	}()
-	for _, id := range ids {
-		b.waitState(t, id, asynq.TaskStateArchived)
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			if _, ok, _ := b.store.Get(context.Background(), id); ok {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("task %s archived without a record", id)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	if n := len(api.Calls()); n != 0 {
-		t.Fatalf("the API received %d calls for expired sessions", n)
-	}
 	return ids
+}
+
+// dead records the session's dead letter in the ledger.
+func (b *bundle) dead(t *testing.T, s string) {
+	t.Helper()
+	c, err := b.led.Claim(context.Background(), ledger.ClaimArgs{SessionID: s, AccountID: "acct-dash", Queue: b.queue, Lease: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.led.Dead(context.Background(), c, ledger.DeadArgs{Code: deadCode, LastError: deadCode + ": x"}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (b *bundle) waitState(t *testing.T, id string, want asynq.TaskState) {
@@ -154,13 +138,25 @@ func (b *bundle) state(t *testing.T, id string) asynq.TaskState {
 	return info.State
 }
 
+// hasRecord reports whether the session of task id is a dead letter in the
+// ledger, as a reader sees it: after reconciling the record with asynq
+// (what `enrollq dead …`, status and the worker's sweeper do), so a run
+// from the dashboard shows as requeued.
 func (b *bundle) hasRecord(t *testing.T, id string) bool {
 	t.Helper()
-	_, found, err := b.store.Get(context.Background(), id)
+	_, s, ok := tasks.ParseTaskID(id)
+	if !ok {
+		t.Fatalf("task ID %q", id)
+	}
+	r, err := b.led.Status(context.Background(), s)
+	if err != nil {
+		return false
+	}
+	r, _, _, err = reconcile.Check(context.Background(), b.led, b.insp, r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return found
+	return r.State == ledger.StateDead
 }
 
 func post(t *testing.T, url, body string) (int, string) {
@@ -288,7 +284,7 @@ func TestDashboardCheckListen(t *testing.T) {
 	}
 }
 
-func TestDashboardRunFollowsRecord(t *testing.T) {
+func TestDashboardRunIsReconciled(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ids := b.archive(t, 2)
@@ -322,7 +318,7 @@ func TestDashboardRunFollowsRecord(t *testing.T) {
 	}
 }
 
-func TestDashboardBatchRunFollowsRecords(t *testing.T) {
+func TestDashboardBatchRunIsReconciled(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ids := b.archive(t, 3)
@@ -333,7 +329,6 @@ func TestDashboardBatchRunFollowsRecords(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("batch_run answered %d: %s", code, resp)
 	}
-	// asynqmon read the same body the follower read.
 	if !strings.Contains(resp, ids[0]) || !strings.Contains(resp, ids[1]) || !strings.Contains(resp, `"error_ids":["enroll:not-there"]`) {
 		t.Errorf("batch_run answer %s", resp)
 	}
@@ -350,16 +345,18 @@ func TestDashboardBatchRunFollowsRecords(t *testing.T) {
 	}
 }
 
-func TestDashboardRunAllFollowsRecords(t *testing.T) {
+func TestDashboardRunAllIsReconciled(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ids := b.archive(t, 2)
 	// A dead letter whose archived task asynq has trimmed: its record is
 	// all that is left, and must survive a run_all.
-	trimmed := tasks.TaskID(verisoultest.NewSessionID())
-	if err := b.store.Put(context.Background(), deadletter.Record{TaskID: trimmed, Queue: b.queue, Code: deadCode, LastError: deadCode + ": x"}); err != nil {
+	ts := verisoultest.NewSessionID()
+	if _, err := b.led.Queued(context.Background(), ledger.QueuedArgs{SessionID: ts, AccountID: "acct-dash", Queue: b.queue}); err != nil {
 		t.Fatal(err)
 	}
+	b.dead(t, ts)
+	trimmed := tasks.TaskID(b.queue, ts)
 	srv := b.serve(t, dashboard.Options{})
 
 	code, resp := post(t, srv.URL+"/dashboard/api/queues/"+b.queue+"/archived_tasks:run_all", "")

@@ -1,7 +1,9 @@
 // Package enqueue is the producer API for Go callers: it validates an
-// enrollment and puts it into Redis as a verisoul:enroll task, telling a
-// session that is already queued, already enrolled or dead-lettered apart
-// from a failure.
+// enrollment, records it in the ledger and puts it into Redis as a
+// verisoul:enroll task, telling a session that is already queued, already
+// enrolled or dead-lettered apart from a failure. Those answers come from
+// the ledger (one record per session, across queues), never from asynq's
+// archive, which asynq trims and outside tools change.
 package enqueue
 
 import (
@@ -15,6 +17,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/enrollq/enrollq/ledger"
+	"github.com/enrollq/enrollq/ledger/reconcile"
 	"github.com/enrollq/enrollq/tasks"
 )
 
@@ -24,8 +28,8 @@ var (
 	// ErrAlreadyQueued: a task for the session is waiting, running or
 	// scheduled for a retry.
 	ErrAlreadyQueued = errors.New("already queued")
-	// ErrAlreadyEnrolled: a task for the session completed (within the
-	// retention period).
+	// ErrAlreadyEnrolled: the session was enrolled (within the retention
+	// period, ENROLLQ_RETENTION).
 	ErrAlreadyEnrolled = errors.New("already enrolled")
 	// ErrDeadLettered: the session's task is in the dead letters; requeue it
 	// with `enrollq dead requeue` rather than enqueueing it again.
@@ -42,10 +46,10 @@ var (
 	ErrAccountMismatch = errors.New("account mismatch")
 )
 
-// AccountMismatchError reports that the session's existing task, in any
-// state asynq still keeps (waiting, running, retrying, completed within its
-// retention, dead-lettered), is for another account than the one asked for.
-// Match it with errors.Is(err, ErrAccountMismatch) or errors.As.
+// AccountMismatchError reports that the session's record in the ledger, in
+// any state (waiting, running, retrying, enrolled within the retention,
+// dead-lettered), is for another account than the one asked for. Match it
+// with errors.Is(err, ErrAccountMismatch) or errors.As.
 type AccountMismatchError struct {
 	SessionID string
 	Queue     string
@@ -55,7 +59,9 @@ type AccountMismatchError struct {
 	// Code is the dead-letter code when State is archived.
 	Code string
 	// ExistingAccountID is the account of the existing task; AccountID is
-	// the one this call asked for.
+	// the one this call asked for. An enrolled session's record keeps only
+	// a hash of its account (to stay small), so ExistingAccountID is then
+	// "" and the message says "another account".
 	ExistingAccountID string
 	AccountID         string
 	// FirstLine is the earlier row's Line when that row, of the same
@@ -75,6 +81,9 @@ func (e *AccountMismatchError) Error() string {
 	default:
 		held = fmt.Sprintf("already queued (%s in queue %s)", e.State, e.Queue)
 	}
+	if e.ExistingAccountID == "" {
+		return fmt.Sprintf("session %s: account mismatch: %s for another account, not %q", e.SessionID, held, e.AccountID)
+	}
 	return fmt.Sprintf("session %s: account mismatch: %s for account %q, not %q", e.SessionID, held, e.ExistingAccountID, e.AccountID)
 }
 
@@ -87,13 +96,16 @@ type DuplicateError struct {
 	Queue     string
 	TaskID    string
 	// State is the asynq state of the existing task: pending, active,
-	// scheduled, retry, completed or archived.
+	// scheduled, retry, completed (enrolled) or archived (dead-lettered);
+	// for a live session whose task asynq no longer shows, the ledger's
+	// state (queued, calling, waiting, retrying, requeued).
 	State string
 	// Code is the dead-letter code when State is archived.
 	Code string
 	// LastErr is the existing task's last error, if any.
 	LastErr string
-	// RequestID is Verisoul's request id when State is completed.
+	// RequestID is Verisoul's request id when State is completed (or
+	// archived after a call that had one).
 	RequestID string
 	// FirstLine is the earlier row's Line, for ErrDuplicateRow.
 	FirstLine int
@@ -121,12 +133,16 @@ type Client struct {
 	rdb      redis.UniversalClient
 	ac       *asynq.Client
 	insp     *asynq.Inspector
+	led      *ledger.Ledger
 	defaults settings
 }
 
 // settings are what Options change.
 type settings struct {
 	task        tasks.Options
+	retention   time.Duration
+	run         string
+	ledger      *ledger.Ledger
 	createdAt   time.Time
 	concurrency int
 	maxQueued   int
@@ -142,9 +158,26 @@ func WithQueue(q string) Option { return func(s *settings) { s.task.Queue = q } 
 // WithMaxRetry sets the transient retry budget (default 10).
 func WithMaxRetry(n int) Option { return func(s *settings) { s.task.MaxRetry = n } }
 
-// WithRetention sets how long the completed task is kept, which is how long a
-// second Enroll of the session reports ErrAlreadyEnrolled (default 720h).
-func WithRetention(d time.Duration) Option { return func(s *settings) { s.task.Retention = d } }
+// WithRetention sets how long the ledger keeps an enrolled session's record
+// (default 720h, ENROLLQ_RETENTION), which is how long a second Enroll of
+// the session reports ErrAlreadyEnrolled. Dead letters are kept until
+// purged whatever it says.
+func WithRetention(d time.Duration) Option { return func(s *settings) { s.retention = d } }
+
+// WithKeepCompleted makes asynq keep the session's completed task for d
+// (ENROLLQ_KEEP_COMPLETED), for the dashboard's Completed tab. The default,
+// 0, keeps none: the ledger answers "already enrolled" in about 60 bytes,
+// where a retained task costs about a kilobyte.
+func WithKeepCompleted(d time.Duration) Option { return func(s *settings) { s.task.Retention = d } }
+
+// WithRun names the backfill run that enqueues the sessions (kept in their
+// ledger records, counted per run); "" for none, the default.
+func WithRun(run string) Option { return func(s *settings) { s.run = run } }
+
+// WithLedger makes the client record sessions in l (New only), for a
+// caller that shares one ledger with other parts or sets ledger.Options
+// (key prefix, reconcile grace) itself; WithRetention is then l's.
+func WithLedger(l *ledger.Ledger) Option { return func(s *settings) { s.ledger = l } }
 
 // WithCreatedAt gives the session's creation time (one Enroll call): a
 // session whose 30-day enrollment window has ended is dead-lettered as
@@ -160,15 +193,38 @@ func New(rdb redis.UniversalClient, opts ...Option) *Client {
 		ac:   asynq.NewClientFromRedisClient(rdb),
 		insp: asynq.NewInspectorFromRedisClient(rdb),
 		defaults: settings{
-			task:        tasks.Options{Queue: tasks.QueueSignup, MaxRetry: 10, Retention: 720 * time.Hour},
+			task:        tasks.Options{Queue: tasks.QueueSignup, MaxRetry: 10},
+			retention:   ledger.DefaultRetention,
 			concurrency: 32,
 		},
 	}
 	for _, o := range opts {
 		o(&c.defaults)
 	}
+	c.led = c.defaults.ledger
+	if c.led == nil {
+		c.led = c.ledgerFor(c.defaults)
+	}
 	return c
 }
+
+// ledgerFor returns the ledger with s's retention (the Client's own unless
+// one call changed it). ledger.New does no I/O.
+func (c *Client) ledgerFor(s settings) *ledger.Ledger {
+	if c.led != nil && s.retention == c.defaults.retention {
+		return c.led
+	}
+	l, err := ledger.New(c.rdb, ledger.Options{Retention: s.retention})
+	if err != nil {
+		// Only a retention under a second fails; take the default then.
+		l, _ = ledger.New(c.rdb, ledger.Options{})
+	}
+	return l
+}
+
+// Ledger is the ledger the client records enrollments in (for readers that
+// share the client's connection: status, the dead-letter commands).
+func (c *Client) Ledger() *ledger.Ledger { return c.led }
 
 func (c *Client) settings(opts []Option) settings {
 	s := c.defaults
@@ -185,29 +241,40 @@ func (c *Client) Close() error { return nil }
 type Enrolled struct {
 	TaskID string
 	Queue  string
+	// Moved: the session was waiting in another queue (backfill) and its
+	// task was moved to this one, so that a signup is served at signup
+	// latency.
+	Moved bool
+	// From is the queue it was moved from, when Moved.
+	From string
 }
 
-// Enroll validates the session and account ids and enqueues one task, in one
-// Redis round trip. asynq keys task IDs per queue, so the same session can
-// have a task in signup and one in backfill; the worker still calls the API
-// for it once (it records enrolled sessions, and lets one call per session
-// be in flight at a time). It returns:
+// Enroll validates the session and account ids, records the session in the
+// ledger and enqueues one task. A session has at most one live task across
+// all queues: the ledger record, written first, is what says so. It returns:
 //   - a *tasks.ValidationError naming the field and rule when an id is bad
 //     (nothing is enqueued);
 //   - a *DuplicateError matching ErrAlreadyQueued, ErrAlreadyEnrolled or
-//     ErrDeadLettered when the session already has a task in that queue
-//     for the same account (found by a second round trip, only then);
-//   - an *AccountMismatchError (ErrAccountMismatch) naming both accounts
-//     when that task is for another account;
+//     ErrDeadLettered (with its code) when the ledger already has the
+//     session, in any queue, for the same account; the record is first
+//     reconciled with asynq's task, so a task deleted, archived or run from
+//     outside is answered as it now stands;
+//   - an *AccountMismatchError (ErrAccountMismatch) when that record is for
+//     another account;
 //   - the context's error (errors.Is) when ctx ended first;
-//   - any other error when Redis fails.
+//   - any other error when Redis fails (the ledger record is then undone).
+//
+// A signup (queue signup) for a session whose task waits in backfill
+// (pending, scheduled or retry) moves that task to signup and succeeds with
+// Enrolled.Moved; a backfill task already running is left alone and the
+// answer is ErrAlreadyQueued.
 func (c *Client) Enroll(ctx context.Context, sessionID, accountID string, opts ...Option) (Enrolled, error) {
 	s := c.settings(opts)
 	p, err := newPayload(sessionID, accountID, s.createdAt)
 	if err != nil {
 		return Enrolled{}, err
 	}
-	return c.enqueue(ctx, p, s.task)
+	return c.enqueue(ctx, p, s.task, s)
 }
 
 func newPayload(sessionID, accountID string, createdAt time.Time) (tasks.EnrollPayload, error) {
@@ -219,25 +286,165 @@ func newPayload(sessionID, accountID string, createdAt time.Time) (tasks.EnrollP
 	return p, p.Validate()
 }
 
-// enqueue puts one validated payload into Redis and explains a conflict.
-func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Options) (Enrolled, error) {
+// enqueue records one validated payload in the ledger, then puts its task
+// into asynq, and explains a duplicate from the ledger.
+func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Options, s settings) (Enrolled, error) {
 	t, err := tasks.NewEnrollTask(p, o)
 	if err != nil {
 		return Enrolled{}, err
+	}
+	led := c.ledgerFor(s)
+	rec, err := led.Queued(ctx, ledger.QueuedArgs{SessionID: p.SessionID, AccountID: p.AccountID, Queue: o.Queue, Run: s.run})
+	if err != nil {
+		var se *ledger.StateError
+		if errors.As(err, &se) && errors.Is(err, ledger.ErrExists) {
+			return c.duplicate(ctx, led, p, o, s, se.Record)
+		}
+		return Enrolled{}, c.redisErr(ctx, p, "recording", err)
 	}
 	info, err := c.ac.EnqueueContext(ctx, t)
 	if err == nil {
 		return Enrolled{TaskID: info.ID, Queue: info.Queue}, nil
 	}
-	if !errors.Is(err, asynq.ErrTaskIDConflict) {
-		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
-			// asynq flattens a script's failure into text; keep the
-			// context's error matchable.
-			return Enrolled{}, fmt.Errorf("enqueue session %s: %w (%v)", p.SessionID, ctxErr, err)
-		}
-		return Enrolled{}, fmt.Errorf("enqueue session %s: %w", p.SessionID, err)
+	// Undo the record: nothing was enqueued. A fresh context, so that a
+	// cancelled call does not leave a record without a task (Reconcile
+	// would turn it into task_deleted a minute later).
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = led.Unqueue(uctx, rec)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		// asynq still holds a task the ledger had forgotten (a completed
+		// task kept longer than the ledger's retention, or one made before
+		// the ledger): answer from it.
+		return Enrolled{}, c.describeDuplicate(p, o)
 	}
-	return Enrolled{}, c.describeDuplicate(p, o)
+	return Enrolled{}, c.redisErr(ctx, p, "enqueueing", err)
+}
+
+func (c *Client) redisErr(ctx context.Context, p tasks.EnrollPayload, what string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+		// asynq flattens a script's failure into text; keep the
+		// context's error matchable.
+		return fmt.Errorf("enqueue session %s: %s: %w (%v)", p.SessionID, what, ctxErr, err)
+	}
+	return fmt.Errorf("enqueue session %s: %s: %w", p.SessionID, what, err)
+}
+
+// duplicate answers an enqueue of a session the ledger already has: it
+// reconciles the record with asynq's task first (so an archive, delete or
+// run from outside is seen), then tells a repeated row of the same bulk run,
+// another account, a waiting backfill task a signup moves, and the
+// duplicates apart.
+func (c *Client) duplicate(ctx context.Context, led *ledger.Ledger, p tasks.EnrollPayload, o tasks.Options, s settings, rec ledger.Record) (Enrolled, error) {
+	rec, _, task, err := reconcile.Check(ctx, led, c.insp, rec)
+	if err != nil {
+		return Enrolled{}, c.redisErr(ctx, p, "reconciling", err)
+	}
+	if rec.State == ledger.StateNone {
+		// Purged or swept between the two reads: the session is free.
+		return c.enqueue(ctx, p, o, s)
+	}
+	d := &DuplicateError{SessionID: p.SessionID, Queue: rec.Queue, TaskID: tasks.TaskID(rec.Queue, p.SessionID), kind: ErrAlreadyQueued}
+	if task.Info != nil {
+		d.TaskID = task.Info.ID
+	}
+	switch rec.State {
+	case ledger.StateEnrolled:
+		d.State, d.kind, d.RequestID = asynq.TaskStateCompleted.String(), ErrAlreadyEnrolled, rec.RequestID
+	case ledger.StateDead:
+		d.State, d.kind, d.Code, d.LastErr, d.RequestID = asynq.TaskStateArchived.String(), ErrDeadLettered, rec.Code, rec.LastError, rec.RequestID
+	default:
+		d.State, d.LastErr = task.State, rec.LastError
+		if d.State == "" {
+			d.State = rec.State.String()
+		}
+		if d.LastErr == "" && task.Info != nil {
+			d.LastErr = task.Info.LastErr
+		}
+	}
+	sameRun := false
+	if run := o.Headers[headerRun]; run != "" && task.Info != nil && task.Info.Headers[headerRun] == run {
+		sameRun = true
+		d.FirstLine, _ = strconv.Atoi(task.Info.Headers[headerLine])
+	}
+	if mismatch(rec, p.AccountID) {
+		m := &AccountMismatchError{SessionID: p.SessionID, Queue: rec.Queue, TaskID: d.TaskID, State: d.State,
+			Code: d.Code, ExistingAccountID: rec.AccountID, AccountID: p.AccountID, FirstLine: d.FirstLine}
+		return Enrolled{}, m
+	}
+	if sameRun {
+		d.kind = ErrDuplicateRow
+		return Enrolled{}, d
+	}
+	if rec.State.Live() && o.Queue == tasks.QueueSignup && rec.Queue != tasks.QueueSignup && waiting(task.State) {
+		return c.move(ctx, led, p, o, rec, task, d)
+	}
+	return Enrolled{}, d
+}
+
+// mismatch reports whether the record is for another account than
+// accountID. Enrolled records keep only the account's hash.
+func mismatch(r ledger.Record, accountID string) bool {
+	if r.AccountID != "" {
+		return r.AccountID != accountID
+	}
+	return r.AccountHash != ledger.AccountHash(accountID)
+}
+
+// waiting reports whether asynq will not run the task before its turn: a
+// task in these states can be deleted (an active one cannot).
+func waiting(state string) bool {
+	switch state {
+	case "pending", "scheduled", "retry":
+		return true
+	}
+	return false
+}
+
+// move takes a session's waiting task from its queue (backfill) to o's
+// (signup): delete the waiting task through asynq's Inspector (refused,
+// and the session reported as already queued, when a worker took it
+// meanwhile), change the record's queue (ledger.Moved), enqueue the task in
+// the new queue. The session never has two live tasks: the old one is gone
+// before the new one exists. When the new enqueue fails, the task is put
+// back in its old queue.
+func (c *Client) move(ctx context.Context, led *ledger.Ledger, p tasks.EnrollPayload, o tasks.Options, rec ledger.Record, task reconcile.Task, d *DuplicateError) (Enrolled, error) {
+	from := rec.Queue
+	if err := c.insp.DeleteTask(from, task.Info.ID); err != nil {
+		// Taken by a worker (active), or gone: it is already on its way.
+		return Enrolled{}, d
+	}
+	// The payload the backfill enqueued (its created_at) goes along, unless
+	// this call knows more.
+	var old tasks.EnrollPayload
+	if json.Unmarshal(task.Info.Payload, &old) == nil && p.CreatedAt.IsZero() {
+		p.CreatedAt = old.CreatedAt
+	}
+	// Work on past a cancelled ctx: the old task is deleted, and stopping
+	// here would leave the session without one.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := led.Moved(wctx, p.SessionID, from, o.Queue); err != nil {
+		c.putBack(wctx, task.Info, from)
+		return Enrolled{}, c.redisErr(ctx, p, "moving", err)
+	}
+	t, err := tasks.NewEnrollTask(p, o)
+	if err == nil {
+		var info *asynq.TaskInfo
+		if info, err = c.ac.EnqueueContext(wctx, t); err == nil {
+			return Enrolled{TaskID: info.ID, Queue: info.Queue, Moved: true, From: from}, nil
+		}
+	}
+	if _, merr := led.Moved(wctx, p.SessionID, o.Queue, from); merr == nil {
+		c.putBack(wctx, task.Info, from)
+	}
+	return Enrolled{}, c.redisErr(ctx, p, "moving", err)
+}
+
+// putBack enqueues a deleted task again in its queue, as it was.
+func (c *Client) putBack(ctx context.Context, info *asynq.TaskInfo, queue string) {
+	t := asynq.NewTaskWithHeaders(info.Type, info.Payload, info.Headers, asynq.TaskID(info.ID), asynq.Queue(queue), asynq.MaxRetry(info.MaxRetry), asynq.Retention(info.Retention))
+	_, _ = c.ac.EnqueueContext(ctx, t)
 }
 
 // describeDuplicate looks up the task that holds the session's ID. A task
@@ -248,7 +455,7 @@ func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Opt
 func (c *Client) describeDuplicate(p tasks.EnrollPayload, o tasks.Options) error {
 	sessionID := p.SessionID
 	queue := o.Queue
-	id := tasks.TaskID(sessionID)
+	id := tasks.TaskID(queue, sessionID)
 	info, err := c.insp.GetTaskInfo(queue, id)
 	if err != nil {
 		// The task went away between the conflict and the look-up (its

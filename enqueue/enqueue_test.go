@@ -19,6 +19,7 @@ import (
 
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 )
@@ -131,9 +132,9 @@ func (b *bundle) assertSize(q string, want int) {
 // taskInfo reads the session's task back from Redis.
 func (b *bundle) taskInfo(q, sessionID string) *asynq.TaskInfo {
 	b.t.Helper()
-	info, err := b.insp.GetTaskInfo(q, tasks.TaskID(sessionID))
+	info, err := b.insp.GetTaskInfo(q, tasks.TaskID(q, sessionID))
 	if err != nil {
-		b.t.Fatalf("GetTaskInfo(%s, %s): %v", q, tasks.TaskID(sessionID), err)
+		b.t.Fatalf("GetTaskInfo(%s, %s): %v", q, tasks.TaskID(q, sessionID), err)
 	}
 	return info
 }
@@ -146,7 +147,7 @@ func (b *bundle) waitState(sessionID string, state asynq.TaskState) *asynq.TaskI
 	var info *asynq.TaskInfo
 	var err error
 	for time.Now().Before(deadline) {
-		info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(sessionID))
+		info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, sessionID))
 		if err == nil && info.State == state {
 			return info
 		}
@@ -225,14 +226,14 @@ func payloadFields(t *testing.T, b []byte) map[string]any {
 // the derived ID, the queue, the documented payload and the options.
 func TestEnrollStoresOneTask(t *testing.T) {
 	t.Parallel()
-	b := setup(t, enqueue.WithMaxRetry(4), enqueue.WithRetention(2*time.Hour))
+	b := setup(t, enqueue.WithMaxRetry(4), enqueue.WithKeepCompleted(2*time.Hour))
 	session := newSessionID()
 
 	got, err := b.enq.Enroll(context.Background(), session, "acct-Zoë")
 	if err != nil {
 		t.Fatalf("Enroll: %v", err)
 	}
-	want := enqueue.Enrolled{TaskID: "enroll:" + session, Queue: b.queue}
+	want := enqueue.Enrolled{TaskID: tasks.TaskID(b.queue, session), Queue: b.queue}
 	if got != want {
 		t.Errorf("Enroll = %+v, want %+v", got, want)
 	}
@@ -250,7 +251,7 @@ func TestEnrollStoresOneTask(t *testing.T) {
 		t.Errorf("MaxRetry = %d, want %d (WithMaxRetry + CrashHeadroom)", info.MaxRetry, 4+tasks.CrashHeadroom)
 	}
 	if info.Retention != 2*time.Hour {
-		t.Errorf("Retention = %v, want 2h", info.Retention)
+		t.Errorf("Retention = %v, want 2h (WithKeepCompleted)", info.Retention)
 	}
 	if info.State != asynq.TaskStatePending || info.Retried != 0 || info.LastErr != "" {
 		t.Errorf("task is %s (retried %d, last error %q), want pending and untried", info.State, info.Retried, info.LastErr)
@@ -270,8 +271,10 @@ func TestEnrollDefaults(t *testing.T) {
 	if info.MaxRetry != 10+tasks.CrashHeadroom {
 		t.Errorf("MaxRetry = %d, want %d", info.MaxRetry, 10+tasks.CrashHeadroom)
 	}
-	if info.Retention != 720*time.Hour {
-		t.Errorf("Retention = %v, want 720h", info.Retention)
+	// The ledger answers "already enrolled": asynq keeps no completed task
+	// unless asked (WithKeepCompleted).
+	if info.Retention != 0 {
+		t.Errorf("Retention = %v, want 0", info.Retention)
 	}
 }
 
@@ -285,8 +288,8 @@ func TestEnrollUpperCaseSession(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Enroll: %v", err)
 	}
-	if got.TaskID != tasks.TaskID(session) {
-		t.Errorf("TaskID = %q, want %q", got.TaskID, tasks.TaskID(session))
+	if got.TaskID != tasks.TaskID(b.queue, session) {
+		t.Errorf("TaskID = %q, want %q", got.TaskID, tasks.TaskID(b.queue, session))
 	}
 	if p := payloadFields(t, b.taskInfo(b.queue, session).Payload); p["session_id"] != session {
 		t.Errorf("stored session_id = %v, want %q", p["session_id"], session)
@@ -354,7 +357,7 @@ func TestEnrollTwiceIsAlreadyQueued(t *testing.T) {
 	} {
 		got, err := b.enq.Enroll(ctx, again.session, again.account)
 		d := assertDuplicate(t, err, enqueue.ErrAlreadyQueued)
-		want := enqueue.DuplicateError{SessionID: session, Queue: b.queue, TaskID: tasks.TaskID(session), State: "pending"}
+		want := enqueue.DuplicateError{SessionID: session, Queue: b.queue, TaskID: tasks.TaskID(b.queue, session), State: "pending"}
 		if d.SessionID != want.SessionID || d.Queue != want.Queue || d.TaskID != want.TaskID || d.State != want.State ||
 			d.Code != "" || d.RequestID != "" || d.LastErr != "" {
 			t.Errorf("DuplicateError = %+v, want %+v", *d, want)
@@ -411,8 +414,15 @@ func TestEnrollConcurrentSameSession(t *testing.T) {
 // Enroll is ErrAlreadyEnrolled with that request id.
 func TestEnrollCompletedIsAlreadyEnrolled(t *testing.T) {
 	t.Parallel()
-	b := setup(t, enqueue.WithRetention(time.Hour))
+	b := setup(t, enqueue.WithRetention(time.Hour), enqueue.WithKeepCompleted(time.Hour))
 	b.serve(func(ctx context.Context, task *asynq.Task) error {
+		c, _, err := b.claim(ctx, task)
+		if err != nil {
+			return err
+		}
+		if _, err := b.enq.Ledger().Enrolled(ctx, c, "r-1", false); err != nil {
+			return err
+		}
 		if _, err := task.ResultWriter().Write([]byte(`{"outcome":"enrolled","request_id":"r-1"}`)); err != nil {
 			return err
 		}
@@ -453,6 +463,13 @@ func TestEnrollArchivedIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.serve(func(ctx context.Context, task *asynq.Task) error {
+		c, _, err := b.claim(ctx, task)
+		if err != nil {
+			return err
+		}
+		if _, err := b.enq.Ledger().Dead(ctx, c, ledger.DeadArgs{Code: "session_older_than_30_days", LastError: "session_older_than_30_days: x"}); err != nil {
+			return err
+		}
 		return fmt.Errorf("session_older_than_30_days: x: %w", asynq.SkipRetry)
 	})
 	session := newSessionID()
@@ -533,7 +550,7 @@ func TestEnrollContextCanceled(t *testing.T) {
 // client's defaults for that call only.
 func TestEnrollPerCallOptions(t *testing.T) {
 	t.Parallel()
-	b := setup(t, enqueue.WithMaxRetry(2), enqueue.WithRetention(time.Hour))
+	b := setup(t, enqueue.WithMaxRetry(2), enqueue.WithKeepCompleted(time.Hour))
 	other := newQueue()
 	b.cleanupQueue(other)
 	ctx := context.Background()
@@ -582,7 +599,7 @@ func TestEnrollRunningOrRetryingIsAlreadyQueued(t *testing.T) {
 	b := setup(t)
 	release := make(chan struct{})
 	b.serve(func(ctx context.Context, task *asynq.Task) error {
-		p, err := tasks.DecodeEnrollPayload(task.Payload())
+		c, p, err := b.claim(ctx, task)
 		if err != nil {
 			return err
 		}
@@ -592,6 +609,9 @@ func TestEnrollRunningOrRetryingIsAlreadyQueued(t *testing.T) {
 			case <-ctx.Done():
 			}
 			return nil
+		}
+		if _, err := b.enq.Ledger().Retry(ctx, c, time.Now().Add(time.Minute), "verisoul: status 503", ledger.CallFacts{Called: true}); err != nil {
+			return err
 		}
 		return errors.New("verisoul: status 503")
 	})

@@ -45,7 +45,7 @@ func ExampleClient_Enroll() {
 	fmt.Println(err)
 
 	// Output:
-	// enqueued enroll:0007b793-ae5d-45a2-8d9f-4a5b573c3271 in example-signup
+	// enqueued enroll:example-signup:0007b793-ae5d-45a2-8d9f-4a5b573c3271 in example-signup
 	// already queued: true
 	// session 0007b793-ae5d-45a2-8d9f-4a5b573c3271: already queued (pending in queue example-signup)
 }

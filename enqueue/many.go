@@ -139,7 +139,7 @@ func (c *Client) enrollRow(ctx context.Context, r Row, s settings, run string, g
 	if len(s.task.Headers) > 0 {
 		maps.Copy(o.Headers, s.task.Headers)
 	}
-	_, err = c.enqueue(ctx, p, o)
+	_, err = c.enqueue(ctx, p, o, s)
 	return err
 }
 

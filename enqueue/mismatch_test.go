@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 )
 
@@ -37,7 +38,12 @@ func assertMismatch(t *testing.T, err error, existing, asked string) *enqueue.Ac
 	if m.ExistingAccountID != existing || m.AccountID != asked {
 		t.Errorf("mismatch names %q and %q, want existing %q and asked %q", m.ExistingAccountID, m.AccountID, existing, asked)
 	}
-	for _, w := range []string{fmt.Sprintf("%q", existing), fmt.Sprintf("%q", asked), "account mismatch"} {
+	held := fmt.Sprintf("%q", existing)
+	if existing == "" {
+		// An enrolled record keeps only the account's hash.
+		held = "another account"
+	}
+	for _, w := range []string{held, fmt.Sprintf("%q", asked), "account mismatch"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("Error() = %q, want it to name %s", err, w)
 		}
@@ -58,7 +64,7 @@ func TestEnrollOtherAccountIsMismatch(t *testing.T) {
 	}
 	_, err := b.enq.Enroll(ctx, strings.ToUpper(s), "acct-B")
 	m := assertMismatch(t, err, "acct-A", "acct-B")
-	if m.SessionID != s || m.Queue != b.queue || m.TaskID != tasks.TaskID(s) || m.State != "pending" || m.FirstLine != 0 {
+	if m.SessionID != s || m.Queue != b.queue || m.TaskID != tasks.TaskID(b.queue, s) || m.State != "pending" || m.FirstLine != 0 {
 		t.Errorf("mismatch = %+v", *m)
 	}
 	if !strings.Contains(err.Error(), "already queued") {
@@ -71,28 +77,38 @@ func TestEnrollOtherAccountIsMismatch(t *testing.T) {
 }
 
 // TestEnrollOtherAccountAfterTheEnd: the mismatch is reported too when the
-// session's task completed or was dead-lettered (asynq keeps its payload).
+// session was enrolled or dead-lettered, from the ledger: a dead record
+// names the account, an enrolled one (which keeps only the account's hash)
+// says "another account"; asynq keeps no completed task by default.
 func TestEnrollOtherAccountAfterTheEnd(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	done, dead := newSessionID(), newSessionID()
 	b.serve(func(ctx context.Context, task *asynq.Task) error {
+		c, _, err := b.claim(ctx, task)
+		if err != nil {
+			return err
+		}
 		if strings.Contains(string(task.Payload()), dead) {
+			if _, err := b.enq.Ledger().Dead(ctx, c, ledger.DeadArgs{Code: "liveness_check_failed", LastError: "liveness_check_failed: no", Called: true}); err != nil {
+				return err
+			}
 			return fmt.Errorf("liveness_check_failed: no: %w", asynq.SkipRetry)
 		}
-		return nil
+		_, err = b.enq.Ledger().Enrolled(ctx, c, "r-1", false)
+		return err
 	})
 	for _, s := range []string{done, dead} {
 		if _, err := b.enq.Enroll(ctx, s, "acct-A"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	b.waitState(done, asynq.TaskStateCompleted)
+	b.waitLedger(done, ledger.StateEnrolled)
 	b.waitState(dead, asynq.TaskStateArchived)
 
 	_, err := b.enq.Enroll(ctx, done, "acct-B")
-	if m := assertMismatch(t, err, "acct-A", "acct-B"); m.State != "completed" || !strings.Contains(err.Error(), "already enrolled") {
+	if m := assertMismatch(t, err, "", "acct-B"); m.State != "completed" || !strings.Contains(err.Error(), "already enrolled") {
 		t.Errorf("completed: %+v: %v", *m, err)
 	}
 	_, err = b.enq.Enroll(ctx, dead, "acct-B")

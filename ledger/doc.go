@@ -32,6 +32,8 @@
 //	calling → dead          (+ event)           Dead                    worker
 //	calling → retrying                          Retry                   worker (counted retry)
 //	calling → waiting                           Wait                    worker (429, not ready, breaker, not admitted)
+//	queued…requeued (not calling) → same, other queue
+//	                                            Moved                   enqueue: a signup moves a session waiting in backfill
 //	dead → requeued         (+ event)           Requeue                 `enrollq dead requeue`
 //	dead → (removed)                            Purge                   `enrollq dead purge`
 //	dead → requeued, live → dead (+ event)      Reconcile               dashboard follower, a sweeper over asynq, the worker

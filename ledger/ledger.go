@@ -21,7 +21,7 @@ const (
 	DefaultPrefix       = "enrollq:"
 	DefaultRetention    = 720 * time.Hour
 	DefaultBuckets      = 2048
-	DefaultStreamMaxLen = 20000
+	DefaultStreamMaxLen = 1000
 	// DefaultReconcileGrace is how old a live record must be before
 	// Reconcile takes a missing asynq task as deleted rather than not yet
 	// enqueued.
@@ -53,7 +53,12 @@ type Options struct {
 	// costs about twice as much.
 	Buckets int
 	// StreamMaxLen caps each shard's outcome stream, approximately (XADD
-	// MAXLEN ~; default 20,000, so at most about 320,000 events in all).
+	// MAXLEN ~ trims whole stream nodes of 100 entries; default 1,000, so
+	// about 16,000–17,600 events in all, 2.5 MB: about 53 minutes of
+	// outcomes at the default 300 calls/min). The stream is a buffer for
+	// consumers that follow it, not the record; the cap keeps an enrolled
+	// session's share of it under 30 bytes at 100,000 sessions, so that
+	// everything a session costs stays within 200 bytes.
 	StreamMaxLen int
 	// ReconcileGrace: see DefaultReconcileGrace; negative means none.
 	ReconcileGrace time.Duration

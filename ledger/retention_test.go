@@ -244,6 +244,11 @@ func TestReconcile(t *testing.T) {
 	if act, _, err := g.l.Reconcile(g.ctx, s, "", 0); err != nil || act != ReconcileNone {
 		t.Fatalf("reconcile within the grace: %s %v", act, err)
 	}
+	// The grace is for a task not yet enqueued: an archived one was
+	// enqueued, and archived from outside (asynq task archive).
+	if act, r, err := g.l.Reconcile(g.ctx, s, "archived", 0); err != nil || act != ReconcileDead || r.Code != "archived_outside" {
+		t.Fatalf("reconcile of an archived task within the grace: %s %s %v, want dead archived_outside", act, r.Code, err)
+	}
 	// No record: nothing to do (the worker's claim creates it).
 	if act, _, err := g.l.Reconcile(g.ctx, newSession(), "pending", 0); err != nil || act != ReconcileNone {
 		t.Fatalf("reconcile without a record: %s %v", act, err)

@@ -285,7 +285,9 @@ end
 if running then return {'none', v} end
 if a == 'completed' then return {'drift', v} end
 if r[1] == CALLING and r[16] > nowms then return {'none', v} end
-if now - r[3] < tonumber(ARGV[6]) then return {'none', v} end
+-- The grace covers a missing task only (its enqueue may be under way);
+-- an archived task was enqueued, so it was archived from outside.
+if a == '' and now - r[3] < tonumber(ARGV[6]) then return {'none', v} end
 local code, msg
 if a == 'archived' then
   code = 'archived_outside'
@@ -344,4 +346,22 @@ redis.call('HINCRBY', KEYS[3], '*|' .. names[r[1]], -1)
 return 1
 `)
 
-var allScripts = []*redis.Script{queuedScript, claimScript, renewScript, settleScript, requeueScript, reconcileScript, removeScript, expireScript}
+// movedScript: a producer moved the session's waiting task from one queue
+// to another (a signup for a session waiting in backfill). It changes the
+// record's queue only, when the record is live but not calling and still in
+// queue from; At becomes now (so Reconcile's grace spares the moment between
+// the old task's delete and the new one's enqueue); the generation moves on so that a stale Unqueue or Purge of
+// the old reading refuses. ARGV: sid, from (compact), to (compact).
+var movedScript = redis.NewScript(prelude + `
+local r, where, v = load(ARGV[1])
+if not r then return {'notfound'} end
+if not (r[1] == QUEUED or r[1] == WAITING or r[1] == RETRYING or r[1] == REQUEUED) then return {'state', v} end
+if r[6] ~= ARGV[2] then return {'conflict', v} end
+r[6] = ARGV[3]
+r[2] = r[2] + 1
+r[3] = clock()
+v = save(r, where, where, ARGV[1])
+return {'ok', v}
+`)
+
+var allScripts = []*redis.Script{queuedScript, claimScript, renewScript, settleScript, requeueScript, reconcileScript, removeScript, expireScript, movedScript}

@@ -267,6 +267,36 @@ func (l *Ledger) remove(ctx context.Context, op string, r Record, want State) er
 	return err
 }
 
+// Moved records that a producer moved the session's waiting task from
+// queue from to queue to (enqueue moves a session waiting in backfill to
+// signup when a signup asks for it: the producer deletes the backfill task,
+// calls Moved, then enqueues the signup task). Only the record's queue, its
+// Gen and At (now, so that Reconcile's grace covers the moment the session
+// has no task) change. It returns a *StateError matching ErrWrongState
+// when the record is calling or final, ErrConflict when its queue is no
+// longer from, ErrNotFound when there is none.
+func (l *Ledger) Moved(ctx context.Context, sessionID, from, to string) (Record, error) {
+	s, err := parseSession(sessionID)
+	if err != nil {
+		return Record{}, err
+	}
+	for _, q := range []struct{ field, v string }{{"from", from}, {"to", to}} {
+		if q.v == "" {
+			return Record{}, invalid("%s: must not be empty", q.field)
+		}
+		if err := checkText(q.field, q.v, maxField); err != nil {
+			return Record{}, err
+		}
+	}
+	res, err := movedScript.Run(ctx, l.rdb, l.recordKeys(s), s.raw, compactQueue(from), compactQueue(to)).Slice()
+	return l.answer("moved", s, res, err, map[string]error{"state": ErrWrongState, "conflict": ErrConflict, "notfound": ErrNotFound})
+}
+
+// AccountHash is the 64-bit hash that stands for an account in enrolled
+// records (Record.AccountHash), which keep no account id: a producer
+// compares it to tell "enrolled for another account" from a duplicate.
+func AccountHash(accountID string) uint64 { return accountHash(accountID) }
+
 // ReconcileAction says what Reconcile did.
 type ReconcileAction string
 
@@ -299,7 +329,7 @@ const (
 // retry count than the dead letter's is left dead: that is asynq re-running
 // it after a worker crashed before archiving, not an operator's requeue. A
 // live record younger than ReconcileGrace is left alone when the task is
-// missing: its enqueue may be under way. Enrolled records never change.
+// missing (its enqueue may be under way), not when it is archived. Enrolled records never change.
 func (l *Ledger) Reconcile(ctx context.Context, sessionID, asynqState string, asynqRetried int) (ReconcileAction, Record, error) {
 	s, err := parseSession(sessionID)
 	if err != nil {

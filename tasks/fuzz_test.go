@@ -89,8 +89,8 @@ func FuzzNewEnrollPayload(f *testing.F) {
 		if p.SessionID != strings.ToLower(sessionID) || p.AccountID != accountID {
 			t.Fatalf("NewEnrollPayload(%q, %q) = %+v, want the session lower-cased and the account unchanged", sessionID, accountID, p)
 		}
-		if TaskID(sessionID) != TaskID(p.SessionID) {
-			t.Fatalf("TaskID(%q) = %q but the payload's task ID is %q", sessionID, TaskID(sessionID), TaskID(p.SessionID))
+		if TaskID(QueueSignup, sessionID) != TaskID(QueueSignup, p.SessionID) {
+			t.Fatalf("TaskID(%q) = %q but the payload's task ID is %q", sessionID, TaskID(QueueSignup, sessionID), TaskID(QueueSignup, p.SessionID))
 		}
 	})
 }

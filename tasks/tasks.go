@@ -182,14 +182,37 @@ func DecodeEnrollPayload(b []byte) (EnrollPayload, error) {
 	return p, nil
 }
 
-// TaskID is the asynq task ID of the enrollment of sessionID. Deriving it from
-// the session makes a second enqueue of the same session a conflict instead of
-// a second API call.
-func TaskID(sessionID string) string { return "enroll:" + strings.ToLower(sessionID) }
+// TaskID is the asynq task ID of the enrollment of sessionID in queue:
+// "enroll:<queue>:<session>". Deriving it from the session makes a second
+// enqueue in the same queue a conflict instead of a second task; naming the
+// queue in it keeps the IDs of a session's tasks in two queues apart,
+// because asynq tracks running tasks (leases, heartbeats) by ID alone and
+// two live tasks with one ID break each other's leases. The ledger, not
+// the ID, keeps a session to one live task across queues.
+func TaskID(queue, sessionID string) string {
+	return taskIDPrefix + queue + ":" + strings.ToLower(sessionID)
+}
 
-// SessionFromTaskID returns the session id inside a task ID made by TaskID.
-func SessionFromTaskID(id string) (string, bool) {
-	return strings.CutPrefix(id, "enroll:")
+const taskIDPrefix = "enroll:"
+
+// ParseTaskID returns the queue and session inside a task ID made by
+// TaskID. It also reads the older form "enroll:<session>" that tasks
+// enqueued before the queue was part of the ID still carry; queue is then
+// "". ok is false when id is neither form (the session must be a canonical
+// UUID).
+func ParseTaskID(id string) (queue, sessionID string, ok bool) {
+	rest, ok := strings.CutPrefix(id, taskIDPrefix)
+	if !ok {
+		return "", "", false
+	}
+	if IsCanonicalUUID(rest) {
+		return "", rest, true
+	}
+	i := strings.LastIndexByte(rest, ':')
+	if i <= 0 || !IsCanonicalUUID(rest[i+1:]) {
+		return "", "", false
+	}
+	return rest[:i], rest[i+1:], true
 }
 
 // Options are the settings of one enrollment task.
@@ -214,7 +237,7 @@ func NewEnrollTask(p EnrollPayload, o Options) (*asynq.Task, error) {
 		return nil, err
 	}
 	opts := []asynq.Option{
-		asynq.TaskID(TaskID(p.SessionID)),
+		asynq.TaskID(TaskID(o.Queue, p.SessionID)),
 		asynq.Queue(o.Queue),
 		asynq.MaxRetry(o.MaxRetry + CrashHeadroom),
 	}

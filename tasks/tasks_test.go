@@ -258,29 +258,40 @@ func TestDecodeEnrollPayload(t *testing.T) {
 func TestTaskIDRoundTrip(t *testing.T) {
 	t.Parallel()
 	upper := strings.ToUpper(goodSession)
-	if got, want := TaskID(goodSession), "enroll:"+goodSession; got != want {
-		t.Errorf("TaskID(%q) = %q, want %q", goodSession, got, want)
+	if got, want := TaskID(QueueSignup, goodSession), "enroll:signup:"+goodSession; got != want {
+		t.Errorf("TaskID(signup, %q) = %q, want %q", goodSession, got, want)
 	}
-	if TaskID(upper) != TaskID(goodSession) {
-		t.Errorf("TaskID(%q) = %q, TaskID(%q) = %q: one session must have one task ID", upper, TaskID(upper), goodSession, TaskID(goodSession))
+	if TaskID(QueueSignup, upper) != TaskID(QueueSignup, goodSession) {
+		t.Errorf("TaskID(%q) = %q, TaskID(%q) = %q: one session must have one task ID per queue", upper, TaskID(QueueSignup, upper), goodSession, TaskID(QueueSignup, goodSession))
 	}
-	for _, s := range []string{goodSession, upper, "0007B793-ae5d-45A2-8d9f-4a5b573c3271"} {
-		got, ok := SessionFromTaskID(TaskID(s))
-		if !ok || got != goodSession {
-			t.Errorf("SessionFromTaskID(TaskID(%q)) = %q, %v; want %q, true", s, got, ok, goodSession)
+	// Defect 3 of issue 11: asynq tracks running tasks by ID alone, so the
+	// session's tasks in two queues must not share one.
+	if TaskID(QueueSignup, goodSession) == TaskID(QueueBackfill, goodSession) {
+		t.Errorf("signup and backfill tasks of one session share the ID %q", TaskID(QueueSignup, goodSession))
+	}
+	for _, q := range []string{QueueSignup, QueueBackfill, "other:queue"} {
+		for _, s := range []string{goodSession, upper, "0007B793-ae5d-45A2-8d9f-4a5b573c3271"} {
+			gq, got, ok := ParseTaskID(TaskID(q, s))
+			if !ok || got != goodSession || gq != q {
+				t.Errorf("ParseTaskID(TaskID(%q, %q)) = %q, %q, %v; want %q, %q, true", q, s, gq, got, ok, q, goodSession)
+			}
 		}
+	}
+	// Tasks enqueued before the queue was part of the ID.
+	if q, s, ok := ParseTaskID("enroll:" + goodSession); !ok || s != goodSession || q != "" {
+		t.Errorf("ParseTaskID of the old form = %q, %q, %v; want \"\", %q, true", q, s, ok, goodSession)
 	}
 	// A payload's task ID is the ID of its session however it was spelled.
 	p, err := NewEnrollPayload(upper, goodAccount)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if TaskID(p.SessionID) != TaskID(goodSession) {
-		t.Errorf("TaskID of a payload made from %q = %q, want %q", upper, TaskID(p.SessionID), TaskID(goodSession))
+	if TaskID(QueueBackfill, p.SessionID) != TaskID(QueueBackfill, goodSession) {
+		t.Errorf("TaskID of a payload made from %q = %q, want %q", upper, TaskID(QueueBackfill, p.SessionID), TaskID(QueueBackfill, goodSession))
 	}
-	for _, id := range []string{"", goodSession, "other:" + goodSession, "enroll" + goodSession, "ENROLL:" + goodSession} {
-		if s, ok := SessionFromTaskID(id); ok {
-			t.Errorf("SessionFromTaskID(%q) = %q, true; want ok false for an ID not made by TaskID", id, s)
+	for _, id := range []string{"", goodSession, "other:" + goodSession, "enroll" + goodSession, "ENROLL:" + goodSession, "enroll:signup:not-a-uuid", "enroll::" + goodSession, "enroll:" + upper} {
+		if q, s, ok := ParseTaskID(id); ok {
+			t.Errorf("ParseTaskID(%q) = %q, %q, true; want ok false for an ID not made by TaskID", id, q, s)
 		}
 	}
 }

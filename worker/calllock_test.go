@@ -46,7 +46,7 @@ func TestSlowCallKeepsTheSessionLock(t *testing.T) {
 	final := map[string]*asynq.TaskInfo{}
 	for _, q := range []string{b.queue, other} {
 		for {
-			info, err := b.insp.GetTaskInfo(q, tasks.TaskID(s))
+			info, err := b.insp.GetTaskInfo(q, tasks.TaskID(q, s))
 			if err == nil && (info.State == asynq.TaskStateCompleted || info.State == asynq.TaskStateArchived) {
 				final[q] = info
 				break

@@ -23,7 +23,7 @@ func TestDeadLetterLoggedOnce(t *testing.T) {
 	b.api.Script(s, verisoultest.Fail(verisoul.CodeLivenessCheckFailed))
 	b.enroll(s)
 	b.waitState(s, asynq.TaskStateArchived, 20*time.Second)
-	taskID := tasks.TaskID(s)
+	taskID := tasks.TaskID(b.queue, s)
 
 	// asynq logs its line after archiving; give it a moment to appear, so
 	// that a line that would come is not missed.

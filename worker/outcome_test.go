@@ -576,7 +576,7 @@ func TestDeadLetterRecordFollowsAsynqRun(t *testing.T) {
 	b.enroll(s)
 	b.waitState(s, asynq.TaskStateArchived, waitLong)
 	b.wantLedger(s, ledger.StateDead, verisoul.CodeSessionNotFound)
-	if err := b.insp.RunTask(b.queue, tasks.TaskID(s)); err != nil {
+	if err := b.insp.RunTask(b.queue, tasks.TaskID(b.queue, s)); err != nil {
 		t.Fatal(err)
 	}
 	b.waitState(s, asynq.TaskStateCompleted, waitLong)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/ledger"
+	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 	"github.com/enrollq/enrollq/worker"
@@ -126,7 +127,7 @@ func TestTwoWorkersRaceOnSessions(t *testing.T) {
 		b.waitState(s, asynq.TaskStateCompleted, waitLong)
 		deadline := time.Now().Add(waitLong)
 		for {
-			info, err := b.insp.GetTaskInfo(other, taskIDOf(s))
+			info, err := b.insp.GetTaskInfo(other, tasks.TaskID(other, s))
 			if err == nil && info.State == asynq.TaskStateCompleted {
 				break
 			}

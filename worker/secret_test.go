@@ -38,7 +38,7 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 	for _, s := range sessions {
 		deadline := time.Now().Add(waitLong)
 		for {
-			info, err := b.insp.GetTaskInfo(b.queue, "enroll:"+s)
+			info, err := b.insp.GetTaskInfo(b.queue, "enroll:"+b.queue+":"+s)
 			if err == nil && (info.State == asynq.TaskStateCompleted || info.State == asynq.TaskStateArchived) {
 				break
 			}

@@ -131,7 +131,8 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
 		logs:   &syncBuffer{},
 	}
-	b.enq = enqueue.New(rdb, enqueue.WithQueue(b.queue), enqueue.WithMaxRetry(3))
+	// The tests read completed tasks (and their results) in asynq.
+	b.enq = enqueue.New(rdb, enqueue.WithQueue(b.queue), enqueue.WithMaxRetry(3), enqueue.WithKeepCompleted(time.Hour))
 	key := o.apiKey
 	if key == "" {
 		key = testAPIKey
@@ -211,7 +212,7 @@ func (b *bundle) waitState(sessionID string, state asynq.TaskState, timeout time
 	var info *asynq.TaskInfo
 	var err error
 	for time.Now().Before(deadline) {
-		info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(sessionID))
+		info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, sessionID))
 		if err == nil && info.State == state {
 			return info
 		}
@@ -302,6 +303,3 @@ func (b *bundle) finalEvents(sessionID string) []ledger.Event {
 	}
 	return out
 }
-
-// taskIDOf is the asynq task ID the producer gives the session's task.
-func taskIDOf(sessionID string) string { return tasks.TaskID(sessionID) }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/ledger"
+	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/worker"
 )
 
@@ -90,7 +91,7 @@ func TestStopReturnsParkedTasksAtOnce(t *testing.T) {
 	}
 	l := b.ledger()
 	for _, s := range sessions {
-		info, err := b.insp.GetTaskInfo(b.queue, taskIDOf(s))
+		info, err := b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, s))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/ledger"
 )
 
 // QueueStats is one queue's size by task state.
@@ -53,6 +55,12 @@ type BudgetStats struct {
 type Stats struct {
 	Queues  []QueueStats  `json:"queues"`
 	Budgets []BudgetStats `json:"budgets"`
+	// Sessions counts the ledger's sessions by state (queued, calling,
+	// waiting, retrying, requeued, enrolled within the retention, dead):
+	// the truth, where the queue sizes above are asynq's view.
+	Sessions map[string]int `json:"sessions"`
+	// DeadByCode counts the ledger's dead letters by code.
+	DeadByCode map[string]int `json:"dead_by_code"`
 }
 
 // ReadStats reads the sizes of queues (missing queues count as empty) and
@@ -77,6 +85,21 @@ func ReadStats(ctx context.Context, rdb redis.UniversalClient, prefix string, qu
 			qs.ProcessedToday, qs.FailedToday = info.Processed, info.Failed
 		}
 		st.Queues = append(st.Queues, qs)
+	}
+	led, err := ledger.New(rdb, ledger.Options{Prefix: prefix})
+	if err != nil {
+		return st, err
+	}
+	counts, err := led.Counts(ctx)
+	if err != nil {
+		return st, err
+	}
+	st.Sessions = map[string]int{}
+	for state, n := range counts {
+		st.Sessions[state.String()] = n
+	}
+	if st.DeadByCode, err = led.DeadCounts(ctx); err != nil {
+		return st, err
 	}
 	metas, err := scanAll(ctx, rdb, prefix+"api:{*}:meta")
 	if err != nil {

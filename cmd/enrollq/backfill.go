@@ -230,7 +230,7 @@ func (c backfillCmd) Run(e *env) error {
 			return err
 		}
 		defer rdb.Close()
-		enq = enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention))
+		enq = enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention), enqueue.WithKeepCompleted(e.cfg.KeepCompleted))
 		defer enq.Close()
 	}
 

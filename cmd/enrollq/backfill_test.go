@@ -326,7 +326,7 @@ func TestBackfillSummaryAddsUp(t *testing.T) {
 		}
 	}
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	if err := insp.ArchiveTask(tasks.QueueBackfill, tasks.TaskID(dead)); err != nil {
+	if err := insp.ArchiveTask(tasks.QueueBackfill, tasks.TaskID(tasks.QueueBackfill, dead)); err != nil {
 		t.Fatal(err)
 	}
 	in := "session_id,account_id,created_at,note\n" +

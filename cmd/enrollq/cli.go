@@ -48,6 +48,8 @@ type cli struct {
 	Enqueue  enqueueCmd  `cmd:"" help:"Enqueue one enrollment."`
 	Backfill backfillCmd `cmd:"" help:"Enqueue many enrollments from a CSV or JSONL file (or -)."`
 	Dead     deadCmd     `cmd:"" help:"List, count, export, requeue and purge dead letters."`
+	Status   statusCmd   `cmd:"" help:"What happened to a session (or an account's sessions), and what happens next."`
+	Outcomes outcomesCmd `cmd:"" help:"Read the outcome stream: enrolled, dead-lettered, requeued (tail [--follow] [--json])."`
 	Stats    statsCmd    `cmd:"" help:"Show queue sizes, the shared rate budget and the breakers."`
 	Demo     demoCmd     `cmd:"" help:"Run the whole system in one process on an embedded Redis and a fake API."`
 
@@ -57,7 +59,6 @@ type cli struct {
 	Healthcheck healthcheckCmd `cmd:"" help:"Exit 0 when the worker on ENROLLQ_HTTP_ADDR says ready (/readyz), 1 otherwise (a container HEALTHCHECK)."`
 
 	Webhooks webhooksCmd `cmd:"" help:"Deliver outcome events as signed webhooks; status, test, replay."`
-	Outcomes outcomesCmd `cmd:"" help:"Read the outcome stream: tail [--follow]."`
 }
 
 // env carries what every command needs besides its flags; kong passes it to

@@ -210,7 +210,7 @@ func TestAPIKeyFromFile(t *testing.T) {
 	}
 	api := verisoultest.NewServer(apiKey)
 	defer api.Close()
-	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_BASE_URL=" + api.URL}
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_KEEP_COMPLETED=1h"}
 
 	for _, c := range []struct {
 		name string
@@ -241,7 +241,7 @@ func TestAPIKeyFromFile(t *testing.T) {
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
+		info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
 		if err == nil && info.State == asynq.TaskStateCompleted {
 			break
 		}

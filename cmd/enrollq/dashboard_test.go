@@ -21,7 +21,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/enrollq/enrollq/deadletter"
+	"github.com/enrollq/enrollq/ledger/reconcile"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -62,13 +62,13 @@ func archiveSignupTask(t *testing.T, rdb *redis.Client, env []string) string {
 	}
 	stop, _ := startWorker(t, append([]string{"VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL}, env...))
 	defer stop()
-	taskID := tasks.TaskID(session)
+	taskID := tasks.TaskID(tasks.QueueSignup, session)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	store := deadletter.New(rdb, "")
+	store := newDeadReader(t, rdb)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		info, err := insp.GetTaskInfo(tasks.QueueSignup, taskID)
-		_, recorded, _ := store.Get(context.Background(), taskID)
+		_, recorded, _ := store.Get(context.Background(), session)
 		if err == nil && info.State == asynq.TaskStateArchived && recorded {
 			return taskID
 		}
@@ -91,8 +91,9 @@ func TestDashboardBrowserRunsArchivedTask(t *testing.T) {
 	rdb := freshRedis(t)
 	env := []string{"REDIS_URL=" + redisURL(t)}
 	taskID := archiveSignupTask(t, rdb, env)
-	store := deadletter.New(rdb, "")
-	if _, found, err := store.Get(context.Background(), taskID); err != nil || !found {
+	store := newDeadReader(t, rdb)
+	_, session, _ := tasks.ParseTaskID(taskID)
+	if _, found, err := store.Get(context.Background(), session); err != nil || !found {
 		t.Fatalf("no dead-letter record for %s before the run: %v", taskID, err)
 	}
 	t.Logf("archived task %s in %s", taskID, time.Since(began).Round(time.Millisecond))
@@ -216,12 +217,17 @@ func TestDashboardBrowserRunsArchivedTask(t *testing.T) {
 		t.Fatalf("clicking Run: %v\n%s", err, html)
 	}
 
-	// In Redis: the task is pending again and its record is gone.
+	// In Redis: the task is pending again and, once reconciled (as every
+	// reader and the worker's sweeper do), its record is no longer a dead
+	// letter.
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		info, err := insp.GetTaskInfo(tasks.QueueSignup, taskID)
-		_, found, rerr := store.Get(context.Background(), taskID)
+		if _, err := reconcile.DeadLetters(context.Background(), store.led, insp, nil); err != nil {
+			t.Fatal(err)
+		}
+		_, found, rerr := store.Get(context.Background(), session)
 		if err == nil && info.State == asynq.TaskStatePending && rerr == nil && !found {
 			break
 		}

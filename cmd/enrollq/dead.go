@@ -17,6 +17,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/deadletter"
+	"github.com/enrollq/enrollq/ledger"
+	"github.com/enrollq/enrollq/ledger/reconcile"
 	"github.com/enrollq/enrollq/tasks"
 )
 
@@ -34,8 +36,14 @@ type deadFilter struct {
 	Since string `help:"Only dead letters since then: RFC 3339 time or a duration back from now (24h)."`
 }
 
-func (f deadFilter) query() (deadletter.Query, error) {
-	q := deadletter.Query{Code: f.Code}
+// deadQuery is what a filter selects.
+type deadQuery struct {
+	Code  string
+	Since time.Time
+}
+
+func (f deadFilter) query() (deadQuery, error) {
+	q := deadQuery{Code: f.Code}
 	if f.Since != "" {
 		t, err := parseSince(f.Since, time.Now())
 		if err != nil {
@@ -56,12 +64,26 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("must be an RFC 3339 time (2026-11-01T00:00:00Z) or a duration (24h), got %q", s)
 }
 
-func (e *env) deadStore() (redis.UniversalClient, *deadletter.Store, error) {
+// deadStore opens the ledger's dead letters and brings them in line with
+// asynq first (a task archived, deleted or run from outside is answered as
+// it now stands).
+func (e *env) deadStore() (redis.UniversalClient, *deadletter.Letters, error) {
 	rdb, err := e.openRedis()
 	if err != nil {
 		return nil, nil, err
 	}
-	return rdb, deadletter.New(rdb, ""), nil
+	led, err := ledger.New(rdb, ledger.Options{Retention: e.cfg.Retention})
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	d := &deadletter.Letters{Ledger: led, Insp: asynq.NewInspectorFromRedisClient(rdb), Asynq: asynq.NewClientFromRedisClient(rdb),
+		Options: tasks.Options{MaxRetry: e.cfg.MaxRetry, Retention: e.cfg.KeepCompleted}}
+	if _, err := d.Reconcile(e.ctx); err != nil {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("reconciling the ledger with asynq: %w", err)
+	}
+	return rdb, d, nil
 }
 
 type deadListCmd struct {
@@ -87,28 +109,27 @@ func (c deadListCmd) Run(e *env) error {
 	if err := checkCode(e.ctx, store, c.Code); err != nil {
 		return err
 	}
-	q.Limit, q.Offset = c.Limit, c.Offset
-	recs, err := store.List(e.ctx, q)
+	recs, err := store.List(e.ctx, q.Code, q.Since, c.Offset, c.Limit)
 	if err != nil {
 		return err
 	}
 	if c.JSON {
 		enc := json.NewEncoder(e.stdout)
 		for _, r := range recs {
-			if err := enc.Encode(r); err != nil {
+			if err := enc.Encode(deadletter.RecordOf(r)); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	total, err := store.Count(e.ctx, q)
+	total, err := store.Count(e.ctx, q.Code, q.Since)
 	if err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "DEAD AT\tCODE\tSESSION\tACCOUNT\tQUEUE\tATTEMPTS\tLAST ERROR")
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.DeadAt.UTC().Format(time.RFC3339), r.Code, r.SessionID, short(r.AccountID, 24), r.Queue, r.Attempts, short(strings.TrimPrefix(r.LastError, r.Code+": "), 80))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.At.UTC().Format(time.RFC3339), r.Code, r.SessionID, short(r.AccountID, 24), r.Queue, r.Attempts, short(strings.TrimPrefix(r.LastError, r.Code+": "), 80))
 	}
 	_ = tw.Flush()
 	switch {
@@ -140,7 +161,7 @@ func (c deadCountsCmd) Run(e *env) error {
 		return err
 	}
 	defer rdb.Close()
-	counts, err := store.Counts(e.ctx)
+	counts, err := store.Ledger.DeadCounts(e.ctx)
 	if err != nil {
 		return err
 	}
@@ -199,16 +220,21 @@ func (c deadExportCmd) Run(e *env) error {
 	n := 0
 	if c.Format == "jsonl" {
 		enc := json.NewEncoder(w)
-		err = store.Each(e.ctx, q, func(r deadletter.Record) error { n++; return enc.Encode(r) })
+		err = store.Each(e.ctx, q.Code, q.Since, func(r ledger.Record) error { n++; return enc.Encode(deadletter.RecordOf(r)) })
 	} else {
 		cw := csv.NewWriter(w)
 		// The first columns are backfill's; the rest are ignored by it.
 		_ = cw.Write([]string{"session_id", "account_id", "created_at", "code", "last_error", "dead_at", "queue", "task_id", "attempts"})
-		err = store.Each(e.ctx, q, func(r deadletter.Record) error {
+		err = store.Each(e.ctx, q.Code, q.Since, func(lr ledger.Record) error {
 			n++
+			r := deadletter.RecordOf(lr)
+			// created_at is not in the ledger; the archived task's payload
+			// has it while asynq keeps the task.
 			created := ""
-			if !r.CreatedAt.IsZero() {
-				created = r.CreatedAt.Format(time.RFC3339Nano)
+			if t, err := reconcile.Lookup(store.Insp, r.Queue, r.SessionID); err == nil && t.Info != nil {
+				if p, err := tasks.DecodeEnrollPayload(t.Info.Payload); err == nil && !p.CreatedAt.IsZero() {
+					created = p.CreatedAt.Format(time.RFC3339Nano)
+				}
 			}
 			return cw.Write([]string{r.SessionID, r.AccountID, created, r.Code, r.LastError, r.DeadAt.Format(time.RFC3339Nano), r.Queue, r.TaskID, strconv.Itoa(r.Attempts)})
 		})
@@ -250,25 +276,25 @@ func (c deadRequeueCmd) Run(e *env) error {
 	if err := checkCode(e.ctx, store, c.Code); err != nil {
 		return err
 	}
-	var recs []deadletter.Record
+	var recs []ledger.Record
 	if len(c.ID) > 0 {
 		for _, id := range c.ID {
-			taskID := id
-			if !strings.HasPrefix(id, "enroll:") {
-				taskID = tasks.TaskID(id)
-			}
-			r, ok, err := store.Get(e.ctx, taskID)
+			r, ok, err := store.Get(e.ctx, id)
 			if err != nil {
-				return err
+				return usageErr("dead requeue: %v", err)
 			}
 			if !ok {
-				return usageErr("dead requeue: no dead letter %s", id)
+				what := "no record"
+				if r.State != ledger.StateNone {
+					what = r.State.String() + " in queue " + r.Queue
+				}
+				return usageErr("dead requeue: no dead letter %s (the ledger has it %s)", id, what)
 			}
 			recs = append(recs, r)
 		}
 	} else {
-		// Collect IDs first: requeueing changes the index being read.
-		err = store.Each(e.ctx, deadletter.Query{Code: c.Code}, func(r deadletter.Record) error {
+		// Collect first: requeueing changes the index being read.
+		err = store.Each(e.ctx, c.Code, time.Time{}, func(r ledger.Record) error {
 			recs = append(recs, r)
 			return nil
 		})
@@ -290,16 +316,12 @@ func (c deadRequeueCmd) Run(e *env) error {
 	if err := refuseNeverRequeue(recs, c.Force); err != nil {
 		return err
 	}
-	rq := &deadletter.Requeuer{
-		Store: store, Insp: asynq.NewInspectorFromRedisClient(rdb), Asynq: asynq.NewClientFromRedisClient(rdb),
-		Options: tasks.Options{MaxRetry: e.cfg.MaxRetry, Retention: e.cfg.Retention},
-	}
 	done, skipped := 0, 0
 	for _, r := range recs {
-		if err := rq.Requeue(e.ctx, r); err != nil {
-			if errors.Is(err, deadletter.ErrNotRequeueable) {
+		if err := store.Requeue(e.ctx, r); err != nil {
+			if errors.Is(err, ledger.ErrWrongState) || errors.Is(err, ledger.ErrNotFound) {
 				skipped++
-				fmt.Fprintf(e.stderr, "skipped %s: %v\n", r.TaskID, err)
+				fmt.Fprintf(e.stderr, "skipped %s: no longer a dead letter\n", r.SessionID)
 				continue
 			}
 			fmt.Fprintf(e.stdout, "requeued %d dead letters before the error\n", done)
@@ -332,7 +354,7 @@ func (c deadPurgeCmd) Run(e *env) error {
 	if err := checkCode(e.ctx, store, c.Code); err != nil {
 		return err
 	}
-	n, err := store.Purge(e.ctx, asynq.NewInspectorFromRedisClient(rdb), time.Now().Add(-c.OlderThan), c.Code)
+	n, err := store.Purge(e.ctx, time.Now().Add(-c.OlderThan), c.Code)
 	fmt.Fprintf(e.stdout, "purged %d dead letters\n", n)
 	return err
 }

@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -8,8 +9,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
-	"github.com/enrollq/enrollq/deadletter"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -38,7 +40,7 @@ func TestDeadLettersOutliveAsynqTrim(t *testing.T) {
 		t.Fatalf("backfill: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	stop, _ := startWorker(t, env)
-	store := deadletter.New(rdb, "")
+	store := newDeadReader(t, rdb)
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		total, err := store.Total(t.Context())
@@ -104,7 +106,7 @@ func TestDeadRequeueByCode(t *testing.T) {
 		}
 	}
 	stop, _ := startWorker(t, env)
-	store := deadletter.New(rdb, "")
+	store := newDeadReader(t, rdb)
 	deadline := time.Now().Add(30 * time.Second)
 	for n, _ := store.Total(t.Context()); n != 6; n, _ = store.Total(t.Context()) {
 		if time.Now().After(deadline) {
@@ -127,7 +129,7 @@ func TestDeadRequeueByCode(t *testing.T) {
 	for _, s := range notFound {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
+			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
 			if err == nil && info.State == asynq.TaskStateCompleted {
 				if info.Retried != 0 {
 					t.Errorf("requeued task retried %d", info.Retried)
@@ -144,7 +146,7 @@ func TestDeadRequeueByCode(t *testing.T) {
 		}
 	}
 	for _, s := range failed {
-		info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
+		info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
 		if err != nil || info.State != asynq.TaskStateArchived || len(api.CallsFor(s)) != 1 {
 			t.Errorf("%s should stay dead with one call: %+v %v, %d calls", s, info, err, len(api.CallsFor(s)))
 		}
@@ -208,7 +210,7 @@ func TestDeadRequeueByCode(t *testing.T) {
 	// The API answers the same again: dead once more, after a second call.
 	deadline = time.Now().Add(20 * time.Second)
 	for {
-		rec, ok, _ := store.Get(t.Context(), tasks.TaskID(failed[0]))
+		rec, ok, _ := store.Get(t.Context(), failed[0])
 		if ok && len(api.CallsFor(failed[0])) == 2 && rec.Code == verisoul.CodeLivenessCheckFailed {
 			break
 		}
@@ -225,4 +227,36 @@ func TestDeadRequeueByCode(t *testing.T) {
 		t.Errorf("%d records after purge", n)
 	}
 	stop()
+}
+
+// deadReader reads the dead letters from the ledger, the one record of
+// them, for the tests' checks.
+type deadReader struct{ led *ledger.Ledger }
+
+func newDeadReader(t *testing.T, rdb *redis.Client) deadReader {
+	t.Helper()
+	led, err := ledger.New(rdb, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return deadReader{led}
+}
+
+// Total is the number of dead letters.
+func (d deadReader) Total(ctx context.Context) (int64, error) {
+	counts, err := d.led.DeadCounts(ctx)
+	n := 0
+	for _, k := range counts {
+		n += k
+	}
+	return int64(n), err
+}
+
+// Counts is the number of dead letters by code.
+func (d deadReader) Counts(ctx context.Context) (map[string]int, error) { return d.led.DeadCounts(ctx) }
+
+// Get is the session's record, and whether it is a dead letter.
+func (d deadReader) Get(ctx context.Context, session string) (ledger.Record, bool, error) {
+	r, err := d.led.Status(ctx, session)
+	return r, err == nil && r.State == ledger.StateDead, err
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/enrollq/enrollq/deadletter"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/worker"
 )
@@ -26,12 +27,12 @@ var neverRequeue = map[string]string{
 // knownCodes returns, sorted, every code a dead letter can have: the API's
 // documented codes, enrollq's own, and those already in the record (a code
 // the API added that this version does not know is kept as it came).
-func knownCodes(ctx context.Context, store *deadletter.Store) ([]string, error) {
-	counts, err := store.Counts(ctx)
+func knownCodes(ctx context.Context, store *deadletter.Letters) ([]string, error) {
+	counts, err := store.Ledger.DeadCounts(ctx)
 	if err != nil {
 		return nil, err
 	}
-	codes := append(slices.Clone(verisoul.Codes), worker.CodeTransientExhausted, worker.CodeInvalidPayload, worker.CodeBadRequest)
+	codes := append(slices.Clone(verisoul.Codes), worker.CodeTransientExhausted, worker.CodeInvalidPayload, worker.CodeBadRequest, codeArchivedOutside, codeTaskDeleted)
 	for c := range counts {
 		codes = append(codes, c)
 	}
@@ -42,7 +43,7 @@ func knownCodes(ctx context.Context, store *deadletter.Store) ([]string, error) 
 // checkCode returns a usage error listing the known codes when code (from
 // --code) is none of them, so a typo is not answered with "no dead letters".
 // An empty code selects every code and passes.
-func checkCode(ctx context.Context, store *deadletter.Store, code string) error {
+func checkCode(ctx context.Context, store *deadletter.Letters, code string) error {
 	if code == "" {
 		return nil
 	}
@@ -58,7 +59,7 @@ func checkCode(ctx context.Context, store *deadletter.Store, code string) error 
 
 // refuseNeverRequeue returns a usage error when recs hold codes of
 // neverRequeue, naming each with its count and why, unless force.
-func refuseNeverRequeue(recs []deadletter.Record, force bool) error {
+func refuseNeverRequeue(recs []ledger.Record, force bool) error {
 	if force {
 		return nil
 	}
@@ -85,3 +86,10 @@ func refuseNeverRequeue(recs []deadletter.Record, force bool) error {
 	}
 	return usageErr("dead requeue: the runbook says not to requeue %s; add --force to requeue anyway", b.String())
 }
+
+// The codes ledger.Reconcile gives a live session whose task asynq no
+// longer runs (archived or deleted from outside the worker).
+const (
+	codeArchivedOutside = "archived_outside"
+	codeTaskDeleted     = "task_deleted"
+)

@@ -196,7 +196,7 @@ func waitForOutcomes(ctx context.Context, insp *asynq.Inspector, scen []*scenari
 	for {
 		pending := 0
 		for i, s := range scen {
-			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s.sessID))
+			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s.sessID))
 			switch {
 			case err != nil:
 				return nil, fmt.Errorf("demo: reading task: %w", err)

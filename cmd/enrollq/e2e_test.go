@@ -178,7 +178,9 @@ func TestEnqueueAndWorkEndToEnd(t *testing.T) {
 	rdb := freshRedis(t)
 	api := verisoultest.NewServer(apiKey)
 	defer api.Close()
-	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_RETRY_BASE=1s", "ENROLLQ_RETRY_MAX=2s"}
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_RETRY_BASE=1s", "ENROLLQ_RETRY_MAX=2s",
+		// The test reads the completed task and its result in asynq.
+		"ENROLLQ_KEEP_COMPLETED=1h"}
 
 	ok, expired, dup := newSessionID(), newSessionID(), newSessionID()
 	api.Script(expired, verisoultest.Fail(verisoul.CodeSessionOlderThan30Days))
@@ -201,7 +203,7 @@ func TestEnqueueAndWorkEndToEnd(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
+			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
 			if err == nil && info.State == state {
 				return info
 			}
@@ -358,7 +360,7 @@ func TestWorkerProcessesShareOneBudget(t *testing.T) {
 	api := verisoultest.NewServer(apiKey)
 	defer api.Close()
 	api.SetRateLimit(10, time.Second) // what 600/min allows in any second
-	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_RATE_LIMIT=600"}
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL, "ENROLLQ_RATE_LIMIT=600", "ENROLLQ_KEEP_COMPLETED=1h"}
 	var stops []func() (int, string)
 	for range 3 {
 		stop, _ := startWorker(t, env)

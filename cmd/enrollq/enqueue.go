@@ -52,10 +52,13 @@ func (c enqueueCmd) Run(e *env) error {
 		return err
 	}
 	defer rdb.Close()
-	enq := enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention))
+	enq := enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention), enqueue.WithKeepCompleted(e.cfg.KeepCompleted))
 	res, err := enq.Enroll(e.ctx, c.SessionID, c.AccountID, enqueue.WithQueue(c.Queue), enqueue.WithCreatedAt(created))
 	var dup *enqueue.DuplicateError
 	switch {
+	case err == nil && res.Moved:
+		fmt.Fprintf(e.stdout, "moved session %s from queue %s to %s as task %s (it was waiting there)\n", strings.ToLower(c.SessionID), res.From, res.Queue, res.TaskID)
+		return nil
 	case err == nil:
 		fmt.Fprintf(e.stdout, "enqueued session %s as task %s in queue %s\n", strings.ToLower(c.SessionID), res.TaskID, res.Queue)
 		return nil

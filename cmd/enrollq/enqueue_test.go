@@ -25,7 +25,7 @@ func TestEnqueueOtherAccountExit1(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, `"acct-A"`) || !strings.Contains(r.stderr, `"acct-B"`) || !strings.Contains(r.stderr, "account mismatch") {
 		t.Fatalf("enqueue for another account: exit %d, want 1 naming both accounts\nstdout:%s\nstderr:%s", r.code, r.stdout, r.stderr)
 	}
-	info, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
+	info, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestEnqueueExpiredCreatedAtWarns(t *testing.T) {
 			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
 		}
 	}
-	if _, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(tasks.QueueSignup, tasks.TaskID(old)); err != nil {
+	if _, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, old)); err != nil {
 		t.Errorf("the expired session was not enqueued: %v", err)
 	}
 	r = enrollq(t, env, "enqueue", "--session-id", recent, "--account-id", "a", "--created-at", time.Now().Add(-29*24*time.Hour).UTC().Format(time.RFC3339))

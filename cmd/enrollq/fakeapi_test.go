@@ -135,7 +135,7 @@ func TestFakeAPIWithWorker(t *testing.T) {
 	got := map[string]string{}
 	for len(got) < len(want) {
 		for account, s := range sessions {
-			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
+			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
 			if err != nil {
 				continue
 			}

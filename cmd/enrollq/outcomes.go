@@ -3,21 +3,47 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/outcomes"
 )
 
+// printEventLine writes one event as a line for people: time, type,
+// session, account, queue, then what the type carries.
+func printEventLine(w io.Writer, ev outcomes.Event) error {
+	d := ev.Data
+	line := fmt.Sprintf("%s  %-22s %s  account=%s queue=%s", ev.Timestamp.Format(time.RFC3339), ev.Type, d.SessionID, d.AccountID, d.Queue)
+	if d.RequestID != "" {
+		line += " request_id=" + d.RequestID
+	}
+	if d.Reconciled != nil && *d.Reconciled {
+		line += " reconciled"
+	}
+	if d.Code != "" {
+		line += " code=" + d.Code
+	}
+	if d.Action != "" {
+		line += " action=" + d.Action
+	}
+	if d.RequeuedBy != "" {
+		line += " by=" + d.RequeuedBy
+	}
+	_, err := fmt.Fprintln(w, line)
+	return err
+}
+
 // outcomesCmd groups the outcome stream's commands.
 type outcomesCmd struct {
-	Tail outcomesTailCmd `cmd:"" help:"Print outcome events as JSON lines (the webhooks' bodies), oldest first; --follow keeps printing new ones."`
+	Tail outcomesTailCmd `cmd:"" help:"Print outcome events, oldest first (--json: the webhooks' bodies); --follow keeps printing new ones."`
 }
 
 type outcomesTailCmd struct {
 	Since  string `default:"1h" help:"Events at or after this time: RFC 3339 or a duration ago."`
 	Limit  int    `default:"1000" help:"At most this many past events."`
 	Follow bool   `short:"f" help:"Keep printing new events until SIGINT/SIGTERM."`
+	JSON   bool   `help:"Print each event as a JSON line, exactly the webhooks' body."`
 }
 
 // Run prints the events since --since, then, with --follow, new ones as
@@ -69,7 +95,12 @@ func (c outcomesTailCmd) Run(e *env) error {
 				e.log.Warn("skipping an event", "error", err)
 				continue
 			}
-			if err := enc.Encode(ev); err != nil {
+			if c.JSON {
+				err = enc.Encode(ev)
+			} else {
+				err = printEventLine(e.stdout, ev)
+			}
+			if err != nil {
 				return err
 			}
 		}

@@ -35,7 +35,8 @@ func TestAPIKeyNeverLeaksThroughEchoingProxy(t *testing.T) {
 		"ENROLLQ_RATE_LIMIT=6000"}
 
 	ctx := context.Background()
-	enq := enqueue.New(rdb)
+	// The test reads the completed tasks in asynq.
+	enq := enqueue.New(rdb, enqueue.WithKeepCompleted(time.Hour))
 	// Successful sessions first, so the failures stay under the share of
 	// calls that opens the shared "api" breaker.
 	var normal []string
@@ -75,8 +76,8 @@ func TestAPIKeyNeverLeaksThroughEchoingProxy(t *testing.T) {
 			want = asynq.TaskStateArchived
 		}
 		for {
-			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(s))
-			_, recorded, _ := store.Get(ctx, tasks.TaskID(s))
+			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
+			_, recorded, _ := store.Get(ctx, tasks.TaskID(tasks.QueueSignup, s))
 			if err == nil && info.State == want && (want != asynq.TaskStateArchived || recorded) {
 				break
 			}

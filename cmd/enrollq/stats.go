@@ -42,6 +42,12 @@ func printStats(w io.Writer, st worker.Stats) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%v\n", q.Queue, q.Pending, q.Active, q.Scheduled, q.Retry, q.Archived, q.Completed, q.ProcessedToday, q.FailedToday, q.Paused)
 	}
 	_ = tw.Flush()
+	fmt.Fprintln(w, "\nsessions in the ledger (the truth; the queues above are asynq's view)")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, state := range []string{"queued", "calling", "waiting", "retrying", "requeued", "enrolled", "dead"} {
+		fmt.Fprintf(tw, "  %s\t%d\n", state, st.Sessions[state])
+	}
+	_ = tw.Flush()
 	if len(st.Budgets) == 0 {
 		fmt.Fprintln(w, "\nrate budget: no worker has run against this Redis yet")
 		return

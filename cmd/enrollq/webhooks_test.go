@@ -270,7 +270,7 @@ func TestOutcomesTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := []string{"REDIS_URL=" + redisURL(t)}
-	r := enrollq(t, env, "outcomes", "tail")
+	r := enrollq(t, env, "outcomes", "tail", "--json")
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	// Two sessions' events in the same millisecond come in shard order:
 	// only one session's events have an order, so look for each.
@@ -280,7 +280,7 @@ func TestOutcomesTail(t *testing.T) {
 		t.Fatalf("outcomes tail: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
-	cmd := exec.Command(binary, "outcomes", "tail", "--follow")
+	cmd := exec.Command(binary, "outcomes", "tail", "--follow", "--json")
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
 	var out syncBuffer
 	cmd.Stdout = &out

@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
+	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/enrollq/enrollq/budget"
 	"github.com/enrollq/enrollq/dashboard"
+	"github.com/enrollq/enrollq/ledger"
+	"github.com/enrollq/enrollq/ledger/reconcile"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/worker"
 )
@@ -68,6 +74,53 @@ func (workerCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	led, err := ledger.New(rdb, ledger.Options{Retention: e.cfg.Retention})
+	if err != nil {
+		return err
+	}
+	sweepCtx, stopSweeper := context.WithCancel(e.ctx)
+	sweeperDone := make(chan struct{})
+	go func() {
+		defer close(sweeperDone)
+		runSweeper(sweepCtx, led, asynq.NewInspectorFromRedisClient(rdb), e.log)
+	}()
+	defer func() { stopSweeper(); <-sweeperDone }()
 	e.log.Info("starting worker", "config", e.cfg)
 	return w.Run(e.ctx)
+}
+
+// Intervals of the worker's housekeeping: reconciling the ledger with what
+// asynq's own tools changed (one GetTaskInfo per live and dead record, so
+// not often), and removing enrolled records past their retention.
+const (
+	reconcileEvery = 15 * time.Minute
+	retentionEvery = time.Hour
+)
+
+// runSweeper keeps the ledger right until ctx ends: reconcile.Sweeper for
+// changes made behind enrollq's back (asynq CLI, asynqmon, trims), and
+// ledger.Sweep for retention. Every worker runs it; both are idempotent
+// compare-and-set steps, so several at once only cost time.
+func runSweeper(ctx context.Context, led *ledger.Ledger, insp *asynq.Inspector, log *slog.Logger) {
+	retention := make(chan struct{})
+	defer func() { <-retention }()
+	go func() {
+		defer close(retention)
+		t := time.NewTicker(retentionEvery)
+		defer t.Stop()
+		for {
+			if n, err := led.Sweep(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("ledger retention sweep failed", slog.Any("error", err))
+			} else if n > 0 {
+				log.Info("ledger retention sweep", slog.Int("removed", n))
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	s := &reconcile.Sweeper{Ledger: led, Inspector: insp, Interval: reconcileEvery, Log: log}
+	_ = s.Run(ctx)
 }

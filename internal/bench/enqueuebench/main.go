@@ -85,7 +85,7 @@ func run(rows, baseRows int, parallel []string) error {
 	bare := func(i int) *asynq.Task {
 		s := verisoultest.NewSessionID()
 		p, _ := json.Marshal(tasks.EnrollPayload{SessionID: s, AccountID: "acct-" + strconv.Itoa(i)})
-		return asynq.NewTask(tasks.TypeEnroll, p, asynq.Queue(tasks.QueueBackfill), asynq.TaskID(tasks.TaskID(s)), asynq.MaxRetry(13), asynq.Retention(720*time.Hour))
+		return asynq.NewTask(tasks.TypeEnroll, p, asynq.Queue(tasks.QueueBackfill), asynq.TaskID(tasks.TaskID(tasks.QueueBackfill, s)), asynq.MaxRetry(13), asynq.Retention(720*time.Hour))
 	}
 	seq := measure(func() error {
 		for i := range baseRows {

@@ -1,0 +1,86 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// EachLive calls fn with every live record (queued, calling, waiting,
+// retrying, requeued), shard by shard (Buckets reads per shard, pipelined).
+// It is for a sweeper that compares the ledger with asynq's tasks; records
+// that change while it runs may be seen in either state. It stops at fn's
+// first error and returns it.
+func (l *Ledger) EachLive(ctx context.Context, fn func(Record) error) error {
+	for sh := range Shards {
+		cmds := make([]*redis.MapStringStringCmd, l.opts.Buckets)
+		_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for b := range l.opts.Buckets {
+				cmds[b] = p.HGetAll(ctx, l.liveKey(sh, b))
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("ledger: reading live records: %w", err)
+		}
+		for _, c := range cmds {
+			for f, v := range c.Val() {
+				if len(f) != 16 {
+					continue
+				}
+				r, err := decodeRecord(formatUUID(f), []byte(v))
+				if err != nil {
+					return err
+				}
+				if err := fn(r); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// EachDead calls fn with every dead record (with code, when code is not
+// ""), shard by shard, newest first within a shard, a page of the shard's
+// dead-letter time index at a time. Unlike DeadList it needs no global
+// order, so it reads each record once however many share a second: it is
+// for `enrollq dead export|requeue` and the sweeper. Records requeued or
+// purged while it runs may be skipped or seen; it stops at fn's first
+// error and returns it.
+func (l *Ledger) EachDead(ctx context.Context, code string, fn func(Record) error) error {
+	const page = 500
+	for sh := range Shards {
+		for start := int64(0); ; start += page {
+			members, err := l.rdb.ZRevRange(ctx, l.deadIndexKey(sh), start, start+page-1).Result()
+			if err != nil {
+				return fmt.Errorf("ledger: reading the dead-letter index: %w", err)
+			}
+			ss := make([]sid, 0, len(members))
+			for _, m := range members {
+				if len(m) != 16 {
+					continue
+				}
+				if s, err := parseSession(formatUUID(m)); err == nil {
+					ss = append(ss, s)
+				}
+			}
+			recs, err := l.records(ctx, ss)
+			if err != nil {
+				return err
+			}
+			for _, r := range recs {
+				if r.State == StateDead && (code == "" || r.Code == code) {
+					if err := fn(r); err != nil {
+						return err
+					}
+				}
+			}
+			if len(members) < page {
+				break
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,186 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/enrollq/enrollq/ledger"
+	"github.com/enrollq/enrollq/tasks"
+)
+
+// DefaultInterval is how often Sweeper.Run sweeps.
+const DefaultInterval = time.Minute
+
+// Sweeper brings the whole ledger in line with asynq, periodically: it
+// checks every live record (its task may have been deleted or archived from
+// outside) and every dead record (its task may have been run again from
+// outside: `asynq task run`, runall, asynqmon's Run), with Check. A worker
+// runs one (worker.Run wires it); several at once are safe, since every
+// change is a ledger transition that compares the record's state.
+type Sweeper struct {
+	Ledger    *ledger.Ledger
+	Inspector *asynq.Inspector
+	// Interval between sweeps (default DefaultInterval).
+	Interval time.Duration
+	// Log receives one line per sweep that changed something, and errors
+	// (default slog.Default()).
+	Log *slog.Logger
+}
+
+// Report counts what one sweep did.
+type Report struct {
+	// Checked is the number of records compared with asynq.
+	Checked int
+	// Requeued: dead records whose task asynq runs again.
+	Requeued int
+	// Dead: live records whose task was deleted or archived outside.
+	Dead int
+	// Drift: live records whose task asynq completed unseen (left alone).
+	Drift int
+}
+
+// Run sweeps every Interval until ctx ends; a failed sweep is logged and
+// the next one tried. It returns ctx's error.
+func (s *Sweeper) Run(ctx context.Context) error {
+	every := s.Interval
+	if every <= 0 {
+		every = DefaultInterval
+	}
+	log := s.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		rep, err := s.Once(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			log.Warn("ledger reconcile sweep failed", slog.Any("error", err))
+		case rep.Requeued+rep.Dead+rep.Drift > 0:
+			log.Info("ledger reconciled with asynq", slog.Int("checked", rep.Checked), slog.Int("requeued", rep.Requeued), slog.Int("dead", rep.Dead), slog.Int("drift", rep.Drift))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Once sweeps the ledger once: every live record, then every dead one,
+// each compared with its task in asynq (one GetTaskInfo each).
+func (s *Sweeper) Once(ctx context.Context) (Report, error) {
+	var rep Report
+	count := func(act ledger.ReconcileAction) {
+		rep.Checked++
+		switch act {
+		case ledger.ReconcileRequeued:
+			rep.Requeued++
+		case ledger.ReconcileDead:
+			rep.Dead++
+		case ledger.ReconcileDrift:
+			rep.Drift++
+		}
+	}
+	// Collect first: a reconciled record moves between the buckets being read.
+	var live []ledger.Record
+	if err := s.Ledger.EachLive(ctx, func(r ledger.Record) error { live = append(live, r); return nil }); err != nil {
+		return rep, err
+	}
+	for _, r := range live {
+		_, act, _, err := Check(ctx, s.Ledger, s.Inspector, r)
+		if err != nil {
+			return rep, fmt.Errorf("reconciling %s: %w", r.SessionID, err)
+		}
+		count(act)
+	}
+	d, err := DeadLetters(ctx, s.Ledger, s.Inspector, nil)
+	rep.add(d)
+	return rep, err
+}
+
+func (r *Report) add(o Report) {
+	r.Checked += o.Checked
+	r.Requeued += o.Requeued
+	r.Dead += o.Dead
+	r.Drift += o.Drift
+}
+
+// DeadLetters is the pass the dead-letter readers (`enrollq dead …`) run
+// before they answer: every dead record is compared with its task (run
+// again from outside → requeued), and every task in asynq's archive of
+// queues (default signup and backfill) whose record is live (archived from
+// outside) is made a dead letter. It costs one GetTaskInfo per dead letter
+// and one listing per 1,000 archived tasks.
+func DeadLetters(ctx context.Context, l *ledger.Ledger, insp *asynq.Inspector, queues []string) (Report, error) {
+	var rep Report
+	count := func(act ledger.ReconcileAction) {
+		rep.Checked++
+		switch act {
+		case ledger.ReconcileRequeued:
+			rep.Requeued++
+		case ledger.ReconcileDead:
+			rep.Dead++
+		case ledger.ReconcileDrift:
+			rep.Drift++
+		}
+	}
+	var dead []ledger.Record
+	if err := l.EachDead(ctx, "", func(r ledger.Record) error { dead = append(dead, r); return nil }); err != nil {
+		return rep, err
+	}
+	for _, r := range dead {
+		_, act, _, err := Check(ctx, l, insp, r)
+		if err != nil {
+			return rep, fmt.Errorf("reconciling %s: %w", r.SessionID, err)
+		}
+		count(act)
+	}
+	if queues == nil {
+		queues = []string{tasks.QueueSignup, tasks.QueueBackfill}
+	}
+	for _, q := range queues {
+		for page := 1; ; page++ {
+			infos, err := insp.ListArchivedTasks(q, asynq.PageSize(1000), asynq.Page(page))
+			if errors.Is(err, asynq.ErrQueueNotFound) {
+				break
+			}
+			if err != nil {
+				return rep, fmt.Errorf("listing the archive of %s: %w", q, err)
+			}
+			for _, info := range infos {
+				_, s, ok := tasks.ParseTaskID(info.ID)
+				if !ok {
+					continue
+				}
+				r, err := l.Status(ctx, s)
+				if errors.Is(err, ledger.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return rep, err
+				}
+				if !r.State.Live() || r.Queue != q {
+					continue
+				}
+				_, act, _, err := Check(ctx, l, insp, r)
+				if err != nil {
+					return rep, fmt.Errorf("reconciling %s: %w", s, err)
+				}
+				count(act)
+			}
+			if len(infos) < 1000 {
+				break
+			}
+		}
+	}
+	return rep, nil
+}
