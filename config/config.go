@@ -105,6 +105,13 @@ type Config struct {
 	// key, shared by all worker processes. Default 300.
 	RateLimit int `name:"rate-limit" env:"ENROLLQ_RATE_LIMIT" default:"300" help:"API requests per minute per API key, shared by all workers."`
 
+	// RateReserve is the share of RateLimit enrollq's own calls leave free
+	// for the rest of the backend (live calls, through budget leases or
+	// direct): a number of requests per minute, or a percentage of
+	// RateLimit ("10%", rounded down). Default "10%". It must resolve to
+	// at least 0 and below RateLimit (see ResolvedRateReserve).
+	RateReserve string `name:"rate-reserve" env:"ENROLLQ_RATE_RESERVE" default:"10%" help:"Requests per minute (or N% of --rate-limit) kept free for the rest of the backend; enrollq borrows it only while leases are taken."`
+
 	// Concurrency is the number of tasks in flight per worker process.
 	// Default 0, meaning derived from RateLimit (see ResolvedConcurrency).
 	Concurrency int `name:"concurrency" env:"ENROLLQ_CONCURRENCY" default:"0" help:"Tasks in flight per worker process; 0 derives it from the rate limit."`
@@ -182,6 +189,16 @@ type Config struct {
 	// true. (enrollq dashboard has its own --read-only flag.)
 	DashboardReadOnly bool `name:"dashboard-read-only" env:"ENROLLQ_DASHBOARD_READ_ONLY" default:"true" negatable:"" help:"The worker's /dashboard/ is read-only (default); --no-dashboard-read-only lets it run, archive and delete tasks."`
 
+	// BudgetToken is the bearer token of the worker's budget endpoints
+	// (POST /v1/budget/lease and /v1/budget/report on HTTPAddr). Default
+	// empty: they answer loopback clients only. It never prints: see
+	// Secret.
+	BudgetToken Secret `name:"budget-token" env:"ENROLLQ_BUDGET_TOKEN" help:"Bearer token of the worker's /v1/budget/ endpoints; without it they answer loopback clients only. Never printed; prefer the variable or --budget-token-file."`
+
+	// BudgetTokenFile is a file holding BudgetToken; one trailing newline
+	// is ignored. Default empty. Setting it and BudgetToken is an error.
+	BudgetTokenFile string `name:"budget-token-file" env:"ENROLLQ_BUDGET_TOKEN_FILE" secretfile:"BudgetToken" placeholder:"PATH" help:"File holding the budget endpoints' bearer token (a mounted secret); one trailing newline is ignored."`
+
 	// LogFormat is the slog output format: "text", "json", or empty for
 	// automatic (text on a terminal, else json). Default empty.
 	LogFormat string `name:"log-format" env:"LOG_FORMAT" default:"" help:"Log format: text or json; empty means text on a terminal, else json."`
@@ -230,6 +247,7 @@ func Default() Config {
 		RedisURL:          "redis://127.0.0.1:6379/0",
 		Env:               EnvSandbox,
 		RateLimit:         300,
+		RateReserve:       "10%",
 		Concurrency:       0,
 		HTTPTimeout:       10 * time.Second,
 		RetryBase:         10 * time.Second,
@@ -310,6 +328,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RateLimit < 1 {
 		return errorFor("RateLimit", "must be at least 1 request per minute, got %d", c.RateLimit)
+	}
+	if _, err := c.resolveRateReserve(); err != nil {
+		return err
+	}
+	if c.BudgetToken != "" && strings.TrimSpace(c.BudgetToken.Reveal()) != c.BudgetToken.Reveal() {
+		return errorFor("BudgetToken", "must not start or end with whitespace")
 	}
 	if c.Concurrency < 0 {
 		return errorFor("Concurrency", "must be 0 (derived from the rate limit) or more, got %d", c.Concurrency)
@@ -546,6 +570,34 @@ func (c Config) ResolvedBaseURL() string {
 	return SandboxBaseURL
 }
 
+// ResolvedRateReserve returns RateReserve in requests per minute: the
+// number, or the percentage of RateLimit rounded down. Validate rejects
+// what does not resolve to 0 ≤ reserve < RateLimit; an invalid value
+// resolves to 0 here.
+func (c Config) ResolvedRateReserve() int {
+	n, _ := c.resolveRateReserve()
+	return n
+}
+
+func (c Config) resolveRateReserve() (int, error) {
+	v := strings.TrimSpace(c.RateReserve)
+	pct, isPct := strings.CutSuffix(v, "%")
+	n, err := strconv.Atoi(strings.TrimSpace(pct))
+	if err != nil {
+		return 0, errorFor("RateReserve", "must be requests per minute (30) or a percentage of ENROLLQ_RATE_LIMIT (10%%), got %q", c.RateReserve)
+	}
+	if isPct {
+		if n < 0 || n >= 100 {
+			return 0, errorFor("RateReserve", "a percentage must be from 0%% to below 100%%, got %q", c.RateReserve)
+		}
+		n = c.RateLimit * n / 100
+	}
+	if n < 0 || n >= c.RateLimit {
+		return 0, errorFor("RateReserve", "must be from 0 to below ENROLLQ_RATE_LIMIT (%d), got %q", c.RateLimit, c.RateReserve)
+	}
+	return n, nil
+}
+
 // ResolvedConcurrency returns the number of tasks a worker process runs at
 // once: Concurrency when set, else twice the calls per second that RateLimit
 // allows, rounded up and clamped to [MinDerivedConcurrency,
@@ -613,6 +665,7 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("env", c.Env),
 		slog.String("base_url", c.ResolvedBaseURL()),
 		slog.Int("rate_limit", c.RateLimit),
+		slog.Int("rate_reserve", c.ResolvedRateReserve()),
 		slog.Int("concurrency", c.ResolvedConcurrency()),
 		slog.String("http_timeout", c.HTTPTimeout.String()),
 		slog.String("retry_base", c.RetryBase.String()),
@@ -630,6 +683,8 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("dashboard_password_file", c.DashboardPasswordFile),
 		slog.String("dashboard_hosts", c.DashboardHosts),
 		slog.Bool("dashboard_read_only", c.DashboardReadOnly),
+		slog.String("budget_token", c.BudgetToken.String()),
+		slog.String("budget_token_file", c.BudgetTokenFile),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),
 		slog.String("webhook_url", redactWebhookURL(c.WebhookURL)),

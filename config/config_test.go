@@ -150,6 +150,9 @@ func TestKongReadsEnv(t *testing.T) {
 		"VERISOUL_ENV":                    "prod",
 		"VERISOUL_BASE_URL":               "http://127.0.0.1:9999",
 		"ENROLLQ_RATE_LIMIT":              "600",
+		"ENROLLQ_RATE_RESERVE":            "25",
+		"ENROLLQ_BUDGET_TOKEN":            testPassword,
+		"ENROLLQ_BUDGET_TOKEN_FILE":       "/run/secrets/budget",
 		"ENROLLQ_CONCURRENCY":             "7",
 		"ENROLLQ_HTTP_TIMEOUT":            "3s",
 		"ENROLLQ_RETRY_BASE":              "2s",
@@ -198,6 +201,7 @@ func TestKongReadsEnv(t *testing.T) {
 		Env:             "prod",
 		BaseURL:         "http://127.0.0.1:9999",
 		RateLimit:       600,
+		RateReserve:     "25",
 		Concurrency:     7,
 		HTTPTimeout:     3 * time.Second,
 		RetryBase:       2 * time.Second,
@@ -218,6 +222,8 @@ func TestKongReadsEnv(t *testing.T) {
 		DashboardUser:         "ops",
 		DashboardPassword:     testPassword,
 		DashboardPasswordFile: "/run/secrets/dash",
+		BudgetToken:           testPassword,
+		BudgetTokenFile:       "/run/secrets/budget",
 
 		WebhookURL:         "https://app.example.com/hooks",
 		WebhookSecret:      "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
@@ -355,6 +361,18 @@ func TestValidate(t *testing.T) {
 			`VERISOUL_BASE_URL (--base-url): must be an absolute http(s) URL, got "https:///v1"`},
 		{"rate limit", func(c *Config) { c.RateLimit = 0 }, false,
 			`ENROLLQ_RATE_LIMIT (--rate-limit): must be at least 1 request per minute, got 0`},
+		{"rate reserve not a number", func(c *Config) { c.RateReserve = "ten" }, false,
+			`ENROLLQ_RATE_RESERVE (--rate-reserve): must be requests per minute (30) or a percentage of ENROLLQ_RATE_LIMIT (10%), got "ten"`},
+		{"rate reserve negative", func(c *Config) { c.RateReserve = "-1" }, false,
+			`ENROLLQ_RATE_RESERVE (--rate-reserve): must be from 0 to below ENROLLQ_RATE_LIMIT (300), got "-1"`},
+		{"rate reserve the whole limit", func(c *Config) { c.RateReserve = "300" }, false,
+			`ENROLLQ_RATE_RESERVE (--rate-reserve): must be from 0 to below ENROLLQ_RATE_LIMIT (300), got "300"`},
+		{"rate reserve 100%", func(c *Config) { c.RateReserve = "100%" }, false,
+			`ENROLLQ_RATE_RESERVE (--rate-reserve): a percentage must be from 0% to below 100%, got "100%"`},
+		{"rate reserve empty", func(c *Config) { c.RateReserve = "" }, false,
+			`ENROLLQ_RATE_RESERVE (--rate-reserve): must be requests per minute (30) or a percentage of ENROLLQ_RATE_LIMIT (10%), got ""`},
+		{"budget token whitespace", func(c *Config) { c.BudgetToken = Secret(testPassword + "\n") }, false,
+			`ENROLLQ_BUDGET_TOKEN (--budget-token): must not start or end with whitespace`},
 		{"concurrency", func(c *Config) { c.Concurrency = -1 }, false,
 			`ENROLLQ_CONCURRENCY (--concurrency): must be 0 (derived from the rate limit) or more, got -1`},
 		{"http timeout", func(c *Config) { c.HTTPTimeout = -time.Second }, false,
@@ -606,6 +624,32 @@ func TestResolvedBaseURL(t *testing.T) {
 	}
 }
 
+// TestResolvedRateReserve: a number is taken as is, a percentage of the
+// limit is rounded down, and the default is 10 %.
+func TestResolvedRateReserve(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		limit   int
+		reserve string
+		want    int
+	}{
+		{300, "10%", 30}, {300, "0", 0}, {300, "0%", 0}, {300, "299", 299}, {300, " 45 ", 45},
+		{120, "10%", 12}, {5, "10%", 0}, {3000, "99%", 2970},
+	} {
+		c := Default()
+		c.RateLimit, c.RateReserve = tt.limit, tt.reserve
+		if err := c.Validate(); err != nil {
+			t.Errorf("limit %d reserve %q: %v", tt.limit, tt.reserve, err)
+		}
+		if got := c.ResolvedRateReserve(); got != tt.want {
+			t.Errorf("limit %d reserve %q: resolved %d, want %d", tt.limit, tt.reserve, got, tt.want)
+		}
+	}
+	if got := Default().ResolvedRateReserve(); got != 30 {
+		t.Errorf("default reserve at 300/min: %d, want 30", got)
+	}
+}
+
 func TestResolvedConcurrency(t *testing.T) {
 	t.Parallel()
 	tests := []struct{ rateLimit, concurrency, want int }{
@@ -645,6 +689,7 @@ func TestLogValue(t *testing.T) {
 		"env":                     "sandbox",
 		"base_url":                "https://api.sandbox.verisoul.ai",
 		"rate_limit":              float64(300),
+		"rate_reserve":            float64(30),
 		"concurrency":             float64(10),
 		"http_timeout":            "10s",
 		"retry_base":              "10s",
@@ -663,6 +708,8 @@ func TestLogValue(t *testing.T) {
 		"dashboard_password_file": "",
 		"dashboard_hosts":         "",
 		"dashboard_read_only":     true,
+		"budget_token":            "",
+		"budget_token_file":       "",
 		"log_format":              "",
 		"log_level":               "info",
 		"webhook_url":             "",

@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	crand "crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/budget"
 )
 
 // The governor decides when this process may call the API. Everything it
@@ -26,6 +27,11 @@ import (
 //   - a pause every worker honours after any worker sees a 429;
 //   - the signup-first rule: while a signup task waits for budget, backfill
 //     tasks do not take it;
+//   - live calls first: budget leases (package budget) take slots of the
+//     same GCRA for the rest of the backend; while one waits, no task takes
+//     budget, and a reserve (Config.RateReserve) is kept from the tasks
+//     unless leases show the backend takes its calls through them (see
+//     shareWithBackend);
 //   - two shared breakers: "api" opens when most recent calls fail
 //     transiently, "auth" when the API rejects the key (401/403). While one
 //     is open nobody calls; when its cool-down ends exactly one worker makes
@@ -39,6 +45,7 @@ type governor struct {
 	rdb         redis.UniversalClient
 	lim         *redis_rate.Limiter
 	limit       redis_rate.Limit
+	rate        budget.Rate // limit, period and reserve as leases see them
 	keys        govKeys
 	log         *slog.Logger
 	signupQueue string // "" disables the signup-first rule
@@ -62,6 +69,7 @@ type governor struct {
 
 type govKeys struct {
 	rate, pause, waiting, meta string
+	shared                     budget.Keys       // the keys leases share
 	breaker                    map[string]string // name → hash key
 	probe                      map[string]string // name → lock key
 	calls                      string            // prefix of per-bucket call counters
@@ -74,19 +82,18 @@ const (
 )
 
 // KeyID names an API key in Redis without revealing it: the first 16 hex
-// digits of its SHA-256.
-func KeyID(apiKey string) string {
-	sum := sha256.Sum256([]byte("enrollq:" + apiKey))
-	return hex.EncodeToString(sum[:8])
-}
+// digits of its SHA-256 (budget.KeyID, so leases find the same state).
+func KeyID(apiKey string) string { return budget.KeyID(apiKey) }
 
 func newGovKeys(prefix, keyID string) govKeys {
 	// The hash tag keeps every key of one API key on one Cluster slot, so
 	// they can share a pipeline (and a MULTI) there too.
-	p := prefix + "api:{" + keyID + "}:"
+	sh := budget.NewKeys(prefix, keyID)
+	p := sh.Prefix
 	return govKeys{
-		rate:    p + "rate",
-		pause:   p + "pause",
+		shared:  sh,
+		rate:    sh.Rate,
+		pause:   sh.Pause,
 		waiting: p + "signup_waiting",
 		meta:    p + "meta",
 		breaker: map[string]string{breakerAPI: p + "breaker:api", breakerAuth: p + "breaker:auth"},
@@ -108,6 +115,8 @@ type sharedState struct {
 	PausedUntil    time.Time
 	Breakers       map[string]breakerState
 	SignupsWaiting int64
+	LiveWaiting    int64 // budget leases waiting for a slot
+	LeaseSeen      bool  // a lease was taken within the last period
 }
 
 // errHeld: no admission within maxHold. wait hints when to try again.
@@ -132,6 +141,8 @@ func (g *governor) readState(ctx context.Context, now time.Time, signupToken str
 		pause   *redis.FloatCmd
 		brs     = map[string]*redis.MapStringStringCmd{}
 		waiting *redis.IntCmd
+		live    *redis.IntCmd
+		seen    *redis.IntCmd
 	)
 	nowMs := now.UnixMilli()
 	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -149,6 +160,9 @@ func (g *governor) readState(ctx context.Context, now time.Time, signupToken str
 			p.ZRemRangeByScore(ctx, g.keys.waiting, "-inf", strconv.FormatInt(nowMs, 10))
 			waiting = p.ZCard(ctx, g.keys.waiting)
 		}
+		p.ZRemRangeByScore(ctx, g.keys.shared.LiveWaiting, "-inf", strconv.FormatInt(nowMs, 10))
+		live = p.ZCard(ctx, g.keys.shared.LiveWaiting)
+		seen = p.Exists(ctx, g.keys.shared.LeaseSeen)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -164,6 +178,7 @@ func (g *governor) readState(ctx context.Context, now time.Time, signupToken str
 	if waiting != nil {
 		st.SignupsWaiting = waiting.Val()
 	}
+	st.LiveWaiting, st.LeaseSeen = live.Val(), seen.Val() > 0
 	return st, nil
 }
 
@@ -183,6 +198,12 @@ func (g *governor) admit(ctx context.Context, queue string, hold time.Duration) 
 	start := time.Now()
 	deadline := start.Add(hold)
 	var t ticket
+	ownTaken := false // the slot of the own GCRA, once taken, is kept
+	// The GCRA restarts its clock when a slot opens and nobody takes it:
+	// a call that asks late loses the difference for good, slot after
+	// slot. So a task waiting for a slot wakes up to lead before it opens
+	// (spread over the lead, so not all at once) and asks again.
+	lead := min(3*time.Millisecond, g.slot()/10)
 	signupToken := ""
 	if g.signupQueue != "" && queue == g.signupQueue {
 		signupToken = randToken()
@@ -199,7 +220,7 @@ func (g *governor) admit(ctx context.Context, queue string, hold time.Duration) 
 		if err != nil {
 			return t, fmt.Errorf("redis: reading the shared rate state: %w", err)
 		}
-		wait, reason := time.Duration(0), ""
+		wait, reason, forSlot := time.Duration(0), "", false
 		switch {
 		case st.PausedUntil.After(now):
 			wait, reason = st.PausedUntil.Sub(now), "rate limited by the API (429)"
@@ -221,8 +242,26 @@ func (g *governor) admit(ctx context.Context, queue string, hold time.Duration) 
 				wait, reason = g.poll(), b.Reason+" (a probe is under way)"
 				break
 			}
+			if wait == 0 && st.LiveWaiting > 0 {
+				wait, reason = g.slot(), "live calls first (a budget lease is waiting)"
+			}
 			if wait == 0 && signupToken == "" && st.SignupsWaiting > 0 && t.probe == "" {
 				wait, reason = g.slot(), "signup tasks first"
+			}
+		}
+		if wait == 0 && g.rate.OwnLimited() && !ownTaken && !st.LeaseSeen {
+			// The reserve: enrollq's own calls keep to Limit−Reserve
+			// unless they may borrow it (see shareWithBackend).
+			res, err := g.lim.Allow(ctx, g.keys.shared.Own, g.rate.Own())
+			if err != nil {
+				g.releaseProbe(ctx, t)
+				return ticket{}, fmt.Errorf("redis: rate limiter: %w", err)
+			}
+			if res.Allowed > 0 {
+				ownTaken = true
+			} else {
+				wait, reason = res.RetryAfter, "the reserve kept for the rest of the backend (ENROLLQ_RATE_RESERVE)"
+				forSlot = true
 			}
 		}
 		if wait == 0 {
@@ -235,13 +274,21 @@ func (g *governor) admit(ctx context.Context, queue string, hold time.Duration) 
 				return t, nil
 			}
 			wait, reason = res.RetryAfter, "rate budget"
+			forSlot = true
 		}
 		if now.Add(wait).After(deadline) {
 			g.releaseProbe(ctx, t)
 			return ticket{}, &errHeld{wait: wait, reason: reason}
 		}
-		// A little jitter so that waiters do not all ask at once.
-		wait += time.Duration(rand.Int64N(int64(5 * time.Millisecond)))
+		switch {
+		case forSlot && wait > lead:
+			wait += time.Duration(rand.Int64N(int64(lead))) - lead
+		case forSlot:
+			wait += time.Duration(rand.Int64N(int64(lead/4) + 1))
+		default:
+			// A little jitter so that waiters do not all ask at once.
+			wait += time.Duration(rand.Int64N(int64(5 * time.Millisecond)))
+		}
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -255,6 +302,29 @@ func (g *governor) admit(ctx context.Context, queue string, hold time.Duration) 
 
 // slot is the time between two calls at the rate limit.
 func (g *governor) slot() time.Duration { return g.limit.Period / time.Duration(g.limit.Rate) }
+
+// shareWithBackend sets the key's budget as the rest of the backend shares
+// it through leases (package budget), with reserve calls per period kept
+// from enrollq's own calls. The borrow rule:
+//
+//   - Every call, enrollq's and every lease, takes a slot of the one shared
+//     GCRA. Nothing bypasses it, so the key never exceeds its limit. With a
+//     reserve, up to two slots of it are the leases' head start
+//     (budget.Rate), and the shared GCRA runs at limit−head start.
+//   - While no lease was taken within the last period, enrollq's own calls
+//     also pass a GCRA of their own at limit−reserve: the reserve stays
+//     free for a backend that calls the API directly, which enrollq cannot
+//     see.
+//   - A lease shows that the backend takes its calls through leases, and a
+//     lease never waits behind enrollq (the head start; enrollq's calls
+//     yield while a lease waits). So for one period after each lease
+//     enrollq may borrow the reserve: it takes whatever slot no lease
+//     claims. It hands the reserve back at once, slot by slot, to every
+//     lease that asks, and wholly one period after the last lease.
+func (g *governor) shareWithBackend(cfg Config) {
+	g.rate = budget.Rate{Limit: cfg.RateLimit, Period: cfg.RatePeriod, Reserve: cfg.RateReserve}
+	g.limit = g.rate.Shared(1)
+}
 
 func (g *governor) poll() time.Duration { return min(time.Second, g.probeTTL/4) }
 
@@ -318,13 +388,10 @@ func (g *governor) report(ctx context.Context, t ticket, o callOutcome) {
 			d = g.pauseFallback
 		}
 		until := now.Add(d)
-		changed, err := g.rdb.ZAddArgs(ctx, g.keys.pause, redis.ZAddArgs{GT: true, Ch: true, Members: []redis.Z{{Score: float64(until.UnixMilli()), Member: "until"}}}).Result()
-		if err == nil {
-			g.rdb.PExpireAt(ctx, g.keys.pause, until.Add(time.Minute))
-		}
+		changed, err := budget.SetPause(ctx, g.rdb, g.keys.pause, until)
 		if err != nil {
 			g.log.Warn("could not pause the shared rate budget after a 429", "err", err)
-		} else if changed > 0 {
+		} else if changed {
 			g.log.Warn("the API answered 429: every worker pauses", "until", until.UTC().Format(time.RFC3339Nano), "retry_after", o.retryAfter)
 		}
 	case o.rejected:
@@ -441,6 +508,7 @@ func randToken() string {
 func (g *governor) announce(ctx context.Context, cfg Config) {
 	err := g.rdb.HSet(ctx, g.keys.meta,
 		"limit", cfg.RateLimit,
+		"reserve", cfg.RateReserve,
 		"period_ms", cfg.RatePeriod.Milliseconds(),
 		"bucket_ms", g.bucket.Milliseconds(),
 		"updated_at", time.Now().UTC().Format(time.RFC3339),

@@ -37,6 +37,13 @@ type BudgetStats struct {
 	// Limit calls per Period, as the workers last configured it.
 	Limit  int           `json:"limit"`
 	Period time.Duration `json:"period_ns"`
+	// Reserve is the calls per Period the workers leave to the rest of the
+	// backend; Borrowing says a lease was taken within the last period, so
+	// the workers may use the reserve (see ENROLLQ_RATE_RESERVE), and
+	// LeasesWaiting counts the leases waiting for a slot now.
+	Reserve       int   `json:"reserve"`
+	Borrowing     bool  `json:"borrowing"`
+	LeasesWaiting int64 `json:"leases_waiting"`
 	// UsedLastMinute counts the calls made in about the last minute.
 	UsedLastMinute int                     `json:"used_last_minute"`
 	PausedUntil    time.Time               `json:"paused_until,omitzero"`
@@ -118,6 +125,7 @@ func readBudget(ctx context.Context, rdb redis.UniversalClient, prefix, id strin
 	}
 	b := BudgetStats{KeyID: id}
 	b.Limit, _ = strconv.Atoi(meta["limit"])
+	b.Reserve, _ = strconv.Atoi(meta["reserve"])
 	periodMs, _ := strconv.ParseInt(meta["period_ms"], 10, 64)
 	b.Period = time.Duration(periodMs) * time.Millisecond
 	bucket := time.Duration(0)
@@ -130,6 +138,7 @@ func readBudget(ctx context.Context, rdb redis.UniversalClient, prefix, id strin
 		return b, err
 	}
 	b.PausedUntil, b.Breakers, b.SignupsWaiting = sh.PausedUntil, sh.Breakers, sh.SignupsWaiting
+	b.Borrowing, b.LeasesWaiting = sh.LeaseSeen, sh.LiveWaiting
 	if !b.PausedUntil.After(time.Now()) {
 		b.PausedUntil = time.Time{}
 	}

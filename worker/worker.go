@@ -73,6 +73,10 @@ type Config struct {
 	// across all workers. Defaults 300 per minute.
 	RateLimit  int
 	RatePeriod time.Duration
+	// RateReserve is the calls per RatePeriod the tasks leave to the rest
+	// of the backend (budget leases, direct calls); see shareWithBackend
+	// for when they borrow it. Default 0: none.
+	RateReserve int
 	// SignupQueue is the queue whose tasks take the rate budget before any
 	// other's. Default "signup"; NoSignupFirst disables the rule (leaving
 	// asynq's queue priority alone).
@@ -198,6 +202,8 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: Config.APIKeyID is required")
 	case cfg.CallTimeout < 0 || cfg.CallLockTTL < time.Second:
 		return nil, fmt.Errorf("worker: CallTimeout %s must not be negative and CallLockTTL %s must be at least 1s", cfg.CallTimeout, cfg.CallLockTTL)
+	case cfg.RateReserve < 0 || cfg.RateReserve >= cfg.RateLimit:
+		return nil, fmt.Errorf("worker: RateReserve %d must be from 0 to below RateLimit %d", cfg.RateReserve, cfg.RateLimit)
 	case cfg.RetryMax < cfg.RetryBase:
 		return nil, fmt.Errorf("worker: RetryMax %s is below RetryBase %s", cfg.RetryMax, cfg.RetryBase)
 	}
@@ -457,5 +463,6 @@ func newGovernor(cfg Config) *governor {
 	if !cfg.NoSignupFirst {
 		g.signupQueue = cfg.SignupQueue
 	}
+	g.shareWithBackend(cfg)
 	return g
 }

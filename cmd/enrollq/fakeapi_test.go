@@ -74,8 +74,12 @@ func TestFakeAPIRawCalls(t *testing.T) {
 	if st, _, _ := rawEnroll(t, base, "not-the-key", newSessionID(), "user-2"); st != http.StatusUnauthorized {
 		t.Errorf("wrong key: %d, want 401", st)
 	}
-	// Five calls so far were within the limit (a 401 counts too, as every
-	// arrival does); the sixth in the minute is answered 429.
+	// The limit is per key, across endpoints: the 401 counted in the wrong
+	// key's own window, so the key has made four calls; its fifth is
+	// within the limit, its sixth in the minute is answered 429.
+	if st, _, _ := rawEnroll(t, base, fakeKey, newSessionID(), "user-2"); st != http.StatusOK {
+		t.Errorf("fifth call of the key: %d, want 200 (a wrong key's call is not the key's)", st)
+	}
 	st, _, retryAfter := rawEnroll(t, base, fakeKey, newSessionID(), "user-3")
 	if st != http.StatusTooManyRequests || retryAfter == "" {
 		t.Errorf("call over --rate 5: %d Retry-After %q, want 429 with Retry-After", st, retryAfter)
@@ -84,7 +88,7 @@ func TestFakeAPIRawCalls(t *testing.T) {
 	if code != 0 {
 		t.Errorf("fake-api exited %d after SIGTERM\n%s", code, out)
 	}
-	for _, want := range []string{"VERISOUL_BASE_URL=" + base, "VERISOUL_API_KEY=" + fakeKey, "rate limit: 5 calls a minute", "expired-", "fake-api stopped after 6 calls"} {
+	for _, want := range []string{"VERISOUL_BASE_URL=" + base, "VERISOUL_API_KEY=" + fakeKey, "rate limit: 5 calls a minute", "expired-", "fake-api stopped after 7 calls"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("fake-api output lacks %q:\n%s", want, out)
 		}

@@ -60,8 +60,13 @@ func printStats(w io.Writer, st worker.Stats) {
 			perMin = float64(b.Limit) * float64(time.Minute) / float64(b.Period)
 		}
 		fmt.Fprintf(tw, "  limit\t%d per %s\n", b.Limit, b.Period)
+		borrow := "kept free (no budget lease in the last period)"
+		if b.Borrowing {
+			borrow = "borrowed while budget leases are taken"
+		}
+		fmt.Fprintf(tw, "  reserve\t%d for the rest of the backend, %s; %d leases waiting\n", b.Reserve, borrow, b.LeasesWaiting)
 		if perMin > 0 {
-			fmt.Fprintf(tw, "  used\t%d calls in the last minute (%.0f%% of %.0f)\n", b.UsedLastMinute, 100*float64(b.UsedLastMinute)/perMin, perMin)
+			fmt.Fprintf(tw, "  used\t%d calls by enrollq in the last minute (%.0f%% of %.0f; budget leases not counted)\n", b.UsedLastMinute, 100*float64(b.UsedLastMinute)/perMin, perMin)
 		}
 		paused := "no"
 		if !b.PausedUntil.IsZero() {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/enrollq/enrollq/budget"
 	"github.com/enrollq/enrollq/dashboard"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/ledger/reconcile"
@@ -35,6 +36,17 @@ func (workerCmd) Run(e *env) error {
 	if h := workerDashboard(e, rdb); h != nil {
 		routes[dashboard.RootPath+"/"] = h
 	}
+	// Budget leases for the rest of the backend, on the same address.
+	lb, err := budget.New(budget.Config{
+		Redis:    rdb,
+		APIKeyID: worker.KeyID(e.cfg.APIKey.Reveal()),
+		Rate:     budget.Rate{Limit: e.cfg.RateLimit, Period: time.Minute, Reserve: e.cfg.ResolvedRateReserve()},
+		Logger:   e.log,
+	})
+	if err != nil {
+		return err
+	}
+	routes["/v1/budget/"] = budget.Handler(lb, budget.HandlerOptions{Token: e.cfg.BudgetToken.Reveal()})
 	stopWebhooks, err := e.startWebhooks(e.ctx, rdb, routes) // own goroutine; no rate budget
 	if err != nil {
 		return err
@@ -56,6 +68,7 @@ func (workerCmd) Run(e *env) error {
 		HTTPRoutes:      routes,
 		APIKeyID:        worker.KeyID(e.cfg.APIKey.Reveal()),
 		RateLimit:       e.cfg.RateLimit,
+		RateReserve:     e.cfg.ResolvedRateReserve(),
 		AllowEviction:   e.cfg.AllowEviction,
 	})
 	if err != nil {

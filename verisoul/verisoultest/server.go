@@ -1,6 +1,10 @@
 // Package verisoultest is an in-process fake of the Verisoul Face Match
 // enroll API, in the spirit of net/http/httptest, for tests and the demo.
 //
+// It also serves POST /liveness/verify-face, the kind of live call the rest
+// of a backend makes with the same key: Verisoul's rate limit is per key
+// across all endpoints, and so is the fake's (SetRateLimit).
+//
 // By default the fake behaves like the real API: the first enroll of a
 // session answers 200 and remembers the session; any later enroll of it
 // answers 400 session_already_tied_to_an_account. Calls can be scripted per
@@ -12,13 +16,16 @@ package verisoultest
 
 import (
 	"bytes"
+	"context"
 	crand "crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -100,8 +107,16 @@ func EchoHeaders(status, keyAt int) Step {
 	return Step{Status: status, EchoHeaders: true, EchoKeyAt: keyAt}
 }
 
+// VerifyFacePath is the second endpoint the fake serves. It answers 200
+// {"request_id", "success": true, "match": true} to any JSON body, unless
+// the key is wrong (401), the call is over the limit (429), or a step of
+// ScriptVerifyFace says otherwise.
+const VerifyFacePath = "/liveness/verify-face"
+
 // Call is one request the fake received.
 type Call struct {
+	// Path is the endpoint called: verisoul.EnrollPath or VerifyFacePath.
+	Path string
 	// At is when the call arrived; Done when the fake finished with it
 	// (answered, dropped, or saw the client give up), zero while in flight.
 	At        time.Time
@@ -133,13 +148,15 @@ type Server struct {
 	enrolled   map[string]string // session id → account id
 	perSession map[string][]Step
 	next       []Step
+	nextFace   []Step
 	calls      []Call
 
 	// The API's own rate limit, when set: at most limitN calls per
-	// limitPer, in a sliding window of arrival times.
+	// limitPer for each key (the x-api-key header as sent), all endpoints
+	// together, in a sliding window of arrival times.
 	limitN   int
 	limitPer time.Duration
-	recent   []time.Time
+	recent   map[string][]time.Time
 
 	faultRate float64
 	faultRand *rand.Rand
@@ -172,13 +189,33 @@ func (s *Server) SetAPIKey(k string) { s.mu.Lock(); s.apiKey = k; s.mu.Unlock() 
 func (s *Server) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
 
 // SetRateLimit makes the fake enforce the API's rate limit like the real
-// one: a call that would make more than n calls in any window of length per
-// (by arrival time) is answered 429 with a Retry-After in whole seconds.
-// n <= 0 removes the limit.
+// one: a call that would make more than n calls of its key in any window of
+// length per (by arrival time, every endpoint counted together) is answered
+// 429 with a Retry-After in whole seconds. n <= 0 removes the limit.
 func (s *Server) SetRateLimit(n int, per time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.limitN, s.limitPer, s.recent = n, per, nil
+	s.limitN, s.limitPer, s.recent = n, per, map[string][]time.Time{}
+}
+
+// ScriptVerifyFace queues steps for the next verify-face calls (only Status,
+// Code, RetryAfter and Delay apply).
+func (s *Server) ScriptVerifyFace(steps ...Step) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextFace = append(s.nextFace, steps...)
+}
+
+// CallsTo returns the calls of one endpoint (verisoul.EnrollPath or
+// VerifyFacePath), in arrival order.
+func (s *Server) CallsTo(path string) []Call {
+	var out []Call
+	for _, c := range s.Calls() {
+		if c.Path == path {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // RateLimited counts the calls the fake answered 429 on its own (not by a
@@ -306,8 +343,8 @@ type enrollBody struct {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	call := Call{At: time.Now()}
-	if r.Method != http.MethodPost || r.URL.Path != verisoul.EnrollPath {
+	call := Call{At: time.Now(), Path: r.URL.Path}
+	if r.Method != http.MethodPost || (r.URL.Path != verisoul.EnrollPath && r.URL.Path != VerifyFacePath) {
 		http.NotFound(w, r)
 		return
 	}
@@ -316,20 +353,33 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	call.SessionID, call.AccountID = body.SessionID, body.AccountID
 
 	s.mu.Lock()
-	call.KeyOK = r.Header.Get("x-api-key") == s.apiKey
+	sentKey := r.Header.Get("x-api-key")
+	call.KeyOK = sentKey == s.apiKey
 	latency := s.latency
 	var step Step
 	if s.limitN > 0 {
-		for len(s.recent) > 0 && call.At.Sub(s.recent[0]) >= s.limitPer {
-			s.recent = s.recent[1:]
+		recent := s.recent[sentKey]
+		for len(recent) > 0 && call.At.Sub(recent[0]) >= s.limitPer {
+			recent = recent[1:]
 		}
-		if len(s.recent) >= s.limitN {
+		if len(recent) >= s.limitN {
 			call.OverLimit = true
-			wait := s.recent[0].Add(s.limitPer).Sub(call.At)
+			wait := recent[0].Add(s.limitPer).Sub(call.At)
 			step = Step{Status: http.StatusTooManyRequests, RetryAfter: fmt.Sprint(int((wait + time.Second - 1) / time.Second))}
 		} else {
-			s.recent = append(s.recent, call.At)
+			recent = append(recent, call.At)
 		}
+		s.recent[sentKey] = recent
+	}
+	if call.Path == VerifyFacePath {
+		if call.KeyOK && decodeErr == nil && !call.OverLimit && len(s.nextFace) > 0 {
+			step, s.nextFace = s.nextFace[0], s.nextFace[1:]
+		}
+		idx := len(s.calls)
+		s.calls = append(s.calls, call)
+		s.mu.Unlock()
+		s.verifyFace(w, r, idx, call, decodeErr, latency, step)
+		return
 	}
 	if call.KeyOK && decodeErr == nil && !call.OverLimit {
 		if len(s.next) > 0 {
@@ -435,6 +485,42 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, nil, map[string]any{"request_id": newUUID(), "success": true})
 }
 
+// verifyFace answers a verify-face call: like the real API's live calls,
+// it enrolls nothing, and shares the key's rate window with enroll.
+func (s *Server) verifyFace(w http.ResponseWriter, r *http.Request, idx int, call Call, decodeErr error, latency time.Duration, step Step) {
+	defer func() {
+		s.mu.Lock()
+		call.Done = time.Now()
+		s.calls[idx] = call
+		s.mu.Unlock()
+	}()
+	if !sleep(r, latency+step.Delay) {
+		return
+	}
+	switch {
+	case !call.KeyOK:
+		call.Status = http.StatusUnauthorized
+		writeJSON(w, call.Status, nil, map[string]any{"message": "Unauthorized"})
+	case decodeErr != nil:
+		call.Status, call.Code = http.StatusBadRequest, "invalid_request"
+		writeJSON(w, call.Status, nil, map[string]any{"request_id": newUUID(), "success": false, "error": call.Code})
+	case step.Status != 0:
+		call.Status, call.Code = step.Status, step.Code
+		h := http.Header{}
+		if step.RetryAfter != "" {
+			h.Set("Retry-After", step.RetryAfter)
+		}
+		resp := map[string]any{"request_id": newUUID(), "success": false, "message": http.StatusText(step.Status)}
+		if step.Code != "" {
+			resp["error"] = step.Code
+		}
+		writeJSON(w, step.Status, h, resp)
+	default:
+		call.Status = http.StatusOK
+		writeJSON(w, http.StatusOK, nil, map[string]any{"request_id": newUUID(), "success": true, "match": true})
+	}
+}
+
 // echoPage is a proxy's error page that lists the request's headers, with
 // x-api-key last and padding before it so that its value starts at byte
 // keyAt when the head is shorter than that.
@@ -513,4 +599,28 @@ func newUUID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// VerifyFace makes one POST /liveness/verify-face call to the fake at
+// baseURL with apiKey, as a backend's live call would, and returns the
+// status and the Retry-After header in seconds (0 when absent). It is for
+// tests and benchmarks that play the rest of the backend.
+func VerifyFace(ctx context.Context, baseURL, apiKey, sessionID string) (status int, retryAfter time.Duration, err error) {
+	body, _ := json.Marshal(map[string]string{"session_id": sessionID})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(baseURL, "/")+VerifyFacePath, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("x-api-key", apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		retryAfter = time.Duration(s) * time.Second
+	}
+	return resp.StatusCode, retryAfter, nil
 }

@@ -163,3 +163,45 @@ func TestRateLimitAndWindows(t *testing.T) {
 		t.Fatalf("MaxInWindow = %d at %v, want 3 from +500ms", n, at)
 	}
 }
+
+// TestRateLimitIsPerKeyAcrossEndpoints: enroll and verify-face calls of one
+// key share one window (the real limit is per key across all endpoints);
+// another key has a window of its own.
+func TestRateLimitIsPerKeyAcrossEndpoints(t *testing.T) {
+	t.Parallel()
+	s := verisoultest.NewServer(key)
+	defer s.Close()
+	s.SetRateLimit(3, time.Minute)
+	c := client(t, s, key)
+	ctx := context.Background()
+	for i := range 2 {
+		if _, err := c.Enroll(ctx, fmt.Sprintf("0007b793-ae5d-45a2-8d9f-4a5b573c327%d", i), "a"); err != nil {
+			t.Fatalf("enroll %d within the limit: %v", i, err)
+		}
+	}
+	if st, _, err := verisoultest.VerifyFace(ctx, s.URL, key, sess); err != nil || st != http.StatusOK {
+		t.Fatalf("verify-face, third call of the key: %d %v, want 200", st, err)
+	}
+	st, ra, err := verisoultest.VerifyFace(ctx, s.URL, key, sess)
+	if err != nil || st != http.StatusTooManyRequests || ra <= 0 {
+		t.Fatalf("verify-face, fourth call of the key: %d retry-after %s %v, want 429 with Retry-After", st, ra, err)
+	}
+	if _, err := c.Enroll(ctx, "0007b793-ae5d-45a2-8d9f-4a5b573c3279", "a"); apiErr(t, err).Status != 429 {
+		t.Fatalf("enroll over the key's limit: %v, want 429", err)
+	}
+	// Another key (wrong here, so 401) counts in its own window.
+	if st, _, _ := verisoultest.VerifyFace(ctx, s.URL, "other-key", sess); st != http.StatusUnauthorized {
+		t.Fatalf("another key's first call: %d, want 401 (not 429)", st)
+	}
+	if n := s.RateLimited(); n != 2 {
+		t.Fatalf("RateLimited() = %d, want 2", n)
+	}
+	if n := len(s.CallsTo(verisoultest.VerifyFacePath)); n != 3 {
+		t.Fatalf("CallsTo(verify-face) = %d, want 3", n)
+	}
+	s.ScriptVerifyFace(verisoultest.RateLimited("7"))
+	s.SetRateLimit(0, 0)
+	if st, ra, _ := verisoultest.VerifyFace(ctx, s.URL, key, sess); st != 429 || ra != 7*time.Second {
+		t.Fatalf("scripted verify-face: %d %s, want 429 with Retry-After 7", st, ra)
+	}
+}
