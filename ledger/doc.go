@@ -6,9 +6,10 @@
 // archive trimming) change asynq's state without the ledger, and Reconcile
 // brings the record back in line; nothing they do can break the record.
 //
-// Status: the package has landed; the worker, enqueue, `enrollq dead`,
-// `stats` and the dashboard are not wired onto it yet (they still use
-// worker/state.go, deadletter and asynq's archive).
+// The worker (Claim, Renew, Enrolled, Dead, Retry, Wait), enqueue (Queued,
+// Unqueue, Moved, the duplicate answers), `enrollq dead|status|stats|outcomes`
+// and the reconcile package (Reconcile, on read and from the worker's
+// sweeper) are its callers.
 //
 // # Transitions and who calls them
 //

@@ -21,7 +21,7 @@ const (
 	DefaultPrefix       = "enrollq:"
 	DefaultRetention    = 720 * time.Hour
 	DefaultBuckets      = 2048
-	DefaultStreamMaxLen = 1000
+	DefaultStreamMaxLen = 1500
 	// DefaultReconcileGrace is how old a live record must be before
 	// Reconcile takes a missing asynq task as deleted rather than not yet
 	// enqueued.
