@@ -14,7 +14,13 @@ package ledger
 // rather than writing something cmsgpack would write differently; unpack
 // returns the one value decoded and errors on any other MessagePack type.
 const msgpackLua = `
-local mp = cmsgpack
+local mp
+do
+  -- A server that guards its globals (miniredis does) raises an error on
+  -- reading a missing one.
+  local ok, native = pcall(function() return cmsgpack end)
+  if ok then mp = native end
+end
 if not mp then
   mp = {}
   local char, byte, floor, concat = string.char, string.byte, math.floor, table.concat
