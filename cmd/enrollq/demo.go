@@ -160,18 +160,20 @@ func (c demoCmd) Run(e *env) error {
 // It returns the address, what it started (for the output line) and the
 // function that stops it.
 func demoRedis(log *slog.Logger) (addr, what string, stop func(), err error) {
+	what = "embedded miniredis: no redis-server on PATH"
 	if path, lerr := exec.LookPath("redis-server"); lerr == nil {
 		a, stop, serr := redistest.StartServer(path)
 		if serr == nil {
 			return a, "a private redis-server", stop, nil
 		}
 		log.Warn("demo: cannot start redis-server; using an embedded Redis instead", "err", serr)
+		what = "embedded miniredis: redis-server did not start"
 	}
 	mr, merr := miniredis.Run()
 	if merr != nil {
 		return "", "", nil, fmt.Errorf("demo: starting an embedded Redis: %w", merr)
 	}
-	return mr.Addr(), "embedded miniredis: no redis-server on PATH", mr.Close, nil
+	return mr.Addr(), what, mr.Close, nil
 }
 
 // logger returns the demo's logger. On a terminal the worker's forty-odd
