@@ -112,9 +112,10 @@
 // (about 70–100 bytes with its dictionary entry and expiry), and a small
 // hash (at most 512 fields of at most 64 bytes, Redis 7's defaults) is
 // stored as one listpack: about 2 bytes of overhead per field. A record is a
-// MessagePack array (Redis's Lua has cmsgpack, so the scripts read and
-// write it) with positional fields: state, generation, at (unix s), expires
-// (unix s; 0 for dead), account hash, queue ("s", "b" or "=<name>"), run,
+// MessagePack array (the scripts read and write it with Redis's cmsgpack,
+// or their own pure-Lua codec where the server's Lua has none: msgpack.go)
+// with positional fields: state, generation, at (unix s), expires (unix s;
+// 0 for dead), account hash, queue ("s", "b" or "=<name>"), run,
 // attempts, two state-dependent fields (enrolled: request id — 16 raw bytes
 // when it is a UUID — and reconciled; dead: code, last error; retrying:
 // next at, last error; waiting: why, until; requeued: former code, by) and

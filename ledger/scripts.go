@@ -13,7 +13,7 @@ import "github.com/redis/go-redis/v9"
 // Common KEYS: 1 live bucket, 2 done bucket, 3 dead bucket, 4 outcome
 // stream, 5 counters, 6 dead-letter time index (7 account index bucket,
 // where named).
-const prelude = `
+const prelude = msgpackLua + `
 local QUEUED, CALLING, WAITING, RETRYING, ENROLLED, DEAD, REQUEUED = 1, 2, 3, 4, 5, 6, 7
 local NAMES = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued'}
 local LIVE, DONE, DEADK = KEYS[1], KEYS[2], KEYS[3]
@@ -38,7 +38,7 @@ end
 local function load(sid)
   for _, k in ipairs({LIVE, DONE, DEADK}) do
     local v = redis.call('HGET', k, sid)
-    if v then return fill(cmsgpack.unpack(v)), k, v end
+    if v then return fill(mp.unpack(v)), k, v end
   end
   return nil, nil, nil
 end
@@ -65,11 +65,11 @@ local function save(r, from, to, sid)
     out = {}
     for i = 1, NENROLLED do out[i] = r[i] end
   end
-  local v = cmsgpack.pack(out)
+  local v = mp.pack(out)
   while #v > MAXV and #out[11] > 2 do
     table.remove(out[11])
     table.remove(out[11])
-    v = cmsgpack.pack(out)
+    v = mp.pack(out)
   end
   redis.call('HSET', to, sid, v)
   return v
@@ -312,10 +312,10 @@ return {'dead', v, ev}
 // the state and generation the caller read (Purge: dead; Unqueue: queued).
 // KEYS: record bucket, account index bucket, counters, dead-letter time
 // index. ARGV: sid, gen, index field, state.
-var removeScript = redis.NewScript(`
+var removeScript = redis.NewScript(msgpackLua + `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return {'notfound'} end
-local r = cmsgpack.unpack(v)
+local r = mp.unpack(v)
 if r[2] ~= tonumber(ARGV[2]) or r[1] ~= tonumber(ARGV[4]) then return {'conflict', v} end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[3])
@@ -333,10 +333,10 @@ return {'ok', v}
 // generation the sweeper read, and takes it out of the all-sessions count
 // (a run's counts keep it: they are the run's history). KEYS: record
 // bucket, account index bucket, run counters. ARGV: sid, gen, index field.
-var expireScript = redis.NewScript(`
+var expireScript = redis.NewScript(msgpackLua + `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
-local r = cmsgpack.unpack(v)
+local r = mp.unpack(v)
 local now = tonumber(redis.call('TIME')[1])
 if r[2] ~= tonumber(ARGV[2]) or r[4] == 0 or r[4] > now then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/enrollq/enrollq/internal/redistest"
 )
 
 const acct = "user-42"
@@ -65,11 +67,11 @@ func (b bundle) reach(t *testing.T, st string) (string, Claim) {
 func (b bundle) expireLease(t *testing.T, sessionID string) {
 	t.Helper()
 	s, _ := parseSession(sessionID)
-	err := b.rdb.Eval(b.ctx, `
+	err := b.rdb.Eval(b.ctx, msgpackLua+`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
-local r = cmsgpack.unpack(v)
+local r = mp.unpack(v)
 r[16] = 1
-redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(r))
+redis.call('HSET', KEYS[1], ARGV[1], mp.pack(r))
 return 1`, []string{b.l.recordKeys(s)[0]}, s.raw).Err()
 	if err != nil {
 		t.Fatal(err)
@@ -473,8 +475,14 @@ func TestRecordStaysCompact(t *testing.T) {
 	if len(v) > 64 {
 		t.Fatalf("enrolled record is %d bytes, want at most 64", len(v))
 	}
-	if enc := b.rdb.ObjectEncoding(b.ctx, b.l.recordKeys(ss)[1]).Val(); enc != "listpack" {
-		t.Fatalf("done bucket encoding %s", enc)
+	// miniredis has no listpacks (nor OBJECT ENCODING): the size above is
+	// what keeps the bucket one on a real Redis.
+	if redistest.Kind(t) == redistest.KindMiniredis {
+		t.Log("miniredis: the bucket's listpack encoding is not checked (no OBJECT ENCODING)")
+	} else {
+		if enc := b.rdb.ObjectEncoding(b.ctx, b.l.recordKeys(ss)[1]).Val(); enc != "listpack" {
+			t.Fatalf("done bucket encoding %s", enc)
+		}
 	}
 	if len(r.History) == 0 {
 		t.Fatal("history dropped entirely")

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
@@ -65,22 +66,16 @@ func repeat(s verisoultest.Step, n int) []verisoultest.Step {
 	return out
 }
 
-// Run starts a private redis-server, the fake API and a worker,
+// Run starts a private Redis (see demoRedis), the fake API and a worker,
 // enqueues the scripted mix, waits for every task to end, prints a table and
 // fails unless each ended as scripted.
 func (c demoCmd) Run(e *env) error {
 	ctx := e.ctx
 	log, logPath, closeLog := c.logger(e)
 	defer closeLog()
-	// The worker's ledger runs Lua scripts that use cmsgpack, which the
-	// embedded miniredis lacks: the demo starts a private redis-server.
-	redisPath, err := exec.LookPath("redis-server")
+	redisAddr, redisWhat, stopRedis, err := demoRedis(log)
 	if err != nil {
-		return errors.New("demo: needs redis-server on PATH (apt-get install redis-server): the worker's ledger runs Lua scripts with cmsgpack, which an embedded Redis cannot")
-	}
-	redisAddr, stopRedis, err := redistest.StartServer(redisPath)
-	if err != nil {
-		return fmt.Errorf("demo: starting redis-server: %w", err)
+		return err
 	}
 	defer stopRedis()
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
@@ -116,7 +111,7 @@ func (c demoCmd) Run(e *env) error {
 		<-done
 	}()
 
-	fmt.Fprintf(e.stdout, "enrollq demo: embedded Redis at %s, fake Verisoul API at %s\n", redisAddr, api.URL)
+	fmt.Fprintf(e.stdout, "enrollq demo: Redis at %s (%s), fake Verisoul API at %s\n", redisAddr, redisWhat, api.URL)
 	if logPath != "" {
 		fmt.Fprintf(e.stdout, "worker log: %s (--verbose to see it here)\n", logPath)
 	}
@@ -158,6 +153,29 @@ func (c demoCmd) Run(e *env) error {
 	}
 	fmt.Fprintln(e.stdout, "\nall tasks ended as scripted")
 	return nil
+}
+
+// demoRedis starts the demo's private Redis: a redis-server child process
+// when one is on PATH (the real thing, as production runs), else an
+// embedded miniredis, so that the demo needs nothing but Go (the ledger's
+// scripts carry their own MessagePack codec for a Lua without cmsgpack).
+// It returns the address, what it started (for the output line) and the
+// function that stops it.
+func demoRedis(log *slog.Logger) (addr, what string, stop func(), err error) {
+	what = "embedded miniredis: no redis-server on PATH"
+	if path, lerr := exec.LookPath("redis-server"); lerr == nil {
+		a, stop, serr := redistest.StartServer(path)
+		if serr == nil {
+			return a, "a private redis-server", stop, nil
+		}
+		log.Warn("demo: cannot start redis-server; using an embedded Redis instead", "err", serr)
+		what = "embedded miniredis: redis-server did not start"
+	}
+	mr, merr := miniredis.Run()
+	if merr != nil {
+		return "", "", nil, fmt.Errorf("demo: starting an embedded Redis: %w", merr)
+	}
+	return mr.Addr(), what, mr.Close, nil
 }
 
 // logger returns the demo's logger. On a terminal the worker's forty-odd

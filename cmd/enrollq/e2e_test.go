@@ -172,6 +172,26 @@ func TestDemoExitsZero(t *testing.T) {
 	if strings.Contains(r.stdout, "MISMATCH") {
 		t.Errorf("demo printed a mismatch:\n%s", r.stdout)
 	}
+	if _, err := exec.LookPath("redis-server"); err == nil && !strings.Contains(r.stdout, "(a private redis-server)") {
+		t.Errorf("redis-server is on PATH but the demo did not use it:\n%s", r.stdout)
+	}
+}
+
+// TestDemoWithoutRedisServer: with nothing but the binary (no redis-server
+// on PATH, as on a fresh machine with only Go), the demo runs on an
+// embedded Redis, says so, and every task ends as scripted: the worker's
+// ledger scripts work without cmsgpack.
+func TestDemoWithoutRedisServer(t *testing.T) {
+	t.Parallel()
+	r := enrollq(t, []string{"PATH=" + t.TempDir()}, "demo")
+	if r.code != 0 {
+		t.Fatalf("enrollq demo without redis-server exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"(embedded miniredis: no redis-server on PATH)", "session_older_than_30_days", "reconciled", "all tasks ended as scripted"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, r.stdout)
+		}
+	}
 }
 
 func TestEnqueueAndWorkEndToEnd(t *testing.T) {
