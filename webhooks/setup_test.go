@@ -47,6 +47,7 @@ type bundle struct {
 }
 
 func setup(t *testing.T) bundle {
+	redistest.SkipOnMiniredis(t, "reports consumer-group lag (XINFO GROUPS) differently from Redis, which the backlog is built on")
 	t.Helper()
 	rdb := redistest.Client(t, redisDB)
 	l, prefix := outcomestest.Ledger(t, rdb)

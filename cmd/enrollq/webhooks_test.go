@@ -20,6 +20,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/enrollq/enrollq/internal/outcomestest"
+	"github.com/enrollq/enrollq/internal/redistest"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 )
@@ -102,6 +103,7 @@ func pollUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
 // again, and checks that every event the ledger holds was delivered (each
 // id at least once, every delivery verified).
 func TestWebhooksRunSIGKILLLosesNothing(t *testing.T) {
+	redistest.SkipOnMiniredis(t, "reports consumer-group lag (XINFO GROUPS) differently from Redis, which webhook delivery and its backlog are built on")
 	rdb := freshRedis(t)
 	ctx := context.Background()
 	l, err := ledger.New(rdb, ledger.Options{})
@@ -173,6 +175,7 @@ func TestWebhooksRunSIGKILLLosesNothing(t *testing.T) {
 // session's event again; the worker runs the deliverer and serves its
 // metrics while its /readyz stays ready with a failing receiver.
 func TestWebhooksCommands(t *testing.T) {
+	redistest.SkipOnMiniredis(t, "reports consumer-group lag (XINFO GROUPS) differently from Redis, which webhook delivery and its backlog are built on")
 	rdb := freshRedis(t)
 	ctx := context.Background()
 	l, err := ledger.New(rdb, ledger.Options{})

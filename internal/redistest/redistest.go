@@ -146,6 +146,16 @@ func Kind(tb testing.TB) string {
 	return kind
 }
 
+// SkipOnMiniredis skips the test when the tests run on the embedded
+// miniredis fallback (no redis-server installed), naming what miniredis
+// lacks, so the test runs wherever the real server is (CI always has it).
+func SkipOnMiniredis(tb testing.TB, lacks string) {
+	tb.Helper()
+	if Kind(tb) == KindMiniredis {
+		tb.Skipf("needs a real redis-server: miniredis %s (install redis-server to run it)", lacks)
+	}
+}
+
 // Addr returns the address of the Redis server for this test process,
 // failing the test when none can be had.
 func Addr(tb testing.TB) string {
