@@ -13,6 +13,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/enrollq/enrollq/deadletter"
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
@@ -136,6 +137,11 @@ func TestTerminalCodesDeadLetterAtOnce(t *testing.T) {
 		wantCalls(t, b.calls(s), 1)
 		if rec := b.wantLedger(s, ledger.StateDead, code); rec.RequestID == "" || rec.Attempts != 1 {
 			t.Errorf("%s: ledger record %+v, want the request id after 1 attempt", code, rec)
+		}
+		// The ledger is the only record: no copy in the old deadletter
+		// store (which holds only payloads the ledger cannot key).
+		if _, found, err := deadletter.New(b.rdb, b.prefix).Get(context.Background(), info.ID); err != nil || found {
+			t.Errorf("%s: a copy in the deadletter store (%v %v), want the ledger's record alone", code, found, err)
 		}
 	}
 }
