@@ -212,9 +212,6 @@ func (w *Worker) claimFor(ctx context.Context, a *attempt) (Decision, bool) {
 			return w.classify(a, FactRedis), false
 		}
 		a.log.Info("dead letter run again from outside: requeued in the ledger", "code", se.Record.Code, "action", string(act))
-		if ours {
-			w.unmirrorDead(ctx, a)
-		}
 		c, err = w.ledger.Claim(ctx, args)
 	}
 	switch {
@@ -367,15 +364,13 @@ func (w *Worker) settle(ctx context.Context, a *attempt, d Decision) Decision {
 			return Decision{Bucket: Wait, Reason: reasonRedis, NotBefore: w.cfg.CallLockTTL}
 		}
 	case DeadLetter:
-		var rec ledger.Record
-		rec, err = w.ledger.Dead(sctx, c, ledger.DeadArgs{Code: d.Code, LastError: dlText(d.Code, a.err), RequestID: a.requestID, AsynqRetried: a.retried, Called: !d.Uncalled})
+		_, err = w.ledger.Dead(sctx, c, ledger.DeadArgs{Code: d.Code, LastError: dlText(d.Code, a.err), RequestID: a.requestID, AsynqRetried: a.retried, Called: !d.Uncalled})
 		if err != nil {
 			// Not archived without its record: run again (uncounted).
 			a.log.Warn("could not record the dead letter in the ledger; the task runs again", "code", d.Code, "err", err)
 			a.err = fmt.Errorf("redis: recording the dead letter (%s): %w", d.Code, err)
 			return Decision{Bucket: Wait, Reason: reasonRedis, NotBefore: w.cfg.CallLockTTL}
 		}
-		w.mirrorDead(sctx, a, rec)
 	case Retry:
 		_, err = w.ledger.Retry(sctx, c, time.Now().Add(w.delay(a, d)), errText(a.err), facts)
 	case Wait:
@@ -388,32 +383,6 @@ func (w *Worker) settle(ctx context.Context, a *attempt, d Decision) Decision {
 	}
 	w.crashPoint(pointSettled)
 	return d
-}
-
-// mirrorDead copies a dead letter the ledger recorded into the deadletter
-// store, the view `enrollq dead` and the dashboard read until they read the
-// ledger. It is best effort: the ledger is the record.
-func (w *Worker) mirrorDead(ctx context.Context, a *attempt, r ledger.Record) {
-	taskID, _ := asynq.GetTaskID(ctx)
-	dl := deadletter.Record{
-		TaskID: taskID, Queue: a.queue, SessionID: a.p.SessionID, AccountID: a.p.AccountID, CreatedAt: a.p.CreatedAt,
-		Code: r.Code, LastError: r.LastError, RequestID: r.RequestID, Attempts: r.Attempts,
-		FirstAttempt: r.FirstAttempt, LastAttempt: r.At, DeadAt: r.At, Retried: a.retried,
-	}
-	if dl.FirstAttempt.IsZero() {
-		dl.FirstAttempt = dl.DeadAt
-	}
-	if err := w.dead.Put(ctx, dl); err != nil {
-		a.log.Warn("could not copy the dead letter to the deadletter view (the ledger has it)", "err", err)
-	}
-}
-
-// unmirrorDead removes this task's copy when an operator ran it again.
-func (w *Worker) unmirrorDead(ctx context.Context, a *attempt) {
-	taskID, _ := asynq.GetTaskID(ctx)
-	if _, err := w.dead.Delete(ctx, taskID); err != nil {
-		a.log.Warn("could not remove the dead letter from the deadletter view", "err", err)
-	}
 }
 
 // invalid dead-letters a task whose payload is not ours. It has no valid

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/enrollq/enrollq/deadletter"
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
@@ -44,29 +45,62 @@ func wantCalls(t *testing.T, calls []verisoultest.Call, n int) {
 	}
 }
 
+// TestSuccessKeepsRequestID: an enrolled session's request id is kept for
+// the ledger's retention (720h) in its record; asynq keeps the completed
+// task (with the same request id in its result) only when the producer
+// asks it to (WithKeepCompleted), and none by default.
 func TestSuccessKeepsRequestID(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
+	ctx := context.Background()
+	// The default producer: no completed task kept.
+	plain := enqueue.New(b.rdb, enqueue.WithQueue(b.queue), enqueue.WithMaxRetry(3), enqueue.WithLedger(b.ledger()))
+	t.Cleanup(func() { _ = plain.Close() })
 	s := newSessionID()
-	b.enroll(s)
-	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	if _, err := plain.Enroll(ctx, s, "acct-"+s[:8]); err != nil {
+		t.Fatal(err)
+	}
+	rec := b.waitLedger(s, ledger.StateEnrolled, waitLong)
+	if rec.RequestID == "" || rec.Reconciled || rec.Attempts != 1 {
+		t.Errorf("ledger record %+v, want enrolled with a request id after 1 attempt", rec)
+	}
+	if kept := rec.ExpiresAt.Sub(rec.At); kept < 720*time.Hour-time.Minute || kept > 720*time.Hour+time.Minute {
+		t.Errorf("ledger keeps the record %s, want 720h", kept)
+	}
+	wantCalls(t, b.calls(s), 1)
+	if acct, ok := b.api.Enrolled(s); !ok || acct != "acct-"+s[:8] {
+		t.Fatalf("API enrolled %q %v", acct, ok)
+	}
+	if evs := b.finalEvents(s); len(evs) != 1 || evs[0].Type != "enrolled" || evs[0].RequestID != rec.RequestID {
+		t.Errorf("final events %+v, want one enrolled with request id %s", evs, rec.RequestID)
+	}
+	// The worker answers asynq after it settles the ledger: give asynq a
+	// moment to drop the task, then it must be gone.
+	deadline := time.Now().Add(waitLong)
+	for {
+		_, err := b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, s))
+		if errors.Is(err, asynq.ErrTaskNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("asynq still holds the completed task without WithKeepCompleted: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// The bundle's producer keeps completed tasks for an hour.
+	k := newSessionID()
+	b.enroll(k)
+	info := b.waitState(k, asynq.TaskStateCompleted, waitLong)
 	r := resultOf(t, info)
 	if r.Outcome != worker.OutcomeEnrolled || r.RequestID == "" {
 		t.Fatalf("result %+v, want enrolled with a request id", r)
 	}
-	if info.Retention != 720*time.Hour {
-		t.Errorf("retention %s, want 720h", info.Retention)
+	if info.Retention != time.Hour {
+		t.Errorf("retention %s, want 1h (WithKeepCompleted)", info.Retention)
 	}
-	calls := b.calls(s)
-	wantCalls(t, calls, 1)
-	if acct, ok := b.api.Enrolled(s); !ok || acct != "acct-"+s[:8] {
-		t.Fatalf("API enrolled %q %v", acct, ok)
-	}
-	if rec := b.wantLedger(s, ledger.StateEnrolled, ""); rec.RequestID != r.RequestID || rec.Reconciled || rec.Attempts != 1 {
+	if rec := b.wantLedger(k, ledger.StateEnrolled, ""); rec.RequestID != r.RequestID || rec.Reconciled || rec.Attempts != 1 {
 		t.Errorf("ledger record %+v, want enrolled with request id %s after 1 attempt", rec, r.RequestID)
-	}
-	if evs := b.finalEvents(s); len(evs) != 1 || evs[0].Type != "enrolled" || evs[0].RequestID != r.RequestID {
-		t.Errorf("final events %+v, want one enrolled", evs)
 	}
 }
 
@@ -103,6 +137,11 @@ func TestTerminalCodesDeadLetterAtOnce(t *testing.T) {
 		wantCalls(t, b.calls(s), 1)
 		if rec := b.wantLedger(s, ledger.StateDead, code); rec.RequestID == "" || rec.Attempts != 1 {
 			t.Errorf("%s: ledger record %+v, want the request id after 1 attempt", code, rec)
+		}
+		// The ledger is the only record: no copy in the old deadletter
+		// store (which holds only payloads the ledger cannot key).
+		if _, found, err := deadletter.New(b.rdb, b.prefix).Get(context.Background(), info.ID); err != nil || found {
+			t.Errorf("%s: a copy in the deadletter store (%v %v), want the ledger's record alone", code, found, err)
 		}
 	}
 }
@@ -263,8 +302,10 @@ func TestLostResponseAcrossAttempts(t *testing.T) {
 // run out: the already-tied answer must be reconciled, not dead-lettered.
 func TestCrashMidCallIsReconciled(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{})
+	b := setup(t, setupOpts{noStart: true})
 	s := newSessionID()
+	// The task the dead worker had taken (the producer recorded it first).
+	b.enroll(s)
 	// The call the dead worker made: it reached the API.
 	c, _ := verisoul.New(b.api.URL, testAPIKey)
 	defer c.CloseIdleConnections()
@@ -275,7 +316,7 @@ func TestCrashMidCallIsReconciled(t *testing.T) {
 	if _, err := b.ledger().Claim(context.Background(), ledger.ClaimArgs{SessionID: s, AccountID: "acct-" + s[:8], Queue: b.queue, Lease: time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	b.enroll(s)
+	b.start()
 	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
 	if r := resultOf(t, info); r.Outcome != worker.OutcomeReconciled {
 		t.Fatalf("outcome %q, want reconciled", r.Outcome)
@@ -453,8 +494,10 @@ func TestDuplicateEnqueueCallsOnce(t *testing.T) {
 	wantCalls(t, b.calls(s), 1)
 }
 
-// TestSameSessionInBothQueues: a session enqueued to a second queue after the
-// first task enrolled it completes without a second call.
+// TestSameSessionInBothQueues: a second task of the session in another
+// queue, after the first task enrolled it, completes without a second call.
+// enqueue.Client answers already enrolled (TestDuplicateEnqueueCallsOnce),
+// so the twin goes straight through asynq, as an older producer's would.
 func TestSameSessionInBothQueues(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
@@ -466,7 +509,7 @@ func TestSameSessionInBothQueues(t *testing.T) {
 	// Served by a second worker on the other queue, sharing the key prefix.
 	b2 := setup(t, setupOpts{cfg: func(c *worker.Config) { c.Queues = map[string]int{other: 1}; c.KeyPrefix = b.prefix }})
 	b2.queue = other
-	b2.enroll(s, enqueue.WithQueue(other))
+	b.twin(s, other)
 	info := b2.waitState(s, asynq.TaskStateCompleted, waitLong)
 	if r := resultOf(t, info); r.Outcome != worker.OutcomeAlreadyEnrolled {
 		t.Fatalf("outcome %q, want already_enrolled", r.Outcome)

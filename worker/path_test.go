@@ -104,8 +104,9 @@ func TestCrashPoints(t *testing.T) {
 	}
 }
 
-// TestTwoWorkersRaceOnSessions: every session is enqueued in two queues,
-// each served by its own worker. Exactly one call per session reaches the
+// TestTwoWorkersRaceOnSessions: every session has a task in two queues
+// (the second put in straight through asynq, as an older producer or an
+// outside tool can; enqueue.Client refuses it), each served by its own worker. Exactly one call per session reaches the
 // API, the other task finishes without a call (already enrolled, after
 // waiting while the session was busy), and the ledger has one enrolled
 // record and one event per session.
@@ -121,7 +122,7 @@ func TestTwoWorkersRaceOnSessions(t *testing.T) {
 		sessions = append(sessions, s)
 		b.api.Script(s, verisoultest.Slow(200*time.Millisecond))
 		b.enroll(s)
-		b.enroll(s, enqueue.WithQueue(other))
+		b.twin(s, other)
 	}
 	for _, s := range sessions {
 		b.waitState(s, asynq.TaskStateCompleted, waitLong)

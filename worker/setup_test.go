@@ -131,8 +131,10 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
 		logs:   &syncBuffer{},
 	}
-	// The tests read completed tasks (and their results) in asynq.
-	b.enq = enqueue.New(rdb, enqueue.WithQueue(b.queue), enqueue.WithMaxRetry(3), enqueue.WithKeepCompleted(time.Hour))
+	// The tests read completed tasks (and their results) in asynq, so the
+	// producer keeps them; it records in the worker's ledger (its key
+	// prefix), as a producer and a worker of one deployment do.
+	b.enq = enqueue.New(rdb, enqueue.WithQueue(b.queue), enqueue.WithMaxRetry(3), enqueue.WithKeepCompleted(time.Hour), enqueue.WithLedger(b.ledger()))
 	key := o.apiKey
 	if key == "" {
 		key = testAPIKey
@@ -202,6 +204,44 @@ func (b *bundle) enroll(sessionID string, opts ...enqueue.Option) {
 	if _, err := b.enq.Enroll(context.Background(), sessionID, "acct-"+sessionID[:8], opts...); err != nil {
 		b.t.Fatalf("Enroll(%s): %v", sessionID, err)
 	}
+}
+
+// twin puts a second live task of the session into queue straight through
+// asynq, beside the one enroll made: what an older producer or an outside
+// tool can do, and what enqueue.Client refuses (one live task a session).
+// The task is the producer's own (tasks' constructor, the per-queue ID).
+func (b *bundle) twin(sessionID, queue string) {
+	b.t.Helper()
+	p, err := tasks.NewEnrollPayload(sessionID, "acct-"+sessionID[:8])
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	task, err := tasks.NewEnrollTask(p, tasks.Options{Queue: queue, MaxRetry: 3, Retention: time.Hour})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	ac := asynq.NewClientFromRedisClient(b.rdb)
+	if _, err := ac.EnqueueContext(context.Background(), task); err != nil {
+		b.t.Fatalf("twin task of %s in %s: %v", sessionID, queue, err)
+	}
+}
+
+// waitLedger polls the session's ledger record until it reaches state, and
+// returns it: the fact to wait on when asynq keeps no completed task.
+func (b *bundle) waitLedger(sessionID string, state ledger.State, timeout time.Duration) ledger.Record {
+	b.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var r ledger.Record
+	var err error
+	for time.Now().Before(deadline) {
+		r, err = b.ledger().Status(context.Background(), sessionID)
+		if err == nil && r.State == state {
+			return r
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.t.Fatalf("ledger of %s never reached %s: %+v %v", sessionID, state, r, err)
+	return r
 }
 
 // waitState polls Redis until the session's task reaches state, and returns

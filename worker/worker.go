@@ -167,9 +167,11 @@ func setDefault[T comparable](p *T, v T) {
 
 // Worker processes enrollment tasks. Create it with New, run it with Run.
 type Worker struct {
-	cfg     Config
-	log     *slog.Logger
-	gov     *governor
+	cfg Config
+	log *slog.Logger
+	gov *governor
+	// dead holds only the dead letters the ledger cannot key (a payload
+	// without a valid session id); every other one is the ledger's.
 	dead    *deadletter.Store
 	metrics *Metrics
 	policy  Policy

@@ -21,6 +21,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/ledger/reconcile"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
@@ -249,8 +250,30 @@ func TestDashboardBrowserRunsArchivedTask(t *testing.T) {
 	if code != 0 {
 		t.Errorf("dashboard exited %d after SIGTERM\n%s", code, logs)
 	}
-	if !strings.Contains(logs, "record removed") || !strings.Contains(logs, taskID) {
-		t.Errorf("dashboard logs do not say that it removed the record of %s:\n%s", taskID, logs)
+	// The ledger says what the Run did (reconciled, as above): requeued by
+	// asynq's tools, with the code it had.
+	rec, _, err := store.Get(context.Background(), session)
+	if err != nil || rec.State != ledger.StateRequeued || rec.Code != verisoul.CodeSessionNotFound {
+		t.Errorf("ledger after Run: %+v %v, want requeued with code %s", rec, err, verisoul.CodeSessionNotFound)
+	}
+	// And a worker then enrolls the pending task: the ledger says enrolled.
+	api := verisoultest.NewServer(apiKey)
+	defer api.Close()
+	stopWorker, _ := startWorker(t, append([]string{"VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL}, env...))
+	defer stopWorker()
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		rec, _, err = store.Get(context.Background(), session)
+		if err == nil && rec.State == ledger.StateEnrolled {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ledger of %s after Run and a worker: %+v %v, want enrolled", session, rec, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, ok := api.Enrolled(session); !ok {
+		t.Errorf("%s not enrolled at the API after Run", session)
 	}
 	if strings.Contains(logs, dashPassword) {
 		t.Errorf("dashboard logs show the password")

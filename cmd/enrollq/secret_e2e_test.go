@@ -10,7 +10,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/enrollq/enrollq/deadletter"
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
@@ -68,7 +67,7 @@ func TestAPIKeyNeverLeaksThroughEchoingProxy(t *testing.T) {
 
 	stop, _ := startWorker(t, env)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	store := deadletter.New(rdb, "")
+	store := newDeadReader(t, rdb)
 	deadline := time.Now().Add(60 * time.Second)
 	for _, s := range append(echoed, normal...) {
 		want := asynq.TaskStateCompleted
@@ -77,7 +76,7 @@ func TestAPIKeyNeverLeaksThroughEchoingProxy(t *testing.T) {
 		}
 		for {
 			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
-			_, recorded, _ := store.Get(ctx, tasks.TaskID(tasks.QueueSignup, s))
+			_, recorded, _ := store.Get(ctx, s)
 			if err == nil && info.State == want && (want != asynq.TaskStateArchived || recorded) {
 				break
 			}

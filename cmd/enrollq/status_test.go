@@ -40,6 +40,23 @@ func TestStatusAndOutcomesTail(t *testing.T) {
 	if _, err := led.Enrolled(t.Context(), claim(done), "0007b793-ae5d-45a2-8d9f-4a5b573c3271", false); err != nil {
 		t.Fatal(err)
 	}
+	// The outcome stream orders by Redis's millisecond, and two events of
+	// one millisecond in two shards come in shard order: let Redis's clock
+	// pass the enrollment's millisecond so the tail's order below is the
+	// order of the calls.
+	enrolledAt, err := rdb.Time(t.Context()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		now, err := rdb.Time(t.Context()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.UnixMilli() > enrolledAt.UnixMilli() {
+			break
+		}
+	}
 	if _, err := led.Dead(t.Context(), claim(dead), ledger.DeadArgs{Code: "liveness_check_failed", LastError: "liveness_check_failed: verisoul: 400", Called: true}); err != nil {
 		t.Fatal(err)
 	}
