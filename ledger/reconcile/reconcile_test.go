@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/internal/redistest"
 	"github.com/enrollq/enrollq/ledger"
@@ -16,7 +15,10 @@ import (
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 )
 
-func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
+// redisDB is this package's database on the test server.
+const redisDB = 9
+
+func TestMain(m *testing.M) { os.Exit(redistest.Run(m, redisDB)) }
 
 // TestSweeperFollowsOutsideChanges (issue 11, defect 5): what the asynq
 // CLI and asynqmon do through asynq's Inspector — archive a pending task,
@@ -25,12 +27,9 @@ func TestMain(m *testing.M) { os.Exit(redistest.Run(m)) }
 // periodically; a second sweep finds nothing to do. Sessions in the right
 // state are left alone.
 func TestSweeperFollowsOutsideChanges(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr(t), DB: 9})
-	t.Cleanup(func() { _ = rdb.Close() })
+	redistest.Reset(t, redisDB)
+	rdb := redistest.Client(t, redisDB)
 	ctx := context.Background()
-	if err := rdb.FlushDB(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
 	led, err := ledger.New(rdb, ledger.Options{ReconcileGrace: -1, Buckets: 4})
 	if err != nil {
 		t.Fatal(err)
