@@ -29,7 +29,7 @@ func workerEnv(r *redisProc, api *verisoultest.Server, extra ...string) []string
 
 func enqueueAll(t *testing.T, rdb redis.UniversalClient, n int) []string {
 	t.Helper()
-	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueBackfill), enqueue.WithMaxRetry(25))
+	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueBackfill), enqueue.WithMaxRetry(25), enqueue.WithKeepCompleted(time.Hour))
 	var sessions []string
 	rows := func(yield func(enqueue.Row) bool) {
 		for i := range n {
@@ -306,7 +306,7 @@ func replicaLinked(master *redisProc) error {
 // with a one-second deadline, until the returned function is called; that
 // returns the sessions whose enqueue returned success and how many failed.
 func produce(rdb redis.UniversalClient) (stop func() (accepted []string, failed int)) {
-	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueSignup))
+	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueSignup), enqueue.WithKeepCompleted(time.Hour))
 	var mu sync.Mutex
 	var ok []string
 	failures := 0
