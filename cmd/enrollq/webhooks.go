@@ -43,6 +43,16 @@ func (e *env) webhookEndpoints(need bool) ([]webhooks.Endpoint, error) {
 }
 
 // pick keeps the endpoint named name, or all when name is empty.
+// pickEndpoints returns the configured endpoints, or only the one named
+// (an unknown name is a usage error).
+func (e *env) pickEndpoints(name string) ([]webhooks.Endpoint, error) {
+	eps, err := e.webhookEndpoints(true)
+	if err != nil {
+		return nil, err
+	}
+	return pick(eps, name)
+}
+
 func pick(eps []webhooks.Endpoint, name string) ([]webhooks.Endpoint, error) {
 	if name == "" {
 		return eps, nil
@@ -180,11 +190,8 @@ type webhooksTestCmd struct {
 // Run sends a webhook.test to each endpoint; it fails when one does not
 // answer 2xx.
 func (c webhooksTestCmd) Run(e *env) error {
-	eps, err := e.webhookEndpoints(true)
+	eps, err := e.pickEndpoints(c.Endpoint)
 	if err != nil {
-		return err
-	}
-	if eps, err = pick(eps, c.Endpoint); err != nil {
 		return err
 	}
 	client := webhooks.Client(e.cfg.WebhookTimeout)
@@ -225,11 +232,8 @@ func (c webhooksReplayCmd) Run(e *env) error {
 	for _, t := range c.Type {
 		types = append(types, strings.Split(t, ",")...)
 	}
-	eps, err := e.webhookEndpoints(true)
+	eps, err := e.pickEndpoints(c.Endpoint)
 	if err != nil {
-		return err
-	}
-	if eps, err = pick(eps, c.Endpoint); err != nil {
 		return err
 	}
 	if err := webhooks.CheckTypes(types); err != nil {
@@ -268,11 +272,8 @@ type webhooksFailedCmd struct {
 
 // Run lists the failed deliveries.
 func (c webhooksFailedCmd) Run(e *env) error {
-	eps, err := e.webhookEndpoints(true)
+	eps, err := e.pickEndpoints(c.Endpoint)
 	if err != nil {
-		return err
-	}
-	if eps, err = pick(eps, c.Endpoint); err != nil {
 		return err
 	}
 	rdb, err := e.openRedis()
@@ -300,11 +301,7 @@ type webhooksEnableCmd struct {
 
 // Run clears the endpoint's disabled mark.
 func (c webhooksEnableCmd) Run(e *env) error {
-	eps, err := e.webhookEndpoints(true)
-	if err != nil {
-		return err
-	}
-	if _, err := pick(eps, c.Name); err != nil {
+	if _, err := e.pickEndpoints(c.Name); err != nil {
 		return err
 	}
 	rdb, err := e.openRedis()
