@@ -221,6 +221,8 @@ func (w *Worker) claimFor(ctx context.Context, a *attempt) (Decision, bool) {
 	case errors.Is(err, ledger.ErrEnrolled) && errors.As(err, &se):
 		a.requestID = se.Record.RequestID
 		return w.classify(a, FactEnrolled), false
+	case errors.Is(err, ledger.ErrCancelled):
+		return w.classify(a, FactCancelled), false
 	case errors.Is(err, ledger.ErrConflict):
 		a.err = errors.New("another attempt of this session holds its claim")
 		return w.classify(a, FactBusy), false
