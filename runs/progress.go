@@ -13,7 +13,7 @@ const (
 	PhaseDraining   = "draining"   // every row is in; the workers are at it
 	PhaseCancelling = "cancelling" // cancelled; rows in flight are finishing
 	PhaseCompleted  = "completed"  // every row reached a final state
-	PhaseCancelled  = "cancelled"  // cancelled, and nothing is left in flight
+	PhaseCancelled  = "cancelled"  // cancelled, and every row is final
 )
 
 // RateWindow is how far back the observed rate looks (at most; less at the
@@ -96,7 +96,7 @@ func progressOf(info ledger.RunInfo, c ledger.RunCounters, limit float64) Progre
 		p.Phase = PhaseCancelled
 	case !info.Completed().IsZero():
 		p.Phase = PhaseCompleted
-	case info.CancelledMS > 0 && p.InFlight == 0:
+	case info.CancelledMS > 0 && p.Left() == 0:
 		p.Phase = PhaseCancelled
 	case info.CancelledMS > 0:
 		p.Phase = PhaseCancelling
