@@ -47,6 +47,7 @@ type cli struct {
 	Worker   workerCmd   `cmd:"" help:"Deliver queued enrollments to the Verisoul API until SIGINT/SIGTERM."`
 	Enqueue  enqueueCmd  `cmd:"" help:"Enqueue one enrollment."`
 	Backfill backfillCmd `cmd:"" help:"Enqueue many enrollments from a CSV or JSONL file (or -)."`
+	Runs     runsCmd     `cmd:"" help:"Backfill runs: list, show [--watch], report, cancel."`
 	Dead     deadCmd     `cmd:"" help:"List, count, export, requeue and purge dead letters."`
 	Status   statusCmd   `cmd:"" help:"What happened to a session (or an account's sessions), and what happens next."`
 	Outcomes outcomesCmd `cmd:"" help:"Read the outcome stream: enrolled, dead-lettered, requeued (tail [--follow] [--json])."`
