@@ -60,7 +60,10 @@ func TestReportEveryKindOfRow(t *testing.T) {
 	withMissing := append(append([]enqueue.Row{}, rows...), enqueue.Row{Line: 30, SessionID: missing, AccountID: "a-missing"})
 
 	info := b.enroll(b.start("main", 3), rows)
-	b.settle(ok, "a-ok", func(c ledger.Claim) error { _, err := b.led.Enrolled(b.ctx, c, "1b4e28ba-2fa1-11d2-883f-0016d3cca427", false); return err })
+	b.settle(ok, "a-ok", func(c ledger.Claim) error {
+		_, err := b.led.Enrolled(b.ctx, c, "1b4e28ba-2fa1-11d2-883f-0016d3cca427", false)
+		return err
+	})
 	b.settle(rec, "a-rec", func(c ledger.Claim) error { _, err := b.led.Enrolled(b.ctx, c, "", true); return err })
 	b.settle(waiting, "a-wait", func(c ledger.Claim) error {
 		_, err := b.led.Retry(b.ctx, c, time.Now().Add(time.Hour), "503 Service Unavailable", ledger.CallFacts{Called: true})

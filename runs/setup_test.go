@@ -144,4 +144,3 @@ func inputRows(rows []enqueue.Row) iter.Seq2[runs.InputRow, error] {
 }
 
 func newSession() string { return verisoultest.NewSessionID() }
-
