@@ -52,6 +52,12 @@ func (workerCmd) Run(e *env) error {
 		return err
 	}
 	defer stopWebhooks()
+	led, err := ledger.New(rdb, ledger.Options{Retention: e.cfg.Retention})
+	if err != nil {
+		return err
+	}
+	stopRuns := e.startRunWatcher(e.ctx, rdb, led, routes) // completed events, cancels, /metrics/runs
+	defer stopRuns()
 	w, err := worker.New(worker.Config{
 		Redis:           rdb,
 		API:             client,
@@ -74,10 +80,6 @@ func (workerCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	led, err := ledger.New(rdb, ledger.Options{Retention: e.cfg.Retention})
-	if err != nil {
-		return err
-	}
 	sweepCtx, stopSweeper := context.WithCancel(e.ctx)
 	sweeperDone := make(chan struct{})
 	go func() {
@@ -95,6 +97,7 @@ func (workerCmd) Run(e *env) error {
 const (
 	reconcileEvery = 15 * time.Minute
 	retentionEvery = time.Hour
+	runWatchEvery  = 2 * time.Second
 )
 
 // runSweeper keeps the ledger right until ctx ends: reconcile.Sweeper for
