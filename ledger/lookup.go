@@ -7,13 +7,32 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// Bucket kinds, for Lookup's order: where records of each state live.
+const (
+	KindLive = "live" // queued, calling, waiting, retrying, requeued, cancelled
+	KindDone = "done" // enrolled
+	KindDead = "dead" // dead
+)
+
+// KindOf is the bucket kind records in state st live in.
+func KindOf(st State) string {
+	switch st {
+	case StateEnrolled:
+		return KindDone
+	case StateDead:
+		return KindDead
+	}
+	return KindLive
+}
+
 // Lookup returns the records of sessions, aligned with them: a session
 // without a record, or whose id is not a UUID, gets a zero Record (State
-// StateNone). It takes two pipelined round trips — the done buckets of all
-// of them, then the live and dead buckets of those not found there — so a
-// finished run's report costs about one read per row. It is for reports
-// over many sessions; Status reads one.
-func (l *Ledger) Lookup(ctx context.Context, sessionIDs []string) ([]Record, error) {
+// StateNone). It reads the bucket kinds in order (default done, live,
+// dead), one pipelined round trip each, each for the sessions not found
+// yet: a caller that knows where most records are (a run's counters say)
+// puts that kind first, and pays about one read per session. It is for
+// reports over many sessions; Status reads one.
+func (l *Ledger) Lookup(ctx context.Context, sessionIDs []string, order ...string) ([]Record, error) {
 	out := make([]Record, len(sessionIDs))
 	ss := make([]sid, len(sessionIDs))
 	valid := make([]bool, len(sessionIDs))
@@ -21,12 +40,8 @@ func (l *Ledger) Lookup(ctx context.Context, sessionIDs []string) ([]Record, err
 		s, err := parseSession(id)
 		ss[i], valid[i] = s, err == nil
 	}
-	bucketsOf := func(s sid) (live, done, dead string) {
-		k := l.recordKeys(s)
-		return k[0], k[1], k[2]
-	}
 	found := make([]bool, len(ss))
-	read := func(pick func(s sid) []string) error {
+	read := func(kind string) error {
 		type get struct {
 			i   int
 			cmd *redis.StringCmd
@@ -37,9 +52,15 @@ func (l *Ledger) Lookup(ctx context.Context, sessionIDs []string) ([]Record, err
 				if !valid[i] || found[i] {
 					continue
 				}
-				for _, k := range pick(s) {
-					gets = append(gets, get{i, p.HGet(ctx, k, s.raw)})
+				sh, b := s.shard(), l.bucket(s)
+				k := l.liveKey(sh, b)
+				switch kind {
+				case KindDone:
+					k = l.doneKey(sh, b)
+				case KindDead:
+					k = l.deadKey(sh, b)
 				}
+				gets = append(gets, get{i, p.HGet(ctx, k, s.raw)})
 			}
 			return nil
 		})
@@ -62,11 +83,21 @@ func (l *Ledger) Lookup(ctx context.Context, sessionIDs []string) ([]Record, err
 		}
 		return nil
 	}
-	if err := read(func(s sid) []string { _, done, _ := bucketsOf(s); return []string{done} }); err != nil {
-		return nil, err
+	if len(order) == 0 {
+		order = []string{KindDone, KindLive, KindDead}
 	}
-	if err := read(func(s sid) []string { live, _, dead := bucketsOf(s); return []string{live, dead} }); err != nil {
-		return nil, err
+	seen := map[string]bool{}
+	for _, kind := range append(order, KindDone, KindLive, KindDead) {
+		if seen[kind] {
+			continue
+		}
+		seen[kind] = true
+		if kind != KindLive && kind != KindDone && kind != KindDead {
+			return nil, invalid("lookup order %q: live, done or dead", kind)
+		}
+		if err := read(kind); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

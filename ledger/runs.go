@@ -405,7 +405,7 @@ func (l *Ledger) CompleteRun(ctx context.Context, run, name, totals string) (eve
 		return "", false, err
 	}
 	sh := runShard(run)
-	res, err := completeScript.Run(ctx, l.rdb, []string{l.runKey(run), l.streamKey(sh)}, run, l.opts.StreamMaxLen, totals, name).Slice()
+	res, err := completeScript.Run(ctx, l.rdb, []string{l.runKey(run), l.streamKey(sh)}, run, l.opts.StreamMaxLen, totals, name, sh).Slice()
 	if err != nil {
 		return "", false, fmt.Errorf("ledger: completing run %s: %w", run, err)
 	}
@@ -414,7 +414,10 @@ func (l *Ledger) CompleteRun(ctx context.Context, run, name, totals string) (eve
 		return "", false, &StateError{Op: "complete run", SessionID: run, kind: ErrNotFound}
 	}
 	if len(res) > 1 {
-		eventID = strconv.Itoa(sh) + "-" + str(res[1])
+		eventID = str(res[1])
+		if status == "ok" {
+			eventID = strconv.Itoa(sh) + "-" + eventID
+		}
 	}
 	if err := l.rdb.ZRem(ctx, l.activeRunsKey(), run).Err(); err != nil {
 		return eventID, status == "ok", fmt.Errorf("ledger: completing run %s: %w", run, err)

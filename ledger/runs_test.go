@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"errors"
-	"strings"
 	"testing"
 	"time"
 )
@@ -190,7 +189,7 @@ func TestCompleteRunFiresOnce(t *testing.T) {
 		t.Errorf("events %+v", ev)
 	}
 	info, _ := b.l.GetRun(b.ctx, "done-1")
-	if info.Completed().IsZero() || !strings.HasSuffix(ev[0].ID, info.CompletedEvent) {
+	if info.Completed().IsZero() || ev[0].ID != info.CompletedEvent {
 		t.Errorf("run record %+v", info)
 	}
 	if act, _ := b.l.ActiveRuns(b.ctx); len(act) != 0 {

@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/outcomes"
-	"github.com/enrollq/enrollq/tasks"
 )
 
 // What became of one input row, the report's outcome column. They are
@@ -59,17 +59,13 @@ type Line struct {
 var Columns = []string{"line", "session_id", "account_id", "outcome", "code", "action", "request_id", "attempts", "last_error"}
 
 // validate gives the reason a row was rejected at enqueue by validation
-// (the same checks as enqueue's), "" for a valid one, and the canonical
+// (enqueue's own, Row.Payload), "" for a valid one, and the canonical
 // session id.
 func validate(row InputRow) (string, string) {
 	if row.Invalid != "" {
 		return row.Invalid, row.SessionID
 	}
-	p, err := tasks.NewEnrollPayload(row.SessionID, row.AccountID)
-	if err == nil && !row.CreatedAt.IsZero() {
-		p.CreatedAt = row.CreatedAt.UTC()
-		err = p.Validate()
-	}
+	p, err := enqueue.Row{Line: row.Line, SessionID: row.SessionID, AccountID: row.AccountID, CreatedAt: row.CreatedAt}.Payload()
 	if err != nil {
 		return err.Error(), row.SessionID
 	}

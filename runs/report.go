@@ -12,6 +12,7 @@ import (
 	"hash"
 	"io"
 	"iter"
+	"sort"
 	"strconv"
 
 	"github.com/enrollq/enrollq/ledger"
@@ -61,6 +62,10 @@ func Report(ctx context.Context, led *ledger.Ledger, run ledger.RunInfo, rows it
 	default:
 		return sum, fmt.Errorf("report format %q: csv or jsonl", format)
 	}
+	order, err := lookupOrder(ctx, led, run.ID)
+	if err != nil {
+		return sum, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -109,7 +114,7 @@ func Report(ctx context.Context, led *ledger.Ledger, run ledger.RunInfo, rows it
 	for range lookups {
 		go func() {
 			for b := range work {
-				b.lines, b.err = resolve(ctx, led, run, b.rows)
+				b.lines, b.err = resolve(ctx, led, run, b.rows, order)
 				close(b.done)
 			}
 		}()
@@ -141,7 +146,7 @@ func Report(ctx context.Context, led *ledger.Ledger, run ledger.RunInfo, rows it
 }
 
 // resolve decides the lines of one batch of rows.
-func resolve(ctx context.Context, led *ledger.Ledger, run ledger.RunInfo, rows []InputRow) ([]Line, error) {
+func resolve(ctx context.Context, led *ledger.Ledger, run ledger.RunInfo, rows []InputRow, order []string) ([]Line, error) {
 	ids := make([]string, len(rows))
 	invalid := make([]string, len(rows))
 	for i, r := range rows {
@@ -150,7 +155,7 @@ func resolve(ctx context.Context, led *ledger.Ledger, run ledger.RunInfo, rows [
 			ids[i] = "" // not looked up
 		}
 	}
-	recs, err := led.Lookup(ctx, ids)
+	recs, err := led.Lookup(ctx, ids, order...)
 	if err != nil {
 		return nil, err
 	}
@@ -163,6 +168,24 @@ func resolve(ctx context.Context, led *ledger.Ledger, run ledger.RunInfo, rows [
 		lines[i] = lineOf(run, r, sid, invalid[i], recs[i])
 	}
 	return lines, nil
+}
+
+// lookupOrder is where to look for the run's records first: the bucket
+// kind that holds most of them, by the run's counters (a finished run's
+// are mostly enrolled, a young one's live), so that most rows cost one
+// read.
+func lookupOrder(ctx context.Context, led *ledger.Ledger, id string) ([]string, error) {
+	c, err := led.Counters(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	n := map[string]int{}
+	for st, k := range c.States {
+		n[ledger.KindOf(st)] += k
+	}
+	order := []string{ledger.KindDone, ledger.KindLive, ledger.KindDead}
+	sort.SliceStable(order, func(i, j int) bool { return n[order[i]] > n[order[j]] })
+	return order, nil
 }
 
 type lineWriter interface {

@@ -2,10 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"iter"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,7 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/backfill"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/runs"
 )
@@ -255,7 +253,7 @@ func printProgress(w io.Writer, p runs.Progress) {
 	if p.Rows > 0 {
 		pct = 100 * float64(p.Final()) / float64(p.Rows)
 	}
-	fmt.Fprintf(w, "  API side   %d of %d final (%.1f%%): %d enrolled (%d reconciled), %s dead-lettered, %d cancelled\n",
+	fmt.Fprintf(w, "  API side   %d of %d final (%.1f%%): %d enrolled (%d reconciled), dead-lettered %s, %d cancelled\n",
 		p.Final(), p.Rows, pct, p.Enrolled, p.Reconciled, deadText(p), p.Cancelled)
 	fmt.Fprintf(w, "  left       %d pending, %d in flight, %d waiting\n", p.Pending, p.InFlight, p.Waiting)
 	fmt.Fprintf(w, "  rate       %.0f/min over the last %s\n", p.Rate, runs.RateWindow)
@@ -316,12 +314,9 @@ func (c runsReportCmd) Run(e *env) error {
 	if input == "" {
 		input = info.Input
 	}
-	if input == "-" || input == "" {
-		return usageErr("run %s read standard input: give the same data with --input FILE", id)
-	}
-	in, closeIn, hash, err := openReportInput(input, info)
+	in, sha, closeIn, err := backfill.ReportInput(info, c.Input)
 	if err != nil {
-		return err
+		return usageErr("run %s's input: %v (--input names it)", id, err)
 	}
 	defer closeIn()
 	out, commit, discard, err := reportOutput(c.Output)
@@ -334,7 +329,7 @@ func (c runsReportCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	if info.SHA256 != "" && hash.Sum() != info.SHA256 {
+	if info.SHA256 != "" && sha() != info.SHA256 {
 		return usageErr("%s: %v (its SHA-256 differs from the one recorded when run %s read it): the report would be wrong; nothing was written", input, runs.ErrInputChanged, id)
 	}
 	if err := commit(); err != nil {
@@ -349,38 +344,6 @@ func (c runsReportCmd) Run(e *env) error {
 	fmt.Fprintf(e.stderr, "report of run %s: %d lines in %s (%.0f rows/s): %s\n", id, sum.Lines, elapsed.Round(time.Millisecond),
 		float64(sum.Lines)/max(elapsed.Seconds(), 1e-9), strings.Join(parts, ", "))
 	return nil
-}
-
-// openReportInput opens the run's input again and reads it as the
-// backfill did, hashing the bytes read so the caller can check they are
-// the run's.
-func openReportInput(path string, info ledger.RunInfo) (iter.Seq2[runs.InputRow, error], func(), *runs.InputHash, error) {
-	format, err := enqueue.FormatFor(path, info.Format)
-	if err != nil {
-		return nil, nil, nil, usageErr("%v", err)
-	}
-	r, _, _, closer, err := enqueue.OpenInput(path)
-	if err != nil {
-		return nil, nil, nil, usageErr("the run's input: %v", err)
-	}
-	h := runs.NewInputHash(r)
-	rows := func(yield func(runs.InputRow, error) bool) {
-		for row, err := range enqueue.ReadRows(h, format) {
-			var re *enqueue.RowError
-			in := runs.InputRow{Line: row.Line, SessionID: row.SessionID, AccountID: row.AccountID, CreatedAt: row.CreatedAt}
-			switch {
-			case errors.As(err, &re):
-				in.Invalid = re.Reason
-			case err != nil:
-				yield(in, fmt.Errorf("%s: %w", path, err))
-				return
-			}
-			if !yield(in, nil) {
-				return
-			}
-		}
-	}
-	return rows, func() { _ = closer() }, h, nil
 }
 
 // reportOutput is the report's destination: standard output, or a
@@ -441,5 +404,29 @@ func (c runsCancelCmd) Run(e *env) error {
 	}
 	fmt.Fprintf(e.stdout, "run %s cancelled: %d waiting rows removed from the queues (their records say cancelled), %d in flight finish on their own; now %s\n",
 		id, res.Removed, res.InFlight, p.Phase)
+	return nil
+}
+
+func quotedName(name string) string {
+	if name == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (%q)", name)
+}
+
+// waitForRun follows a run to its end (backfill --wait) and prints its
+// outcome: exit 0 when every row ended enrolled, 3 otherwise.
+func waitForRun(e *env, led *ledger.Ledger, id string) error {
+	p, err := watchRun(e, led, id, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	o := runs.OutcomeOf(p)
+	t := o.Totals
+	fmt.Fprintf(e.stdout, "run %s %s: %d rows: %d enrolled (%d reconciled, %d already before the run), dead-lettered %s, %d already dead-lettered, %d rejected, %d cancelled, %d not enqueued\n",
+		id, p.Phase, t.Rows, t.Enrolled+t.AlreadyEnrolled, t.Reconciled, t.AlreadyEnrolled, deadText(p), t.AlreadyDead, t.Rejected, t.Cancelled, t.NotEnqueued)
+	if !o.AllEnrolled {
+		return &exitError{code: exitRejected, err: fmt.Errorf("run %s: not every row ended enrolled (enrollq runs report %s -o report.csv says which and why)", id, id)}
+	}
 	return nil
 }
