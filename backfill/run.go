@@ -195,7 +195,7 @@ func results(ctx context.Context, enq *enqueue.Client, rows iter.Seq[enqueue.Row
 			}
 		}
 	}
-	opts := []enqueue.Option{enqueue.WithQueue(o.Queue)}
+	opts := []enqueue.ManyOption{enqueue.WithQueue(o.Queue)}
 	if o.Run != "" {
 		opts = append(opts, enqueue.WithRun(o.Run))
 	}

@@ -23,7 +23,9 @@ func (e *env) startRunWatcher(ctx context.Context, rdb redis.UniversalClient, le
 	routes["GET /metrics/runs"] = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	w := &runs.Watcher{Ledger: led, LimitPerMinute: e.enrollqLimit(), Log: e.log, Every: runWatchEvery,
-		Cancel: func(ctx context.Context, id string) (runs.CancelResult, error) { return runs.Cancel(ctx, led, insp, id) }}
+		Cancel: func(ctx context.Context, id string) (runs.CancelResult, error) {
+			return runs.Cancel(ctx, led, insp, id)
+		}}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

@@ -9,6 +9,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -94,6 +95,9 @@ func queueRun(ctx context.Context, led *ledger.Ledger, id string, n int) ([]stri
 	}
 	err := parallel(n, func(i int) error {
 		_, err := led.Queued(ctx, ledger.QueuedArgs{SessionID: ss[i], AccountID: fmt.Sprintf("acct-%d", i), Queue: tasks.QueueBackfill, Run: id, Line: i + 2})
+		if errors.Is(err, ledger.ErrExists) {
+			return nil // go-redis retried a script whose reply timed out on the loaded machine
+		}
 		return err
 	})
 	if err != nil {
