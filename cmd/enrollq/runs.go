@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/enrollq/enrollq/backfill"
@@ -56,17 +57,31 @@ func (e *env) enrollqLimit() float64 {
 	return float64(e.cfg.RateLimit - e.cfg.ResolvedRateReserve())
 }
 
-func (e *env) openLedger() (*ledger.Ledger, func(), error) {
-	rdb, err := e.openRedis(8)
+func (e *env) openLedger() (redis.UniversalClient, *ledger.Ledger, func(), error) {
+	rdb, err := e.openRedis(20)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	led, err := ledger.New(rdb, ledger.Options{Retention: e.cfg.Retention})
 	if err != nil {
 		_ = rdb.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return led, func() { _ = rdb.Close() }, nil
+	return rdb, led, func() { _ = rdb.Close() }, nil
+}
+
+// openRun opens the ledger and resolves the run named (by id or label).
+func (e *env) openRun(name string) (redis.UniversalClient, *ledger.Ledger, string, func(), error) {
+	rdb, led, closeFn, err := e.openLedger()
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	id, err := findRun(e, led, name)
+	if err != nil {
+		closeFn()
+		return nil, nil, "", nil, err
+	}
+	return rdb, led, id, closeFn, nil
 }
 
 // findRun resolves a run id or name; several runs of one name are an
@@ -87,7 +102,7 @@ func findRun(e *env, led *ledger.Ledger, name string) (string, error) {
 
 // Run lists the runs.
 func (c runsListCmd) Run(e *env) error {
-	led, closeFn, err := e.openLedger()
+	_, led, closeFn, err := e.openLedger()
 	if err != nil {
 		return err
 	}
@@ -132,15 +147,11 @@ func (c runsShowCmd) Run(e *env) error {
 	if c.Every <= 0 {
 		return usageErr("--every: must be positive, got %s", c.Every)
 	}
-	led, closeFn, err := e.openLedger()
+	_, led, id, closeFn, err := e.openRun(c.ID)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	id, err := findRun(e, led, c.ID)
-	if err != nil {
-		return err
-	}
 	if !c.Watch {
 		p, err := runs.Check(e.ctx, led, id, e.enrollqLimit())
 		if err != nil {
@@ -297,15 +308,11 @@ func progressJSON(p runs.Progress) progressView {
 
 // Run writes a run's report.
 func (c runsReportCmd) Run(e *env) error {
-	led, closeFn, err := e.openLedger()
+	_, led, id, closeFn, err := e.openRun(c.ID)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	id, err := findRun(e, led, c.ID)
-	if err != nil {
-		return err
-	}
 	info, err := led.GetRun(e.ctx, id)
 	if err != nil {
 		return err
@@ -380,19 +387,11 @@ func reportOutput(path string) (w io.Writer, commit func() error, discard func()
 
 // Run cancels a run.
 func (c runsCancelCmd) Run(e *env) error {
-	rdb, err := e.openRedis(20)
+	rdb, led, id, closeFn, err := e.openRun(c.ID)
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	led, err := ledger.New(rdb, ledger.Options{Retention: e.cfg.Retention})
-	if err != nil {
-		return err
-	}
-	id, err := findRun(e, led, c.ID)
-	if err != nil {
-		return err
-	}
+	defer closeFn()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	res, err := runs.Cancel(e.ctx, led, insp, id)
 	if err != nil {
