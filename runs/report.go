@@ -34,7 +34,7 @@ type ReportSummary struct {
 // how many run at once while the reader parses ahead and the writer writes.
 const (
 	reportBatch = 2000
-	lookups     = 4
+	lookups     = 8
 )
 
 // ErrInputChanged: the input read for the report is not the one the run
