@@ -276,7 +276,9 @@ func TestEveryOutcomeReachesTheReceivers(t *testing.T) {
 func checkEvent(t *testing.T, what string, ev outcomes.Event, w wantEvent, session, account string, backfill bool, rec ledger.Record) {
 	t.Helper()
 	d := ev.Data
-	errorf := func(format string, args ...any) { t.Errorf("%s: "+format+"\n%+v", append([]any{what}, append(args, ev)...)...) }
+	errorf := func(format string, args ...any) {
+		t.Errorf("%s: "+format+"\n%+v", append([]any{what}, append(args, ev)...)...)
+	}
 	if ev.Type != w.typ {
 		errorf("type %q, want %q", ev.Type, w.typ)
 	}
