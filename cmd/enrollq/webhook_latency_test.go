@@ -114,7 +114,9 @@ func TestWebhookLatencyDuringBackfill(t *testing.T) {
 	}
 	mu.Unlock()
 	slices.Sort(ds)
-	p := func(q float64) time.Duration { return ds[min(len(ds)-1, int(q*float64(len(ds))))].Round(100 * time.Microsecond) }
+	p := func(q float64) time.Duration {
+		return ds[min(len(ds)-1, int(q*float64(len(ds))))].Round(100 * time.Microsecond)
+	}
 	t.Logf("%d tasks drained and delivered in %s (%.0f/min; limit %d/min); outcome → 2xx: p50 %s, p95 %s, p99 %s, max %s",
 		n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Minutes(), rate, p(0.5), p(0.95), p(0.99), ds[len(ds)-1].Round(100*time.Microsecond))
 	if p95 := p(0.95); p95 >= time.Second {
