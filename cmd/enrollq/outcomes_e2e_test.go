@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/internal/receivertest"
 	"github.com/enrollq/enrollq/internal/redistest"
@@ -21,6 +22,22 @@ import (
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 )
+
+// workerRig is what the tests of `enrollq worker` delivering webhooks
+// start from: a clean database, its ledger and a fake API (closed when the
+// test ends).
+func workerRig(t *testing.T) (*redis.Client, *ledger.Ledger, *verisoultest.Server) {
+	t.Helper()
+	redistest.SkipOnMiniredis(t, "reports consumer-group lag (XINFO GROUPS) differently from Redis, which webhook delivery and its backlog are built on")
+	rdb := freshRedis(t)
+	l, err := ledger.New(rdb, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := verisoultest.NewServer(apiKey)
+	t.Cleanup(api.Close)
+	return rdb, l, api
+}
 
 // wantEvent is what one event of a session must say.
 type wantEvent struct {
@@ -49,15 +66,8 @@ type wantEvent struct {
 // enrollment.requeued, then the new attempt's outcome. The three receivers
 // end with exactly the ledger's events.
 func TestEveryOutcomeReachesTheReceivers(t *testing.T) {
-	redistest.SkipOnMiniredis(t, "reports consumer-group lag (XINFO GROUPS) differently from Redis, which webhook delivery is built on")
-	rdb := freshRedis(t)
+	rdb, l, api := workerRig(t)
 	ctx := context.Background()
-	l, err := ledger.New(rdb, ledger.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := verisoultest.NewServer(apiKey)
-	defer api.Close()
 
 	secrets := map[string]string{}
 	var recvs []*receivertest.Receiver
