@@ -29,17 +29,20 @@ import (
 // healthy receiver — which verifies each delivery with the spec's Go
 // library — with a p95 from the outcome (the event's time, Redis's clock)
 // to the verified 2xx under 1 s, the issue's goal; the test fails above
-// it. 300 tasks by default; the README's figure is
+// it. It runs only when asked, with ENROLLQ_WEBHOOK_BENCH_TASKS tasks:
+// .ci/run runs it with 300 alone (other tests beside it would measure the
+// machine's load); the README's figure is
 //
 //	ENROLLQ_WEBHOOK_BENCH_TASKS=5000 go test ./cmd/enrollq -run TestWebhookLatencyDuringBackfill -count 3 -v
 func TestWebhookLatencyDuringBackfill(t *testing.T) {
 	redistest.SkipOnMiniredis(t, "reports consumer-group lag (XINFO GROUPS) differently from Redis, which webhook delivery is built on")
-	n := 300
-	if v := os.Getenv("ENROLLQ_WEBHOOK_BENCH_TASKS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 1 {
-			t.Fatalf("ENROLLQ_WEBHOOK_BENCH_TASKS=%q: want a positive number", v)
-		}
+	v := os.Getenv("ENROLLQ_WEBHOOK_BENCH_TASKS")
+	if v == "" {
+		t.Skip("a latency measurement, distorted by the tests `go test ./...` runs beside it: set ENROLLQ_WEBHOOK_BENCH_TASKS=N to run it (.ci/run runs it with 300 in a step of its own)")
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("ENROLLQ_WEBHOOK_BENCH_TASKS=%q: want a positive number", v)
 	}
 	const rate = 3000 // per minute
 	freshRedis(t)
