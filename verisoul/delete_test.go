@@ -158,7 +158,9 @@ func TestDeleteValidatorRejectsBadRequests(t *testing.T) {
 		name string
 		req  func() *http.Request
 	}{
-		{"no key", func() *http.Request { return httptest.NewRequest(http.MethodDelete, "http://api.test/account/acct-1", nil) }},
+		{"no key", func() *http.Request {
+			return httptest.NewRequest(http.MethodDelete, "http://api.test/account/acct-1", nil)
+		}},
 		{"POST", func() *http.Request {
 			r := httptest.NewRequest(http.MethodPost, "http://api.test/account/acct-1", nil)
 			r.Header.Set("x-api-key", testKey)
