@@ -258,6 +258,8 @@ func traces(rdb *redis.Client, account string) []string {
 				}
 				hit(k+" "+m.ID, fmt.Sprint(m.Values))
 			}
+		default:
+			hit(k, rdb.Dump(ctx, k).Val())
 		}
 	}
 	if events != 1 {
