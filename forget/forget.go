@@ -172,7 +172,8 @@ type Result struct {
 // enroll tasks, then queues the delete task (or, LocalOnly, waits for
 // calls in flight and erases). Calling it again while a forget of the
 // account is under way joins it; after a failed delete it starts a new
-// attempt with the same request. An account id that breaks the payload
+// attempt with the same request. A forget under way keeps its own
+// LocalOnly. An account id that breaks the payload
 // rules is a *tasks.ValidationError.
 func (f *Forgetter) Forget(ctx context.Context, accountID string, o Options) (Result, error) {
 	if err := (tasks.DeletePayload{AccountID: accountID, RequestID: zeroUUID}).Validate(); err != nil {
@@ -189,17 +190,24 @@ func (f *Forgetter) Forget(ctx context.Context, accountID string, o Options) (Re
 	if err != nil {
 		return res, err
 	}
-	joined := found && req.State != reqFailed && req.LocalOnly == o.LocalOnly
-	if !found {
-		req = request{AccountID: accountID, RequestID: newUUID(), LocalOnly: o.LocalOnly}
-	}
-	req.State, req.LocalOnly = reqFenced, req.LocalOnly || o.LocalOnly
-	// The request is written before the fence, so a crash after the fence
-	// leaves what resumes it.
-	if err := f.saveRequest(ctx, key, req); err != nil {
-		return res, err
+	joined := found && req.State != reqFailed
+	switch {
+	case !found:
+		req = request{AccountID: accountID, RequestID: newUUID(), LocalOnly: o.LocalOnly, State: reqFenced}
+	case !joined:
+		// A failed delete: a new attempt of the same request.
+		req.State, req.Code, req.LastError, req.LocalOnly = reqFenced, "", "", o.LocalOnly
 	}
 	res.RequestID = req.RequestID
+	if !joined {
+		// The request is written before the fence, so a crash after the
+		// fence leaves what resumes it.
+		if err := f.saveRequest(ctx, key, req); err != nil {
+			return res, err
+		}
+	}
+	// Joining, the fence and the task are made again (both idempotent), in
+	// case the first Forget stopped between its steps.
 	if err := f.fence(ctx, req); err != nil {
 		return res, err
 	}
