@@ -32,12 +32,10 @@ type Plan struct {
 	InFlight int
 }
 
-var (
-	waitingStates = []asynq.TaskState{asynq.TaskStatePending, asynq.TaskStateScheduled, asynq.TaskStateRetry}
-	// restingStates are every state but active, whose task asynq will not
-	// delete (an erasure waits for it instead).
-	restingStates = append(append([]asynq.TaskState{}, waitingStates...), asynq.TaskStateArchived, asynq.TaskStateCompleted)
-)
+// restingStates are every state but active, whose task asynq will not
+// delete (an erasure waits for it instead).
+var restingStates = []asynq.TaskState{asynq.TaskStatePending, asynq.TaskStateScheduled, asynq.TaskStateRetry,
+	asynq.TaskStateArchived, asynq.TaskStateCompleted}
 
 // Complete erases the account locally (the remote delete is done, or the
 // forget is LocalOnly) and leaves the erasure record: it waits until no
@@ -72,7 +70,7 @@ func (f *Forgetter) Complete(ctx context.Context, p tasks.DeletePayload, verisou
 	// A pending task can start between a listing and its delete (the
 	// fence makes it end without a call); go again until a pass finds none.
 	for pass := 0; ; pass++ {
-		n, err := f.eraseTasks(ctx, p.AccountID, selfTaskID, restingStates, false)
+		n, err := f.eraseTasks(ctx, p.AccountID, selfTaskID, restingStates)
 		if err != nil {
 			return Erasure{}, plan, err
 		}
@@ -224,15 +222,11 @@ func names(payload []byte, accountID string) bool {
 }
 
 // eraseTasks deletes the account's tasks in states; it returns how many.
-// With enrollOnly it leaves the account's delete task alone.
-func (f *Forgetter) eraseTasks(ctx context.Context, accountID, skip string, states []asynq.TaskState, enrollOnly bool) (int, error) {
+func (f *Forgetter) eraseTasks(ctx context.Context, accountID, skip string, states []asynq.TaskState) (int, error) {
 	n := 0
 	err := f.eachTask(accountID, skip, states, func(q string, t *asynq.TaskInfo) error {
 		if err := ctx.Err(); err != nil {
 			return err
-		}
-		if enrollOnly && t.Type != tasks.TypeEnroll {
-			return nil
 		}
 		err := f.insp.DeleteTask(q, t.ID)
 		switch {

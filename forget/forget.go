@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -228,14 +229,32 @@ func (f *Forgetter) Forget(ctx context.Context, accountID string, o Options) (Re
 }
 
 // fence sets the ledger's fence and deletes the account's enroll tasks
-// that wait (pending, scheduled, retry): none of them will call, and a
-// delete never waits behind them.
+// that wait (pending, scheduled, retry), found by their ids from the
+// ledger's records of the account (so a fence costs the account's
+// sessions, not a walk of every queue): none of them will call, and a
+// delete never waits behind them. A task the ledger does not know (put in
+// asynq behind its back) meets the fence at its claim, and the erasure's
+// walk of every queue deletes it.
 func (f *Forgetter) fence(ctx context.Context, req request) error {
 	if err := f.led.Fence(ctx, req.AccountID, req.RequestID); err != nil {
 		return err
 	}
-	_, err := f.eraseTasks(ctx, req.AccountID, "", waitingStates, true)
-	return err
+	recs, err := f.led.ByAccount(ctx, req.AccountID)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if !r.State.Live() || r.State == ledger.StateCalling {
+			continue
+		}
+		for _, id := range []string{tasks.TaskID(r.Queue, r.SessionID), "enroll:" + r.SessionID} {
+			err := f.insp.DeleteTask(r.Queue, id)
+			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) && !strings.Contains(err.Error(), "active") {
+				return fmt.Errorf("forget: cancelling task %s: %w", id, err)
+			}
+		}
+	}
+	return nil
 }
 
 // enqueueDelete queues the delete task, once per account: a task already
