@@ -288,6 +288,10 @@ func TestForgetDeleteDeadLetter(t *testing.T) {
 	if last := evs[len(evs)-1]; last.Type != "account.delete_failed" || last.Code != "account_locked" || last.AccountID != acct {
 		t.Errorf("last event = %+v, want account.delete_failed", last)
 	}
+	failed, err := b.f.FailedDeletes(b.ctx)
+	if err != nil || len(failed) != 1 || failed[0].AccountID != acct || failed[0].Code != "account_locked" {
+		t.Errorf("FailedDeletes = %+v, %v; want the one failed delete", failed, err)
+	}
 	again := b.forget(acct)
 	if again.RequestID != res.RequestID {
 		t.Errorf("retry of a failed forget = %+v, want the same request", again)

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
 	"time"
 
@@ -163,4 +164,33 @@ func (f *Forgetter) StatusOf(ctx context.Context, accountID string) (Status, err
 		return Status{State: "none"}, err
 	}
 	return Status{State: StateErased, RequestID: e.RequestID, Erasure: &e}, nil
+}
+
+// FailedDelete is a forget whose delete at Verisoul is a dead letter: the
+// account stays fenced until Forget runs again.
+type FailedDelete struct {
+	AccountID, RequestID string
+	Code, LastError      string
+	// At is when the request was last written (its failure).
+	At time.Time
+}
+
+// FailedDeletes lists the forgets whose delete failed (the delete task's
+// dead letters), oldest first. It walks the forget requests under way
+// (SCAN), which are few.
+func (f *Forgetter) FailedDeletes(ctx context.Context) ([]FailedDelete, error) {
+	var out []FailedDelete
+	err := f.scanKeys(ctx, f.cfg.Prefix+"forget:req:*", func(_ redis.UniversalClient, k string) error {
+		req, found, err := f.request(ctx, k[len(f.reqKey("")):])
+		if err != nil || !found || req.State != reqFailed {
+			return err
+		}
+		out = append(out, FailedDelete{AccountID: req.AccountID, RequestID: req.RequestID, Code: req.Code, LastError: req.LastError, At: req.At})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("forget: listing failed deletes: %w", err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
+	return out, nil
 }

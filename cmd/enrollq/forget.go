@@ -14,7 +14,8 @@ import (
 )
 
 type forgetCmd struct {
-	Account   string        `name:"account" required:"" placeholder:"ACCOUNT_ID" help:"The account to forget: deleted at Verisoul, then erased here."`
+	Account   string        `name:"account" placeholder:"ACCOUNT_ID" help:"The account to forget: deleted at Verisoul, then erased here."`
+	Failed    bool          `name:"failed" help:"List the forgets whose delete at Verisoul failed (dead letters; each account stays fenced until forgotten again), instead."`
 	LocalOnly bool          `name:"local-only" help:"Erase here at once and send nothing to Verisoul."`
 	DryRun    bool          `name:"dry-run" help:"Write nothing; say what would be erased."`
 	Wait      time.Duration `name:"wait" default:"0s" help:"Wait up to this long for the worker to delete and erase (0: return once the delete is queued)."`
@@ -22,6 +23,9 @@ type forgetCmd struct {
 
 // Run forgets one account (package forget does the work).
 func (c forgetCmd) Run(e *env) error {
+	if c.Failed == (c.Account != "") {
+		return usageErr("forget: give --account ACCOUNT_ID, or --failed (one of them)")
+	}
 	rdb, err := e.openRedis()
 	if err != nil {
 		return err
@@ -30,6 +34,9 @@ func (c forgetCmd) Run(e *env) error {
 	f, err := newForgetter(e, rdb, nil)
 	if err != nil {
 		return err
+	}
+	if c.Failed {
+		return listFailedDeletes(e, f)
 	}
 	res, err := f.Forget(e.ctx, c.Account, forget.Options{LocalOnly: c.LocalOnly, DryRun: c.DryRun})
 	var ve *tasks.ValidationError
@@ -111,4 +118,20 @@ func crashHookFromEnv() func(string) {
 			select {} // the signal is on its way
 		}
 	}
+}
+
+func listFailedDeletes(e *env, f *forget.Forgetter) error {
+	fs, err := f.FailedDeletes(e.ctx)
+	if err != nil {
+		return err
+	}
+	if len(fs) == 0 {
+		fmt.Fprintln(e.stdout, "no failed deletes")
+		return nil
+	}
+	for _, d := range fs {
+		fmt.Fprintf(e.stdout, "account %q  request %s  %s  %s: %s\n", d.AccountID, d.RequestID, d.At.Format(time.RFC3339), d.Code, d.LastError)
+	}
+	fmt.Fprintln(e.stdout, "each stays fenced; enrollq forget --account ACCOUNT_ID retries its delete")
+	return nil
 }

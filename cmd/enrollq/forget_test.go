@@ -59,11 +59,17 @@ func TestForgetCommand(t *testing.T) {
 	api := verisoultest.NewServer(apiKey)
 	defer api.Close()
 	env := forgetEnv(t, api)
-	if r := enrollq(t, env, "forget", "--account", ""); r.code != 2 || !strings.Contains(r.stderr, "account_id: must not be empty") {
+	if r := enrollq(t, env, "forget", "--account", "bad\x01id"); r.code != 2 || !strings.Contains(r.stderr, "account_id: must not contain control characters") {
 		t.Errorf("empty account: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if r := enrollq(t, env, "forget", "--account", strings.Repeat("x", 256)); r.code != 2 || !strings.Contains(r.stderr, "at most 255 bytes") {
 		t.Errorf("long account: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := enrollq(t, env, "forget"); r.code != 2 || !strings.Contains(r.stderr, "give --account ACCOUNT_ID, or --failed") {
+		t.Errorf("no account: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := enrollq(t, env, "forget", "--failed"); r.code != 0 || !strings.Contains(r.stdout, "no failed deletes") {
+		t.Errorf("forget --failed: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	account, session := enrolledAccount(t, api, env)
 	r := enrollq(t, env, "forget", "--account", account, "--dry-run")
