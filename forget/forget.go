@@ -212,6 +212,17 @@ func (f *Forgetter) Forget(ctx context.Context, accountID string, o Options) (Re
 	if err := f.fence(ctx, req); err != nil {
 		return res, err
 	}
+	if joined {
+		// The forget joined may have ended between the read and the
+		// fence (its erasure lifts the fence after closing the request):
+		// then this is a new one.
+		if _, still, err := f.request(ctx, key); err != nil || !still {
+			if err != nil {
+				return res, err
+			}
+			return f.Forget(ctx, accountID, o)
+		}
+	}
 	f.Point("fenced")
 	if req.LocalOnly {
 		e, plan, err := f.Complete(ctx, tasks.DeletePayload{AccountID: accountID, RequestID: req.RequestID}, "", "")
@@ -264,7 +275,7 @@ func (f *Forgetter) enqueueDelete(ctx context.Context, key string, req request) 
 	if err != nil {
 		return err
 	}
-	id := tasks.DeleteTaskID(key)
+	id := tasks.DeleteTaskID(key, req.RequestID)
 	if info, err := f.insp.GetTaskInfo(tasks.QueueForget, id); err == nil && info.State == asynq.TaskStateArchived {
 		if err := f.insp.DeleteTask(tasks.QueueForget, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
 			return fmt.Errorf("forget: replacing the dead delete task: %w", err)

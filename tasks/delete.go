@@ -47,10 +47,14 @@ func DecodeDeletePayload(b []byte) (DeletePayload, error) {
 	return p, p.Validate()
 }
 
-// DeleteTaskID is the task id of an account's delete: "forget:" and the
+// DeleteTaskID is the task id of a forget request's delete: "forget:", the
 // account's keyed hash (never the account id, which a task id would show in
-// asynq's key names and tools). One account has at most one delete task.
-func DeleteTaskID(accountKey string) string { return "forget:" + accountKey }
+// asynq's key names and tools) and the request id. A request has at most
+// one delete task; a new request of the same account never collides with
+// the task of the one before, which may still be finishing.
+func DeleteTaskID(accountKey, requestID string) string {
+	return "forget:" + accountKey + ":" + requestID
+}
 
 // NewDeleteTask builds the delete-account task of p; accountKey is the
 // account's keyed hash (forget.Key), maxRetry the retry budget (crash
@@ -64,6 +68,6 @@ func NewDeleteTask(p DeletePayload, accountKey string, maxRetry int) (*asynq.Tas
 	if err != nil {
 		return nil, err
 	}
-	return asynq.NewTask(TypeDeleteAccount, b, asynq.TaskID(DeleteTaskID(accountKey)), asynq.Queue(QueueForget),
+	return asynq.NewTask(TypeDeleteAccount, b, asynq.TaskID(DeleteTaskID(accountKey, p.RequestID)), asynq.Queue(QueueForget),
 		asynq.MaxRetry(maxRetry+CrashHeadroom)), nil
 }

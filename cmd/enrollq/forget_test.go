@@ -163,8 +163,8 @@ func TestForgetSurvivesSIGKILL(t *testing.T) {
 	// recovered; the erasure is done once it has run and gone too.
 	deadline = time.Now().Add(150 * time.Second)
 	for {
-		n, _ := rdb.Exists(ctx, "asynq:{forget}:t:forget:"+f.AccountKey(account)).Result()
-		if n == 0 {
+		keys, _ := rdb.Keys(ctx, "asynq:{forget}:t:forget:"+f.AccountKey(account)+":*").Result()
+		if len(keys) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
