@@ -46,7 +46,7 @@ type StateError struct {
 
 // Error says which transition was refused for which session, and why.
 func (e *StateError) Error() string {
-	if e.kind == ErrNotFound {
+	if e.kind == ErrNotFound || e.kind == ErrFenced {
 		return fmt.Sprintf("ledger %s %s: %v", e.Op, e.SessionID, e.kind)
 	}
 	return fmt.Sprintf("ledger %s %s: %v (state %s)", e.Op, e.SessionID, e.kind, e.Record.State)
