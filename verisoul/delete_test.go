@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -199,5 +200,32 @@ func TestDeleteAnswers(t *testing.T) {
 	}
 	if _, err = c.DeleteAccount(context.Background(), ""); !errors.As(err, &e) || !e.NotSent {
 		t.Errorf("empty account: got %v, want not sent", err)
+	}
+}
+
+// TestDeleteSharesTheKeysRateWindow: the fake counts deletes in the key's
+// one rate window with the other endpoints, as the real API does.
+func TestDeleteSharesTheKeysRateWindow(t *testing.T) {
+	t.Parallel()
+	fake := verisoultest.NewServer(testKey)
+	defer fake.Close()
+	fake.SetRateLimit(2, time.Minute)
+	c := newClient(t, fake.URL)
+	if _, err := c.Enroll(context.Background(), verisoultest.NewSessionID(), "acct"); err != nil {
+		t.Fatal(err)
+	}
+	if status, _, err := verisoultest.VerifyFace(context.Background(), fake.URL, testKey, verisoultest.NewSessionID()); err != nil || status != 200 {
+		t.Fatalf("verify-face: %d %v", status, err)
+	}
+	_, err := c.DeleteAccount(context.Background(), "acct")
+	var e *verisoul.APIError
+	if !errors.As(err, &e) || e.Status != 429 || e.RetryAfter <= 0 {
+		t.Fatalf("third call of the key in the window: %v, want 429 with Retry-After", err)
+	}
+	if d := fake.Deletes(); len(d) != 1 || !d[0].OverLimit {
+		t.Errorf("deletes = %+v, want one, over the limit", d)
+	}
+	if _, still := fake.Enrolled(fake.CallsTo(verisoul.EnrollPath)[0].SessionID); !still {
+		t.Error("a delete answered 429 deleted the account")
 	}
 }
