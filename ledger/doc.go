@@ -42,6 +42,10 @@
 //	(run) → completed (+ event, once)           CompleteRun             the runs package, when a run's last row is final
 //	dead → requeued, live → dead (+ event)      Reconcile               dashboard follower, a sweeper over asynq, the worker
 //	enrolled|idle live → (removed)              Sweep                   one process, about hourly
+//	account fenced: Claim, Queued → ErrFenced   Fence, Unfence          package forget (fence.go)
+//	every record of an account → (removed)      EraseAccount            package forget, after the remote delete
+//	(read)                                      InFlight                package forget: claims still live
+//	(stream) account.deleted|delete_failed      AccountEvent            package forget
 //	(read)                                      Status, ByAccount       `enrollq status`, enqueue, the HTTP API
 //	(read)                                      Counts, RunCounts, Counters  `enrollq stats`, `enrollq runs`
 //	(read)                                      Lookup                  `enrollq runs report` (many sessions, aligned)
@@ -103,6 +107,7 @@
 //	{<prefix>ledger:<shard of run>}:run:<run>  hash: the run's record (RunInfo)
 //	<prefix>runs, <prefix>runs:active   sorted sets: run ids by start (all; not yet completed)
 //	{<prefix>ledger:<shard>}:dead-by-time  zset: session (16 raw bytes) → dead-letter time (unix s)
+//	{<prefix>ledger:<shard>}:fence  hash: account hash (8 bytes) → forget request id, while the account is forgotten
 //
 // A record and its bucket move between live, done and dead as the state
 // changes (so one bucket kind's values stay alike in size). The account

@@ -180,10 +180,13 @@ end
 
 // queuedScript: a producer enqueued the session. ARGV: sid, account hash,
 // account, queue, run ("run|line", the line in base 36), retention (s),
-// index field. A cancelled record of the same account is replaced (the
-// session never had its call); a session of a cancelled run is refused.
+// index field. KEYS[8] is the shard's fence (fence.go): a fenced account
+// takes no new session. A cancelled record of the same account is replaced
+// (the session never had its call); a session of a cancelled run is
+// refused.
 var queuedScript = redis.NewScript(prelude + `
 local sid = ARGV[1]
+if redis.call('HEXISTS', KEYS[8], ARGV[2]) == 1 then return {'fenced'} end
 local r, where, v = load(sid)
 if r and not (r[1] == CANCELLED and r[5] == ARGV[2]) then return {'exists', v} end
 local now = clock()
@@ -204,8 +207,11 @@ return {'ok', v}
 
 // claimScript: an attempt takes the session for a call. ARGV: sid, account
 // hash, account, queue, run, retention (s), index field, lease (ms).
+// KEYS[8] is the shard's fence (fence.go): no claim of a fenced account
+// succeeds, in the same atomic step that would take it.
 var claimScript = redis.NewScript(prelude + `
 local sid = ARGV[1]
+if redis.call('HEXISTS', KEYS[8], ARGV[2]) == 1 then return {'fenced'} end
 local now, nowms = clock()
 local r, where, v = load(sid)
 local crashed, old = 0, nil

@@ -58,7 +58,12 @@ func (workerCmd) Run(e *env) error {
 	}
 	stopRuns := e.startRunWatcher(e.ctx, rdb, led, routes) // completed events, cancels, /metrics/runs
 	defer stopRuns()
+	fg, err := newForgetter(e, rdb, crashHookFromEnv())
+	if err != nil {
+		return err
+	}
 	w, err := worker.New(worker.Config{
+		Forget:          fg,
 		Redis:           rdb,
 		API:             client,
 		Logger:          e.log,
