@@ -48,6 +48,7 @@ func startRun(ctx context.Context, led *ledger.Ledger, in io.Reader, o Options, 
 		return nil, nil, fmt.Errorf("backfill: recording run %s: %w", o.Run, err)
 	}
 	t := &tracker{led: led, info: info, hash: runs.NewInputHash(in), stop: make(chan struct{}), done: make(chan struct{})}
+	hashed := &hashedInput{InputHash: t.hash, inner: in}
 	go func() {
 		defer close(t.done)
 		tick := time.NewTicker(runUpdateEvery)
@@ -61,7 +62,15 @@ func startRun(ctx context.Context, led *ledger.Ledger, in io.Reader, o Options, 
 			}
 		}
 	}()
-	return t, t.hash, nil
+	return t, hashed, nil
+}
+
+// hashedInput is the input hashed as it is read; ReadRows looks through
+// it at the input itself (a gzip stream it could not check beforehand is
+// read with the damage check).
+type hashedInput struct {
+	*runs.InputHash
+	inner io.Reader
 }
 
 func (t *tracker) with(s Summary) ledger.RunInfo {
