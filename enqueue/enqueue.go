@@ -147,6 +147,8 @@ type settings struct {
 	concurrency int
 	maxQueued   int
 	onWait      func(queued int)
+	project     string // WithProject; the queue is routed to its lane
+	routeErr    error  // a project or queue that does not route
 }
 
 // Option changes a Client's defaults, one Enroll call or one EnrollMany.
@@ -231,6 +233,7 @@ func (c *Client) settings(opts []Option) settings {
 	for _, f := range opts {
 		f(&s)
 	}
+	s.route()
 	return s
 }
 
@@ -289,6 +292,10 @@ func newPayload(sessionID, accountID string, createdAt time.Time) (tasks.EnrollP
 // enqueue records one validated payload in the ledger, then puts its task
 // into asynq, and explains a duplicate from the ledger.
 func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Options, s settings) (Enrolled, error) {
+	if s.routeErr != nil {
+		return Enrolled{}, s.routeErr
+	}
+	p = s.withProject(p)
 	t, err := tasks.NewEnrollTask(p, o)
 	if err != nil {
 		return Enrolled{}, err
@@ -376,7 +383,7 @@ func (c *Client) duplicate(ctx context.Context, led *ledger.Ledger, p tasks.Enro
 		d.kind = ErrDuplicateRow
 		return Enrolled{}, d
 	}
-	if rec.State.Live() && o.Queue == tasks.QueueSignup && rec.Queue != tasks.QueueSignup && waiting(task.State) {
+	if rec.State.Live() && movesToSignup(o.Queue, rec.Queue) && waiting(task.State) {
 		return c.move(ctx, led, p, o, rec, task, d)
 	}
 	return Enrolled{}, d
