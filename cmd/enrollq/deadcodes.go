@@ -32,7 +32,7 @@ func knownCodes(ctx context.Context, store *deadletter.Letters) ([]string, error
 	if err != nil {
 		return nil, err
 	}
-	codes := append(slices.Clone(verisoul.Codes), worker.CodeTransientExhausted, worker.CodeInvalidPayload, worker.CodeBadRequest, codeArchivedOutside, codeTaskDeleted)
+	codes := append(slices.Clone(verisoul.Codes), worker.CodeTransientExhausted, worker.CodeInvalidPayload, worker.CodeProjectMismatch, worker.CodeBadRequest, codeArchivedOutside, codeTaskDeleted)
 	for c := range counts {
 		codes = append(codes, c)
 	}
