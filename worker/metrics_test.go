@@ -84,17 +84,17 @@ func TestMetricsAfterAScriptedRun(t *testing.T) {
 		`enrollq_attempts_total{code=,outcome=wait,project=default}`:                         1, // the 429 (its code is empty)
 		`enrollq_attempts_total{code=session_not_complete,outcome=wait,project=default}`:     1,
 		`enrollq_dead_letters_total{code=session_not_found,project=default}`:                 1,
-		`enrollq_reconciled_total{project=default}`:                                         1,
+		`enrollq_reconciled_total{project=default}`:                                          1,
 		`enrollq_retries_total{counted=false,project=default,reason=rate_limited}`:           1,
 		`enrollq_retries_total{counted=false,project=default,reason=not_ready}`:              1,
-		`enrollq_rate_budget_used_total{project=default}`:                                   calls,
+		`enrollq_rate_budget_used_total{project=default}`:                                    calls,
 		`enrollq_api_call_duration_seconds_count{project=default,status=429}`:                1,
 		`enrollq_api_call_duration_seconds_count{project=default,status=0}`:                  1, // the lost response
 		`enrollq_breaker_open{breaker=api,project=default}`:                                  0,
 		`enrollq_breaker_open{breaker=auth,project=default}`:                                 0,
-		`asynq_tasks_enqueued_total{queue=` + b.queue + `,state=completed}`:  5,
-		`asynq_tasks_enqueued_total{queue=` + b.queue + `,state=archived}`:   1,
-		`enrollq_rate_limit_per_minute{project=default}`:                                    6000,
+		`asynq_tasks_enqueued_total{queue=` + b.queue + `,state=completed}`:                  5,
+		`asynq_tasks_enqueued_total{queue=` + b.queue + `,state=archived}`:                   1,
+		`enrollq_rate_limit_per_minute{project=default}`:                                     6000,
 	} {
 		if got, ok := m[key]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", key, got, ok, want)
