@@ -123,6 +123,9 @@ func (w *Worker) laneOf(queue string) *lane {
 // false when the Decision ends the attempt.
 func (w *Worker) checkProject(ctx context.Context, a *attempt) (Decision, bool) {
 	if a.lane != nil && a.lane.project == a.p.ProjectName() {
+		if a.lane.project != tasks.DefaultProject {
+			a.log = a.log.With(slog.String("project", a.lane.project))
+		}
 		return Decision{}, true
 	}
 	served := "no project of this worker"
