@@ -173,7 +173,7 @@ func results(ctx context.Context, enq *enqueue.Client, rows iter.Seq[enqueue.Row
 			}
 		}
 	}
-	opts := []enqueue.Option{enqueue.WithQueue(o.Queue), enqueue.WithProject(o.Project)}
+	opts := []enqueue.ManyOption{enqueue.WithQueue(o.Queue), enqueue.WithProject(o.Project)}
 	if o.Parallel > 0 {
 		opts = append(opts, enqueue.WithConcurrency(o.Parallel))
 	}

@@ -28,9 +28,7 @@ func TestMain(m *testing.M) { os.Exit(redistest.Run(m, redisDB)) }
 
 func newClient(t *testing.T) *enqueue.Client {
 	t.Helper()
-	enq := enqueue.New(redistest.Client(t, redisDB))
-	t.Cleanup(func() { _ = enq.Close() })
-	return enq
+	return enqueue.New(redistest.Client(t, redisDB))
 }
 
 // state is the ledger's state of the session, as `enrollq status` shows it.

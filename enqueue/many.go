@@ -23,20 +23,6 @@ const (
 	headerLine = "enrollq-line"
 )
 
-// WithConcurrency sets how many enqueues EnrollMany keeps in flight
-// (default 32). asynq has no batch enqueue, so throughput comes from
-// concurrent round trips over the client's connection pool.
-func WithConcurrency(n int) Option { return func(s *settings) { s.concurrency = max(n, 1) } }
-
-// WithMaxQueued makes EnrollMany keep at most n tasks waiting (pending,
-// scheduled or retrying) in its queue: past that it waits for workers to
-// drain the queue, calling onWait (if not nil) with the queue's size about
-// once a second while it waits. It bounds the Redis memory a large backfill
-// holds at about n × 600 bytes.
-func WithMaxQueued(n int, onWait func(queued int)) Option {
-	return func(s *settings) { s.maxQueued, s.onWait = n, onWait }
-}
-
 // Row is one enrollment of an EnrollMany.
 type Row struct {
 	// Line identifies the row in its result and in the ErrDuplicateRow of
@@ -84,9 +70,13 @@ func (r RowResult) Expired(now time.Time) bool { return r.Row.Expired(now) }
 // bounded whatever the number of rows: rows are pulled as results are
 // consumed. Stopping the iteration, or ctx ending, stops reading rows;
 // results of rows already taken are still yielded unless the loop stopped.
-func (c *Client) EnrollMany(ctx context.Context, rows iter.Seq[Row], opts ...Option) iter.Seq[RowResult] {
+func (c *Client) EnrollMany(ctx context.Context, rows iter.Seq[Row], opts ...ManyOption) iter.Seq[RowResult] {
 	return func(yield func(RowResult) bool) {
-		s := c.settings(opts)
+		s := c.defaults
+		for _, o := range opts {
+			o.many(&s)
+		}
+		s.route()
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		run := newRunID()

@@ -9,7 +9,9 @@ import "github.com/enrollq/enrollq/tasks"
 // project's key serve. A name that is not a project slug, or a WithQueue
 // that names another project, makes Enroll (and each row of EnrollMany)
 // return a *tasks.ValidationError, and nothing is enqueued.
-func WithProject(name string) Option { return func(s *settings) { s.project = name } }
+//
+// Given to New, it is the Client's default project.
+func WithProject(name string) Option { return anywhere(func(s *settings) { s.project = name }) }
 
 // route puts the settings' queue in their project's lane (tasks.Route);
 // an error is kept for the enqueue to return.

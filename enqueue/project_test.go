@@ -62,7 +62,7 @@ func TestEnrollWithProject(t *testing.T) {
 		t.Fatalf("default project's payload: %+v", p)
 	}
 
-	for _, opts := range [][]enqueue.Option{
+	for _, opts := range [][]enqueue.EnrollOption{
 		{enqueue.WithProject("Not A Slug")},
 		{enqueue.WithProject("acme"), enqueue.WithQueue("signup:other")},
 	} {

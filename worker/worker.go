@@ -245,7 +245,7 @@ func New(cfg Config) (*Worker, error) {
 
 // newServer is the asynq server of one project's lanes (cfg is the lane's).
 func (w *Worker) newServer(cfg Config) *asynq.Server {
-	alog := NewAsynqLogger(cfg.Logger)
+	alog := newAsynqLogger(cfg.Logger)
 	return asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,

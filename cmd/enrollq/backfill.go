@@ -63,7 +63,6 @@ func (c backfillCmd) Run(e *env) error {
 		}
 		defer rdb.Close()
 		enq = enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention), enqueue.WithKeepCompleted(e.cfg.KeepCompleted))
-		defer enq.Close()
 	}
 
 	show := newBackfillProgress(e, size, consumed)
