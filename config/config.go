@@ -207,6 +207,11 @@ type Config struct {
 
 	// ErasureKeyFile is a file holding ErasureKey. Default empty.
 	ErasureKeyFile string `name:"erasure-key-file" env:"ENROLLQ_ERASURE_KEY_FILE" secretfile:"ErasureKey" placeholder:"PATH" help:"File holding the erasure records' HMAC key (a mounted secret); one trailing newline is ignored."`
+	// ProjectsFile is a JSON file of more Verisoul projects, each with its
+	// own key (or key file), limit, reserve and concurrency; see Projects.
+	// Default empty: the projects are VERISOUL_API_KEY's and those of the
+	// VERISOUL_API_KEY_<PROJECT> variables.
+	ProjectsFile string `name:"projects-file" env:"ENROLLQ_PROJECTS_FILE" placeholder:"PATH" help:"JSON file of more Verisoul projects: {\"projects\": [{\"name\": \"acme\", \"api_key_file\": PATH, \"rate_limit\": 120, \"rate_reserve\": \"10%\", \"concurrency\": 4}]}."`
 
 	// LogFormat is the slog output format: "text", "json", or empty for
 	// automatic (text on a terminal, else json). Default empty.
@@ -293,6 +298,9 @@ type Error struct {
 
 // Error returns "VAR (--flag): rule".
 func (e *Error) Error() string {
+	if e.Flag == "" { // a variable without a flag: VERISOUL_API_KEY_<PROJECT>
+		return e.Var + ": " + e.Rule
+	}
 	return e.Var + " (" + e.Flag + "): " + e.Rule
 }
 
@@ -448,8 +456,8 @@ func (c *Config) ValidateWorker() error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	if c.APIKey == "" {
-		return errorFor("APIKey", "required by the worker")
+	if c.APIKey == "" && c.ProjectsFile == "" && len(projectKeyVars(os.Environ())) == 0 {
+		return errorFor("APIKey", "required by the worker (or a project's VERISOUL_API_KEY_<PROJECT>, or ENROLLQ_PROJECTS_FILE)")
 	}
 	return nil
 }
@@ -696,6 +704,7 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("budget_token_file", c.BudgetTokenFile),
 		slog.String("erasure_key", c.ErasureKey.String()),
 		slog.String("erasure_key_file", c.ErasureKeyFile),
+		slog.String("projects_file", c.ProjectsFile),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),
 		slog.String("webhook_url", redactWebhookURL(c.WebhookURL)),

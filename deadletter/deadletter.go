@@ -26,8 +26,10 @@ import (
 
 // Record is one dead letter.
 type Record struct {
-	TaskID    string    `json:"task_id"`
-	Queue     string    `json:"queue"`
+	TaskID string `json:"task_id"`
+	Queue  string `json:"queue"`
+	// Project is the Verisoul project whose lane Queue is (tasks.ProjectOfQueue).
+	Project   string    `json:"project,omitempty"`
 	SessionID string    `json:"session_id"`
 	AccountID string    `json:"account_id"`
 	CreatedAt time.Time `json:"created_at,omitzero"`

@@ -206,6 +206,7 @@ func (c *Client) Enroll(ctx context.Context, sessionID, accountID string, opts .
 	for _, o := range opts {
 		o.enroll(&s)
 	}
+	s.route()
 	p, err := newPayload(sessionID, accountID, s.createdAt)
 	if err != nil {
 		return Enrolled{}, err
@@ -225,6 +226,10 @@ func newPayload(sessionID, accountID string, createdAt time.Time) (tasks.EnrollP
 // enqueue records one validated payload in the ledger, then puts its task
 // into asynq, and explains a duplicate from the ledger.
 func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Options, s settings) (Enrolled, error) {
+	if s.routeErr != nil {
+		return Enrolled{}, s.routeErr
+	}
+	p = s.withProject(p)
 	t, err := tasks.NewEnrollTask(p, o)
 	if err != nil {
 		return Enrolled{}, err
@@ -312,7 +317,7 @@ func (c *Client) duplicate(ctx context.Context, led *ledger.Ledger, p tasks.Enro
 		d.kind = ErrDuplicateRow
 		return Enrolled{}, d
 	}
-	if rec.State.Live() && o.Queue == tasks.QueueSignup && rec.Queue != tasks.QueueSignup && waiting(task.State) {
+	if rec.State.Live() && movesToSignup(o.Queue, rec.Queue) && waiting(task.State) {
 		return c.move(ctx, led, p, o, rec, task, d)
 	}
 	return Enrolled{}, d

@@ -233,25 +233,45 @@ func expandRequestID(v string) string {
 	return v
 }
 
-// compactQueue stores the two known queues in one byte.
+// compactQueue stores the two known queues in one byte, and a project's
+// lanes ("signup:acme", see tasks.QueueFor) in two plus the project's name.
+// Other names are kept whole after "=", so the forms never meet.
 func compactQueue(q string) string {
-	switch q {
-	case "signup":
+	lane, project, ok := strings.Cut(q, ":")
+	switch {
+	case lane == "signup" && !ok:
 		return "s"
-	case "backfill":
+	case lane == "backfill" && !ok:
 		return "b"
+	case lane == "signup" && !strings.Contains(project, ":"):
+		return "s:" + project
+	case lane == "backfill" && !strings.Contains(project, ":"):
+		return "b:" + project
 	}
 	return "=" + q
 }
 
 func expandQueue(v string) string {
-	switch v {
-	case "s":
+	switch {
+	case v == "s":
 		return "signup"
-	case "b":
+	case v == "b":
 		return "backfill"
+	case strings.HasPrefix(v, "s:"):
+		return "signup" + v[1:]
+	case strings.HasPrefix(v, "b:"):
+		return "backfill" + v[1:]
 	}
 	return strings.TrimPrefix(v, "=")
+}
+
+// ProjectOfQueue is the project whose lane queue is (tasks.QueueFor's
+// "<lane>:<project>"), "default" for a queue without a colon.
+func ProjectOfQueue(queue string) string {
+	if i := strings.LastIndexByte(queue, ':'); i >= 0 {
+		return queue[i+1:]
+	}
+	return "default"
 }
 
 func checkText(field, v string, max int) error {

@@ -505,8 +505,8 @@ func randToken() string {
 }
 
 // announce records the key's limit where `enrollq stats` finds it.
-func (g *governor) announce(ctx context.Context, cfg Config) {
-	err := g.rdb.HSet(ctx, g.keys.meta,
+func (g *governor) announce(ctx context.Context, cfg Config, project string) {
+	err := g.rdb.HSet(ctx, g.keys.meta, "project", project,
 		"limit", cfg.RateLimit,
 		"reserve", cfg.RateReserve,
 		"period_ms", cfg.RatePeriod.Milliseconds(),

@@ -39,6 +39,7 @@ const (
 type attempt struct {
 	start     time.Time
 	task      *asynq.Task
+	lane      *lane // the project the task's queue belongs to
 	queue     string
 	retried   int
 	maxRetry  int
@@ -76,10 +77,11 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	a.retried, _ = asynq.GetRetryCount(ctx)
 	a.maxRetry, _ = asynq.GetMaxRetry(ctx)
 	a.queue, _ = asynq.GetQueueName(ctx)
+	a.lane = w.laneOf(a.queue)
 	taskID, _ := asynq.GetTaskID(ctx)
 	a.log = w.log.With(slog.String("task_id", taskID), slog.String("queue", a.queue), slog.Int("attempt", a.retried+1))
 	d := w.path(ctx, a)
-	w.metrics.observeDecision(d)
+	w.metrics.observeDecision(a.project(), d)
 	w.logDecision(a, d)
 	return w.answer(a, d)
 }
@@ -98,6 +100,9 @@ func (w *Worker) path(ctx context.Context, a *attempt) Decision {
 	}
 	a.p = p
 	a.log = a.log.With(slog.String("session_id", p.SessionID))
+	if d, ok := w.checkProject(ctx, a); !ok {
+		return d
+	}
 
 	// A session past its enrollment window is not worth a call: the API
 	// would answer session_older_than_30_days. It needs no admission.
@@ -112,7 +117,7 @@ func (w *Worker) path(ctx context.Context, a *attempt) Decision {
 	// admit: stopping ends the wait at once (the task goes back uncounted).
 	actx, cancel := w.untilStopping(ctx)
 	defer cancel()
-	t0, err := w.gov.admit(actx, a.queue, w.cfg.MaxHold)
+	t0, err := a.lane.gov.admit(actx, a.queue, w.cfg.MaxHold)
 	if err != nil {
 		var held *errHeld
 		switch {
@@ -132,7 +137,7 @@ func (w *Worker) path(ctx context.Context, a *attempt) Decision {
 
 	// claim: the session's one live attempt, whatever queue its task is in.
 	if d, ok := w.claimFor(ctx, a); !ok {
-		w.gov.releaseProbe(ctx, t0)
+		a.lane.gov.releaseProbe(ctx, t0)
 		return d
 	}
 	w.crashPoint(pointClaimed)
@@ -286,7 +291,7 @@ func (w *Worker) call(ctx, actx context.Context, t ticket, a *attempt) {
 		if calls > 0 {
 			// The breaker must have counted the last call first.
 			a.waitReported()
-			next, err := w.gov.admit(actx, "", blipHold)
+			next, err := a.lane.gov.admit(actx, "", blipHold)
 			if err != nil {
 				return backoff.Permanent(a.err)
 			}
@@ -299,15 +304,15 @@ func (w *Worker) call(ctx, actx context.Context, t ticket, a *attempt) {
 		}
 		calls++
 		began := time.Now()
-		a.res, a.err = w.cfg.API.Enroll(ctx, a.p.SessionID, a.p.AccountID)
+		a.res, a.err = a.lane.cfg.API.Enroll(ctx, a.p.SessionID, a.p.AccountID)
 		d := Classify(Attempt{Err: a.err, UnknownBefore: a.unknownBefore(), Budget: 1}, w.policy)
 		o := outcomeOf(a.err, d)
-		w.metrics.observeCall(o.status, time.Since(began))
+		w.metrics.observeCall(a.lane.project, o.status, time.Since(began))
 		// The report (call counters, a 429's pause, the breakers) goes
 		// out beside the settle: one round trip less on the task's path.
 		done, tk := make(chan struct{}), t
 		a.reported = done
-		go func() { defer close(done); w.gov.report(ctx, tk, o) }()
+		go func() { defer close(done); a.lane.gov.report(ctx, tk, o) }()
 		var apiErr *verisoul.APIError
 		if errors.As(a.err, &apiErr) && apiErr.OutcomeUnknown() {
 			a.unknown = true

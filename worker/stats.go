@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/ledger"
+	"github.com/enrollq/enrollq/tasks"
 )
 
 // QueueStats is one queue's size by task state.
@@ -34,6 +35,9 @@ type QueueStats struct {
 type BudgetStats struct {
 	// KeyID names the key (see KeyID); the key itself is not stored.
 	KeyID string `json:"key_id"`
+	// Project is the project whose key it is, as the workers last said
+	// ("default" for keys of workers before projects).
+	Project string `json:"project"`
 	// Limit calls per Period, as the workers last configured it.
 	Limit  int           `json:"limit"`
 	Period time.Duration `json:"period_ns"`
@@ -123,7 +127,10 @@ func readBudget(ctx context.Context, rdb redis.UniversalClient, prefix, id strin
 	if err != nil {
 		return BudgetStats{}, err
 	}
-	b := BudgetStats{KeyID: id}
+	b := BudgetStats{KeyID: id, Project: meta["project"]}
+	if b.Project == "" {
+		b.Project = tasks.DefaultProject
+	}
 	b.Limit, _ = strconv.Atoi(meta["limit"])
 	b.Reserve, _ = strconv.Atoi(meta["reserve"])
 	periodMs, _ := strconv.ParseInt(meta["period_ms"], 10, 64)

@@ -106,7 +106,11 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// PollInterval is how often idle workers look for tasks and scheduled
 	// retries are moved to their queue (asynq's TaskCheckInterval and
-	// DelayedTaskCheckInterval). Default 1s.
+	// DelayedTaskCheckInterval). An idle server sleeps 0.5 to 1.5 of it
+	// between looks, so it bounds how long a signup waits in an idle lane
+	// (each project's lanes idle on their own). Default 250ms: a dequeue
+	// and a forward script about 4 times a second per project and process
+	// while idle, and a signup taken within about 0.4 s.
 	PollInterval time.Duration
 	// CallTimeout is the longest one API call may take: the client's own
 	// per-call timeout (ENROLLQ_HTTP_TIMEOUT). It sizes CallLockTTL.
@@ -129,6 +133,11 @@ type Config struct {
 	// AllowEviction lets Run start on a Redis whose maxmemory-policy is
 	// not noeviction (ENROLLQ_ALLOW_EVICTION); otherwise Run refuses.
 	AllowEviction bool
+	// Projects are the Verisoul projects the worker serves, each with its
+	// own key, budget and lanes (see Project). Default: the default
+	// project alone, with API, APIKeyID, RateLimit, RateReserve,
+	// Concurrency and Queues above.
+	Projects []Project
 }
 
 func (c *Config) setDefaults() {
@@ -150,7 +159,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.BlipInterval, 250*time.Millisecond)
 	setDefault(&c.ProbeInterval, 30*time.Second)
 	setDefault(&c.ShutdownTimeout, 25*time.Second)
-	setDefault(&c.PollInterval, time.Second)
+	setDefault(&c.PollInterval, 250*time.Millisecond)
 	setDefault(&c.KeyPrefix, "enrollq:")
 	setDefault(&c.RateLimit, 300)
 	setDefault(&c.RatePeriod, time.Minute)
@@ -175,14 +184,14 @@ func setDefault[T comparable](p *T, v T) {
 type Worker struct {
 	cfg Config
 	log *slog.Logger
-	gov *governor
+	// lanes serve one project each (its key, budget, queues, server).
+	lanes []*lane
 	// dead holds only the dead letters the ledger cannot key (a payload
 	// without a valid session id); every other one is the ledger's.
 	dead    *deadletter.Store
 	metrics *Metrics
 	policy  Policy
 
-	srv        *asynq.Server
 	redisAlive atomic.Bool
 
 	ledger *ledger.Ledger
@@ -206,16 +215,20 @@ func New(cfg Config) (*Worker, error) {
 	switch {
 	case cfg.Redis == nil:
 		return nil, errors.New("worker: Config.Redis is required")
-	case cfg.API == nil:
+	case cfg.API == nil && len(cfg.Projects) == 0:
 		return nil, errors.New("worker: Config.API is required")
-	case cfg.APIKeyID == "":
+	case cfg.APIKeyID == "" && len(cfg.Projects) == 0:
 		return nil, errors.New("worker: Config.APIKeyID is required")
 	case cfg.CallTimeout < 0 || cfg.CallLockTTL < time.Second:
 		return nil, fmt.Errorf("worker: CallTimeout %s must not be negative and CallLockTTL %s must be at least 1s", cfg.CallTimeout, cfg.CallLockTTL)
-	case cfg.RateReserve < 0 || cfg.RateReserve >= cfg.RateLimit:
+	case len(cfg.Projects) == 0 && (cfg.RateReserve < 0 || cfg.RateReserve >= cfg.RateLimit):
 		return nil, fmt.Errorf("worker: RateReserve %d must be from 0 to below RateLimit %d", cfg.RateReserve, cfg.RateLimit)
 	case cfg.RetryMax < cfg.RetryBase:
 		return nil, fmt.Errorf("worker: RetryMax %s is below RetryBase %s", cfg.RetryMax, cfg.RetryBase)
+	}
+	projects, err := projectsOf(cfg)
+	if err != nil {
+		return nil, err
 	}
 	led, err := ledger.New(cfg.Redis, ledger.Options{Prefix: cfg.KeyPrefix, Retention: cfg.Retention})
 	if err != nil {
@@ -226,15 +239,22 @@ func New(cfg Config) (*Worker, error) {
 		log:      cfg.Logger,
 		ledger:   led,
 		stopping: make(chan struct{}),
-		gov:      newGovernor(cfg),
 		dead:     deadletter.New(cfg.Redis, cfg.KeyPrefix),
 		metrics:  newMetrics(),
 		policy:   Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
 	}
 	w.redisAlive.Store(true)
+	for _, p := range projects {
+		w.lanes = append(w.lanes, w.newLane(cfg, p))
+	}
 	w.registerCollectors()
+	return w, nil
+}
+
+// newServer is the asynq server of one project's lanes (cfg is the lane's).
+func (w *Worker) newServer(cfg Config) *asynq.Server {
 	alog := newAsynqLogger(cfg.Logger)
-	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
+	return asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,
 		StrictPriority:           true,
@@ -257,7 +277,6 @@ func New(cfg Config) (*Worker, error) {
 		},
 		HealthCheckInterval: 5 * time.Second,
 	})
-	return w, nil
 }
 
 // Run processes tasks until ctx is done, then stops taking new tasks, gives
@@ -282,14 +301,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	w.gov.announce(ctx, w.cfg)
-	if err := w.srv.Start(w); err != nil {
+	if err := w.startLanes(ctx); err != nil {
 		if httpSrv != nil {
 			_ = httpSrv.Close()
 		}
-		return fmt.Errorf("worker: starting: %w", err)
+		return err
 	}
-	w.log.Info("worker started", "queues", w.cfg.Queues, "concurrency", w.cfg.Concurrency)
+	w.log.Info("worker started", "projects", w.Projects(), "queues", w.servedQueues(), "concurrency", w.cfg.Concurrency)
 	var err error
 	select {
 	case <-ctx.Done():
@@ -300,10 +318,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// Attempts that wait (for admission, a busy session) give their task
 	// back at once, uncounted; only calls in flight get ShutdownTimeout.
 	w.stopOnce.Do(func() { close(w.stopping) })
-	w.srv.Shutdown()
-	if c, ok := w.cfg.API.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
-	}
+	w.stopLanes()
 	if httpSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -354,16 +369,7 @@ func (w *Worker) Ready() (bool, string) {
 	if !w.redisAlive.Load() {
 		return false, "redis unreachable"
 	}
-	st, err := w.gov.state(context.Background())
-	if err != nil {
-		return false, "redis: " + err.Error()
-	}
-	for _, name := range []string{breakerAuth, breakerAPI} {
-		if b := st.Breakers[name]; b.Open {
-			return false, fmt.Sprintf("%s since %s; next probe at %s", b.Reason, b.Since.UTC().Format(time.RFC3339), b.Until.UTC().Format(time.RFC3339))
-		}
-	}
-	return true, "ok"
+	return w.readyLanes()
 }
 
 // HTTPHandler serves /healthz (the process is up), /readyz (it can do
