@@ -62,9 +62,7 @@ type ReportRequest struct {
 // Without opts.Token only loopback clients are served (403 otherwise); with
 // it, every request needs the bearer token (401 otherwise).
 func Handler(b *Budget, opts HandlerOptions) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+LeasePath, b.serveLease)
-	mux.HandleFunc("POST "+ReportPath, b.serveReport)
+	mux := Routes(b)
 	want := sha256.Sum256([]byte(opts.Token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if opts.Token == "" {
@@ -85,6 +83,16 @@ func Handler(b *Budget, opts HandlerOptions) http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// Routes serves the two endpoints with no auth of their own, for a server
+// that authenticates its callers itself (enrollq serve's bearer tokens with
+// the budget scope). Handler is Routes behind ENROLLQ_BUDGET_TOKEN.
+func Routes(b *Budget) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+LeasePath, b.serveLease)
+	mux.HandleFunc("POST "+ReportPath, b.serveReport)
+	return mux
 }
 
 func (b *Budget) serveLease(w http.ResponseWriter, r *http.Request) {

@@ -37,12 +37,9 @@ func (workerCmd) Run(e *env) error {
 		routes[dashboard.RootPath+"/"] = h
 	}
 	// Budget leases for the rest of the backend, on the same address.
-	lb, err := budget.New(budget.Config{
-		Redis:    rdb,
-		APIKeyID: worker.KeyID(e.cfg.APIKey.Reveal()),
-		Rate:     budget.Rate{Limit: e.cfg.RateLimit, Period: time.Minute, Reserve: e.cfg.ResolvedRateReserve()},
-		Logger:   e.log,
-	})
+	// (Also on enrollq serve, behind its tokens' budget scope; this mount
+	// stays for the deployments that use it.)
+	lb, err := newBudget(e, rdb)
 	if err != nil {
 		return err
 	}
