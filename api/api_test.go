@@ -270,9 +270,9 @@ func TestParseTokens(t *testing.T) {
 		t.Errorf("scopes: %v %v %v", ts[0].Scopes(), ts[1].Scopes(), ts[2].Scopes())
 	}
 	for spec, want := range map[string]string{
-		"short":                        "token 1: must be at least 16 characters",
-		enqToken + ":write":            `token 1: unknown scope "write"`,
-		enqToken + "," + enqToken:      "token 2: the same secret",
+		"short":                         "token 1: must be at least 16 characters",
+		enqToken + ":write":             `token 1: unknown scope "write"`,
+		enqToken + "," + enqToken:       "token 2: the same secret",
 		allToken + "," + enqToken + ":": `token 2: unknown scope ""`,
 	} {
 		_, err := api.ParseTokens(spec)
