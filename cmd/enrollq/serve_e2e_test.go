@@ -231,7 +231,16 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 	}
 
+	// The compose service's probe: `enrollq --http-addr ADDR healthcheck`
+	// asks serve's /readyz.
+	if r := enrollq(t, nil, "--http-addr", strings.TrimPrefix(st.api, "http://"), "healthcheck"); r.code != 0 || !strings.Contains(r.stdout, "ready") {
+		t.Errorf("healthcheck against serve: exit %d %s %s", r.code, r.stdout, r.stderr)
+	}
+
 	st.stopRedis()
+	if r := enrollq(t, nil, "--http-addr", strings.TrimPrefix(st.api, "http://"), "healthcheck"); r.code != 1 {
+		t.Errorf("healthcheck against serve with Redis down: exit %d %s %s", r.code, r.stdout, r.stderr)
+	}
 	if nodeErr == nil {
 		s := runNode(t, append(env, "PHASE=down"))
 		for _, step := range []string{"redis-down", "readyz-down"} {
