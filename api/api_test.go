@@ -252,6 +252,19 @@ func TestAuthAndScopes(t *testing.T) {
 	if a := get(readToken); a.status != http.StatusOK || a.obj(t)["state"] != "queued" {
 		t.Errorf("status with the read token: %d %s", a.status, a.body)
 	}
+	// The scheme is case-insensitive; a token in another scheme is none.
+	for scheme, want := range map[string]int{"bearer ": http.StatusOK, "BEARER ": http.StatusOK, "Basic ": http.StatusUnauthorized, "Bearer": http.StatusUnauthorized} {
+		hr, _ := http.NewRequest(http.MethodGet, b.srv.URL+"/v1/enrollments/"+s, nil)
+		hr.Header.Set("Authorization", scheme+readToken)
+		resp, err := http.DefaultClient.Do(hr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Authorization %q+token: %d, want %d", scheme, resp.StatusCode, want)
+		}
+	}
 	for _, p := range []string{"/healthz", "/readyz", "/v1/openapi.yaml"} {
 		if a := b.get(p); a.status != http.StatusOK {
 			t.Errorf("%s without a token: %d", p, a.status)

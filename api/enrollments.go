@@ -3,6 +3,7 @@ package api
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -167,12 +168,15 @@ func statusOf(st enqueue.Status) Status {
 // status serves GET /v1/enrollments/{session_id}.
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	st, err := s.o.Enqueue.Status(r.Context(), r.PathValue("session_id"))
-	if err != nil {
-		_, _, p := answer(enqueue.Enrolled{}, err)
-		if p.Type == TypeRedisUnavailable {
-			p = redisDown("the status cannot be read")
-			s.logRedis(p, err)
-		}
+	var ve *tasks.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		_, _, p := ve422(ve)
+		writeProblem(w, p)
+		return
+	case err != nil:
+		p := redisDown("the status cannot be read")
+		s.logRedis(p, err)
 		writeProblem(w, p)
 		return
 	}

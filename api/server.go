@@ -143,7 +143,8 @@ func (s *Server) guard(scope Scope, h http.HandlerFunc) http.Handler {
 		who := 0
 		name := "anonymous"
 		if len(s.o.Tokens) > 0 {
-			presented, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			scheme, presented, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+			ok = ok && strings.EqualFold(scheme, "Bearer") // the scheme is case-insensitive (RFC 9110)
 			i, found := lookup(s.o.Tokens, strings.TrimSpace(presented))
 			if !ok || !found {
 				s.o.Logger.Debug("api request refused", "method", r.Method, "path", r.URL.Path, "reason", "no valid bearer token")
