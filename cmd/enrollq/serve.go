@@ -33,7 +33,6 @@ func (serveCmd) Run(e *env) error {
 	}
 	defer rdb.Close()
 	enq := enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention), enqueue.WithKeepCompleted(e.cfg.KeepCompleted))
-	defer enq.Close()
 	// The budget is per Verisoul key: served only when the key is known.
 	var budgetRoutes http.Handler
 	if e.cfg.APIKey != "" {
