@@ -74,10 +74,7 @@ func Handler(b *Budget, opts HandlerOptions) http.Handler {
 // {"project": "acme"} (an empty body, or no project, is "default"); a
 // project with no budget here is answered 404 naming the ones there are.
 func ProjectsHandler(budgets map[string]*Budget, opts HandlerOptions) http.Handler {
-	p := projects(budgets)
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+LeasePath, p.serveLease)
-	mux.HandleFunc("POST "+ReportPath, p.serveReport)
+	mux := ProjectsRoutes(budgets)
 	want := sha256.Sum256([]byte(opts.Token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if opts.Token == "" {
@@ -98,6 +95,24 @@ func ProjectsHandler(budgets map[string]*Budget, opts HandlerOptions) http.Handl
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// Routes serves the two endpoints of one budget (the default project's)
+// with no auth of their own, for a server that authenticates its callers
+// itself (enrollq serve's bearer tokens with the budget scope). Handler is
+// Routes behind ENROLLQ_BUDGET_TOKEN.
+func Routes(b *Budget) http.Handler {
+	return ProjectsRoutes(map[string]*Budget{DefaultProject: b})
+}
+
+// ProjectsRoutes is Routes for several projects' budgets (see
+// ProjectsHandler for how a request names its project).
+func ProjectsRoutes(budgets map[string]*Budget) http.Handler {
+	p := projects(budgets)
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+LeasePath, p.serveLease)
+	mux.HandleFunc("POST "+ReportPath, p.serveReport)
+	return mux
 }
 
 func (p projects) serveLease(w http.ResponseWriter, r *http.Request) {

@@ -21,27 +21,38 @@ func workerProjects(e *env, rdb redis.UniversalClient, environ []string) ([]conf
 		return nil, nil, nil, err
 	}
 	var wps []worker.Project
-	budgets := map[string]*budget.Budget{}
 	for _, p := range cps {
 		key := p.APIKey.Reveal()
 		client, err := verisoul.New(e.cfg.ResolvedBaseURL(), key, verisoul.WithTimeout(e.cfg.HTTPTimeout))
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		id := worker.KeyID(key)
-		wps = append(wps, worker.Project{Name: p.Name, API: client, APIKeyID: id, RateLimit: p.RateLimit, RateReserve: p.RateReserve, Concurrency: p.Concurrency})
+		wps = append(wps, worker.Project{Name: p.Name, API: client, APIKeyID: worker.KeyID(key), RateLimit: p.RateLimit, RateReserve: p.RateReserve, Concurrency: p.Concurrency})
+	}
+	budgets, err := projectBudgets(e, rdb, cps)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cps, wps, budgets, nil
+}
+
+// projectBudgets is the shared rate budget of each project's key, as the
+// worker and enrollq serve mount them (budget.ProjectsHandler/Routes).
+func projectBudgets(e *env, rdb redis.UniversalClient, cps []config.Project) (map[string]*budget.Budget, error) {
+	budgets := map[string]*budget.Budget{}
+	for _, p := range cps {
 		b, err := budget.New(budget.Config{
 			Redis:    rdb,
-			APIKeyID: id,
+			APIKeyID: worker.KeyID(p.APIKey.Reveal()),
 			Rate:     budget.Rate{Limit: p.RateLimit, Period: time.Minute, Reserve: p.RateReserve},
 			Logger:   e.log.With("project", p.Name),
 		})
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		budgets[p.Name] = b
 	}
-	return cps, wps, budgets, nil
+	return budgets, nil
 }
 
 // projectsLog is what the start line says of the projects: names, limits,

@@ -37,7 +37,9 @@ func (workerCmd) Run(e *env) error {
 		routes[dashboard.RootPath+"/"] = h
 	}
 	// Budget leases for the rest of the backend, on the same address: one
-	// budget per project (the request names it).
+	// budget per project (the request names it). (Also on enrollq serve,
+	// behind its tokens' budget scope; this mount stays for the
+	// deployments that use it.)
 	routes["/v1/budget/"] = budget.ProjectsHandler(budgets, budget.HandlerOptions{Token: e.cfg.BudgetToken.Reveal()})
 	stopWebhooks, err := e.startWebhooks(e.ctx, rdb, routes) // own goroutine; no rate budget
 	if err != nil {
