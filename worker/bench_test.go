@@ -211,6 +211,7 @@ func runBench(b *testing.B, n, concurrency int, useWorker bool) benchResult {
 			APIKeyID:     worker.KeyID(testAPIKey),
 			RateLimit:    10_000_000,
 			PollInterval: 100 * time.Millisecond,
+			NoResults:    true, // as `enrollq worker` runs by default (ENROLLQ_KEEP_COMPLETED=0)
 		})
 		if err != nil {
 			b.Fatal(err)

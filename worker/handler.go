@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -238,35 +239,55 @@ func (w *Worker) claimFor(ctx context.Context, a *attempt) (Decision, bool) {
 
 // renew keeps the claim's lease alive while the call runs, renewing every
 // third of it, so that no other attempt starts while this one calls, however
-// long the call takes. The returned func stops it.
+// long the call takes. It costs no goroutine until a renewal is due (most
+// calls end well within a third of the lease). The returned func stops it
+// and waits for a renewal under way.
 func (w *Worker) renew(ctx context.Context, a *attempt) (stop func()) {
 	lease := w.cfg.CallLockTTL
 	c := a.claim // a copy: the call updates a.claim.Record meanwhile
+	every := max(lease/3, time.Millisecond)
 	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		every := max(lease/3, time.Millisecond)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-kctx.Done():
-				return
-			case <-t.C:
-			}
-			rctx, rcancel := context.WithTimeout(kctx, every)
-			_, err := w.ledger.Renew(rctx, c, lease)
-			rcancel()
-			if errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrNotFound) {
-				a.log.Warn("the session's claim was lost while this attempt held it: the process stalled past the lease; another attempt may call too (its answer is reconciled)")
-				return
-			}
-			// A Redis error is tried again at the next tick: the lease
-			// still has two thirds of its life.
+	var (
+		mu      sync.Mutex
+		stopped bool
+		running sync.WaitGroup
+		timer   *time.Timer
+	)
+	tick := func() {
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			return
 		}
-	}()
-	return func() { cancel(); <-done }
+		running.Add(1)
+		mu.Unlock()
+		defer running.Done()
+		rctx, rcancel := context.WithTimeout(kctx, every)
+		_, err := w.ledger.Renew(rctx, c, lease)
+		rcancel()
+		if errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrNotFound) {
+			a.log.Warn("the session's claim was lost while this attempt held it: the process stalled past the lease; another attempt may call too (its answer is reconciled)")
+			return
+		}
+		// A Redis error is tried again at the next tick: the lease still
+		// has two thirds of its life.
+		mu.Lock()
+		if !stopped {
+			timer.Reset(every)
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	timer = time.AfterFunc(every, tick)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		timer.Stop()
+		mu.Unlock()
+		cancel()
+		running.Wait()
+	}
 }
 
 // call makes the API call, retrying in process what the Decision calls a
@@ -297,11 +318,18 @@ func (w *Worker) call(ctx, actx context.Context, t ticket, a *attempt) {
 		d := Classify(Attempt{Err: a.err, UnknownBefore: a.unknownBefore(), Budget: 1}, w.policy)
 		o := outcomeOf(a.err, d)
 		w.metrics.observeCall(o.status, time.Since(began))
-		// The report (call counters, a 429's pause, the breakers) goes
-		// out beside the settle: one round trip less on the task's path.
-		done, tk := make(chan struct{}), t
-		a.reported = done
-		go func() { defer close(done); w.gov.report(ctx, tk, o) }()
+		if o.full(t) {
+			// The report (call counters, a 429's pause, the breakers)
+			// goes out beside the settle: one round trip less on the
+			// task's path.
+			done, tk := make(chan struct{}), t
+			a.reported = done
+			go func() { defer close(done); w.gov.report(ctx, tk, o) }()
+		} else {
+			// A count alone: it joins the tally, which the next
+			// admission writes (no round trip of its own).
+			w.gov.report(ctx, t, o)
+		}
 		var apiErr *verisoul.APIError
 		if errors.As(a.err, &apiErr) && apiErr.OutcomeUnknown() {
 			a.unknown = true
@@ -514,6 +542,9 @@ func outcomeOf(err error, d Decision) callOutcome {
 }
 
 func (w *Worker) writeResult(a *attempt, r Result) {
+	if w.cfg.NoResults {
+		return
+	}
 	b, _ := json.Marshal(r)
 	if rw := a.task.ResultWriter(); rw != nil {
 		if _, err := rw.Write(b); err != nil {

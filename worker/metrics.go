@@ -122,6 +122,8 @@ func (c *sharedCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *sharedCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	// This process's counts not yet in Redis first (callTally).
+	c.w.gov.tally.flushNow()
 	b, err := readBudget(ctx, c.w.cfg.Redis, c.w.cfg.KeyPrefix, c.w.cfg.APIKeyID)
 	if err != nil {
 		return

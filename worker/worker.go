@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -121,6 +120,12 @@ type Config struct {
 	HTTPRoutes map[string]http.Handler
 	// KeyPrefix prefixes the worker's own Redis keys. Default "enrollq:".
 	KeyPrefix string
+	// NoResults leaves completed tasks without a result (Result, the
+	// JSON asynqmon's Completed tab shows). asynq keeps a result only for
+	// a task enqueued with a retention (ENROLLQ_KEEP_COMPLETED); for the
+	// rest, writing it is a Redis round trip per task for nothing.
+	// `enrollq worker` sets it when ENROLLQ_KEEP_COMPLETED is 0.
+	NoResults bool
 	// AllowEviction lets Run start on a Redis whose maxmemory-policy is
 	// not noeviction (ENROLLQ_ALLOW_EVICTION); otherwise Run refuses.
 	AllowEviction bool
@@ -181,10 +186,10 @@ type Worker struct {
 
 	ledger *ledger.Ledger
 
-	// stopping is closed when Run's context ends: attempts that are not in
-	// an API call give their task back at once.
-	stopping chan struct{}
-	stopOnce sync.Once
+	// stopping ends when Run's context ends: attempts that are not in an
+	// API call give their task back at once.
+	stopping context.Context
+	stop     context.CancelFunc
 
 	// crashHook, when set (tests only), runs at each point of the path
 	// (pointAdmitted…pointSettled): a panic there stands for a crash.
@@ -214,15 +219,15 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w := &Worker{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		ledger:   led,
-		stopping: make(chan struct{}),
-		gov:      newGovernor(cfg),
-		dead:     deadletter.New(cfg.Redis, cfg.KeyPrefix),
-		metrics:  newMetrics(),
-		policy:   Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
+		cfg:     cfg,
+		log:     cfg.Logger,
+		ledger:  led,
+		gov:     newGovernor(cfg),
+		dead:    deadletter.New(cfg.Redis, cfg.KeyPrefix),
+		metrics: newMetrics(),
+		policy:  Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
 	}
+	w.stopping, w.stop = context.WithCancel(context.Background())
 	w.redisAlive.Store(true)
 	w.registerCollectors()
 	alog := NewAsynqLogger(cfg.Logger)
@@ -291,8 +296,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker stopping", "shutdown_timeout", w.cfg.ShutdownTimeout)
 	// Attempts that wait (for admission, a busy session) give their task
 	// back at once, uncounted; only calls in flight get ShutdownTimeout.
-	w.stopOnce.Do(func() { close(w.stopping) })
+	w.stop()
 	w.srv.Shutdown()
+	w.gov.tally.stop()
 	if c, ok := w.cfg.API.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
@@ -326,17 +332,12 @@ func (w *Worker) checkEviction(ctx context.Context) error {
 	return fmt.Errorf("worker: Redis maxmemory-policy is %q, not noeviction: evicted keys lose tasks and ledger records silently; set maxmemory-policy noeviction, or ENROLLQ_ALLOW_EVICTION=true to start anyway", policy)
 }
 
-// untilStopping is ctx, ended also when the worker starts stopping.
+// untilStopping is ctx, ended also when the worker starts stopping (no
+// goroutine per attempt: context.AfterFunc).
 func (w *Worker) untilStopping(ctx context.Context) (context.Context, context.CancelFunc) {
 	sctx, cancel := context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-w.stopping:
-			cancel()
-		case <-sctx.Done():
-		}
-	}()
-	return sctx, cancel
+	stop := context.AfterFunc(w.stopping, cancel)
+	return sctx, func() { stop(); cancel() }
 }
 
 // Ready reports whether the worker can do useful work, and why not: Redis
@@ -443,7 +444,6 @@ func newBackoff(base, max time.Duration) *backoff.ExponentialBackOff {
 func newGovernor(cfg Config) *governor {
 	g := &governor{
 		rdb: cfg.Redis,
-		lim: redis_rate.NewLimiter(cfg.Redis),
 		// Burst 1: calls are spread evenly, one every RatePeriod/RateLimit.
 		// The period is stretched by 1% so that the spacing survives the
 		// jitter of network latency: calls as they arrive at the API never
@@ -466,5 +466,6 @@ func newGovernor(cfg Config) *governor {
 		g.signupQueue = cfg.SignupQueue
 	}
 	g.shareWithBackend(cfg)
+	g.tally.flush = g.writeTally
 	return g
 }

@@ -70,6 +70,7 @@ func (workerCmd) Run(e *env) error {
 		RateLimit:       e.cfg.RateLimit,
 		RateReserve:     e.cfg.ResolvedRateReserve(),
 		AllowEviction:   e.cfg.AllowEviction,
+		NoResults:       e.cfg.KeepCompleted == 0, // asynq keeps no result then
 	})
 	if err != nil {
 		return err
