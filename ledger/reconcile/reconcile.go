@@ -29,14 +29,16 @@ type Task struct {
 	// State is asynq's state name ("pending", "active", "archived", …),
 	// or "" when asynq has no task of the session in the queue.
 	State string
-	// Info is asynq's task (nil when State is "").
+	// Info is asynq's task (nil when State is "", and from LookupMany).
 	Info *asynq.TaskInfo
+	// retried is asynq's retry count when Info is nil (LookupMany).
+	retried int
 }
 
 // Retried is asynq's retry count of the task (0 when there is none).
 func (t Task) Retried() int {
 	if t.Info == nil {
-		return 0
+		return t.retried
 	}
 	return t.Info.Retried
 }
