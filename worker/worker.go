@@ -226,6 +226,8 @@ func New(cfg Config) (*Worker, error) {
 		dead:    deadletter.New(cfg.Redis, cfg.KeyPrefix),
 		metrics: newMetrics(),
 		policy:  Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
+
+		crashHook: envCrashHook,
 	}
 	w.stopping, w.stop = context.WithCancel(context.Background())
 	w.redisAlive.Store(true)

@@ -2,12 +2,10 @@ package reconcile_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/internal/redistest"
 	"github.com/enrollq/enrollq/ledger"
@@ -15,17 +13,6 @@ import (
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 )
-
-// tripCounter counts client round trips: a command or a pipeline is one.
-type tripCounter struct{ n atomic.Int64 }
-
-func (c *tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
-}
-func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(1); return next(ctx, cmds) }
-}
 
 // TestSweepRoundTripsScale (issue 11): a sweep over 2,000 live and 1,000
 // dead records costs a few dozen round trips (pages of 500 and 1,000), not
@@ -79,13 +66,13 @@ func TestSweepRoundTripsScale(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	trips := &tripCounter{}
+	trips := &redistest.Trips{}
 	rdb.AddHook(trips)
 	rep, err := (&reconcile.Sweeper{Ledger: led, Inspector: insp}).Once(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := trips.n.Load()
+	n := trips.N()
 	t.Logf("sweep of %d live and %d dead records: %+v in %d round trips", nLive, nDead, rep, n)
 	// The record dead-lettered by the live pass is checked again by the
 	// dead pass.
