@@ -25,7 +25,7 @@ func (b *bundle) waitAll(sessions []string, state asynq.TaskState, timeout time.
 	return out
 }
 
-func (b *bundle) enrollN(n int, opts ...enqueue.Option) []string {
+func (b *bundle) enrollN(n int, opts ...enqueue.EnrollOption) []string {
 	b.t.Helper()
 	out := make([]string, n)
 	for i := range out {
