@@ -257,8 +257,9 @@ func (g *governor) bucketTTL() time.Duration { return 2*time.Minute + g.window }
 // callTally holds this process's call counts not yet in Redis: calls whose
 // report is only a count (no 429, no rejection, no transient failure, no
 // probe) are added here instead of a round trip each, and go to Redis with
-// the next admission (admitScript), with the next full report, or within
-// tallyFlushAfter when neither comes. The api breaker's ratio and `enrollq
+// the next admission (admitScript), with the next full report, at the end
+// of an attempt when no other is in flight (so an idle worker's counts are
+// in Redis before asynq hears of the task), or within tallyFlushAfter. The api breaker's ratio and `enrollq
 // stats` see them that much later; a failure's report adds them first, so
 // the breaker weighs a failure against every success this process saw.
 type callTally struct {

@@ -183,6 +183,7 @@ type Worker struct {
 
 	srv        *asynq.Server
 	redisAlive atomic.Bool
+	inflight   atomic.Int64 // attempts in ProcessTask
 
 	ledger *ledger.Ledger
 
