@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -43,7 +42,6 @@ import (
 // as an uncounted wait, well before asynq's lease or task timeout matters.
 type governor struct {
 	rdb         redis.UniversalClient
-	lim         *redis_rate.Limiter
 	limit       redis_rate.Limit
 	rate        budget.Rate // limit, period and reserve as leases see them
 	keys        govKeys
@@ -60,6 +58,8 @@ type governor struct {
 	pauseFallback  time.Duration // 429 without Retry-After
 	bucket         time.Duration
 	stateCacheTime time.Duration
+
+	tally callTally // call counts not yet in Redis
 
 	mu        sync.Mutex
 	cached    sharedState
@@ -191,115 +191,6 @@ func parseBreaker(m map[string]string) breakerState {
 	}
 }
 
-// admit waits until this process may call the API for a task of queue, at
-// most hold. It returns *errHeld when the hold ran out and ctx's error
-// when ctx ended.
-func (g *governor) admit(ctx context.Context, queue string, hold time.Duration) (ticket, error) {
-	start := time.Now()
-	deadline := start.Add(hold)
-	var t ticket
-	ownTaken := false // the slot of the own GCRA, once taken, is kept
-	// The GCRA restarts its clock when a slot opens and nobody takes it:
-	// a call that asks late loses the difference for good, slot after
-	// slot. So a task waiting for a slot wakes up to lead before it opens
-	// (spread over the lead, so not all at once) and asks again.
-	lead := min(3*time.Millisecond, g.slot()/10)
-	signupToken := ""
-	if g.signupQueue != "" && queue == g.signupQueue {
-		signupToken = randToken()
-		defer func() {
-			// A fresh context: the task's may be done, the mark must go.
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			defer cancel()
-			g.rdb.ZRem(cctx, g.keys.waiting, signupToken)
-		}()
-	}
-	for {
-		now := time.Now()
-		st, err := g.readState(ctx, now, signupToken)
-		if err != nil {
-			return t, fmt.Errorf("redis: reading the shared rate state: %w", err)
-		}
-		wait, reason, forSlot := time.Duration(0), "", false
-		switch {
-		case st.PausedUntil.After(now):
-			wait, reason = st.PausedUntil.Sub(now), "rate limited by the API (429)"
-		default:
-			for _, name := range []string{breakerAuth, breakerAPI} {
-				b := st.Breakers[name]
-				if !b.Open || t.probe == name {
-					continue
-				}
-				if now.Before(b.Until) {
-					wait, reason = b.Until.Sub(now), b.Reason
-					break
-				}
-				// The cool-down is over: one worker probes.
-				if token, ok := g.tryProbe(ctx, name); ok {
-					t.probe, t.probeToken = name, token
-					continue
-				}
-				wait, reason = g.poll(), b.Reason+" (a probe is under way)"
-				break
-			}
-			if wait == 0 && st.LiveWaiting > 0 {
-				wait, reason = g.slot(), "live calls first (a budget lease is waiting)"
-			}
-			if wait == 0 && signupToken == "" && st.SignupsWaiting > 0 && t.probe == "" {
-				wait, reason = g.slot(), "signup tasks first"
-			}
-		}
-		if wait == 0 && g.rate.OwnLimited() && !ownTaken && !st.LeaseSeen {
-			// The reserve: enrollq's own calls keep to Limit−Reserve
-			// unless they may borrow it (see shareWithBackend).
-			res, err := g.lim.Allow(ctx, g.keys.shared.Own, g.rate.Own())
-			if err != nil {
-				g.releaseProbe(ctx, t)
-				return ticket{}, fmt.Errorf("redis: rate limiter: %w", err)
-			}
-			if res.Allowed > 0 {
-				ownTaken = true
-			} else {
-				wait, reason = res.RetryAfter, "the reserve kept for the rest of the backend (ENROLLQ_RATE_RESERVE)"
-				forSlot = true
-			}
-		}
-		if wait == 0 {
-			res, err := g.lim.Allow(ctx, g.keys.rate, g.limit)
-			if err != nil {
-				g.releaseProbe(ctx, t)
-				return ticket{}, fmt.Errorf("redis: rate limiter: %w", err)
-			}
-			if res.Allowed > 0 {
-				return t, nil
-			}
-			wait, reason = res.RetryAfter, "rate budget"
-			forSlot = true
-		}
-		if now.Add(wait).After(deadline) {
-			g.releaseProbe(ctx, t)
-			return ticket{}, &errHeld{wait: wait, reason: reason}
-		}
-		switch {
-		case forSlot && wait > lead:
-			wait += time.Duration(rand.Int64N(int64(lead))) - lead
-		case forSlot:
-			wait += time.Duration(rand.Int64N(int64(lead/4) + 1))
-		default:
-			// A little jitter so that waiters do not all ask at once.
-			wait += time.Duration(rand.Int64N(int64(5 * time.Millisecond)))
-		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			g.releaseProbe(ctx, t)
-			return ticket{}, ctx.Err()
-		case <-timer.C:
-		}
-	}
-}
-
 // slot is the time between two calls at the rate limit.
 func (g *governor) slot() time.Duration { return g.limit.Period / time.Duration(g.limit.Rate) }
 
@@ -360,6 +251,20 @@ type callOutcome struct {
 	status     int
 }
 
+// full reports whether a call's report is more than a count (a 429, a
+// rejection, a transient failure or a probe's answer), which report writes
+// at once; a count alone waits in the tally.
+func (o callOutcome) full(t ticket) bool {
+	return o.rateLimit || o.rejected || o.transient || t.probe != ""
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // report records one call's outcome in the shared state: the call count,
 // a 429's pause, the breakers. Errors are logged, not returned: the call has
 // happened, and the task's outcome does not depend on this bookkeeping.
@@ -368,16 +273,23 @@ func (g *governor) report(ctx context.Context, t ticket, o callOutcome) {
 	defer cancel()
 	defer g.releaseProbe(ctx, t)
 	now := time.Now()
-	bucket := g.keys.calls + strconv.FormatInt(now.UnixNano()/int64(g.bucket), 10)
+	if !o.full(t) {
+		g.tally.add(g.bucketOf(now), o.transient)
+		return
+	}
+	// This call's count, with the tally's (the breaker weighs this call
+	// against every one this process made before it).
+	bucket := g.bucketOf(now)
+	pb, pn, pf := g.tally.take()
 	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.HIncrBy(ctx, bucket, "n", 1)
-		if o.transient {
-			p.HIncrBy(ctx, bucket, "f", 1)
+		if pn > 0 {
+			g.tallyCmds(ctx, p, pb, pn, pf)
 		}
-		p.PExpire(ctx, bucket, 2*time.Minute+g.window)
+		g.tallyCmds(ctx, p, bucket, 1, int64(boolInt(o.transient)))
 		return nil
 	})
 	if err != nil {
+		g.tally.putBack(pb, pn, pf)
 		g.log.Warn("could not record the call in the shared rate state", "err", err)
 	}
 

@@ -129,6 +129,8 @@ func (c *sharedCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (c *sharedCollector) collect(ctx context.Context, ch chan<- prometheus.Metric, l *lane) {
+	// This process's counts not yet in Redis first (callTally).
+	l.gov.tally.flushNow()
 	b, err := readBudget(ctx, l.cfg.Redis, l.cfg.KeyPrefix, l.cfg.APIKeyID)
 	if err != nil {
 		return

@@ -130,6 +130,12 @@ type Config struct {
 	HTTPRoutes map[string]http.Handler
 	// KeyPrefix prefixes the worker's own Redis keys. Default "enrollq:".
 	KeyPrefix string
+	// NoResults leaves completed tasks without a result (Result, the
+	// JSON asynqmon's Completed tab shows). asynq keeps a result only for
+	// a task enqueued with a retention (ENROLLQ_KEEP_COMPLETED); for the
+	// rest, writing it is a Redis round trip per task for nothing.
+	// `enrollq worker` sets it when ENROLLQ_KEEP_COMPLETED is 0.
+	NoResults bool
 	// AllowEviction lets Run start on a Redis whose maxmemory-policy is
 	// not noeviction (ENROLLQ_ALLOW_EVICTION); otherwise Run refuses.
 	AllowEviction bool
@@ -193,13 +199,14 @@ type Worker struct {
 	policy  Policy
 
 	redisAlive atomic.Bool
+	inflight   atomic.Int64 // attempts in ProcessTask
 
 	ledger *ledger.Ledger
 
-	// stopping is closed when Run's context ends: attempts that are not in
-	// an API call give their task back at once.
-	stopping chan struct{}
-	stopOnce sync.Once
+	// stopping ends when Run's context ends: attempts that are not in an
+	// API call give their task back at once.
+	stopping context.Context
+	stop     context.CancelFunc
 
 	// crashHook, when set (tests only), runs at each point of the path
 	// (pointAdmitted…pointSettled): a panic there stands for a crash.
@@ -235,14 +242,16 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w := &Worker{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		ledger:   led,
-		stopping: make(chan struct{}),
-		dead:     deadletter.New(cfg.Redis, cfg.KeyPrefix),
-		metrics:  newMetrics(),
-		policy:   Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
+		cfg:     cfg,
+		log:     cfg.Logger,
+		ledger:  led,
+		dead:    deadletter.New(cfg.Redis, cfg.KeyPrefix),
+		metrics: newMetrics(),
+		policy:  Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
+
+		crashHook: envCrashHook,
 	}
+	w.stopping, w.stop = context.WithCancel(context.Background())
 	w.redisAlive.Store(true)
 	for _, p := range projects {
 		w.lanes = append(w.lanes, w.newLane(cfg, p))
@@ -317,8 +326,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker stopping", "shutdown_timeout", w.cfg.ShutdownTimeout)
 	// Attempts that wait (for admission, a busy session) give their task
 	// back at once, uncounted; only calls in flight get ShutdownTimeout.
-	w.stopOnce.Do(func() { close(w.stopping) })
+	w.stop()
 	w.stopLanes()
+	for _, l := range w.lanes {
+		l.gov.tally.stop()
+	}
 	if httpSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -349,17 +361,19 @@ func (w *Worker) checkEviction(ctx context.Context) error {
 	return fmt.Errorf("worker: Redis maxmemory-policy is %q, not noeviction: evicted keys lose tasks and ledger records silently; set maxmemory-policy noeviction, or ENROLLQ_ALLOW_EVICTION=true to start anyway", policy)
 }
 
-// untilStopping is ctx, ended also when the worker starts stopping.
+// flushTallies writes every lane's call counts not yet in Redis.
+func (w *Worker) flushTallies() {
+	for _, l := range w.lanes {
+		l.gov.tally.flushNow()
+	}
+}
+
+// untilStopping is ctx, ended also when the worker starts stopping (no
+// goroutine per attempt: context.AfterFunc).
 func (w *Worker) untilStopping(ctx context.Context) (context.Context, context.CancelFunc) {
 	sctx, cancel := context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-w.stopping:
-			cancel()
-		case <-sctx.Done():
-		}
-	}()
-	return sctx, cancel
+	stop := context.AfterFunc(w.stopping, cancel)
+	return sctx, func() { stop(); cancel() }
 }
 
 // Ready reports whether the worker can do useful work, and why not: Redis
@@ -457,7 +471,6 @@ func newBackoff(base, max time.Duration) *backoff.ExponentialBackOff {
 func newGovernor(cfg Config) *governor {
 	g := &governor{
 		rdb: cfg.Redis,
-		lim: redis_rate.NewLimiter(cfg.Redis),
 		// Burst 1: calls are spread evenly, one every RatePeriod/RateLimit.
 		// The period is stretched by 1% so that the spacing survives the
 		// jitter of network latency: calls as they arrive at the API never
@@ -480,5 +493,6 @@ func newGovernor(cfg Config) *governor {
 		g.signupQueue = cfg.SignupQueue
 	}
 	g.shareWithBackend(cfg)
+	g.tally.flush = g.writeTally
 	return g
 }

@@ -67,6 +67,7 @@ func (workerCmd) Run(e *env) error {
 		HTTPRoutes:      routes,
 		RateLimit:       e.cfg.RateLimit,
 		AllowEviction:   e.cfg.AllowEviction,
+		NoResults:       e.cfg.KeepCompleted == 0, // asynq keeps no result then
 	})
 	if err != nil {
 		return err
