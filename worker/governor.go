@@ -136,20 +136,14 @@ type ticket struct {
 	probeToken string
 }
 
+// readState reads the shared state for admit: it announces a waiting signup
+// task (signupToken, when not empty) and drops the announcements that ran
+// out, then reads, all in one round trip. Readers that only look (/readyz,
+// metrics, stats) use readShared, which writes nothing.
 func (g *governor) readState(ctx context.Context, now time.Time, signupToken string) (sharedState, error) {
-	var (
-		pause   *redis.FloatCmd
-		brs     = map[string]*redis.MapStringStringCmd{}
-		waiting *redis.IntCmd
-		live    *redis.IntCmd
-		seen    *redis.IntCmd
-	)
 	nowMs := now.UnixMilli()
+	var collect func() sharedState
 	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		pause = p.ZScore(ctx, g.keys.pause, "until")
-		for name, k := range g.keys.breaker {
-			brs[name] = p.HGetAll(ctx, k)
-		}
 		if g.signupQueue != "" {
 			if signupToken != "" {
 				// Announce this signup task for a little longer than it
@@ -158,28 +152,65 @@ func (g *governor) readState(ctx context.Context, now time.Time, signupToken str
 				p.PExpire(ctx, g.keys.waiting, g.maxHold+10*time.Second)
 			}
 			p.ZRemRangeByScore(ctx, g.keys.waiting, "-inf", strconv.FormatInt(nowMs, 10))
-			waiting = p.ZCard(ctx, g.keys.waiting)
 		}
 		p.ZRemRangeByScore(ctx, g.keys.shared.LiveWaiting, "-inf", strconv.FormatInt(nowMs, 10))
-		live = p.ZCard(ctx, g.keys.shared.LiveWaiting)
-		seen = p.Exists(ctx, g.keys.shared.LeaseSeen)
+		collect = queueSharedReads(ctx, p, g.keys, nowMs, g.signupQueue != "")
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return sharedState{}, err
 	}
-	st := sharedState{Breakers: map[string]breakerState{}}
-	if v, err := pause.Result(); err == nil {
-		st.PausedUntil = time.UnixMilli(int64(v))
+	return collect(), nil
+}
+
+// readShared reads the shared state under keys at now without writing
+// anything: announcements that ran out are not counted, but left for admit
+// to drop.
+func readShared(ctx context.Context, rdb redis.UniversalClient, keys govKeys, now time.Time, signups bool) (sharedState, error) {
+	var collect func() sharedState
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		collect = queueSharedReads(ctx, p, keys, now.UnixMilli(), signups)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return sharedState{}, err
 	}
-	for name, c := range brs {
-		st.Breakers[name] = parseBreaker(c.Val())
+	return collect(), nil
+}
+
+// queueSharedReads adds the reads of the shared state to p (read commands
+// only; signups: also the waiting signup tasks) and returns what turns their
+// answers into a sharedState once p has run. Announcements whose score is
+// nowMs or older have run out and are not counted.
+func queueSharedReads(ctx context.Context, p redis.Pipeliner, keys govKeys, nowMs int64, signups bool) func() sharedState {
+	var (
+		pause   = p.ZScore(ctx, keys.pause, "until")
+		brs     = map[string]*redis.MapStringStringCmd{}
+		waiting *redis.IntCmd
+	)
+	for name, k := range keys.breaker {
+		brs[name] = p.HGetAll(ctx, k)
 	}
-	if waiting != nil {
-		st.SignupsWaiting = waiting.Val()
+	live := "(" + strconv.FormatInt(nowMs, 10)
+	if signups {
+		waiting = p.ZCount(ctx, keys.waiting, live, "+inf")
 	}
-	st.LiveWaiting, st.LeaseSeen = live.Val(), seen.Val() > 0
-	return st, nil
+	liveWaiting := p.ZCount(ctx, keys.shared.LiveWaiting, live, "+inf")
+	seen := p.Exists(ctx, keys.shared.LeaseSeen)
+	return func() sharedState {
+		st := sharedState{Breakers: map[string]breakerState{}}
+		if v, err := pause.Result(); err == nil {
+			st.PausedUntil = time.UnixMilli(int64(v))
+		}
+		for name, c := range brs {
+			st.Breakers[name] = parseBreaker(c.Val())
+		}
+		if waiting != nil {
+			st.SignupsWaiting = waiting.Val()
+		}
+		st.LiveWaiting, st.LeaseSeen = liveWaiting.Val(), seen.Val() > 0
+		return st
+	}
 }
 
 func parseBreaker(m map[string]string) breakerState {
@@ -479,14 +510,15 @@ func (g *governor) close(ctx context.Context, name, msg string) {
 	g.mu.Unlock()
 }
 
-// state returns the shared state, read at most once a second (for /readyz).
+// state returns the shared state, read at most once a second and without
+// writing (for /readyz and the metrics).
 func (g *governor) state(ctx context.Context) (sharedState, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if time.Since(g.cachedAt) < g.stateCacheTime {
 		return g.cached, g.cachedErr
 	}
-	g.cached, g.cachedErr = g.readState(ctx, time.Now(), "")
+	g.cached, g.cachedErr = readShared(ctx, g.rdb, g.keys, time.Now(), g.signupQueue != "")
 	g.cachedAt = time.Now()
 	return g.cached, g.cachedErr
 }

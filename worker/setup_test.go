@@ -190,13 +190,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	return b
 }
 
-func (b *bundle) deleteKeys(pattern string) {
-	ctx := context.Background()
-	iter := b.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
-	for iter.Next(ctx) {
-		b.rdb.Del(ctx, iter.Val())
-	}
-}
+func (b *bundle) deleteKeys(pattern string) { deleteKeys(b.rdb, pattern) }
 
 // enroll enqueues a session through the real producer API.
 func (b *bundle) enroll(sessionID string, opts ...enqueue.Option) {

@@ -132,8 +132,7 @@ func readBudget(ctx context.Context, rdb redis.UniversalClient, prefix, id strin
 	if ms, err := strconv.ParseInt(meta["bucket_ms"], 10, 64); err == nil && ms > 0 {
 		bucket = time.Duration(ms) * time.Millisecond
 	}
-	g := &governor{rdb: rdb, keys: keys, signupQueue: "-"}
-	sh, err := g.readState(ctx, time.Now(), "")
+	sh, err := readShared(ctx, rdb, keys, time.Now(), true)
 	if err != nil {
 		return b, err
 	}
