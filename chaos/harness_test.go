@@ -3,7 +3,6 @@ package chaos
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -229,9 +228,4 @@ func checkAgainstAPI(t *testing.T, rdb redis.UniversalClient, queue string, api 
 		}
 	}
 	return reconciled
-}
-
-func isExit(err error) bool {
-	var ee *exec.ExitError
-	return errors.As(err, &ee)
 }
