@@ -40,20 +40,20 @@ func parse(t *testing.T, raw string, files redisconn.TLS) redisconn.Conn {
 	return conn
 }
 
-// checkAsynq enqueues a task through asynq's client on conn, reads it back
-// through asynq's Inspector on conn, and checks with a plain connection
+// checkAsynq enqueues a task through asynq's client on conn's client (as
+// enqueue and the worker do), reads it back through asynq's Inspector on it, and checks with a plain connection
 // (plain, on the server's non-TLS port) that Redis really holds it.
 func checkAsynq(t *testing.T, conn redisconn.Conn, plain redis.UniversalClient) {
 	t.Helper()
 	queue := "tls-" + strings.ReplaceAll(t.Name(), "/", "-")
-	client := asynq.NewClient(conn.Asynq())
-	defer client.Close()
+	rdb := conn.Client(0)
+	defer rdb.Close()
+	client := asynq.NewClientFromRedisClient(rdb)
 	info, err := client.Enqueue(asynq.NewTask("tls:test", []byte("payload")), asynq.Queue(queue), asynq.TaskID("t1"))
 	if err != nil {
 		t.Fatalf("asynq enqueue over TLS: %v", err)
 	}
-	insp := asynq.NewInspector(conn.Asynq())
-	defer insp.Close()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
 	got, err := insp.GetTaskInfo(queue, info.ID)
 	if err != nil {
 		t.Fatalf("asynq Inspector over TLS: %v", err)
