@@ -125,6 +125,8 @@ type Call struct {
 	AccountID string
 	// KeyOK is whether the x-api-key header held the right key.
 	KeyOK bool
+	// UserAgent is the User-Agent header the call carried.
+	UserAgent string
 	// Status answered, or 0 when the connection was dropped.
 	Status int
 	// Code is the error code answered, if any.
@@ -343,7 +345,7 @@ type enrollBody struct {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	call := Call{At: time.Now(), Path: r.URL.Path}
+	call := Call{At: time.Now(), Path: r.URL.Path, UserAgent: r.UserAgent()}
 	if r.Method != http.MethodPost || (r.URL.Path != verisoul.EnrollPath && r.URL.Path != VerifyFacePath) {
 		http.NotFound(w, r)
 		return
