@@ -65,7 +65,8 @@ type Stats struct {
 
 // ReadStats reads the sizes of queues (missing queues count as empty) and
 // the shared rate state of every API key workers have used on this Redis
-// under prefix ("enrollq:" by default).
+// under prefix (the workers' Config.KeyPrefix: ledger.DefaultPrefix unless
+// they set one).
 func ReadStats(ctx context.Context, rdb redis.UniversalClient, prefix string, queues []string) (Stats, error) {
 	var st Stats
 	insp := asynq.NewInspectorFromRedisClient(rdb)

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/worker"
 )
@@ -22,7 +23,8 @@ func (c statsCmd) Run(e *env) error {
 		return err
 	}
 	defer rdb.Close()
-	st, err := worker.ReadStats(e.ctx, rdb, "enrollq:", []string{tasks.QueueSignup, tasks.QueueBackfill})
+	// The workers' prefix: no command sets worker.Config.KeyPrefix.
+	st, err := worker.ReadStats(e.ctx, rdb, ledger.DefaultPrefix, []string{tasks.QueueSignup, tasks.QueueBackfill})
 	if err != nil {
 		return fmt.Errorf("reading stats from Redis at %s: %w", e.cfg.RedactedRedisURL(), err)
 	}
