@@ -17,6 +17,7 @@ import (
 
 	"github.com/enrollq/enrollq/internal/redisconn"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 )
 
 // The TLS tests run real redis-server children with --tls-port and
@@ -177,7 +178,7 @@ func TestTLSCluster(t *testing.T) {
 	if err := plain.ClusterAddSlotsRange(ctx, 0, 16383).Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the cluster to be ok", func() error {
+	testutil.EventuallyNil(t, "the cluster to be ok", func() error {
 		info, err := plain.ClusterInfo(ctx).Result()
 		if err == nil && !strings.Contains(info, "cluster_state:ok") {
 			err = errors.New("cluster_state is not ok")
@@ -220,7 +221,7 @@ func TestTLSSentinel(t *testing.T) {
 	_, masterPort, _ := strings.Cut(master.TLSAddr, ":")
 	sentinelAddr := startTLSSentinel(t, f, masterPort)
 	conn := parse(t, "rediss-sentinel://"+sentinelAddr+"/?master=tlsmaster", redisconn.TLS{CAFile: f.CAFile, CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile})
-	waitFor(t, "the sentinel to name the master", func() error { return ping(t, conn) })
+	testutil.EventuallyNil(t, "the sentinel to name the master", func() error { return ping(t, conn) })
 	plain := redis.NewClient(&redis.Options{Addr: master.Addr})
 	defer plain.Close()
 	checkAsynq(t, conn, plain)
@@ -268,19 +269,4 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func waitFor(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
