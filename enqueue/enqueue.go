@@ -129,7 +129,8 @@ func (e *DuplicateError) Error() string {
 func (e *DuplicateError) Is(target error) bool { return target == e.kind }
 
 // Client enqueues enrollments. It is safe for concurrent use; create one per
-// process and Close it when done.
+// process. It holds nothing of its own to release: the Redis connection is
+// the caller's, and so there is no Close.
 type Client struct {
 	rdb      redis.UniversalClient
 	ac       *asynq.Client
@@ -138,57 +139,9 @@ type Client struct {
 	defaults settings
 }
 
-// settings are what Options change.
-type settings struct {
-	task        tasks.Options
-	retention   time.Duration
-	run         string
-	ledger      *ledger.Ledger
-	createdAt   time.Time
-	concurrency int
-	maxQueued   int
-	onWait      func(queued int)
-}
-
-// Option changes a Client's defaults, one Enroll call or one EnrollMany.
-type Option func(*settings)
-
-// WithQueue sets the queue (default tasks.QueueSignup).
-func WithQueue(q string) Option { return func(s *settings) { s.task.Queue = q } }
-
-// WithMaxRetry sets the transient retry budget (default 10).
-func WithMaxRetry(n int) Option { return func(s *settings) { s.task.MaxRetry = n } }
-
-// WithRetention sets how long the ledger keeps an enrolled session's record
-// (default 720h, ENROLLQ_RETENTION), which is how long a second Enroll of
-// the session reports ErrAlreadyEnrolled. Dead letters are kept until
-// purged whatever it says.
-func WithRetention(d time.Duration) Option { return func(s *settings) { s.retention = d } }
-
-// WithKeepCompleted makes asynq keep the session's completed task for d
-// (ENROLLQ_KEEP_COMPLETED), for the dashboard's Completed tab. The default,
-// 0, keeps none: the ledger answers "already enrolled" in about 60 bytes,
-// where a retained task costs about a kilobyte.
-func WithKeepCompleted(d time.Duration) Option { return func(s *settings) { s.task.Retention = d } }
-
-// WithRun names the backfill run that enqueues the sessions (kept in their
-// ledger records, counted per run); "" for none, the default.
-func WithRun(run string) Option { return func(s *settings) { s.run = run } }
-
-// WithLedger makes the client record sessions in l (New only), for a
-// caller that shares one ledger with other parts or sets ledger.Options
-// (key prefix, reconcile grace) itself; WithRetention is then l's.
-func WithLedger(l *ledger.Ledger) Option { return func(s *settings) { s.ledger = l } }
-
-// WithCreatedAt gives the session's creation time (one Enroll call): a
-// session whose 30-day enrollment window has ended is dead-lettered as
-// session_older_than_30_days by the worker without an API call, and its
-// retries never go past the window.
-func WithCreatedAt(t time.Time) Option { return func(s *settings) { s.createdAt = t } }
-
 // New returns a Client on rdb, which it does not close. opts set the defaults
-// of every Enroll.
-func New(rdb redis.UniversalClient, opts ...Option) *Client {
+// of every Enroll and EnrollMany.
+func New(rdb redis.UniversalClient, opts ...ClientOption) *Client {
 	c := &Client{
 		rdb:  rdb,
 		ac:   asynq.NewClientFromRedisClient(rdb),
@@ -200,43 +153,23 @@ func New(rdb redis.UniversalClient, opts ...Option) *Client {
 		},
 	}
 	for _, o := range opts {
-		o(&c.defaults)
+		o.client(&c.defaults)
 	}
 	c.led = c.defaults.ledger
 	if c.led == nil {
-		c.led = c.ledgerFor(c.defaults)
+		// ledger.New does no I/O. Only a retention under a second fails;
+		// take the default then.
+		var err error
+		if c.led, err = ledger.New(rdb, ledger.Options{Retention: c.defaults.retention}); err != nil {
+			c.led, _ = ledger.New(rdb, ledger.Options{})
+		}
 	}
 	return c
-}
-
-// ledgerFor returns the ledger with s's retention (the Client's own unless
-// one call changed it). ledger.New does no I/O.
-func (c *Client) ledgerFor(s settings) *ledger.Ledger {
-	if c.led != nil && s.retention == c.defaults.retention {
-		return c.led
-	}
-	l, err := ledger.New(c.rdb, ledger.Options{Retention: s.retention})
-	if err != nil {
-		// Only a retention under a second fails; take the default then.
-		l, _ = ledger.New(c.rdb, ledger.Options{})
-	}
-	return l
 }
 
 // Ledger is the ledger the client records enrollments in (for readers that
 // share the client's connection: status, the dead-letter commands).
 func (c *Client) Ledger() *ledger.Ledger { return c.led }
-
-func (c *Client) settings(opts []Option) settings {
-	s := c.defaults
-	for _, f := range opts {
-		f(&s)
-	}
-	return s
-}
-
-// Close releases the client. The Redis connection is the caller's.
-func (c *Client) Close() error { return nil }
 
 // Enrolled describes a task that was enqueued.
 type Enrolled struct {
@@ -269,8 +202,11 @@ type Enrolled struct {
 // (pending, scheduled or retry) moves that task to signup and succeeds with
 // Enrolled.Moved; a backfill task already running is left alone and the
 // answer is ErrAlreadyQueued.
-func (c *Client) Enroll(ctx context.Context, sessionID, accountID string, opts ...Option) (Enrolled, error) {
-	s := c.settings(opts)
+func (c *Client) Enroll(ctx context.Context, sessionID, accountID string, opts ...EnrollOption) (Enrolled, error) {
+	s := c.defaults
+	for _, o := range opts {
+		o.enroll(&s)
+	}
 	p, err := newPayload(sessionID, accountID, s.createdAt)
 	if err != nil {
 		return Enrolled{}, err
@@ -294,7 +230,7 @@ func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Opt
 	if err != nil {
 		return Enrolled{}, err
 	}
-	led := c.ledgerFor(s)
+	led := c.led
 	rec, err := led.Queued(ctx, ledger.QueuedArgs{SessionID: p.SessionID, AccountID: p.AccountID, Queue: o.Queue, Run: s.run})
 	if err != nil {
 		var se *ledger.StateError

@@ -44,7 +44,7 @@ type bundle struct {
 	enq   *enqueue.Client
 }
 
-func setup(t *testing.T, opts ...enqueue.Option) *bundle {
+func setup(t *testing.T, opts ...enqueue.ClientOption) *bundle {
 	t.Helper()
 	rdb := redistest.Client(t, redisDB)
 	b := &bundle{
@@ -53,13 +53,10 @@ func setup(t *testing.T, opts ...enqueue.Option) *bundle {
 		insp:  asynq.NewInspectorFromRedisClient(rdb),
 		queue: newQueue(),
 	}
-	b.enq = enqueue.New(rdb, append([]enqueue.Option{enqueue.WithQueue(b.queue)}, opts...)...)
+	b.enq = enqueue.New(rdb, append([]enqueue.ClientOption{enqueue.WithQueue(b.queue)}, opts...)...)
 	// Cleanups run last-registered first: the connection is closed after
 	// every queue of the test (and any server on it) is gone.
 	t.Cleanup(func() {
-		if err := b.enq.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
 		_ = rdb.Close()
 	})
 	b.cleanupQueue(b.queue)

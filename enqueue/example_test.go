@@ -29,7 +29,6 @@ func ExampleClient_Enroll() {
 	defer insp.DeleteQueue(queue, true)
 
 	c := enqueue.New(rdb, enqueue.WithQueue(queue))
-	defer c.Close()
 
 	ctx := context.Background()
 	const session = "0007b793-ae5d-45a2-8d9f-4a5b573c3271"

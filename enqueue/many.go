@@ -23,18 +23,29 @@ const (
 	headerLine = "enrollq-line"
 )
 
-// WithConcurrency sets how many enqueues EnrollMany keeps in flight
-// (default 32). asynq has no batch enqueue, so throughput comes from
-// concurrent round trips over the client's connection pool.
-func WithConcurrency(n int) Option { return func(s *settings) { s.concurrency = max(n, 1) } }
+// Row is one enrollment of an EnrollMany.
+type Row struct {
+	// Line identifies the row in its result and in the ErrDuplicateRow of
+	// a later row of the same session (DuplicateError.FirstLine): the
+	// line of a backfill file the row was read from, 1-based.
+	Line      int
+	SessionID string
+	AccountID string
+	CreatedAt time.Time // zero when unknown
+}
 
-// WithMaxQueued makes EnrollMany keep at most n tasks waiting (pending,
-// scheduled or retrying) in its queue: past that it waits for workers to
-// drain the queue, calling onWait (if not nil) with the queue's size about
-// once a second while it waits. It bounds the Redis memory a large backfill
-// holds at about n × 600 bytes.
-func WithMaxQueued(n int, onWait func(queued int)) Option {
-	return func(s *settings) { s.maxQueued, s.onWait = n, onWait }
+// Payload is the payload EnrollMany (and Enroll, given the same ids and
+// WithCreatedAt) enqueues for the row, or the *tasks.ValidationError that
+// rejects it: what a dry run checks without Redis.
+func (r Row) Payload() (tasks.EnrollPayload, error) {
+	return newPayload(r.SessionID, r.AccountID, r.CreatedAt)
+}
+
+// Expired reports whether the row's session was past its 30-day enrollment
+// window at now: it is enqueued all the same, and the worker dead-letters it
+// as session_older_than_30_days without calling the API.
+func (r Row) Expired(now time.Time) bool {
+	return tasks.EnrollPayload{CreatedAt: r.CreatedAt}.Expired(now)
 }
 
 // RowResult is the outcome of one row of EnrollMany.
@@ -50,12 +61,8 @@ type RowResult struct {
 	Err error
 }
 
-// Expired reports whether the row's session was past its 30-day enrollment
-// window at now: it is enqueued all the same, and the worker dead-letters it
-// as session_older_than_30_days without calling the API.
-func (r RowResult) Expired(now time.Time) bool {
-	return !r.Row.CreatedAt.IsZero() && !now.Before(r.Row.CreatedAt.Add(tasks.EnrollWindow))
-}
+// Expired is r.Row.Expired(now).
+func (r RowResult) Expired(now time.Time) bool { return r.Row.Expired(now) }
 
 // EnrollMany enqueues every row of rows with Enroll's validation and
 // duplicate handling, WithConcurrency enqueues in flight, and yields one
@@ -63,9 +70,12 @@ func (r RowResult) Expired(now time.Time) bool {
 // bounded whatever the number of rows: rows are pulled as results are
 // consumed. Stopping the iteration, or ctx ending, stops reading rows;
 // results of rows already taken are still yielded unless the loop stopped.
-func (c *Client) EnrollMany(ctx context.Context, rows iter.Seq[Row], opts ...Option) iter.Seq[RowResult] {
+func (c *Client) EnrollMany(ctx context.Context, rows iter.Seq[Row], opts ...ManyOption) iter.Seq[RowResult] {
 	return func(yield func(RowResult) bool) {
-		s := c.settings(opts)
+		s := c.defaults
+		for _, o := range opts {
+			o.many(&s)
+		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		run := newRunID()
@@ -122,7 +132,7 @@ func (c *Client) EnrollMany(ctx context.Context, rows iter.Seq[Row], opts ...Opt
 }
 
 func (c *Client) enrollRow(ctx context.Context, r Row, s settings, run string, gate *queueGate) error {
-	p, err := newPayload(r.SessionID, r.AccountID, r.CreatedAt)
+	p, err := r.Payload()
 	if err != nil {
 		return err
 	}

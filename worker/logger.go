@@ -29,8 +29,10 @@ type asynqLogger struct {
 	logged sync.Map
 }
 
-// NewAsynqLogger adapts l to asynq.Logger; lines carry component=asynq.
-func NewAsynqLogger(l *slog.Logger) *asynqLogger {
+// newAsynqLogger adapts l to asynq.Logger; lines carry component=asynq. It is
+// the worker's own (unexported): dropping the duplicate dead-letter line
+// needs the worker's ErrorHandler, so it is of no use on another server.
+func newAsynqLogger(l *slog.Logger) *asynqLogger {
 	return &asynqLogger{l: l.With(slog.String("component", "asynq"))}
 }
 

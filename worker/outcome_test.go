@@ -56,7 +56,6 @@ func TestSuccessKeepsRequestID(t *testing.T) {
 	ctx := context.Background()
 	// The default producer: no completed task kept.
 	plain := enqueue.New(b.rdb, enqueue.WithQueue(b.queue), enqueue.WithMaxRetry(3), enqueue.WithLedger(b.ledger()))
-	t.Cleanup(func() { _ = plain.Close() })
 	s := newSessionID()
 	if _, err := plain.Enroll(ctx, s, "acct-"+s[:8]); err != nil {
 		t.Fatal(err)

@@ -28,7 +28,7 @@ func (b *bundle) waitAll(sessions []string, state asynq.TaskState) []*asynq.Task
 	return out
 }
 
-func (b *bundle) enrollN(n int, opts ...enqueue.Option) []string {
+func (b *bundle) enrollN(n int, opts ...enqueue.EnrollOption) []string {
 	b.t.Helper()
 	out := make([]string, n)
 	for i := range out {

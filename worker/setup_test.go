@@ -194,7 +194,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 func (b *bundle) deleteKeys(pattern string) { deleteKeys(b.rdb, pattern) }
 
 // enroll enqueues a session through the real producer API.
-func (b *bundle) enroll(sessionID string, opts ...enqueue.Option) {
+func (b *bundle) enroll(sessionID string, opts ...enqueue.EnrollOption) {
 	b.t.Helper()
 	if _, err := b.enq.Enroll(context.Background(), sessionID, "acct-"+sessionID[:8], opts...); err != nil {
 		b.t.Fatalf("Enroll(%s): %v", sessionID, err)

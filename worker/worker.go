@@ -230,7 +230,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.redisAlive.Store(true)
 	w.registerCollectors()
-	alog := NewAsynqLogger(cfg.Logger)
+	alog := newAsynqLogger(cfg.Logger)
 	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,

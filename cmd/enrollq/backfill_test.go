@@ -207,6 +207,22 @@ func TestBackfillBadFilesExit2(t *testing.T) {
 	}
 }
 
+// TestBackfillCSVRecordTooLongStops: a CSV record over 1 MiB (here a quote
+// left open) stops the run with exit 2 and an error naming its line, after
+// the rows before it were enqueued; the summary counts them.
+func TestBackfillCSVRecordTooLongStops(t *testing.T) {
+	freshRedis(t)
+	env := []string{"REDIS_URL=" + redisURL(t)}
+	file := writeFile(t, "open-quote.csv", "session_id,account_id\n"+newSessionID()+",a\n"+newSessionID()+",\"b\n"+strings.Repeat("x,y\n", 300_000)+newSessionID()+",c\n")
+	r := enrollq(t, env, "backfill", file)
+	if r.code != 2 || !strings.Contains(r.stderr, "open-quote.csv: line 3: record too long (over 1 MiB): reading stops here") {
+		t.Errorf("exit %d, stderr %q; want 2 and the line", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "read 1 rows") || !strings.Contains(r.stdout, ": 1 enqueued,") {
+		t.Errorf("summary %q: want the row before the long record enqueued", r.stdout)
+	}
+}
+
 func TestBackfillRedisUnreachable(t *testing.T) {
 	t.Parallel()
 	file := writeFile(t, "s.csv", "session_id,account_id\n"+newSessionID()+",a\n")

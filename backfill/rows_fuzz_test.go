@@ -1,4 +1,4 @@
-package enqueue
+package backfill
 
 import (
 	"bufio"
@@ -20,18 +20,20 @@ import (
 //     nothing follows a FormatError;
 //   - the result does not depend on how the input is cut into reads;
 //   - with a record limit small enough for fuzz inputs to pass it, every
-//     record within the limit reads as it does without the limit, and each
-//     record over it is one "line too long" at the line it starts: this is
-//     what shows that skipping the rest of a long CSV record ends where
-//     encoding/csv ends it;
+//     record within the limit reads as it does without the limit; a JSONL
+//     line over it is one "line too long" at its line and reading goes on;
+//     a CSV record over it ends the reading with a FormatError at the line
+//     it starts, after every record before it read as without the limit,
+//     and only a record really over the limit does (its size measured by
+//     the read without the limit);
 //   - CSV line numbers are those of csv.Reader.FieldPos;
 //   - JSONL never changes bytes silently (no U+FFFD that the line does not
 //     spell).
 //
 // Run them with
 //
-//	go test ./enqueue -run '^$' -fuzz FuzzReadRowsCSV -fuzztime 30s
-//	go test ./enqueue -run '^$' -fuzz FuzzReadRowsJSONL -fuzztime 30s
+//	go test ./backfill -run '^$' -fuzz FuzzReadRowsCSV -fuzztime 30s
+//	go test ./backfill -run '^$' -fuzz FuzzReadRowsJSONL -fuzztime 30s
 
 const fuzzLimit = 24 // bytes: the small record limit
 
@@ -188,11 +190,16 @@ func checkReadRows(t *testing.T, data []byte, f Format) {
 	if got := collect(t, bytes.NewReader(data), f, fuzzLimit, -1); !same(got, small) {
 		t.Fatalf("small limit, one byte at a time:\n%v\nat once:\n%v", small, got)
 	}
+	stopLine := 0 // where a CSV record over the small limit ended the reading
 	if n := len(small); n > 0 && errors.As(small[n-1].err, new(*FormatError)) {
-		if strings.Contains(small[n-1].err.Error(), "too long") {
-			return // the header was over the small limit: nothing to compare
-		}
-		if m := len(whole); m == 0 || whole[m-1].String() != small[n-1].String() {
+		var fe *FormatError
+		errors.As(small[n-1].err, &fe)
+		if strings.Contains(fe.Reason, "too long") {
+			if f != FormatCSV || fe.Line < 1 {
+				t.Fatalf("small limit: %v", fe)
+			}
+			stopLine = fe.Line
+		} else if m := len(whole); m == 0 || whole[m-1].String() != small[n-1].String() {
 			t.Fatalf("small limit ends with %v, the whole read with %v", small[n-1], whole)
 		}
 		small = small[:n-1]
@@ -219,7 +226,7 @@ func checkReadRows(t *testing.T, data []byte, f Format) {
 		}
 	}
 	for line, y := range byLine {
-		if !smallLines[line] {
+		if !smallLines[line] && (stopLine == 0 || line < stopLine) {
 			t.Fatalf("small limit: nothing at line %d, where the whole read has %v", line, y)
 		}
 	}
@@ -257,18 +264,20 @@ func readCSVRecords(t *testing.T, data []byte, limit int) []csvRecord {
 	var out []csvRecord
 	for {
 		rec, line, err := recs.next()
-		size := recs.feed.size - recs.feed.tail
+		size := recs.feed.recordLen()
 		switch {
 		case err == io.EOF:
 			return out
 		case err == errTooLong:
-			out = append(out, csvRecord{line, "too long", size})
+			return append(out, csvRecord{line, "too long", size}) // reading cannot go on
 		case err != nil:
 			pe, ok := errors.AsType[*csv.ParseError](err)
 			if !ok {
 				t.Fatalf("line %d: %v", line, err)
 			}
-			// Not csv's own line numbers: they do not count dropped lines.
+			if pe.StartLine != line {
+				t.Fatalf("parse error of the record at line %d: csv says it starts at line %d", line, pe.StartLine)
+			}
 			out = append(out, csvRecord{line, fmt.Sprintf("%q %v at +%d:%d", rec, pe.Err, pe.Line-pe.StartLine, pe.Column), size})
 		default:
 			out = append(out, csvRecord{line, fmt.Sprintf("%q", rec), size})
@@ -278,7 +287,8 @@ func readCSVRecords(t *testing.T, data []byte, limit int) []csvRecord {
 
 // checkCSVRecords compares the records of data read with a limit that the
 // first byte picks (so that the fuzzer can move it) with those read
-// without: records within the limit read the same, at the same lines.
+// without: records within the limit read the same, at the same lines, up
+// to the first record over the limit, where reading stops.
 func checkCSVRecords(t *testing.T, data []byte) {
 	if len(data) == 0 {
 		return
@@ -291,7 +301,11 @@ func checkCSVRecords(t *testing.T, data []byte) {
 		byLine[r.line] = r
 	}
 	seen := map[int]bool{}
+	stopLine := 0
 	for _, r := range small {
+		if r.text == "too long" {
+			stopLine = r.line
+		}
 		seen[r.line] = true
 		w, ok := byLine[r.line]
 		switch {
@@ -306,7 +320,7 @@ func checkCSVRecords(t *testing.T, data []byte) {
 		}
 	}
 	for line, r := range byLine {
-		if !seen[line] {
+		if !seen[line] && (stopLine == 0 || line < stopLine) {
 			t.Fatalf("limit %d: nothing at line %d, where without the limit there is %s\nwhole: %v\nsmall: %v", limit, line, r.text, whole, small)
 		}
 	}

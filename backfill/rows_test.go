@@ -1,4 +1,4 @@
-package enqueue_test
+package backfill_test
 
 import (
 	"bufio"
@@ -21,7 +21,7 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/backfill"
 	"github.com/enrollq/enrollq/tasks"
 )
 
@@ -41,10 +41,10 @@ const (
 //	"3 ! reason"                     a *RowError
 //	"format: line 1: reason"         a *FormatError
 //	"error: text"                    any other error
-func render(t *testing.T, row enqueue.Row, err error) string {
+func render(t *testing.T, row backfill.Row, err error) string {
 	t.Helper()
-	var re *enqueue.RowError
-	var fe *enqueue.FormatError
+	var re *backfill.RowError
+	var fe *backfill.FormatError
 	switch {
 	case err == nil:
 		created := ""
@@ -73,10 +73,10 @@ func render(t *testing.T, row enqueue.Row, err error) string {
 }
 
 // readAll renders every yield of ReadRows over r.
-func readAll(t *testing.T, r io.Reader, f enqueue.Format) []string {
+func readAll(t *testing.T, r io.Reader, f backfill.Format) []string {
 	t.Helper()
 	var out []string
-	for row, err := range enqueue.ReadRows(r, f) {
+	for row, err := range backfill.ReadRows(r, f) {
 		out = append(out, render(t, row, err))
 	}
 	return out
@@ -88,7 +88,7 @@ type rowsCase struct {
 	want []string
 }
 
-func runRowsCases(t *testing.T, f enqueue.Format, cases []rowsCase) {
+func runRowsCases(t *testing.T, f backfill.Format, cases []rowsCase) {
 	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -108,7 +108,7 @@ func runRowsCases(t *testing.T, f enqueue.Format, cases []rowsCase) {
 func TestReadRowsCSV(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("x", 10<<10)
-	runRowsCases(t, enqueue.FormatCSV, []rowsCase{
+	runRowsCases(t, backfill.FormatCSV, []rowsCase{
 		{"good rows", "session_id,account_id\n" + sidA + ",acct-1\n" + sidB + ",acct-2\n",
 			[]string{"2 " + sidA + "|acct-1|", "3 " + sidB + "|acct-2|"}},
 		{"no final newline", "session_id,account_id\n" + sidA + ",acct-1",
@@ -179,7 +179,7 @@ func TestReadRowsCSV(t *testing.T) {
 func TestReadRowsJSONL(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("x", 10<<10)
-	runRowsCases(t, enqueue.FormatJSONL, []rowsCase{
+	runRowsCases(t, backfill.FormatJSONL, []rowsCase{
 		{"good rows", `{"session_id":"` + sidA + `","account_id":"acct-1"}` + "\n" + `{"session_id":"` + sidB + `","account_id":"acct-2"}`,
 			[]string{"1 " + sidA + "|acct-1|", "2 " + sidB + "|acct-2|"}},
 		{"members in another order, unknown members", `{"x":[1,{"y":null}],"account_id":"a","n":1.5,"session_id":"S1"}` + "\n",
@@ -247,7 +247,7 @@ func TestReadRowsRaw(t *testing.T) {
 	t.Parallel()
 	csvIn := "account_id,session_id,created_at,x\n\"a, b\",S1,,y\nc,S2,bad,z\nd\n"
 	var got [][]string
-	for row := range enqueue.ReadRows(strings.NewReader(csvIn), enqueue.FormatCSV) {
+	for row := range backfill.ReadRows(strings.NewReader(csvIn), backfill.FormatCSV) {
 		got = append(got, row.Raw)
 	}
 	want := [][]string{{"a, b", "S1", "", "y"}, {"c", "S2", "bad", "z"}, {"d"}}
@@ -257,7 +257,7 @@ func TestReadRowsRaw(t *testing.T) {
 
 	jsonIn := "{\"session_id\":\"S1\",\"account_id\":\"a\"}\r\n{bad\n"
 	got = nil
-	for row := range enqueue.ReadRows(strings.NewReader(jsonIn), enqueue.FormatJSONL) {
+	for row := range backfill.ReadRows(strings.NewReader(jsonIn), backfill.FormatJSONL) {
 		got = append(got, row.Raw)
 	}
 	want = [][]string{{`{"session_id":"S1","account_id":"a"}`}, {"{bad"}}
@@ -267,7 +267,7 @@ func TestReadRowsRaw(t *testing.T) {
 
 	// A row whose created_at alone is bad keeps its ids, for the rejects
 	// file; a row that cannot be read has none.
-	for row, err := range enqueue.ReadRows(strings.NewReader(csvIn), enqueue.FormatCSV) {
+	for row, err := range backfill.ReadRows(strings.NewReader(csvIn), backfill.FormatCSV) {
 		switch row.Line {
 		case 3:
 			if err == nil || row.SessionID != "S2" || row.AccountID != "c" {
@@ -286,7 +286,7 @@ func TestReadRowsStopsWhenTold(t *testing.T) {
 	t.Parallel()
 	in := "session_id,account_id\nS1,a\nS2,b\nS3,c\n"
 	n := 0
-	for range enqueue.ReadRows(strings.NewReader(in), enqueue.FormatCSV) {
+	for range backfill.ReadRows(strings.NewReader(in), backfill.FormatCSV) {
 		n++
 		if n == 2 {
 			break
@@ -300,7 +300,7 @@ func TestReadRowsStopsWhenTold(t *testing.T) {
 func TestReadRowsUnknownFormat(t *testing.T) {
 	t.Parallel()
 	n := 0
-	for row, err := range enqueue.ReadRows(strings.NewReader("x"), enqueue.Format(0)) {
+	for row, err := range backfill.ReadRows(strings.NewReader("x"), backfill.Format(0)) {
 		n++
 		if err == nil || row.Line != 0 {
 			t.Errorf("Format(0): %+v, %v", row, err)
@@ -311,51 +311,59 @@ func TestReadRowsUnknownFormat(t *testing.T) {
 	}
 }
 
-// TestReadRowsLineTooLong: a record over 1 MiB is a RowError and reading
-// goes on after it, in both formats; one of exactly 1 MiB is read.
+// TestReadRowsLineTooLong: a JSONL line over 1 MiB is a RowError and
+// reading goes on after it; a CSV record over 1 MiB is a FormatError at the
+// line it starts, after the rows before it, and reading stops there; a
+// record of exactly 1 MiB is read.
 func TestReadRowsLineTooLong(t *testing.T) {
 	t.Parallel()
 	const mib = 1 << 20
 	big := strings.Repeat("y", mib+1)
 	exact := strings.Repeat("z", mib-len("S1,"))
 	tooLong := "line too long (over 1 MiB)"
+	csvStop := func(line int) string {
+		return fmt.Sprintf("format: line %d: record too long (over 1 MiB): reading stops here (a CSV record, whose quoted fields may span lines, must be at most that; a quote that is never closed makes the rest of the file one record)", line)
+	}
 	cases := []struct {
 		name string
-		f    enqueue.Format
+		f    backfill.Format
 		in   string
 		want []string
 	}{
-		{"CSV unquoted", enqueue.FormatCSV,
+		{"CSV unquoted", backfill.FormatCSV,
 			"session_id,account_id\nS1,a\nS2," + big + "\nS3,c\n",
-			[]string{"2 S1|a|", "3 ! " + tooLong, "4 S3|c|"}},
-		{"CSV exactly 1 MiB with CRLF", enqueue.FormatCSV,
+			[]string{"2 S1|a|", csvStop(3)}},
+		{"CSV after quoted line breaks and blank lines", backfill.FormatCSV,
+			"session_id,account_id\r\n\r\nS1,\"a\r\n\nb\"\n\n\nS2," + big + "\nS3,c\n",
+			[]string{"3 S1|a\n\nb|", csvStop(8)}},
+		{"CSV exactly 1 MiB with CRLF", backfill.FormatCSV,
 			"session_id,account_id\r\nS1," + exact + "\r\nS3,c\r\n",
 			[]string{"2 S1|" + exact + "|", "3 S3|c|"}},
-		{"CSV one byte more", enqueue.FormatCSV,
+		{"CSV one byte more", backfill.FormatCSV,
 			"session_id,account_id\r\nS1," + exact + "z\r\nS3,c\r\n",
-			[]string{"2 ! " + tooLong, "3 S3|c|"}},
-		{"CSV one byte more at the end", enqueue.FormatCSV,
+			[]string{csvStop(2)}},
+		{"CSV one byte more at the end", backfill.FormatCSV,
 			"session_id,account_id\nS1," + exact + "z",
-			[]string{"2 ! " + tooLong}},
-		{"CSV quoted field of many lines", enqueue.FormatCSV,
+			[]string{csvStop(2)}},
+		{"CSV quoted field of many lines", backfill.FormatCSV,
 			"session_id,account_id\nS1,\"" + strings.Repeat("line, \"\"quoted\"\"\n", mib/16) + "\",x\nS3,\"c\n\"\n",
-			[]string{"2 ! " + tooLong, fmt.Sprintf("%d S3|c\n|", 3+mib/16)}},
-		{"CSV quoting error in a long line", enqueue.FormatCSV,
+			[]string{csvStop(2)}},
+		{"CSV quoting error in a long line", backfill.FormatCSV,
 			"session_id,account_id\nS1,a\"" + big + "\nS3,c\n",
-			[]string{"2 ! " + tooLong, "3 S3|c|"}},
-		{"CSV quote never closed", enqueue.FormatCSV,
-			"session_id,account_id\nS1,\"" + big + "\nS3,c\n",
-			[]string{"2 ! " + tooLong}},
-		{"CSV header", enqueue.FormatCSV,
+			[]string{csvStop(2)}},
+		{"CSV quote never closed", backfill.FormatCSV,
+			"session_id,account_id\nS0,z\nS1,\"" + big + "\nS3,c\n",
+			[]string{"2 S0|z|", csvStop(3)}},
+		{"CSV header", backfill.FormatCSV,
 			"session_id,account_id," + big + "\nS1,a\n",
 			[]string{"format: line 1: the header is too long (over 1 MiB)"}},
-		{"JSONL", enqueue.FormatJSONL,
+		{"JSONL", backfill.FormatJSONL,
 			`{"session_id":"S1","account_id":"a"}` + "\n" + `{"session_id":"S2","account_id":"` + big + `"}` + "\n" + `{"session_id":"S3","account_id":"c"}`,
 			[]string{"1 S1|a|", "2 ! " + tooLong, "3 S3|c|"}},
-		{"JSONL exactly 1 MiB with CRLF", enqueue.FormatJSONL,
+		{"JSONL exactly 1 MiB with CRLF", backfill.FormatJSONL,
 			`{"session_id":"S1","account_id":"` + exact[:mib-len(`{"session_id":"S1","account_id":""}`)] + `"}` + "\r\n" + `{"session_id":"S3","account_id":"c"}`,
 			[]string{"1 S1|" + exact[:mib-len(`{"session_id":"S1","account_id":""}`)] + "|", "2 S3|c|"}},
-		{"JSONL one byte more at the end", enqueue.FormatJSONL,
+		{"JSONL one byte more at the end", backfill.FormatJSONL,
 			`{"session_id":"S1","account_id":"` + exact[:mib-len(`{"session_id":"S1","account_id":""}`)+1] + `"}`,
 			[]string{"1 ! " + tooLong}},
 	}
@@ -384,30 +392,30 @@ func TestFormatFor(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name, explicit string
-		want           enqueue.Format
+		want           backfill.Format
 		err            string
 	}{
-		{"rows.csv", "", enqueue.FormatCSV, ""},
-		{"rows.csv.gz", "", enqueue.FormatCSV, ""},
-		{"-", "", enqueue.FormatCSV, ""},
-		{"rows", "", enqueue.FormatCSV, ""},
-		{"rows.txt", "", enqueue.FormatCSV, ""},
-		{"rows.json", "", enqueue.FormatCSV, ""},
-		{"rows.jsonl", "", enqueue.FormatJSONL, ""},
-		{"dir/Rows.JSONL", "", enqueue.FormatJSONL, ""},
-		{"rows.jsonl.gz", "", enqueue.FormatJSONL, ""},
-		{"rows.ndjson", "", enqueue.FormatJSONL, ""},
-		{"rows.ndjson.gz", "", enqueue.FormatJSONL, ""},
-		{"rows.jsonl.bak", "", enqueue.FormatCSV, ""},
-		{"-", "jsonl", enqueue.FormatJSONL, ""},
-		{"rows.jsonl", "csv", enqueue.FormatCSV, ""},
-		{"rows.csv", "jsonl", enqueue.FormatJSONL, ""},
+		{"rows.csv", "", backfill.FormatCSV, ""},
+		{"rows.csv.gz", "", backfill.FormatCSV, ""},
+		{"-", "", backfill.FormatCSV, ""},
+		{"rows", "", backfill.FormatCSV, ""},
+		{"rows.txt", "", backfill.FormatCSV, ""},
+		{"rows.json", "", backfill.FormatCSV, ""},
+		{"rows.jsonl", "", backfill.FormatJSONL, ""},
+		{"dir/Rows.JSONL", "", backfill.FormatJSONL, ""},
+		{"rows.jsonl.gz", "", backfill.FormatJSONL, ""},
+		{"rows.ndjson", "", backfill.FormatJSONL, ""},
+		{"rows.ndjson.gz", "", backfill.FormatJSONL, ""},
+		{"rows.jsonl.bak", "", backfill.FormatCSV, ""},
+		{"-", "jsonl", backfill.FormatJSONL, ""},
+		{"rows.jsonl", "csv", backfill.FormatCSV, ""},
+		{"rows.csv", "jsonl", backfill.FormatJSONL, ""},
 		{"rows.csv", "xml", 0, `--format: must be csv or jsonl, got "xml"`},
 		{"rows.csv", "CSV", 0, `--format: must be csv or jsonl, got "CSV"`},
 		{"rows.csv", "ndjson", 0, `--format: must be csv or jsonl, got "ndjson"`},
 	}
 	for _, c := range cases {
-		got, err := enqueue.FormatFor(c.name, c.explicit)
+		got, err := backfill.FormatFor(c.name, c.explicit)
 		if c.err != "" {
 			if err == nil || err.Error() != c.err {
 				t.Errorf("FormatFor(%q, %q) = %v, %v; want error %q", c.name, c.explicit, got, err, c.err)
@@ -418,7 +426,7 @@ func TestFormatFor(t *testing.T) {
 			t.Errorf("FormatFor(%q, %q) = %v, %v; want %v", c.name, c.explicit, got, err, c.want)
 		}
 	}
-	if s := enqueue.FormatCSV.String() + " " + enqueue.FormatJSONL.String() + " " + enqueue.Format(7).String(); s != "csv jsonl Format(7)" {
+	if s := backfill.FormatCSV.String() + " " + backfill.FormatJSONL.String() + " " + backfill.Format(7).String(); s != "csv jsonl Format(7)" {
 		t.Errorf("String: %s", s)
 	}
 }
@@ -447,9 +455,9 @@ func writeTemp(t *testing.T, name string, data []byte) string {
 
 // openAndRead opens name with OpenInput, reads it with ReadRows, closes it
 // and checks what consumed reports against size.
-func openAndRead(t *testing.T, name string, f enqueue.Format) []string {
+func openAndRead(t *testing.T, name string, f backfill.Format) []string {
 	t.Helper()
-	r, size, consumed, closer, err := enqueue.OpenInput(name)
+	r, size, consumed, closer, err := backfill.OpenInput(name)
 	if err != nil {
 		t.Fatalf("OpenInput(%s): %v", name, err)
 	}
@@ -483,39 +491,39 @@ func TestOpenInput(t *testing.T) {
 
 	t.Run("plain", func(t *testing.T) {
 		t.Parallel()
-		if got := openAndRead(t, writeTemp(t, "rows.csv", []byte(csvIn)), enqueue.FormatCSV); !slices.Equal(got, want) {
+		if got := openAndRead(t, writeTemp(t, "rows.csv", []byte(csvIn)), backfill.FormatCSV); !slices.Equal(got, want) {
 			t.Errorf("got %q", got)
 		}
 	})
 	t.Run("gzip by name", func(t *testing.T) {
 		t.Parallel()
-		if got := openAndRead(t, writeTemp(t, "rows.csv.gz", gzipBytes(t, csvIn)), enqueue.FormatCSV); !slices.Equal(got, want) {
+		if got := openAndRead(t, writeTemp(t, "rows.csv.gz", gzipBytes(t, csvIn)), backfill.FormatCSV); !slices.Equal(got, want) {
 			t.Errorf("got %q", got)
 		}
 	})
 	t.Run("gzip by content", func(t *testing.T) {
 		t.Parallel()
-		if got := openAndRead(t, writeTemp(t, "rows.csv", gzipBytes(t, csvIn)), enqueue.FormatCSV); !slices.Equal(got, want) {
+		if got := openAndRead(t, writeTemp(t, "rows.csv", gzipBytes(t, csvIn)), backfill.FormatCSV); !slices.Equal(got, want) {
 			t.Errorf("got %q", got)
 		}
 	})
 	t.Run("gzip of several members", func(t *testing.T) {
 		t.Parallel()
 		data := append(gzipBytes(t, "session_id,account_id\nS1,a\n"), gzipBytes(t, "S2,b\n")...)
-		if got := openAndRead(t, writeTemp(t, "rows.csv.gz", data), enqueue.FormatCSV); !slices.Equal(got, want) {
+		if got := openAndRead(t, writeTemp(t, "rows.csv.gz", data), backfill.FormatCSV); !slices.Equal(got, want) {
 			t.Errorf("got %q", got)
 		}
 	})
 	t.Run("JSONL gzip", func(t *testing.T) {
 		t.Parallel()
-		got := openAndRead(t, writeTemp(t, "rows.jsonl.gz", gzipBytes(t, `{"session_id":"S1","account_id":"a"}`+"\n")), enqueue.FormatJSONL)
+		got := openAndRead(t, writeTemp(t, "rows.jsonl.gz", gzipBytes(t, `{"session_id":"S1","account_id":"a"}`+"\n")), backfill.FormatJSONL)
 		if !slices.Equal(got, []string{"1 S1|a|"}) {
 			t.Errorf("got %q", got)
 		}
 	})
 	t.Run("empty gzip-named file", func(t *testing.T) {
 		t.Parallel()
-		got := openAndRead(t, writeTemp(t, "rows.csv.gz", nil), enqueue.FormatCSV)
+		got := openAndRead(t, writeTemp(t, "rows.csv.gz", nil), backfill.FormatCSV)
 		if len(got) != 1 || !strings.HasPrefix(got[0], "format: the file is empty") {
 			t.Errorf("got %q", got)
 		}
@@ -528,13 +536,13 @@ func TestOpenInput(t *testing.T) {
 				data = gzipBytes(t, many)
 			}
 			name := writeTemp(t, "rows.csv", data)
-			r, size, consumed, closer, err := enqueue.OpenInput(name)
+			r, size, consumed, closer, err := backfill.OpenInput(name)
 			if err != nil {
 				t.Fatal(err)
 			}
 			var seen []int64
 			n := 0
-			for _, err := range enqueue.ReadRows(r, enqueue.FormatCSV) {
+			for _, err := range backfill.ReadRows(r, backfill.FormatCSV) {
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -565,12 +573,12 @@ func TestOpenInput(t *testing.T) {
 			}
 			done <- err
 		}()
-		r, size, consumed, closer, err := enqueue.OpenInput(p)
+		r, size, consumed, closer, err := backfill.OpenInput(p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer closer()
-		if got := readAll(t, r, enqueue.FormatCSV); !slices.Equal(got, want) {
+		if got := readAll(t, r, backfill.FormatCSV); !slices.Equal(got, want) {
 			t.Errorf("got %q", got)
 		}
 		if size != -1 || consumed() != int64(len(data)) {
@@ -582,7 +590,7 @@ func TestOpenInput(t *testing.T) {
 	})
 	t.Run("testdata", func(t *testing.T) {
 		t.Parallel()
-		got := openAndRead(t, filepath.Join("testdata", "rows", "mixed.csv"), enqueue.FormatCSV)
+		got := openAndRead(t, filepath.Join("testdata", "rows", "mixed.csv"), backfill.FormatCSV)
 		want := []string{
 			"2 0007b793-ae5d-45a2-8d9f-4a5b573c3271|acct-1|2026-11-01T10:00:00Z",
 			"4 1b4e28ba-2fa1-41d2-883f-0016d3cca427|Doe, Jane|",
@@ -593,7 +601,7 @@ func TestOpenInput(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("mixed.csv:\n\t%s", strings.Join(got, "\n\t"))
 		}
-		got = openAndRead(t, filepath.Join("testdata", "rows", "mixed.jsonl"), enqueue.FormatJSONL)
+		got = openAndRead(t, filepath.Join("testdata", "rows", "mixed.jsonl"), backfill.FormatJSONL)
 		want = []string{
 			"1 0007b793-ae5d-45a2-8d9f-4a5b573c3271|acct-1|2026-11-01T10:00:00Z",
 			"3 1b4e28ba-2fa1-41d2-883f-0016d3cca427|Doe, Jane\nsecond line|",
@@ -614,25 +622,25 @@ func TestOpenInputErrors(t *testing.T) {
 	dir := t.TempDir()
 
 	missing := filepath.Join(dir, "rows.csv")
-	_, _, _, _, err := enqueue.OpenInput(missing)
+	_, _, _, _, err := backfill.OpenInput(missing)
 	if !errors.Is(err, fs.ErrNotExist) || err.Error() != "open "+missing+": no such file or directory" {
 		t.Errorf("missing file: %v", err)
 	}
 
-	_, _, _, _, err = enqueue.OpenInput(dir)
+	_, _, _, _, err = backfill.OpenInput(dir)
 	if err == nil || !strings.Contains(err.Error(), dir) {
 		t.Errorf("directory: %v", err)
 	}
 
 	notGzip := writeTemp(t, "rows.csv.gz", []byte("session_id,account_id\n"))
-	_, _, _, _, err = enqueue.OpenInput(notGzip)
-	var fe *enqueue.FormatError
+	_, _, _, _, err = backfill.OpenInput(notGzip)
+	var fe *backfill.FormatError
 	if !errors.As(err, &fe) || !strings.HasPrefix(err.Error(), notGzip+": not gzip data") {
 		t.Errorf("not gzip: %v", err)
 	}
 
 	badHeader := writeTemp(t, "rows.csv", []byte{0x1f, 0x8b, 0, 0, 0})
-	_, _, _, _, err = enqueue.OpenInput(badHeader)
+	_, _, _, _, err = backfill.OpenInput(badHeader)
 	if !errors.As(err, &fe) || !strings.HasPrefix(err.Error(), badHeader+": ") {
 		t.Errorf("broken gzip header: %v", err)
 	}
@@ -655,12 +663,12 @@ func TestOpenInputErrors(t *testing.T) {
 		{"bad checksum", slices.Concat(good[:len(good)-8], []byte{1, 2, 3, 4}, good[len(good)-4:]), "corrupt gzip stream: gzip: invalid checksum"},
 	} {
 		name := writeTemp(t, "rows.gz", c.data)
-		_, _, _, _, err := enqueue.OpenInput(name)
-		var fe *enqueue.FormatError
+		_, _, _, _, err := backfill.OpenInput(name)
+		var fe *backfill.FormatError
 		if !errors.As(err, &fe) || !strings.HasPrefix(err.Error(), name+": ") || !strings.Contains(fe.Reason, c.want) || !strings.Contains(fe.Reason, "before reading any row") {
 			t.Errorf("%s, regular file: OpenInput = %v", c.name, err)
 		}
-		for _, f := range []enqueue.Format{enqueue.FormatCSV, enqueue.FormatJSONL} {
+		for _, f := range []backfill.Format{backfill.FormatCSV, backfill.FormatJSONL} {
 			got := openAndReadLast(t, fifoOf(t, c.data), f)
 			if !errors.As(got.err, &fe) || fe.Line < 2 || !strings.Contains(fe.Reason, c.want) {
 				t.Errorf("%s %v, pipe: last yield %v (after %d)", c.name, f, got.err, got.n)
@@ -729,11 +737,11 @@ func TestOpenInputDamagedGzip(t *testing.T) {
 	}
 
 	name := writeTemp(t, "rows.csv.gz", changed('9')) // acct-1900: a valid row that is not in the file
-	if _, _, _, _, err := enqueue.OpenInput(name); err == nil || !strings.Contains(err.Error(), "invalid checksum") {
+	if _, _, _, _, err := backfill.OpenInput(name); err == nil || !strings.Contains(err.Error(), "invalid checksum") {
 		t.Errorf("damaged regular file: OpenInput = %v, want the checksum error before any row", err)
 	}
 
-	got := openAndRead(t, fifoOf(t, changed(0xff)), enqueue.FormatCSV)
+	got := openAndRead(t, fifoOf(t, changed(0xff)), backfill.FormatCSV)
 	last := got[len(got)-1]
 	if len(got) != 1001 || !strings.HasPrefix(last, "format: line 1002: not valid UTF-8 in gzip data read from standard input or a pipe") {
 		t.Errorf("pipe: %d yields, last %q; want 1,000 rows, then a stop at line 1002", len(got), last)
@@ -745,15 +753,15 @@ type lastYield struct {
 	err error
 }
 
-func openAndReadLast(t *testing.T, name string, f enqueue.Format) lastYield {
+func openAndReadLast(t *testing.T, name string, f backfill.Format) lastYield {
 	t.Helper()
-	r, _, _, closer, err := enqueue.OpenInput(name)
+	r, _, _, closer, err := backfill.OpenInput(name)
 	if err != nil {
 		t.Fatalf("OpenInput: %v", err)
 	}
 	defer closer()
 	var last lastYield
-	for _, err := range enqueue.ReadRows(r, f) {
+	for _, err := range backfill.ReadRows(r, f) {
 		last.n++
 		last.err = err
 	}
@@ -780,11 +788,11 @@ func TestOpenInputStdinChild(t *testing.T) {
 	if os.Getenv("ENROLLQ_ROWS_STDIN_CHILD") != "1" {
 		t.Skip("run by TestOpenInputStdin")
 	}
-	r, size, consumed, closer, err := enqueue.OpenInput("-")
+	r, size, consumed, closer, err := backfill.OpenInput("-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := readAll(t, r, enqueue.FormatJSONL)
+	got := readAll(t, r, backfill.FormatJSONL)
 	if err := closer(); err != nil || consumed() == 0 {
 		t.Errorf("close %v, consumed %d", err, consumed())
 	}
@@ -794,12 +802,12 @@ func TestOpenInputStdinChild(t *testing.T) {
 // rejectAll reads in (format f) as the backfill does: a RowError, or a row
 // that fails tasks validation, is rejected; it returns the rejects file, in
 // input order, and the rows that would be enqueued.
-func rejectAll(t *testing.T, in string, f enqueue.Format) (rejects string, accepted []enqueue.Row) {
+func rejectAll(t *testing.T, in string, f backfill.Format) (rejects string, accepted []backfill.Row) {
 	t.Helper()
 	var buf bytes.Buffer
-	w := enqueue.NewRejectsWriter(&buf, f)
-	for row, err := range enqueue.ReadRows(strings.NewReader(in), f) {
-		var re *enqueue.RowError
+	w := backfill.NewRejectsWriter(&buf, f)
+	for row, err := range backfill.ReadRows(strings.NewReader(in), f) {
+		var re *backfill.RowError
 		switch {
 		case errors.As(err, &re):
 			err = w.Write(row, re.Reason)
@@ -836,8 +844,7 @@ func TestRejectsRoundTrip(t *testing.T) {
 		sidC + ",ok,,\n" + // 5: good
 		sidA + `,ac"ct,,` + "\n" + // 6: bare quote
 		`"` + sidB + `","Doe, ""Jane""` + "\nsecond line\",,q\n" + // 7-8: quotes and a line break, bad account
-		sidB + "," + strings.Repeat("a", 2<<20) + ",,\n" + // 9: too long
-		sidC + ",acct-\xff,,\n" // 10: not UTF-8
+		sidC + ",acct-\xff,,\n" // 9: not UTF-8 (a CSV record over 1 MiB stops the reading: TestReadRowsLineTooLong)
 	jsonIn := `{"session_id":"` + sidA + `","account_id":"a","created_at":"yesterday","extra":[1,2]}` + "\n" +
 		`{"session_id":"` + sidB + `","account_id":"ok"}` + "\n" +
 		`{"session_id":"not-a-uuid","account_id":"b"}` + "\n" +
@@ -846,23 +853,22 @@ func TestRejectsRoundTrip(t *testing.T) {
 		`{"session_id":"` + sidC + `","account_id":"c\xff"}` + "\n" +
 		`{}` + "\n"
 	cases := []struct {
-		f         enqueue.Format
+		f         backfill.Format
 		in        string
 		lines     []int // rejected, in input order
 		accepted  int
 		wantInOut []string
 	}{
-		{enqueue.FormatCSV, csvIn, []int{2, 3, 4, 6, 7, 9, 10}, 1, []string{
+		{backfill.FormatCSV, csvIn, []int{2, 3, 4, 6, 7, 9}, 1, []string{
 			"error,session_id,account_id,created_at,extra\n",
 			`"line 2: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got ""yesterday""",` + sidA + ",acct-1,yesterday,keep me\n",
 			`"line 3: expected at least 3 fields, got 2",` + sidB + ",acct-2\n",
 			",not-a-uuid,acct-3,,x,y,z\n",
 			`,` + sidA + `,ac"ct,,` + "\n",
 			`,` + sidB + `,"Doe, ""Jane""` + "\nsecond line\",,q\n",
-			"\nline 9: line too long (over 1 MiB)\n",
 			",acct-\xff,,\n",
 		}},
-		{enqueue.FormatJSONL, jsonIn, []int{1, 3, 4, 5, 6, 7}, 1, []string{
+		{backfill.FormatJSONL, jsonIn, []int{1, 3, 4, 5, 6, 7}, 1, []string{
 			`{"error":"line 1: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got \"yesterday\"","session_id":"` + sidA + `","account_id":"a","created_at":"yesterday","extra":[1,2]}` + "\n",
 			`","session_id":"not-a-uuid","account_id":"b"}` + "\n",
 			`{"error":"line 4: bad JSON: unexpected end of JSON input","session_id":` + "\n",
@@ -898,7 +904,7 @@ func TestRejectsRoundTrip(t *testing.T) {
 				t.Errorf("fed back unfixed, %d rows would be enqueued: %+v\nrejects file:\n%s", len(accepted), accepted, out)
 			}
 			strip := regexp.MustCompile(`line \d+: [^"\n]*`)
-			if c.f == enqueue.FormatCSV {
+			if c.f == backfill.FormatCSV {
 				strip = regexp.MustCompile(`(?m)^("line \d+: ([^"]|"")*"|line \d+: [^,\n]*)`)
 			}
 			if a, b := strip.ReplaceAllString(again, "E"), strip.ReplaceAllString(out, "E"); a != b {
@@ -913,14 +919,14 @@ func TestRejectsFileContent(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name string
-		f    enqueue.Format
+		f    backfill.Format
 		want string
 	}{
-		{"mixed.csv", enqueue.FormatCSV, `error,Account_ID ," note",session_id,created_at
+		{"mixed.csv", backfill.FormatCSV, `error,Account_ID ," note",session_id,created_at
 "line 6: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got ""yesterday""",acct-3,bad time,6fa459ea-ee8a-4ca4-894e-db77e160355e,yesterday
 "line 7: expected at least 4 fields, got 2",acct-4,too few
 `},
-		{"mixed.jsonl", enqueue.FormatJSONL, `{"error":"line 4: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got \"yesterday\"","session_id":"6fa459ea-ee8a-4ca4-894e-db77e160355e","account_id":"acct-3","created_at":"yesterday"}
+		{"mixed.jsonl", backfill.FormatJSONL, `{"error":"line 4: created_at: must be an RFC 3339 time like 2026-11-01T10:00:00Z, got \"yesterday\"","session_id":"6fa459ea-ee8a-4ca4-894e-db77e160355e","account_id":"acct-3","created_at":"yesterday"}
 {"error":"line 5: account_id: must be a string, got a number","session_id":"9f5bd7b2-1f7e-4b5a-9d57-4a2c1f0e8b11","account_id":42}
 {"error":"line 6: bad JSON: unexpected end of JSON input","session_id":
 {"error":"line 7: must be a JSON object, got null","raw":"null"}
@@ -929,15 +935,15 @@ func TestRejectsFileContent(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			r, _, _, closer, err := enqueue.OpenInput(filepath.Join("testdata", "rows", c.name))
+			r, _, _, closer, err := backfill.OpenInput(filepath.Join("testdata", "rows", c.name))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer closer()
 			var buf bytes.Buffer
-			w := enqueue.NewRejectsWriter(&buf, c.f)
-			for row, err := range enqueue.ReadRows(r, c.f) {
-				var re *enqueue.RowError
+			w := backfill.NewRejectsWriter(&buf, c.f)
+			for row, err := range backfill.ReadRows(r, c.f) {
+				var re *backfill.RowError
 				if errors.As(err, &re) {
 					if err := w.Write(row, re.Reason); err != nil {
 						t.Fatal(err)
@@ -961,13 +967,13 @@ func TestRejectsFileContent(t *testing.T) {
 func TestRejectsWriterRowsByHand(t *testing.T) {
 	t.Parallel()
 	created := time.Date(2026, 11, 2, 8, 30, 0, 500_000_000, time.FixedZone("", 2*3600))
-	row := enqueue.Row{Line: 3, SessionID: sidA, AccountID: "Doe, \"Jane\"", CreatedAt: created}
-	for f, want := range map[enqueue.Format]string{
-		enqueue.FormatCSV:   "error,session_id,account_id,created_at\nline 3: r," + sidA + ",\"Doe, \"\"Jane\"\"\",2026-11-02T08:30:00.5+02:00\n",
-		enqueue.FormatJSONL: `{"error":"line 3: r","session_id":"` + sidA + `","account_id":"Doe, \"Jane\"","created_at":"2026-11-02T08:30:00.5+02:00"}` + "\n",
+	row := backfill.Row{Line: 3, SessionID: sidA, AccountID: "Doe, \"Jane\"", CreatedAt: created}
+	for f, want := range map[backfill.Format]string{
+		backfill.FormatCSV:   "error,session_id,account_id,created_at\nline 3: r," + sidA + ",\"Doe, \"\"Jane\"\"\",2026-11-02T08:30:00.5+02:00\n",
+		backfill.FormatJSONL: `{"error":"line 3: r","session_id":"` + sidA + `","account_id":"Doe, \"Jane\"","created_at":"2026-11-02T08:30:00.5+02:00"}` + "\n",
 	} {
 		var buf bytes.Buffer
-		w := enqueue.NewRejectsWriter(&buf, f)
+		w := backfill.NewRejectsWriter(&buf, f)
 		if err := w.Write(row, "r"); err != nil || w.Flush() != nil || buf.String() != want {
 			t.Errorf("%v: %v\n%s\nwant:\n%s", f, err, buf.String(), want)
 		}
@@ -976,9 +982,9 @@ func TestRejectsWriterRowsByHand(t *testing.T) {
 
 func TestRejectsWriterUnused(t *testing.T) {
 	t.Parallel()
-	for _, f := range []enqueue.Format{enqueue.FormatCSV, enqueue.FormatJSONL} {
+	for _, f := range []backfill.Format{backfill.FormatCSV, backfill.FormatJSONL} {
 		var buf bytes.Buffer
-		if err := enqueue.NewRejectsWriter(&buf, f).Flush(); err != nil || buf.Len() != 0 {
+		if err := backfill.NewRejectsWriter(&buf, f).Flush(); err != nil || buf.Len() != 0 {
 			t.Errorf("%v: %v, %q", f, err, buf.String())
 		}
 	}
@@ -986,9 +992,9 @@ func TestRejectsWriterUnused(t *testing.T) {
 
 func TestRejectsWriterError(t *testing.T) {
 	t.Parallel()
-	for _, f := range []enqueue.Format{enqueue.FormatCSV, enqueue.FormatJSONL} {
-		w := enqueue.NewRejectsWriter(failWriter{}, f)
-		_ = w.Write(enqueue.Row{Line: 1, SessionID: "s"}, "r")
+	for _, f := range []backfill.Format{backfill.FormatCSV, backfill.FormatJSONL} {
+		w := backfill.NewRejectsWriter(failWriter{}, f)
+		_ = w.Write(backfill.Row{Line: 1, SessionID: "s"}, "r")
 		if err := w.Flush(); err == nil {
 			t.Errorf("%v: Flush on a failing writer returned nil", f)
 		}
@@ -1006,12 +1012,12 @@ func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full")
 // is read rather than gathered. It does not run in parallel: other tests'
 // allocations would blur the measurements.
 func TestReadRowsMemoryIsFlat(t *testing.T) {
-	generate := func(f enqueue.Format, rows int, huge bool) io.Reader {
+	generate := func(f backfill.Format, rows int, huge bool) *io.PipeReader {
 		pr, pw := io.Pipe()
 		go func() {
 			w := bufio.NewWriterSize(pw, 64<<10)
 			var line []byte
-			if f == enqueue.FormatCSV {
+			if f == backfill.FormatCSV {
 				fmt.Fprintln(w, "session_id,account_id,created_at,note")
 			}
 			for i := range rows {
@@ -1019,7 +1025,7 @@ func TestReadRowsMemoryIsFlat(t *testing.T) {
 					// 32 MiB in one record, in pieces: a quoted field of
 					// many lines for CSV, one line for JSONL.
 					piece := []byte(strings.Repeat("h", 1<<20-1) + "\n")
-					if f == enqueue.FormatJSONL {
+					if f == backfill.FormatJSONL {
 						piece = bytes.Repeat([]byte("h"), 1<<20)
 					}
 					w.WriteString(`"`)
@@ -1032,7 +1038,7 @@ func TestReadRowsMemoryIsFlat(t *testing.T) {
 				// the test's time).
 				line = strconv.AppendInt(line[:0], int64(10_000_000+i), 10)
 				id := line
-				if f == enqueue.FormatCSV {
+				if f == backfill.FormatCSV {
 					w.Write(id)
 					w.WriteString("-ae5d-45a2-8d9f-4a5b573c3271,acct-")
 					w.Write(id)
@@ -1061,16 +1067,16 @@ func TestReadRowsMemoryIsFlat(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.TotalAlloc
 	}
-	for _, f := range []enqueue.Format{enqueue.FormatCSV, enqueue.FormatJSONL} {
+	for _, f := range []backfill.Format{backfill.FormatCSV, backfill.FormatJSONL} {
 		t.Run(f.String(), func(t *testing.T) {
 			rows := 200_000
-			if f == enqueue.FormatJSONL {
+			if f == backfill.FormatJSONL {
 				rows = 50_000
 			}
 			start := time.Now()
 			var base, late uint64
 			n := 0
-			for row, err := range enqueue.ReadRows(generate(f, rows, false), f) {
+			for row, err := range backfill.ReadRows(generate(f, rows, false), f) {
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -1093,13 +1099,18 @@ func TestReadRowsMemoryIsFlat(t *testing.T) {
 		})
 		t.Run(f.String()+" with a 32 MiB record", func(t *testing.T) {
 			const rows = 1_000
+			in := generate(f, rows, true)
+			defer in.Close() // ends the generator when reading stops early
 			before := totalAlloc()
-			n, long := 0, 0
-			for row, err := range enqueue.ReadRows(generate(f, rows, true), f) {
-				var re *enqueue.RowError
+			n, long, stopped := 0, 0, 0
+			for row, err := range backfill.ReadRows(in, f) {
+				var re *backfill.RowError
+				var fe *backfill.FormatError
 				switch {
 				case errors.As(err, &re) && strings.HasPrefix(re.Reason, "line too long"):
 					long++
+				case errors.As(err, &fe) && strings.HasPrefix(fe.Reason, "record too long"):
+					stopped = fe.Line
 				case err != nil:
 					t.Fatalf("line %d: %v", row.Line, err)
 				default:
@@ -1107,9 +1118,16 @@ func TestReadRowsMemoryIsFlat(t *testing.T) {
 				}
 			}
 			allocated := totalAlloc() - before
-			t.Logf("%d rows, %d too long; %d MiB allocated in all", n, long, allocated>>20)
-			if n != rows || long != 1 {
-				t.Errorf("%d rows and %d too long, want %d and 1", n, long, rows)
+			t.Logf("%d rows, %d too long, stopped at line %d; %d MiB allocated in all", n, long, stopped, allocated>>20)
+			// JSONL skips the long line and reads on; CSV stops at the
+			// long record, after the rows before it (lines 2 to 501 after
+			// the header).
+			wantRows, wantLong, wantStop := rows, 1, 0
+			if f == backfill.FormatCSV {
+				wantRows, wantLong, wantStop = rows/2, 0, rows/2+2
+			}
+			if n != wantRows || long != wantLong || stopped != wantStop {
+				t.Errorf("%d rows, %d too long, stopped at line %d; want %d, %d, %d", n, long, stopped, wantRows, wantLong, wantStop)
 			}
 			// Without the limit, encoding/csv (or a line buffer) would
 			// gather the 32 MiB, allocating about twice that as it grows.
