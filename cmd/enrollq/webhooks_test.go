@@ -275,7 +275,7 @@ func TestOutcomesTail(t *testing.T) {
 
 	cmd := exec.Command(binary, "outcomes", "tail", "--follow", "--json")
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
-	var out syncBuffer
+	var out lockedBuffer
 	cmd.Stdout = &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -290,21 +290,4 @@ func TestOutcomesTail(t *testing.T) {
 	if n := strings.Count(out.String(), "\n"); n != 3 || !strings.Contains(out.String(), `"type":"enrollment.requeued"`) {
 		t.Errorf("--follow printed %d lines:\n%s", n, out.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
