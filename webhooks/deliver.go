@@ -41,7 +41,7 @@ type Options struct {
 	// Ledger is the ledger whose outcome streams are delivered.
 	Ledger *ledger.Ledger
 	// Prefix starts the deliverer's keys; it should be the ledger's.
-	// Default "enrollq:".
+	// Default ledger.DefaultPrefix ("enrollq:").
 	Prefix string
 	// Endpoints receive the events (see Endpoints, NewEndpoint).
 	Endpoints []Endpoint
