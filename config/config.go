@@ -202,6 +202,15 @@ type Config struct {
 	// is ignored. Default empty. Setting it and BudgetToken is an error.
 	BudgetTokenFile string `name:"budget-token-file" env:"ENROLLQ_BUDGET_TOKEN_FILE" secretfile:"BudgetToken" placeholder:"PATH" help:"File holding the budget endpoints' bearer token (a mounted secret); one trailing newline is ignored."`
 
+	// ErasureKey is the HMAC-SHA256 key of the erasure records `enrollq
+	// forget` leaves (they keep the account's keyed hash, never its id).
+	// Default empty: a random key generated once and kept in Redis. It
+	// never prints: see Secret.
+	ErasureKey Secret `name:"erasure-key" env:"ENROLLQ_ERASURE_KEY" help:"HMAC key of the erasure records (forget); empty: one generated once and kept in Redis. Never printed; prefer the variable or --erasure-key-file."`
+
+	// ErasureKeyFile is a file holding ErasureKey. Default empty.
+	ErasureKeyFile string `name:"erasure-key-file" env:"ENROLLQ_ERASURE_KEY_FILE" secretfile:"ErasureKey" placeholder:"PATH" help:"File holding the erasure records' HMAC key (a mounted secret); one trailing newline is ignored."`
+
 	// LogFormat is the slog output format: "text", "json", or empty for
 	// automatic (text on a terminal, else json). Default empty.
 	LogFormat string `name:"log-format" env:"LOG_FORMAT" default:"" help:"Log format: text or json; empty means text on a terminal, else json."`
@@ -688,6 +697,8 @@ func (c Config) attrs() []slog.Attr {
 		slog.Bool("dashboard_read_only", c.DashboardReadOnly),
 		slog.String("budget_token", c.BudgetToken.String()),
 		slog.String("budget_token_file", c.BudgetTokenFile),
+		slog.String("erasure_key", c.ErasureKey.String()),
+		slog.String("erasure_key_file", c.ErasureKeyFile),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),
 		slog.String("webhook_url", redactWebhookURL(c.WebhookURL)),

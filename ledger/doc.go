@@ -39,6 +39,10 @@
 //	dead → (removed)                            Purge                   `enrollq dead purge`
 //	dead → requeued, live → dead (+ event)      Reconcile               dashboard follower, a sweeper over asynq, the worker
 //	enrolled|idle live → (removed)              Sweep                   one process, about hourly
+//	account fenced: Claim, Queued → ErrFenced   Fence, Unfence          package forget (fence.go)
+//	every record of an account → (removed)      EraseAccount            package forget, after the remote delete
+//	(read)                                      InFlight                package forget: claims still live
+//	(stream) account.deleted|delete_failed      AccountEvent            package forget
 //	(read)                                      Status, ByAccount       `enrollq status`, enqueue, the HTTP API
 //	(read)                                      Counts, RunCounts       `enrollq stats`, `enrollq runs`
 //	(read)                                      Outcomes                `enrollq outcomes tail`, tests
@@ -96,6 +100,7 @@
 //	{<prefix>ledger:<shard>}:out        stream: the shard's outcome events, MAXLEN ~ Options.StreamMaxLen
 //	{<prefix>ledger:<shard>}:runs       hash: counters — "*|<state>", "<run>|<state>", "code:<code>"
 //	{<prefix>ledger:<shard>}:dead-by-time  zset: session (16 raw bytes) → dead-letter time (unix s)
+//	{<prefix>ledger:<shard>}:fence  hash: account hash (8 bytes) → forget request id, while the account is forgotten
 //
 // A record and its bucket move between live, done and dead as the state
 // changes (so one bucket kind's values stay alike in size). The account

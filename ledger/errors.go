@@ -26,6 +26,10 @@ var (
 	// ErrWrongState: the record's state does not allow the transition
 	// (for example Requeue of a session that is not dead).
 	ErrWrongState = errors.New("ledger: the transition is not allowed from the session's state")
+	// ErrFenced: the session's account is fenced (being forgotten, see
+	// Fence): no session of it is queued or claimed until the erasure
+	// lifts the fence.
+	ErrFenced = errors.New("ledger: the account is being forgotten")
 	// ErrInvalid: an argument is malformed (the message names it); nothing
 	// was written.
 	ErrInvalid = errors.New("ledger: invalid argument")
@@ -42,7 +46,7 @@ type StateError struct {
 
 // Error says which transition was refused for which session, and why.
 func (e *StateError) Error() string {
-	if e.kind == ErrNotFound {
+	if e.kind == ErrNotFound || e.kind == ErrFenced {
 		return fmt.Sprintf("ledger %s %s: %v", e.Op, e.SessionID, e.kind)
 	}
 	return fmt.Sprintf("ledger %s %s: %v (state %s)", e.Op, e.SessionID, e.kind, e.Record.State)

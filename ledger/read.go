@@ -202,7 +202,7 @@ func (l *Ledger) Sweep(ctx context.Context) (int, error) {
 type Event struct {
 	// ID is stable and unique: "<shard>-<stream entry id>".
 	ID        string
-	Type      string // "enrolled", "dead", "requeued"
+	Type      string // "enrolled", "dead", "requeued", "account.deleted", "account.delete_failed"
 	SessionID string
 	AccountID string
 	Queue     string
@@ -216,6 +216,9 @@ type Event struct {
 	Code       string
 	LastError  string
 	By         string
+	// ForgetID (account.deleted, account.delete_failed) is the forget
+	// request's id.
+	ForgetID string
 }
 
 // Outcomes returns up to max events at or after since from every shard's
@@ -258,7 +261,7 @@ func eventOf(shard int, m redis.XMessage) Event {
 	e := Event{
 		ID: strconv.Itoa(shard) + "-" + m.ID, Type: get("ev"), SessionID: get("sid"), AccountID: get("acct"),
 		Queue: get("q"), Run: get("run"), RequestID: get("rid"), Reconciled: get("rc") == "1",
-		Code: get("code"), LastError: get("err"), By: get("by"),
+		Code: get("code"), LastError: get("err"), By: get("by"), ForgetID: get("fid"),
 	}
 	e.Attempts, _ = strconv.Atoi(get("n"))
 	if ms, _, ok := strings.Cut(m.ID, "-"); ok {

@@ -125,9 +125,11 @@ end
 `
 
 // queuedScript: a producer enqueued the session. ARGV: sid, account hash,
-// account, queue, run, retention (s), index field.
+// account, queue, run, retention (s), index field. KEYS[8] is the shard's
+// fence (fence.go): a fenced account takes no new session.
 var queuedScript = redis.NewScript(prelude + `
 local sid = ARGV[1]
+if redis.call('HEXISTS', KEYS[8], ARGV[2]) == 1 then return {'fenced'} end
 local r, where, v = load(sid)
 if r then return {'exists', v} end
 local now = clock()
@@ -141,8 +143,11 @@ return {'ok', v}
 
 // claimScript: an attempt takes the session for a call. ARGV: sid, account
 // hash, account, queue, run, retention (s), index field, lease (ms).
+// KEYS[8] is the shard's fence (fence.go): no claim of a fenced account
+// succeeds, in the same atomic step that would take it.
 var claimScript = redis.NewScript(prelude + `
 local sid = ARGV[1]
+if redis.call('HEXISTS', KEYS[8], ARGV[2]) == 1 then return {'fenced'} end
 local now, nowms = clock()
 local r, where, v = load(sid)
 local crashed, old = 0, nil

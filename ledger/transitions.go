@@ -56,10 +56,10 @@ func (l *Ledger) Queued(ctx context.Context, a QueuedArgs) (Record, error) {
 		return Record{}, err
 	}
 	ah := accountHash(a.AccountID)
-	keys := append(l.transitionKeys(s), l.indexKey(s, ah))
+	keys := append(l.transitionKeys(s), l.indexKey(s, ah), l.fenceKey(s.shard()))
 	res, err := queuedScript.Run(ctx, l.rdb, keys, s.raw, hashBytes(ah), a.AccountID, compactQueue(a.Queue), a.Run,
 		secs(l.opts.Retention), indexField(s, ah)).Slice()
-	return l.answer("queued", s, res, err, map[string]error{"exists": ErrExists})
+	return l.answer("queued", s, res, err, map[string]error{"exists": ErrExists, "fenced": ErrFenced})
 }
 
 // ClaimArgs describe an attempt that wants to call the API for a session.
@@ -97,7 +97,8 @@ type Claim struct {
 // there is none. It returns a *StateError matching
 //   - ErrConflict when another claim's lease is live (try again later);
 //   - ErrEnrolled when the session is enrolled (finish without a call);
-//   - ErrDead when it is dead-lettered (see ErrDead).
+//   - ErrDead when it is dead-lettered (see ErrDead);
+//   - ErrFenced when its account is being forgotten (Fence).
 func (l *Ledger) Claim(ctx context.Context, a ClaimArgs) (Claim, error) {
 	s, err := QueuedArgs{SessionID: a.SessionID, AccountID: a.AccountID, Queue: a.Queue, Run: a.Run}.check()
 	if err != nil {
@@ -107,10 +108,10 @@ func (l *Ledger) Claim(ctx context.Context, a ClaimArgs) (Claim, error) {
 		return Claim{}, invalid("lease %s: must be at least 1s", a.Lease)
 	}
 	ah := accountHash(a.AccountID)
-	keys := append(l.transitionKeys(s), l.indexKey(s, ah))
+	keys := append(l.transitionKeys(s), l.indexKey(s, ah), l.fenceKey(s.shard()))
 	res, err := claimScript.Run(ctx, l.rdb, keys, s.raw, hashBytes(ah), a.AccountID, compactQueue(a.Queue), a.Run,
 		secs(l.opts.Retention), indexField(s, ah), millis(a.Lease)).Slice()
-	r, err := l.answer("claim", s, res, err, map[string]error{"conflict": ErrConflict, "enrolled": ErrEnrolled, "dead": ErrDead})
+	r, err := l.answer("claim", s, res, err, map[string]error{"conflict": ErrConflict, "enrolled": ErrEnrolled, "dead": ErrDead, "fenced": ErrFenced})
 	if err != nil {
 		return Claim{}, err
 	}

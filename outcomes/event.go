@@ -12,13 +12,20 @@ const (
 	TypeSucceeded = "enrollment.succeeded"
 	TypeFailed    = "enrollment.failed"
 	TypeRequeued  = "enrollment.requeued"
+	// TypeAccountDeleted: an account was deleted at Verisoul (or had
+	// nothing there) and erased here (package forget).
+	TypeAccountDeleted = "account.deleted"
+	// TypeAccountDeleteFailed: Verisoul refused the delete, or it kept
+	// failing until its retries ran out; the account stays fenced and is
+	// not erased until `enrollq forget` runs again.
+	TypeAccountDeleteFailed = "account.delete_failed"
 	// TypeTest is sent by `enrollq webhooks test` only; it is not an
 	// outcome.
 	TypeTest = "webhook.test"
 )
 
 // Types lists the outcome types, in the order the README documents them.
-var Types = []string{TypeSucceeded, TypeFailed, TypeRequeued}
+var Types = []string{TypeSucceeded, TypeFailed, TypeRequeued, TypeAccountDeleted, TypeAccountDeleteFailed}
 
 // Event is one outcome as the application sees it, in the Standard Webhooks
 // envelope (type, timestamp, data). Its JSON is what a webhook's body and a
@@ -60,6 +67,10 @@ type Data struct {
 	Action string `json:"action,omitempty"`
 	// RequeuedBy (requeued) is who requeued it ("cli", "asynq", …).
 	RequeuedBy string `json:"requeued_by,omitempty"`
+	// ForgetRequestID (account.deleted, account.delete_failed) is
+	// enrollq's id of the forget request (forget.Result.RequestID); the
+	// erasure record carries it too.
+	ForgetRequestID string `json:"forget_request_id,omitempty"`
 	// Message (webhook.test) is a human-readable note.
 	Message string `json:"message,omitempty"`
 }
@@ -88,6 +99,18 @@ func FromLedger(e ledger.Event) (Event, error) {
 		out.Type = TypeRequeued
 		out.Data.Code = e.Code
 		out.Data.RequeuedBy = e.By
+	case TypeAccountDeleted:
+		out.Type = TypeAccountDeleted
+		out.Data.RequestID = e.RequestID
+		out.Data.ForgetRequestID = e.ForgetID
+	case TypeAccountDeleteFailed:
+		out.Type = TypeAccountDeleteFailed
+		out.Data.RequestID = e.RequestID
+		out.Data.ForgetRequestID = e.ForgetID
+		out.Data.Code = e.Code
+		le := e.LastError
+		out.Data.LastError = &le
+		out.Data.Action = ActionRetryLater
 	default:
 		return Event{}, fmt.Errorf("outcomes: ledger event %s has unknown type %q", e.ID, e.Type)
 	}

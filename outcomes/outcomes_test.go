@@ -165,11 +165,42 @@ func TestEventsFromTheLedger(t *testing.T) {
 			t.Errorf("unexpected event %s", body)
 		}
 	}
+	// The account events of a forget (package forget appends them).
+	for _, a := range []ledger.AccountEventArgs{
+		{Type: "account.deleted", AccountID: "acct-gone", ForgetID: "0b8f6f4e-2c1d-4e5f-8a9b-0c1d2e3f4a5b", RequestID: "b733c6eb-d22e-406d-a0aa-2b2cfda2cd44"},
+		{Type: "account.delete_failed", AccountID: "acct-kept", ForgetID: "0b8f6f4e-2c1d-4e5f-8a9b-0c1d2e3f4a5c", Code: "transient_exhausted", LastError: "transient_exhausted: 503"},
+	} {
+		id, err := l.AccountEvent(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, _ := l.Outcomes(ctx, time.Time{}, 1000)
+		var le ledger.Event
+		for _, e := range evs {
+			if e.ID == id {
+				le = e
+			}
+		}
+		ev, err := outcomes.FromLedger(le)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := json.Marshal(ev)
+		inst, _ := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+		if err := schema.Validate(inst); err != nil {
+			t.Errorf("%s does not validate: %v", body, err)
+		}
+		if ev.Type != a.Type || ev.Data.AccountID != a.AccountID || ev.Data.ForgetRequestID != a.ForgetID || ev.Data.Code != a.Code || ev.Data.SessionID != "" {
+			t.Errorf("%s: %s", a.Type, body)
+		}
+	}
 	// Negative controls: the schema is not a yes-machine.
 	for _, bad := range []string{
 		`{"id":"1-1-0","type":"enrollment.failed","timestamp":"2026-01-01T00:00:00Z","data":{"session_id":"8f0c3b7e-1b2a-4c5d-9e8f-0a1b2c3d4e5f","account_id":"a","queue":"signup","attempts":1,"code":"x","last_error":"e"}}`,
 		`{"id":"1-1-0","type":"enrollment.succeeded","timestamp":"2026-01-01T00:00:00Z","data":{"session_id":"8f0c3b7e-1b2a-4c5d-9e8f-0a1b2c3d4e5f","account_id":"a","queue":"signup","attempts":1}}`,
 		`{"id":"1-1-0","type":"enrollment.done","timestamp":"2026-01-01T00:00:00Z","data":{}}`,
+		`{"id":"1-1-0","type":"account.deleted","timestamp":"2026-01-01T00:00:00Z","data":{"account_id":"a","attempts":0}}`,
+		`{"id":"1-1-0","type":"account.delete_failed","timestamp":"2026-01-01T00:00:00Z","data":{"account_id":"a","forget_request_id":"0b8f6f4e-2c1d-4e5f-8a9b-0c1d2e3f4a5b","attempts":0,"code":"x","last_error":"e","action":"retry_later","session_id":"8f0c3b7e-1b2a-4c5d-9e8f-0a1b2c3d4e5f"}}`,
 	} {
 		inst, _ := jsonschema.UnmarshalJSON(bytes.NewReader([]byte(bad)))
 		if schema.Validate(inst) == nil {

@@ -1,5 +1,6 @@
-// Package verisoul is a client for the one Verisoul Face Match call enrollq
-// makes: POST /liveness/enroll. Every failure is an *APIError.
+// Package verisoul is a client for the two Verisoul calls enrollq makes:
+// POST /liveness/enroll and DELETE /account/{account_id}. Every failure is
+// an *APIError.
 package verisoul
 
 import (
@@ -33,6 +34,7 @@ const maxBodyBytes = 64 << 10
 
 // Client calls the Face Match API. It is safe for concurrent use.
 type Client struct {
+	base      string // the base URL, without a trailing slash
 	endpoint  string
 	apiKey    string
 	http      *http.Client
@@ -83,6 +85,7 @@ func New(baseURL, apiKey string, opts ...Option) (*Client, error) {
 		return nil, errors.New("verisoul: API key contains whitespace or control characters; it cannot be sent in a header")
 	}
 	c := &Client{
+		base:      strings.TrimRight(u.String(), "/"),
 		endpoint:  strings.TrimRight(u.String(), "/") + EnrollPath,
 		apiKey:    apiKey,
 		http:      &http.Client{Transport: defaultTransport()},
@@ -146,31 +149,48 @@ func (c *Client) Enroll(ctx context.Context, sessionID, accountID string) (Enrol
 	if err != nil {
 		return EnrollResult{}, &APIError{NotSent: true, Err: err}
 	}
+	status, h, raw, err := c.do(ctx, http.MethodPost, c.endpoint, body)
+	if err != nil {
+		return EnrollResult{}, err
+	}
+	res, err := parseEnrollResponse(status, h, raw, time.Now(), c.apiKey)
+	if e, ok := err.(*APIError); ok {
+		return res, c.redact(e)
+	}
+	return res, err
+}
+
+// do sends one request (body nil for none) and reads at most maxBodyBytes
+// of its answer, within the client's per-call timeout. A call that got no
+// whole answer is an *APIError, redacted.
+func (c *Client) do(ctx context.Context, method, endpoint string, body []byte) (int, http.Header, []byte, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, c.timeout, errTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, bytes.NewReader(body))
-	if err != nil {
-		return EnrollResult{}, &APIError{Err: err}
+	var rd io.Reader = http.NoBody
+	if body != nil {
+		rd = bytes.NewReader(body)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req, err := http.NewRequestWithContext(ctx, method, endpoint, rd)
+	if err != nil {
+		return 0, nil, nil, &APIError{Err: err}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
 	req.Header.Set("x-api-key", c.apiKey)
 
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return EnrollResult{}, c.redact(&APIError{Err: transportCause(ctx, err), NotSent: isDialError(err)})
+		return 0, nil, nil, c.redact(&APIError{Err: transportCause(ctx, err), NotSent: isDialError(err)})
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
 	if err != nil {
-		return EnrollResult{}, c.redact(&APIError{Status: resp.StatusCode, Err: fmt.Errorf("reading body: %w", transportCause(ctx, err)), Body: excerpt(raw, c.apiKey)})
+		return 0, nil, nil, c.redact(&APIError{Status: resp.StatusCode, Err: fmt.Errorf("reading body: %w", transportCause(ctx, err)), Body: excerpt(raw, c.apiKey)})
 	}
-	res, err := parseEnrollResponse(resp.StatusCode, resp.Header, raw, time.Now(), c.apiKey)
-	if e, ok := err.(*APIError); ok {
-		return res, c.redact(e)
-	}
-	return res, err
+	return resp.StatusCode, resp.Header, raw, nil
 }
 
 // redact cleans the rest of an error of the key: the body excerpt is

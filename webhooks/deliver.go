@@ -147,10 +147,8 @@ func (d *Deliverer) Endpoints() []Endpoint { return d.opts.Endpoints }
 // when the endpoints' cursors cannot be created. Redis errors while running
 // are logged and retried: a Redis outage pauses delivery, it never ends it.
 func (d *Deliverer) Run(ctx context.Context) error {
-	for _, ep := range d.opts.Endpoints {
-		if err := d.st.ensureGroups(ctx, ep.Name); err != nil {
-			return err
-		}
+	if err := d.CreateCursors(ctx); err != nil {
+		return err
 	}
 	var wg sync.WaitGroup
 	for _, ep := range d.opts.Endpoints {

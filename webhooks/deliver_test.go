@@ -1,9 +1,9 @@
 package webhooks_test
 
 import (
-	"bytes"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +13,7 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/enrollq/enrollq/internal/outcomestest"
+	"github.com/enrollq/enrollq/internal/receivertest"
 	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/outcomes"
@@ -29,117 +30,90 @@ func (b bundle) ledgerIDs(t *testing.T) []ledger.Event {
 	return evs
 }
 
-// TestNodeReceiverVerifiesEveryDelivery: npm's standardwebhooks, in the
-// README's receiver, verifies every delivery; every event the ledger
-// appended reaches it, with the right type and action, a session's events
-// in order; the cursors end with nothing pending in Redis.
-func TestNodeReceiverVerifiesEveryDelivery(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	secret := newSecret(t)
-	node := newNodeReceiver(t, secret)
-	b.start(t, webhooks.Options{Endpoints: []webhooks.Endpoint{endpoint(t, "app", node.url, secret)}})
+// TestReceiversVerifyEveryDelivery: the README's receivers — Node with
+// npm's standardwebhooks, Python with the standard library, Go with the
+// spec's Go library — each verify every delivery of one endpoint; every
+// event the ledger appended reaches each, with the right type, session
+// and action, a session's events in order; the cursors end with nothing
+// pending in Redis.
+func TestReceiversVerifyEveryDelivery(t *testing.T) {
+	for _, lang := range receivertest.Langs {
+		t.Run(lang, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			secret := newSecret(t)
+			recv := receivertest.Start(t, lang, secret)
+			b.start(t, webhooks.Options{Endpoints: []webhooks.Endpoint{endpoint(t, "app", recv.URL, secret)}})
 
-	sessions, err := outcomestest.Mix(b.ctx, b.l, 40)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// One session with two events: failed, then requeued.
-	twice, err := outcomestest.Dead(b.ctx, b.l, "acct-twice", "transient_exhausted", "HTTP 503")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := outcomestest.Requeue(b.ctx, b.l, twice, "cli"); err != nil {
-		t.Fatal(err)
-	}
-	evs := b.ledgerIDs(t)
-	if len(evs) != len(sessions)+2 {
-		t.Fatalf("ledger has %d events, want %d", len(evs), len(sessions)+2)
-	}
-	testutil.Eventually(t, "every event verified by node", func() bool { return node.count() == len(evs) })
-	node.mu.Lock()
-	defer node.mu.Unlock()
-	for _, le := range evs {
-		want, _ := outcomes.FromLedger(le)
-		got := node.seen[le.ID]
-		if got["type"] != want.Type || got["session_id"] != want.Data.SessionID {
-			t.Errorf("event %s: node saw %v, want %s of %s", le.ID, got, want.Type, want.Data.SessionID)
-		}
-		if want.Type == outcomes.TypeFailed && got["action"] != want.Data.Action {
-			t.Errorf("event %s: action %v, want %s", le.ID, got["action"], want.Data.Action)
-		}
-	}
-	var order []string
-	for _, id := range node.ids {
-		if node.seen[id]["session_id"] == twice {
-			order = append(order, node.seen[id]["type"].(string))
-		}
-	}
-	if strings.Join(order, ",") != "enrollment.failed,enrollment.requeued" {
-		t.Errorf("one session's events arrived as %v", order)
-	}
-	for sh := range ledger.Shards {
-		p, err := b.rdb.XPending(b.ctx, b.l.StreamKey(sh), "webhooks:app").Result()
-		if err != nil || p.Count != 0 {
-			t.Errorf("shard %d: pending %v, %v; want 0", sh, p, err)
-		}
+			sessions, err := outcomestest.Mix(b.ctx, b.l, 40)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// One session with two events: failed, then requeued.
+			twice, err := outcomestest.Dead(b.ctx, b.l, "acct-twice", "transient_exhausted", "HTTP 503")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := outcomestest.Requeue(b.ctx, b.l, twice, "cli"); err != nil {
+				t.Fatal(err)
+			}
+			evs := b.ledgerIDs(t)
+			if len(evs) != len(sessions)+2 {
+				t.Fatalf("ledger has %d events, want %d", len(evs), len(sessions)+2)
+			}
+			recv.WaitFor(t, len(evs), 30*time.Second)
+			for _, le := range evs {
+				want, _ := outcomes.FromLedger(le)
+				got, ok := recv.Event(le.ID)
+				if !ok || !reflect.DeepEqual(got, want) {
+					t.Errorf("event %s: %s saw %+v, want %+v", le.ID, lang, got, want)
+				}
+			}
+			var order []string
+			for _, ev := range recv.Events() {
+				if ev.Data.SessionID == twice {
+					order = append(order, ev.Type)
+				}
+			}
+			if strings.Join(order, ",") != "enrollment.failed,enrollment.requeued" {
+				t.Errorf("one session's events arrived as %v", order)
+			}
+			for sh := range ledger.Shards {
+				p, err := b.rdb.XPending(b.ctx, b.l.StreamKey(sh), "webhooks:app").Result()
+				if err != nil || p.Count != 0 {
+					t.Errorf("shard %d: pending %v, %v; want 0", sh, p, err)
+				}
+			}
+			if s := recv.Stderr(); s != "" {
+				t.Errorf("%s receiver wrote:\n%s", lang, s)
+			}
+		})
 	}
 }
 
-// TestNodeReceiverRejects: the negative controls. The same node receiver
-// rejects a wrong secret, a tampered body and an old timestamp, and
-// accepts the right one (so the check can tell them apart).
-func TestNodeReceiverRejects(t *testing.T) {
-	t.Parallel()
-	secret := newSecret(t)
-	node := newNodeReceiver(t, secret)
-	ctx := t.Context()
-	client := webhooks.Client(5 * time.Second)
-	body := []byte(`{"id":"1-1-0","type":"webhook.test","timestamp":"2026-01-01T00:00:00Z","data":{"message":"x"}}`)
-	post := func(signBody []byte, sendBody []byte, at time.Time, secrets ...string) int {
-		s, err := webhooks.NewSigner(secrets)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, _ := s.Headers("1-1-0", at, signBody)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, node.url, bytes.NewReader(sendBody))
-		req.Header = h
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	tampered := bytes.Replace(body, []byte(`"x"`), []byte(`"y"`), 1)
-	for _, c := range []struct {
-		name string
-		code int
-	}{
-		{"wrong secret", post(body, body, time.Now(), newSecret(t))},
-		{"tampered body", post(body, tampered, time.Now(), secret)},
-		{"old timestamp", post(body, body, time.Now().Add(-10*time.Minute), secret)},
-		{"right secret (control)", post(body, body, time.Now(), secret)},
-		{"rotation: two signatures, one right", post(body, body, time.Now(), newSecret(t), secret)},
-	} {
-		want := 400
-		if strings.Contains(c.name, "right") {
-			want = 204
-		}
-		if c.code != want {
-			t.Errorf("%s: node answered %d, want %d", c.name, c.code, want)
-		}
+// TestReceiversReject: the negative controls. Each README receiver
+// rejects a wrong secret, a tampered body and a timestamp 10 minutes off
+// either way, and accepts the right secret, alone or beside another (so
+// the check can tell them apart).
+func TestReceiversReject(t *testing.T) {
+	for _, lang := range receivertest.Langs {
+		t.Run(lang, func(t *testing.T) {
+			t.Parallel()
+			secret := newSecret(t)
+			recv := receivertest.Start(t, lang, secret)
+			receivertest.Check(t, lang, receivertest.Controls(t.Context(), t, recv.URL, secret, newSecret(t)))
+		})
 	}
 }
 
 // TestSecretRotation: with two secrets each request carries two v1
 // signatures; a receiver that knows only the old one and a receiver that
-// knows only the new one (node both) verify every delivery.
+// knows only the new one (node and python) verify every delivery.
 func TestSecretRotation(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	oldS, newS := newSecret(t), newSecret(t)
-	nOld, nNew := newNodeReceiver(t, oldS), newNodeReceiver(t, newS)
+	nOld, nNew := receivertest.Start(t, "node", oldS), receivertest.Start(t, "python", newS)
 	var sigs atomic.Value
 	g := newGoReceiver(t, oldS, nil)
 	inner := g.srv.Config.Handler
@@ -148,12 +122,12 @@ func TestSecretRotation(t *testing.T) {
 		inner.ServeHTTP(w, r)
 	})
 	b.start(t, webhooks.Options{Endpoints: []webhooks.Endpoint{
-		endpoint(t, "old", nOld.url, newS, oldS), endpoint(t, "new", nNew.url, newS, oldS), endpoint(t, "go", g.srv.URL, newS, oldS),
+		endpoint(t, "old", nOld.URL, newS, oldS), endpoint(t, "new", nNew.URL, newS, oldS), endpoint(t, "go", g.srv.URL, newS, oldS),
 	}})
 	if _, err := outcomestest.Mix(b.ctx, b.l, 10); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, "both node receivers", func() bool { return nOld.count() == 10 && nNew.count() == 10 })
+	testutil.Eventually(t, "both receivers", func() bool { return nOld.Count() == 10 && nNew.Count() == 10 })
 	testutil.Eventually(t, "go receiver", func() bool { _, n := g.got(); return n == 10 })
 	parts := strings.Split(sigs.Load().(string), " ")
 	if len(parts) != 2 || !strings.HasPrefix(parts[0], "v1,") || !strings.HasPrefix(parts[1], "v1,") {

@@ -101,6 +101,12 @@ const (
 	// task, and asynq ran it again (the worker died before asynq archived
 	// it): finish the dead letter (Attempt.Code) without a call.
 	FactDeadBefore
+	// FactFenced: the session's account is being forgotten (the ledger's
+	// claim answered ErrFenced): the task ends without a call.
+	FactFenced
+	// FactInFlight: a delete task met an enroll of its account still in
+	// flight (or tasks still to settle): it runs again shortly.
+	FactInFlight
 )
 
 // Attempt is what Classify needs to know about one attempt: a fact known
@@ -251,6 +257,10 @@ func classifyFact(a Attempt) Decision {
 		return Decision{Bucket: Wait, Reason: reasonRedis, NotBefore: 2 * time.Second}
 	case FactStopping:
 		return Decision{Bucket: Wait, Reason: reasonShutdown}
+	case FactFenced:
+		return Decision{Bucket: Done, Outcome: OutcomeFenced, Reason: reasonFenced}
+	case FactInFlight:
+		return Decision{Bucket: Wait, Reason: reasonInFlight, NotBefore: time.Second}
 	}
 	return Decision{Bucket: Wait, Reason: fmt.Sprintf("fact(%d)", int(a.Fact))}
 }

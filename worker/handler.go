@@ -69,6 +69,9 @@ func (a *attempt) waitReported() {
 // Decision, from Classify, decides the task's answer, the ledger's
 // transition, the breaker, the blip retry and the metrics.
 func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	if t.Type() == tasks.TypeDeleteAccount {
+		return w.processDelete(ctx, t) // delete.go
+	}
 	a := &attempt{start: time.Now(), task: t}
 	a.retried, _ = asynq.GetRetryCount(ctx)
 	a.maxRetry, _ = asynq.GetMaxRetry(ctx)
@@ -221,6 +224,9 @@ func (w *Worker) claimFor(ctx context.Context, a *attempt) (Decision, bool) {
 	case errors.Is(err, ledger.ErrEnrolled) && errors.As(err, &se):
 		a.requestID = se.Record.RequestID
 		return w.classify(a, FactEnrolled), false
+	case errors.Is(err, ledger.ErrFenced):
+		// The account is being forgotten: this enroll never starts.
+		return w.classify(a, FactFenced), false
 	case errors.Is(err, ledger.ErrConflict):
 		a.err = errors.New("another attempt of this session holds its claim")
 		return w.classify(a, FactBusy), false

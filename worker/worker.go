@@ -22,6 +22,7 @@ import (
 
 	"github.com/enrollq/enrollq/config"
 	"github.com/enrollq/enrollq/deadletter"
+	"github.com/enrollq/enrollq/forget"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
@@ -37,8 +38,12 @@ type Config struct {
 	// Redis is the connection shared by asynq and the worker's own keys.
 	// Required. The worker does not close it.
 	Redis redis.UniversalClient
-	// API is the Verisoul client. Required.
+	// API is the Verisoul client. Required. When it also deletes accounts
+	// (AccountDeleter, as *verisoul.Client does) it runs delete tasks.
 	API Enroller
+	// Forget runs the local side of delete tasks; nil: one on Redis with
+	// KeyPrefix and Retention and a generated erasure key.
+	Forget *forget.Forgetter
 	// Logger receives one line per attempt and asynq's own logs. Default:
 	// slog.Default().
 	Logger *slog.Logger
@@ -133,7 +138,8 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.Default()
 	}
 	if len(c.Queues) == 0 {
-		c.Queues = map[string]int{tasks.QueueSignup: 2, tasks.QueueBackfill: 1}
+		// Strict priority: signups, then account deletions, then backfill.
+		c.Queues = map[string]int{tasks.QueueSignup: 3, tasks.QueueForget: 2, tasks.QueueBackfill: 1}
 	}
 	// The settings enrollq's CLI also has take its defaults from config, so
 	// that the two cannot drift; the rest are the worker's own.
@@ -194,6 +200,8 @@ type Worker struct {
 	// crashHook, when set (tests only), runs at each point of the path
 	// (pointAdmitted…pointSettled): a panic there stands for a crash.
 	crashHook func(point string)
+
+	forgetMu sync.Mutex // guards cfg.Forget, made on first use (delete.go)
 }
 
 // New checks cfg and builds a Worker. It returns an error when Redis or API

@@ -49,6 +49,7 @@ type cli struct {
 	Backfill backfillCmd `cmd:"" help:"Enqueue many enrollments from a CSV or JSONL file (or -)."`
 	Dead     deadCmd     `cmd:"" help:"List, count, export, requeue and purge dead letters."`
 	Status   statusCmd   `cmd:"" help:"What happened to a session (or an account's sessions), and what happens next."`
+	Forget   forgetCmd   `cmd:"" help:"Forget an account: fence it, delete it at Verisoul, erase every trace here (--local-only, --dry-run, --wait)."`
 	Outcomes outcomesCmd `cmd:"" help:"Read the outcome stream: enrolled, dead-lettered, requeued (tail [--follow] [--json])."`
 	Stats    statsCmd    `cmd:"" help:"Show queue sizes, the shared rate budget and the breakers."`
 	Demo     demoCmd     `cmd:"" help:"Run the whole system in one process on an embedded Redis and a fake API."`

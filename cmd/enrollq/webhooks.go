@@ -94,6 +94,10 @@ func (e *env) startWebhooks(ctx context.Context, rdb redis.UniversalClient, rout
 	if err != nil || d == nil {
 		return func() {}, err
 	}
+	// Before the worker's first task: its first outcomes have a cursor.
+	if err := d.CreateCursors(ctx); err != nil {
+		return func() {}, err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(d)
 	routes["GET /metrics/webhooks"] = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})

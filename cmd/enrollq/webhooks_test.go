@@ -6,11 +6,13 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,20 +28,26 @@ import (
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 )
 
-// These tests produce outcomes through the ledger's own transitions
-// (Queued, Claim, Enrolled/Dead): the worker does not write the ledger yet,
-// so they show the delivery side end to end, not the worker's settles.
+// TestWebhooksRunSIGKILLLosesNothing, TestWebhooksCommands and
+// TestOutcomesTail produce outcomes through the ledger's own transitions
+// (Queued, Claim, Enrolled/Dead) to show the delivery side alone; the
+// tests of outcomes_e2e_test.go, webhook_failures_test.go and
+// TestWorkerSIGKILLMidDeliveryLosesNothing have `enrollq worker` produce
+// them against the fake API.
 
 // hookReceiver verifies each request with the spec's Go library and counts
-// the verified deliveries per event id.
+// the verified deliveries per event id (those whose sender was still there
+// for the answer).
 type hookReceiver struct {
-	srv    *httptest.Server
-	mu     sync.Mutex
-	calls  int
-	bad    int
-	byID   map[string]int
-	delay  time.Duration
-	status atomic.Int32
+	srv   *httptest.Server
+	mu    sync.Mutex
+	calls int
+	bad   int
+	byID  map[string]int
+	delay time.Duration
+	// slowCalls: only the first slowCalls calls wait delay (0: all).
+	slowCalls int
+	status    atomic.Int32
 }
 
 func newHookReceiver(t *testing.T, secret string) *hookReceiver {
@@ -52,12 +60,21 @@ func newHookReceiver(t *testing.T, secret string) *hookReceiver {
 	r.status.Store(204)
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
-		if r.delay > 0 {
-			time.Sleep(r.delay)
+		r.mu.Lock()
+		r.calls++
+		slow := r.delay > 0 && (r.slowCalls == 0 || r.calls <= r.slowCalls)
+		r.mu.Unlock()
+		if slow {
+			// A sender that hangs up meanwhile (killed) never gets the
+			// answer: the delivery does not count, it must come again.
+			select {
+			case <-time.After(r.delay):
+			case <-req.Context().Done():
+				return
+			}
 		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		r.calls++
 		if wh.Verify(body, req.Header) != nil {
 			r.bad++
 			w.WriteHeader(400)
@@ -290,4 +307,108 @@ func TestOutcomesTail(t *testing.T) {
 	if n := strings.Count(out.String(), "\n"); n != 3 || !strings.Contains(out.String(), `"type":"enrollment.requeued"`) {
 		t.Errorf("--follow printed %d lines:\n%s", n, out.String())
 	}
+}
+
+// TestWorkerSIGKILLMidDeliveryLosesNothing: `enrollq worker` enrolls
+// sessions against the fake API and delivers their outcomes to a slow
+// receiver; it is killed with SIGKILL while deliveries are under way (some
+// delivered, some read from the stream and not yet acknowledged), and
+// started again. Every event the ledger holds then reaches the receiver,
+// verified, each id at least once: none is lost.
+func TestWorkerSIGKILLMidDeliveryLosesNothing(t *testing.T) {
+	rdb, l, api := workerRig(t)
+	ctx := context.Background()
+	secret := hookSecret()
+	recv := newHookReceiver(t, secret)
+	recv.delay = 200 * time.Millisecond
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL,
+		"ENROLLQ_RATE_LIMIT=60000", "ENROLLQ_HTTP_TIMEOUT=2s",
+		"ENROLLQ_WEBHOOK_URL=" + recv.srv.URL + "/hooks", "ENROLLQ_WEBHOOK_SECRET=" + secret, "ENROLLQ_WEBHOOK_TIMEOUT=1s"}
+	const n = 300
+	var csv strings.Builder
+	csv.WriteString("session_id,account_id\n")
+	for i := range n {
+		fmt.Fprintf(&csv, "%s,acct-%d\n", newSessionID(), i)
+	}
+	file := filepath.Join(t.TempDir(), "rows.csv")
+	if err := os.WriteFile(file, []byte(csv.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func() (*exec.Cmd, *lockedBuffer) {
+		cmd := exec.Command(binary, "worker")
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_FORMAT=json", "ENROLLQ_HTTP_ADDR=" + freePort(t)}, env...)
+		logs := &lockedBuffer{}
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd, logs
+	}
+	first, logs := start()
+	testutil.Eventually(t, "cursors created", func() bool {
+		g, err := rdb.XInfoGroups(ctx, l.StreamKey(ledger.Shards-1)).Result()
+		return err == nil && len(g) == 1
+	})
+	if r := enrollq(t, env, "backfill", file); r.code != 0 {
+		t.Fatalf("backfill: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// Killed once every session has its outcome (so asynq has no task of
+	// the dead worker to recover, which takes its 30 s lease) and some of
+	// the outcomes were delivered: the receiver's pace (16 calls at a
+	// time, 200 ms each) leaves most of them to deliver.
+	testutil.Eventually(t, "every session's outcome", func() bool {
+		evs, err := l.Outcomes(ctx, time.Time{}, 10*n)
+		return err == nil && len(evs) == n
+	})
+	testutil.Eventually(t, "some deliveries", func() bool { return recv.distinct() >= 40 })
+	if err := first.Process.Signal(os.Kill); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	got := recv.distinct()
+	pending := int64(0)
+	for sh := range ledger.Shards {
+		if p, _ := rdb.XPending(ctx, l.StreamKey(sh), "webhooks:default").Result(); p != nil {
+			pending += p.Count
+		}
+	}
+	evs, err := l.Outcomes(ctx, time.Time{}, 10*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got >= len(evs) || pending == 0 {
+		t.Fatalf("killed after %d deliveries of %d events, %d pending: the kill was not mid-delivery\n%s", got, len(evs), pending, logs.String())
+	}
+	t.Logf("killed after %d deliveries of %d events, %d read but unacknowledged", got, len(evs), pending)
+	_, logs = start()
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		evs, err = l.Outcomes(ctx, time.Time{}, 10*n)
+		if err == nil && len(evs) == n && recv.distinct() == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart: %d events in the ledger, %d delivered, want %d (%v)\n%s", len(evs), recv.distinct(), n, err, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	recv.mu.Lock()
+	defer recv.mu.Unlock()
+	dups := 0
+	for _, e := range evs {
+		switch c := recv.byID[e.ID]; {
+		case c < 1:
+			t.Errorf("event %s never delivered", e.ID)
+		case c > 1:
+			dups++
+		}
+		if e.Type != "enrolled" {
+			t.Errorf("event %s is %s, want enrolled", e.ID, e.Type)
+		}
+	}
+	if recv.bad != 0 {
+		t.Errorf("%d deliveries failed verification", recv.bad)
+	}
+	t.Logf("%d events delivered, %d of them twice (around the kill)", n, dups)
 }

@@ -52,7 +52,12 @@ func (workerCmd) Run(e *env) error {
 		return err
 	}
 	defer stopWebhooks()
+	fg, err := newForgetter(e, rdb, crashHookFromEnv())
+	if err != nil {
+		return err
+	}
 	w, err := worker.New(worker.Config{
+		Forget:          fg,
 		Redis:           rdb,
 		API:             client,
 		Logger:          e.log,

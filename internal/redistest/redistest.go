@@ -15,7 +15,7 @@
 //
 // Each test package has its own database number (enqueue 2, cmd/enrollq 3,
 // redisconn 5, dashboard 6, deadletter 7, ledger 8, worker 11, outcomes 12,
-// webhooks 13) and passes it
+// webhooks 13, forget 4) and passes it
 // to Run from its TestMain: `os.Exit(redistest.Run(m, redisDB))`.
 //
 // The rule on a shared server: in its database a test package owns the keys

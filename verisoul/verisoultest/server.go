@@ -1,7 +1,8 @@
 // Package verisoultest is an in-process fake of the Verisoul Face Match
 // enroll API, in the spirit of net/http/httptest, for tests and the demo.
 //
-// It also serves POST /liveness/verify-face, the kind of live call the rest
+// It also serves DELETE /account/{account_id} (delete.go), which forgets
+// the account's enrollments, and POST /liveness/verify-face, the kind of live call the rest
 // of a backend makes with the same key: Verisoul's rate limit is per key
 // across all endpoints, and so is the fake's (SetRateLimit).
 //
@@ -151,6 +152,7 @@ type Server struct {
 	perSession map[string][]Step
 	next       []Step
 	nextFace   []Step
+	nextDelete []Step
 	calls      []Call
 
 	// The API's own rate limit, when set: at most limitN calls per
@@ -346,6 +348,10 @@ type enrollBody struct {
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	call := Call{At: time.Now(), Path: r.URL.Path, UserAgent: r.UserAgent()}
+	if r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, verisoul.AccountPath) {
+		s.serveDelete(w, r, call)
+		return
+	}
 	if r.Method != http.MethodPost || (r.URL.Path != verisoul.EnrollPath && r.URL.Path != VerifyFacePath) {
 		http.NotFound(w, r)
 		return
@@ -359,20 +365,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	call.KeyOK = sentKey == s.apiKey
 	latency := s.latency
 	var step Step
-	if s.limitN > 0 {
-		recent := s.recent[sentKey]
-		for len(recent) > 0 && call.At.Sub(recent[0]) >= s.limitPer {
-			recent = recent[1:]
-		}
-		if len(recent) >= s.limitN {
-			call.OverLimit = true
-			wait := recent[0].Add(s.limitPer).Sub(call.At)
-			step = Step{Status: http.StatusTooManyRequests, RetryAfter: fmt.Sprint(int((wait + time.Second - 1) / time.Second))}
-		} else {
-			recent = append(recent, call.At)
-		}
-		s.recent[sentKey] = recent
-	}
+	step, call.OverLimit = s.rateLocked(sentKey, call.At)
 	if call.Path == VerifyFacePath {
 		if call.KeyOK && decodeErr == nil && !call.OverLimit && len(s.nextFace) > 0 {
 			step, s.nextFace = s.nextFace[0], s.nextFace[1:]

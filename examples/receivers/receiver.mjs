@@ -27,14 +27,14 @@ const server = http.createServer((req, res) => {
       seen.add(event.id);
       const d = event.data;
       switch (event.type) {
-        case "enrollment.succeeded": // mark the account enrolled
+        case "enrollment.succeeded": // mark d.account_id enrolled
           break;
         case "enrollment.failed": // d.action: new_session_needed → ask the user to redo Face Match, …
           break;
         case "enrollment.requeued":
           break;
       }
-      console.log(JSON.stringify({ id: event.id, type: event.type, session_id: d.session_id, action: d.action }));
+      console.log(JSON.stringify(event)); // one line per new event
     }
     res.writeHead(204).end();
   });
