@@ -3,7 +3,6 @@ package chaos
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -285,9 +284,4 @@ func finalEvents(t *testing.T, led *ledger.Ledger) map[string]int {
 		}
 	}
 	return n
-}
-
-func isExit(err error) bool {
-	var ee *exec.ExitError
-	return errors.As(err, &ee)
 }

@@ -4,7 +4,10 @@
 //
 // The cmd package embeds Config into its kong CLI with `embed:""`, so every
 // field is a global flag with a matching environment variable. Defaults live
-// in the kong `default` tags and in Default; a test keeps the two equal.
+// in the kong `default` tags and in Default; a test keeps the two equal. The
+// libraries (worker, enqueue, ledger, budget, webhooks) take the defaults of
+// the settings they share with the CLI from Default, so each is said here
+// only.
 // Validation is done by Validate and ValidateWorker rather than by kong's own
 // checks (no `enum` or `required` tags), so that every bad setting is
 // reported as one *Error line naming the variable, its flag and the rule.

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/ledger"
 )
 
 // Record is one dead letter.
@@ -55,10 +57,11 @@ type Store struct {
 	prefix string
 }
 
-// New returns a Store on rdb with key prefix (default "enrollq:").
+// New returns a Store on rdb with key prefix ("" for ledger.DefaultPrefix,
+// "enrollq:").
 func New(rdb redis.UniversalClient, prefix string) *Store {
 	if prefix == "" {
-		prefix = "enrollq:"
+		prefix = ledger.DefaultPrefix
 	}
 	return &Store{rdb: rdb, prefix: prefix + "{dl}:"}
 }

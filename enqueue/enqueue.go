@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/enrollq/enrollq/config"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/ledger/reconcile"
 	"github.com/enrollq/enrollq/tasks"
@@ -146,8 +147,8 @@ func New(rdb redis.UniversalClient, opts ...ClientOption) *Client {
 		ac:   asynq.NewClientFromRedisClient(rdb),
 		insp: asynq.NewInspectorFromRedisClient(rdb),
 		defaults: settings{
-			task:        tasks.Options{Queue: tasks.QueueSignup, MaxRetry: 10},
-			retention:   ledger.DefaultRetention,
+			task:        tasks.Options{Queue: tasks.QueueSignup, MaxRetry: config.Default().MaxRetry},
+			retention:   config.Default().Retention,
 			concurrency: 32,
 		},
 	}

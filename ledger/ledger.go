@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/config"
 )
 
 // Shards is the number of hash-tag shards. It is fixed: a session's shard is
@@ -19,7 +21,6 @@ const Shards = 16
 // Defaults of Options.
 const (
 	DefaultPrefix       = "enrollq:"
-	DefaultRetention    = 720 * time.Hour
 	DefaultBuckets      = 2048
 	DefaultStreamMaxLen = 1500
 	// DefaultReconcileGrace is how old a live record must be before
@@ -41,7 +42,7 @@ type Options struct {
 	// '}', which would move the hash tag.
 	Prefix string
 	// Retention is how long enrolled (and idle live) records are kept
-	// (default 720h, ENROLLQ_RETENTION). Dead records are kept until purged.
+	// (default ENROLLQ_RETENTION's, config.Default: 720h). Dead records are kept until purged.
 	Retention time.Duration
 	// Buckets is the number of record buckets per shard and kind (default
 	// 2048). Like Shards it is fixed for the life of the data. A bucket
@@ -81,7 +82,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Ledger, error) {
 		return nil, invalid("Prefix %q: must not contain '{' or '}'", opts.Prefix)
 	}
 	if opts.Retention == 0 {
-		opts.Retention = DefaultRetention
+		opts.Retention = config.Default().Retention
 	}
 	if opts.Retention < time.Second {
 		return nil, invalid("Retention %s: must be at least 1s", opts.Retention)

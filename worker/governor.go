@@ -110,15 +110,6 @@ type breakerState struct {
 	Reason string    `json:"reason,omitempty"`
 }
 
-// sharedState is what every worker reads before a call.
-type sharedState struct {
-	PausedUntil    time.Time
-	Breakers       map[string]breakerState
-	SignupsWaiting int64
-	LiveWaiting    int64 // budget leases waiting for a slot
-	LeaseSeen      bool  // a lease was taken within the last period
-}
-
 // errHeld: no admission within maxHold. wait hints when to try again.
 type errHeld struct {
 	wait   time.Duration
@@ -134,61 +125,6 @@ func (e *errHeld) Error() string {
 type ticket struct {
 	probe      string
 	probeToken string
-}
-
-func (g *governor) readState(ctx context.Context, now time.Time, signupToken string) (sharedState, error) {
-	var (
-		pause   *redis.FloatCmd
-		brs     = map[string]*redis.MapStringStringCmd{}
-		waiting *redis.IntCmd
-		live    *redis.IntCmd
-		seen    *redis.IntCmd
-	)
-	nowMs := now.UnixMilli()
-	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		pause = p.ZScore(ctx, g.keys.pause, "until")
-		for name, k := range g.keys.breaker {
-			brs[name] = p.HGetAll(ctx, k)
-		}
-		if g.signupQueue != "" {
-			if signupToken != "" {
-				// Announce this signup task for a little longer than it
-				// will wait, so a crashed waiter expires by itself.
-				p.ZAdd(ctx, g.keys.waiting, redis.Z{Score: float64(nowMs + (g.maxHold + 5*time.Second).Milliseconds()), Member: signupToken})
-				p.PExpire(ctx, g.keys.waiting, g.maxHold+10*time.Second)
-			}
-			p.ZRemRangeByScore(ctx, g.keys.waiting, "-inf", strconv.FormatInt(nowMs, 10))
-			waiting = p.ZCard(ctx, g.keys.waiting)
-		}
-		p.ZRemRangeByScore(ctx, g.keys.shared.LiveWaiting, "-inf", strconv.FormatInt(nowMs, 10))
-		live = p.ZCard(ctx, g.keys.shared.LiveWaiting)
-		seen = p.Exists(ctx, g.keys.shared.LeaseSeen)
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return sharedState{}, err
-	}
-	st := sharedState{Breakers: map[string]breakerState{}}
-	if v, err := pause.Result(); err == nil {
-		st.PausedUntil = time.UnixMilli(int64(v))
-	}
-	for name, c := range brs {
-		st.Breakers[name] = parseBreaker(c.Val())
-	}
-	if waiting != nil {
-		st.SignupsWaiting = waiting.Val()
-	}
-	st.LiveWaiting, st.LeaseSeen = live.Val(), seen.Val() > 0
-	return st, nil
-}
-
-func parseBreaker(m map[string]string) breakerState {
-	return breakerState{
-		Open:   m["state"] == "open",
-		Until:  msTime(m["until"]),
-		Since:  msTime(m["since"]),
-		Reason: m["reason"],
-	}
 }
 
 // slot is the time between two calls at the rate limit.
@@ -398,7 +334,7 @@ func (g *governor) state(ctx context.Context) (sharedState, error) {
 	if time.Since(g.cachedAt) < g.stateCacheTime {
 		return g.cached, g.cachedErr
 	}
-	g.cached, g.cachedErr = g.readState(ctx, time.Now(), "")
+	g.cached, g.cachedErr = readShared(ctx, g.rdb, g.keys, time.Now(), g.signupQueue != "")
 	g.cachedAt = time.Now()
 	return g.cached, g.cachedErr
 }

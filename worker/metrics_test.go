@@ -74,7 +74,7 @@ func TestMetricsAfterAScriptedRun(t *testing.T) {
 		if i == 2 {
 			want = asynq.TaskStateArchived
 		}
-		b.waitState(s, want, waitLong)
+		b.waitState(s, want)
 	}
 	m := scrape(t, srv.URL)
 	calls := float64(len(b.api.Calls()))

@@ -49,10 +49,10 @@ func TestProjectsCallWithTheirOwnKey(t *testing.T) {
 	b.w = b.addWorker(withProjects(t, b, 6000, 6000))
 	def, acme := b.enrollN(4), b.enrollN(3, enqueue.WithProject("acme"))
 	for _, s := range def {
-		b.waitLedger(s, ledger.StateEnrolled, waitLong)
+		b.waitLedger(s, ledger.StateEnrolled)
 	}
 	for _, s := range acme {
-		if r := b.waitLedger(s, ledger.StateEnrolled, waitLong); r.Project() != "acme" || r.Queue != tasks.QueueFor("acme", b.queue) {
+		if r := b.waitLedger(s, ledger.StateEnrolled); r.Project() != "acme" || r.Queue != tasks.QueueFor("acme", b.queue) {
 			t.Errorf("acme's session %s enrolled from queue %q", s, r.Queue)
 		}
 	}
@@ -121,7 +121,7 @@ func TestTaskOfAnotherProjectIsNeverCalledWithTheWrongKey(t *testing.T) {
 	if _, err := asynq.NewClientFromRedisClient(b.rdb).Enqueue(task); err != nil {
 		t.Fatal(err)
 	}
-	b.waitState(misrouted, asynq.TaskStateArchived, waitLong)
+	b.waitState(misrouted, asynq.TaskStateArchived)
 	r := b.wantLedger(misrouted, ledger.StateDead, worker.CodeProjectMismatch)
 	if !strings.Contains(r.LastError, `names project "acme"`) {
 		t.Errorf("dead letter's last error %q does not say which project", r.LastError)
@@ -173,7 +173,7 @@ func TestOneProjectsBackfillDoesNotDelayAnothersSignups(t *testing.T) {
 		time.Sleep(700 * time.Millisecond)
 	}
 	for _, s := range signups {
-		b.waitLedger(s, ledger.StateEnrolled, waitLong)
+		b.waitLedger(s, ledger.StateEnrolled)
 		c := b.calls(s)
 		if len(c) != 1 {
 			t.Fatalf("signup %s: %d calls", s, len(c))

@@ -69,7 +69,8 @@ type Stats struct {
 
 // ReadStats reads the sizes of queues (missing queues count as empty) and
 // the shared rate state of every API key workers have used on this Redis
-// under prefix ("enrollq:" by default).
+// under prefix (the workers' Config.KeyPrefix: ledger.DefaultPrefix unless
+// they set one).
 func ReadStats(ctx context.Context, rdb redis.UniversalClient, prefix string, queues []string) (Stats, error) {
 	var st Stats
 	insp := asynq.NewInspectorFromRedisClient(rdb)
@@ -139,8 +140,7 @@ func readBudget(ctx context.Context, rdb redis.UniversalClient, prefix, id strin
 	if ms, err := strconv.ParseInt(meta["bucket_ms"], 10, 64); err == nil && ms > 0 {
 		bucket = time.Duration(ms) * time.Millisecond
 	}
-	g := &governor{rdb: rdb, keys: keys, signupQueue: "-"}
-	sh, err := g.readState(ctx, time.Now(), "")
+	sh, err := readShared(ctx, rdb, keys, time.Now(), true)
 	if err != nil {
 		return b, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/enrollq/enrollq/config"
 	"github.com/enrollq/enrollq/deadletter"
 	"github.com/enrollq/enrollq/forget"
 	"github.com/enrollq/enrollq/ledger"
@@ -128,7 +129,8 @@ type Config struct {
 	// HTTPRoutes are mounted beside them on the same server, by path
 	// pattern (net/http ServeMux syntax), e.g. "/dashboard/" and "/metrics".
 	HTTPRoutes map[string]http.Handler
-	// KeyPrefix prefixes the worker's own Redis keys. Default "enrollq:".
+	// KeyPrefix prefixes the worker's own Redis keys. Default
+	// ledger.DefaultPrefix ("enrollq:").
 	KeyPrefix string
 	// NoResults leaves completed tasks without a result (Result, the
 	// JSON asynqmon's Completed tab shows). asynq keeps a result only for
@@ -154,20 +156,23 @@ func (c *Config) setDefaults() {
 		// Strict priority: signups, then account deletions, then backfill.
 		c.Queues = map[string]int{tasks.QueueSignup: 3, tasks.QueueForget: 2, tasks.QueueBackfill: 1}
 	}
+	// The settings enrollq's CLI also has take its defaults from config, so
+	// that the two cannot drift; the rest are the worker's own.
+	d := config.Default()
 	setDefault(&c.Concurrency, 10)
-	setDefault(&c.RetryBase, 10*time.Second)
-	setDefault(&c.RetryMax, 10*time.Minute)
-	setDefault(&c.NotReadyWindow, time.Hour)
-	setDefault(&c.MaxWait, time.Hour)
-	setDefault(&c.Retention, 720*time.Hour)
+	setDefault(&c.RetryBase, d.RetryBase)
+	setDefault(&c.RetryMax, d.RetryMax)
+	setDefault(&c.NotReadyWindow, d.NotReadyWindow)
+	setDefault(&c.MaxWait, d.MaxWait)
+	setDefault(&c.Retention, d.Retention)
 	setDefault(&c.BlipRetries, 2)
 	setDefault(&c.BlipMaxElapsed, 5*time.Second)
 	setDefault(&c.BlipInterval, 250*time.Millisecond)
 	setDefault(&c.ProbeInterval, 30*time.Second)
-	setDefault(&c.ShutdownTimeout, 25*time.Second)
+	setDefault(&c.ShutdownTimeout, d.ShutdownTimeout)
 	setDefault(&c.PollInterval, 250*time.Millisecond)
-	setDefault(&c.KeyPrefix, "enrollq:")
-	setDefault(&c.RateLimit, 300)
+	setDefault(&c.KeyPrefix, ledger.DefaultPrefix)
+	setDefault(&c.RateLimit, d.RateLimit)
 	setDefault(&c.RatePeriod, time.Minute)
 	setDefault(&c.SignupQueue, tasks.QueueSignup)
 	setDefault(&c.BreakerCooldown, 30*time.Second)
@@ -175,7 +180,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.BreakerMinFailures, 10)
 	setDefault(&c.BreakerRatio, 0.5)
 	setDefault(&c.MaxHold, 60*time.Second)
-	setDefault(&c.CallTimeout, 10*time.Second)
+	setDefault(&c.CallTimeout, d.HTTPTimeout)
 	setDefault(&c.CallLockTTL, c.CallTimeout+10*time.Second)
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/worker"
 )
@@ -25,7 +26,8 @@ func (c statsCmd) Run(e *env) error {
 		return err
 	}
 	defer rdb.Close()
-	st, err := worker.ReadStats(e.ctx, rdb, "enrollq:", statsQueues(asynq.NewInspectorFromRedisClient(rdb)))
+	// The workers' prefix: no command sets worker.Config.KeyPrefix.
+	st, err := worker.ReadStats(e.ctx, rdb, ledger.DefaultPrefix, statsQueues(asynq.NewInspectorFromRedisClient(rdb)))
 	if err != nil {
 		return fmt.Errorf("reading stats from Redis at %s: %w", e.cfg.RedactedRedisURL(), err)
 	}

@@ -130,6 +130,8 @@ type Call struct {
 	// Key is the x-api-key header as sent: the fake counts calls per key
 	// (CallsByKey), as Verisoul's limit is per key.
 	Key string
+	// UserAgent is the User-Agent header the call carried.
+	UserAgent string
 	// Status answered, or 0 when the connection was dropped.
 	Status int
 	// Code is the error code answered, if any.
@@ -351,7 +353,7 @@ type enrollBody struct {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	call := Call{At: time.Now(), Path: r.URL.Path}
+	call := Call{At: time.Now(), Path: r.URL.Path, UserAgent: r.UserAgent()}
 	if r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, verisoul.AccountPath) {
 		s.serveDelete(w, r, call)
 		return
