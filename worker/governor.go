@@ -155,12 +155,6 @@ func (g *governor) shareWithBackend(cfg Config) {
 
 func (g *governor) poll() time.Duration { return min(time.Second, g.probeTTL/4) }
 
-func (g *governor) tryProbe(ctx context.Context, name string) (string, bool) {
-	token := randToken()
-	ok, err := g.rdb.SetNX(ctx, g.keys.probe[name], token, g.probeTTL).Result()
-	return token, err == nil && ok
-}
-
 func (g *governor) releaseProbe(ctx context.Context, t ticket) {
 	if t.probe == "" {
 		return

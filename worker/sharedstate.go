@@ -18,35 +18,9 @@ type sharedState struct {
 	LeaseSeen      bool  // a lease was taken within the last period
 }
 
-// readState reads the shared state for admit: it announces a waiting signup
-// task (signupToken, when not empty) and drops the announcements that ran
-// out, then reads, all in one round trip. Readers that only look (/readyz,
-// metrics, stats) use readShared, which writes nothing.
-func (g *governor) readState(ctx context.Context, now time.Time, signupToken string) (sharedState, error) {
-	nowMs := now.UnixMilli()
-	var collect func() sharedState
-	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		if g.signupQueue != "" {
-			if signupToken != "" {
-				// Announce this signup task for a little longer than it
-				// will wait, so a crashed waiter expires by itself.
-				p.ZAdd(ctx, g.keys.waiting, redis.Z{Score: float64(nowMs + (g.maxHold + 5*time.Second).Milliseconds()), Member: signupToken})
-				p.PExpire(ctx, g.keys.waiting, g.maxHold+10*time.Second)
-			}
-			p.ZRemRangeByScore(ctx, g.keys.waiting, "-inf", strconv.FormatInt(nowMs, 10))
-		}
-		p.ZRemRangeByScore(ctx, g.keys.shared.LiveWaiting, "-inf", strconv.FormatInt(nowMs, 10))
-		collect = queueSharedReads(ctx, p, g.keys, nowMs, g.signupQueue != "")
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return sharedState{}, err
-	}
-	return collect(), nil
-}
-
 // readShared reads the shared state under keys at now without writing
-// anything: announcements that ran out are not counted, but left for admit
+// anything (for /readyz, metrics and stats; admit reads it inside its
+// script): announcements that ran out are not counted, but left for admit
 // to drop.
 func readShared(ctx context.Context, rdb redis.UniversalClient, keys govKeys, now time.Time, signups bool) (sharedState, error) {
 	var collect func() sharedState
