@@ -23,11 +23,16 @@ RUN go mod download && go mod verify
 
 COPY . .
 ARG TARGETOS TARGETARCH
+# VERSION is what `enrollq --version` and the API calls' User-Agent name
+# (docker build --build-arg VERSION=v1.2.3 .). The context holds no .git, so
+# the toolchain cannot find it by itself: without the argument it is
+# "(devel)".
+ARG VERSION=(devel)
 # The cache mount keeps Go's build cache between builds (BuildKit, the default
 # builder since Docker 23); it is not part of any layer.
 RUN --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags="-s -w" -o /enrollq ./cmd/enrollq
+    go build -trimpath -ldflags="-s -w -X github.com/enrollq/enrollq/verisoul.Version=${VERSION}" -o /enrollq ./cmd/enrollq
 
 # ---------------------------------------------------------------------------
 # Runtime stage: no shell, no package manager; CA certificates (for the HTTPS

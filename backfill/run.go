@@ -32,6 +32,9 @@ type Options struct {
 	// Queue is the queue the tasks go to: tasks.QueueBackfill when "", or
 	// tasks.QueueSignup.
 	Queue string
+	// Project is the Verisoul project of every row (enqueue.WithProject):
+	// the tasks go to its lanes. "" is the default project.
+	Project string
 	// Parallel is how many enqueues are in flight (enqueue.WithConcurrency);
 	// 0 keeps enqueue's default.
 	Parallel int
@@ -195,7 +198,7 @@ func results(ctx context.Context, enq *enqueue.Client, rows iter.Seq[enqueue.Row
 			}
 		}
 	}
-	opts := []enqueue.ManyOption{enqueue.WithQueue(o.Queue)}
+	opts := []enqueue.ManyOption{enqueue.WithQueue(o.Queue), enqueue.WithProject(o.Project)}
 	if o.Run != "" {
 		opts = append(opts, enqueue.WithRun(o.Run))
 	}

@@ -29,6 +29,9 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/config"
+	"github.com/enrollq/enrollq/ledger"
 )
 
 // Config configures a Budget. Zero fields take the default in their comment.
@@ -49,7 +52,8 @@ type Config struct {
 	// PauseFallback is the pause Report records for a 429 without
 	// Retry-After. Default 5s, as the workers'.
 	PauseFallback time.Duration
-	// KeyPrefix prefixes the Redis keys, as the workers'. Default "enrollq:".
+	// KeyPrefix prefixes the Redis keys, as the workers'. Default
+	// ledger.DefaultPrefix ("enrollq:").
 	KeyPrefix string
 	// Logger receives a line when a reported 429 starts a pause. Default
 	// slog.Default().
@@ -78,9 +82,11 @@ func New(cfg Config) (*Budget, error) {
 		return nil, errors.New("budget: Config.APIKeyID is required")
 	}
 	if cfg.Rate.Limit == 0 {
-		cfg.Rate.Limit = 300
+		// The defaults of ENROLLQ_RATE_LIMIT and ENROLLQ_RATE_RESERVE.
+		d := config.Default()
+		cfg.Rate.Limit = d.RateLimit
 		if cfg.Rate.Reserve == 0 {
-			cfg.Rate.Reserve = 30
+			cfg.Rate.Reserve = d.ResolvedRateReserve()
 		}
 	}
 	if cfg.Rate.Period == 0 {
@@ -96,7 +102,7 @@ func New(cfg Config) (*Budget, error) {
 		cfg.PauseFallback = 5 * time.Second
 	}
 	if cfg.KeyPrefix == "" {
-		cfg.KeyPrefix = "enrollq:"
+		cfg.KeyPrefix = ledger.DefaultPrefix
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

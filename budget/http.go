@@ -46,6 +46,9 @@ type DeniedResponse struct {
 // ReportRequest is the JSON body of POST /v1/budget/report: the status the
 // API answered a leased call, and its Retry-After in seconds (0 when none).
 type ReportRequest struct {
+	// Project is the project whose key made the call ("" or "default":
+	// the default project), as in the lease request.
+	Project    string  `json:"project,omitempty"`
 	LeaseID    string  `json:"lease_id,omitempty"`
 	Status     int     `json:"status"`
 	RetryAfter float64 `json:"retry_after"`
@@ -62,9 +65,16 @@ type ReportRequest struct {
 // Without opts.Token only loopback clients are served (403 otherwise); with
 // it, every request needs the bearer token (401 otherwise).
 func Handler(b *Budget, opts HandlerOptions) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+LeasePath, b.serveLease)
-	mux.HandleFunc("POST "+ReportPath, b.serveReport)
+	return ProjectsHandler(map[string]*Budget{DefaultProject: b}, opts)
+}
+
+// ProjectsHandler serves the budgets of several projects, one Budget each
+// (each project has its own key, so its own budget), on the same paths as
+// Handler: each request names its project in its JSON body,
+// {"project": "acme"} (an empty body, or no project, is "default"); a
+// project with no budget here is answered 404 naming the ones there are.
+func ProjectsHandler(budgets map[string]*Budget, opts HandlerOptions) http.Handler {
+	mux := ProjectsRoutes(budgets)
 	want := sha256.Sum256([]byte(opts.Token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if opts.Token == "" {
@@ -87,7 +97,38 @@ func Handler(b *Budget, opts HandlerOptions) http.Handler {
 	})
 }
 
-func (b *Budget) serveLease(w http.ResponseWriter, r *http.Request) {
+// Routes serves the two endpoints of one budget (the default project's)
+// with no auth of their own, for a server that authenticates its callers
+// itself (enrollq serve's bearer tokens with the budget scope). Handler is
+// Routes behind ENROLLQ_BUDGET_TOKEN.
+func Routes(b *Budget) http.Handler {
+	return ProjectsRoutes(map[string]*Budget{DefaultProject: b})
+}
+
+// ProjectsRoutes is Routes for several projects' budgets (see
+// ProjectsHandler for how a request names its project).
+func ProjectsRoutes(budgets map[string]*Budget) http.Handler {
+	p := projects(budgets)
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+LeasePath, p.serveLease)
+	mux.HandleFunc("POST "+ReportPath, p.serveReport)
+	return mux
+}
+
+func (p projects) serveLease(w http.ResponseWriter, r *http.Request) {
+	var req LeaseRequest
+	body, err := io.ReadAll(io.LimitReader(r.Body, 4096))
+	if err == nil && len(strings.TrimSpace(string(body))) > 0 {
+		err = json.Unmarshal(body, &req)
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, DeniedResponse{Error: "body must be empty or JSON {\"project\": \"NAME\"}"})
+		return
+	}
+	b, ok := p.find(w, req.Project)
+	if !ok {
+		return
+	}
 	l, err := b.Acquire(r.Context())
 	var we *WaitError
 	switch {
@@ -104,7 +145,7 @@ func (b *Budget) serveLease(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (b *Budget) serveReport(w http.ResponseWriter, r *http.Request) {
+func (p projects) serveReport(w http.ResponseWriter, r *http.Request) {
 	var req ReportRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
 		writeJSON(w, http.StatusBadRequest, DeniedResponse{Error: "body must be JSON {\"status\": N, \"retry_after\": SECONDS}"})
@@ -112,6 +153,10 @@ func (b *Budget) serveReport(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Status < 100 || req.Status > 599 || req.RetryAfter < 0 || math.IsNaN(req.RetryAfter) || req.RetryAfter > 86400 {
 		writeJSON(w, http.StatusBadRequest, DeniedResponse{Error: "status must be an HTTP status (100…599) and retry_after seconds from 0 to 86400"})
+		return
+	}
+	b, ok := p.find(w, req.Project)
+	if !ok {
 		return
 	}
 	if err := b.Report(r.Context(), req.Status, time.Duration(req.RetryAfter*float64(time.Second))); err != nil {

@@ -29,7 +29,7 @@ func workerEnv(r *redisProc, api *verisoultest.Server, extra ...string) []string
 
 func enqueueAll(t *testing.T, rdb redis.UniversalClient, n int) []string {
 	t.Helper()
-	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueBackfill), enqueue.WithMaxRetry(25), enqueue.WithKeepCompleted(time.Hour))
+	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueBackfill), enqueue.WithMaxRetry(25))
 	var sessions []string
 	rows := func(yield func(enqueue.Row) bool) {
 		for i := range n {
@@ -68,18 +68,18 @@ func TestRandomAPIFaults(t *testing.T) {
 	start := time.Now()
 	w1 := startWorker(t, workerEnv(r, api, "ENROLLQ_CONCURRENCY=32"))
 	w2 := startWorker(t, workerEnv(r, api, "ENROLLQ_CONCURRENCY=32"))
-	completed, archived := waitDrained(t, rdb, tasks.QueueBackfill, sessions, 10*time.Minute)
+	enrolled, dead := waitDrained(t, rdb, tasks.QueueBackfill, sessions, 10*time.Minute)
 	elapsed := time.Since(start)
 	w1.signal(syscall.SIGTERM)
 	w2.signal(syscall.SIGTERM)
 	w1.wait(t, 30*time.Second)
 	w2.wait(t, 30*time.Second)
-	if archived != 0 {
-		t.Errorf("%d sessions dead-lettered wrongly (every fault was transient)", archived)
+	if dead != 0 {
+		t.Errorf("%d sessions dead-lettered wrongly (every fault was transient)", dead)
 	}
 	reconciled := checkAgainstAPI(t, rdb, tasks.QueueBackfill, api, sessions)
-	t.Logf("random API faults: %d tasks, %d calls, %d faults injected, %d completed (%d reconciled), lost 0 (checked), dead-lettered %d, drained in %s",
-		n, len(api.Calls()), api.Faults(), completed, reconciled, archived, elapsed.Round(time.Second))
+	t.Logf("random API faults: %d tasks, %d calls, %d faults injected, %d enrolled (%d reconciled), lost 0 (checked), dead-lettered %d, drained in %s",
+		n, len(api.Calls()), api.Faults(), enrolled, reconciled, dead, elapsed.Round(time.Second))
 }
 
 // TestSIGTERMDuringWork: SIGTERM while calls are in flight: the worker exits
@@ -142,14 +142,14 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	r.start()
 	time.Sleep(3 * time.Second)
 	accepted, failed := stopProducer()
-	completed, archived := waitDrained(t, rdb, tasks.QueueSignup, accepted, 3*time.Minute)
+	enrolled, dead := waitDrained(t, rdb, tasks.QueueSignup, accepted, 3*time.Minute)
 	w.signal(syscall.SIGTERM)
 	w.wait(t, 30*time.Second)
-	if archived != 0 {
-		t.Errorf("%d tasks dead-lettered", archived)
+	if dead != 0 {
+		t.Errorf("%d tasks dead-lettered", dead)
 	}
 	checkAgainstAPI(t, rdb, tasks.QueueSignup, api, accepted)
-	t.Logf("redis SIGKILL + restart: %d enqueues accepted (all %d processed), %d refused while Redis was down, lost 0", len(accepted), completed, failed)
+	t.Logf("redis SIGKILL + restart: %d enqueues accepted (all %d processed), %d refused while Redis was down, lost 0", len(accepted), enrolled, failed)
 }
 
 // TestWorkerKilled: a worker is SIGKILLed mid-run (twice in -long mode,
@@ -180,17 +180,17 @@ func TestWorkerKilled(t *testing.T) {
 		t.Logf("kill %d at %s", i+1, time.Since(start).Round(time.Second))
 		victim = startWorker(t, env)
 	}
-	completed, archived := waitDrained(t, rdb, tasks.QueueBackfill, sessions, 6*time.Minute)
+	enrolled, dead := waitDrained(t, rdb, tasks.QueueBackfill, sessions, 6*time.Minute)
 	elapsed := time.Since(start)
 	stable.signal(syscall.SIGTERM)
 	victim.signal(syscall.SIGTERM)
 	stable.wait(t, 30*time.Second)
 	victim.wait(t, 30*time.Second)
-	if archived != 0 {
-		t.Errorf("%d sessions dead-lettered wrongly", archived)
+	if dead != 0 {
+		t.Errorf("%d sessions dead-lettered wrongly", dead)
 	}
 	reconciled := checkAgainstAPI(t, rdb, tasks.QueueBackfill, api, sessions)
-	t.Logf("worker SIGKILL: %d tasks, %d kills, %d completed (%d reconciled), lost 0 (checked), drained in %s", n, kills, completed, reconciled, elapsed.Round(time.Second))
+	t.Logf("worker SIGKILL: %d tasks, %d kills, %d enrolled (%d reconciled), lost 0 (checked), drained in %s", n, kills, enrolled, reconciled, elapsed.Round(time.Second))
 }
 
 // TestSentinelFailover: a Sentinel group (1 master, 1 replica, 3 sentinels);
@@ -306,7 +306,7 @@ func replicaLinked(master *redisProc) error {
 // with a one-second deadline, until the returned function is called; that
 // returns the sessions whose enqueue returned success and how many failed.
 func produce(rdb redis.UniversalClient) (stop func() (accepted []string, failed int)) {
-	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueSignup), enqueue.WithKeepCompleted(time.Hour))
+	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueSignup))
 	var mu sync.Mutex
 	var ok []string
 	failures := 0

@@ -3,23 +3,20 @@ package chaos
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/enrollq/enrollq/tasks"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 )
 
@@ -30,7 +27,9 @@ var (
 
 const apiKey = "chaos-key-not-a-secret"
 
-var binary string
+// binary is enrollq as released; crashBinary the same built with the
+// enrollq_crashpoints tag, whose worker honours ENROLLQ_TEST_CRASHPOINT.
+var binary, crashBinary string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -43,9 +42,12 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "enrollq")
-	if out, err := exec.Command("go", "build", "-o", binary, "../cmd/enrollq").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.Exit(1)
+	crashBinary = filepath.Join(dir, "enrollq-crashpoints")
+	for _, b := range []struct{ out, tags string }{{binary, ""}, {crashBinary, "enrollq_crashpoints"}} {
+		if out, err := exec.Command("go", "build", "-tags", b.tags, "-o", b.out, "../cmd/enrollq").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	_ = os.RemoveAll(dir)
@@ -140,8 +142,13 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 
 func startWorker(t *testing.T, env []string) *proc {
 	t.Helper()
+	return startWorkerOf(t, binary, env)
+}
+
+func startWorkerOf(t *testing.T, bin string, env []string) *proc {
+	t.Helper()
 	p := &proc{out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binary, "worker", "--http-addr=")
+	p.cmd = exec.Command(bin, "worker", "--http-addr=")
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LOG_FORMAT=json"}, env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -166,50 +173,78 @@ func (p *proc) wait(t *testing.T, d time.Duration) int {
 	}
 }
 
-// waitDrained waits until every session's task is completed or archived in
-// queue, and returns how many are in each state.
-func waitDrained(t *testing.T, rdb redis.UniversalClient, queue string, sessions []string, d time.Duration) (completed, archived int) {
+// waitDrained waits until every session's ledger record is final —
+// enrolled or dead, the one truth of what happened to it (asynq keeps no
+// completed task) — and returns how many are in each. queue is where the
+// records must say the sessions were.
+func waitDrained(t *testing.T, rdb redis.UniversalClient, queue string, sessions []string, d time.Duration) (enrolled, dead int) {
 	t.Helper()
-	insp := asynq.NewInspectorFromRedisClient(rdb)
+	led := chaosLedger(t, rdb)
 	deadline := time.Now().Add(d)
 	for {
-		completed, archived = 0, 0
+		recs, err := led.StatusMany(context.Background(), sessions)
+		enrolled, dead = 0, 0
 		var other []string
-		for _, s := range sessions {
-			info, err := insp.GetTaskInfo(queue, tasks.TaskID(queue, s))
+		seen := map[string]bool{}
+		for _, r := range recs {
+			seen[r.SessionID] = true
 			switch {
-			case err != nil:
-				other = append(other, s+": "+err.Error())
-			case info.State == asynq.TaskStateCompleted:
-				completed++
-			case info.State == asynq.TaskStateArchived:
-				archived++
+			case r.Queue != queue:
+				other = append(other, fmt.Sprintf("%s: in queue %s", r.SessionID, r.Queue))
+			case r.State == ledger.StateEnrolled:
+				enrolled++
+			case r.State == ledger.StateDead:
+				dead++
 			default:
-				other = append(other, s+": "+info.State.String())
+				other = append(other, r.SessionID+": "+string(r.State))
 			}
 		}
-		if len(other) == 0 {
-			return completed, archived
+		for _, s := range sessions {
+			if !seen[s] {
+				other = append(other, s+": no ledger record")
+			}
+		}
+		if err == nil && len(other) == 0 {
+			return enrolled, dead
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not drained after %s: %d completed, %d archived, %d other, e.g. %v", d, completed, archived, len(other), other[:min(5, len(other))])
+			t.Fatalf("not drained after %s: %d enrolled, %d dead, %d other, e.g. %v (%v)", d, enrolled, dead, len(other), other[:min(5, len(other))], err)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
 }
 
-// checkAgainstAPI compares Redis with what the fake API recorded: every
-// session is enrolled at the API exactly once (by one call answered or lost;
-// a second call is answered already-tied and reconciled), and its task
-// completed as enrolled or reconciled.
+func chaosLedger(t *testing.T, rdb redis.UniversalClient) *ledger.Ledger {
+	t.Helper()
+	led, err := ledger.New(rdb, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return led
+}
+
+// checkAgainstAPI compares the ledger with what the fake API recorded:
+// every session is enrolled at the API exactly once (by one call answered
+// or lost; a second call is answered already-tied and reconciled), its
+// ledger record is enrolled (reconciled when a response was lost), and the
+// outcome stream holds exactly one final event for it.
 func checkAgainstAPI(t *testing.T, rdb redis.UniversalClient, queue string, api *verisoultest.Server, sessions []string) (reconciled int) {
 	t.Helper()
-	insp := asynq.NewInspectorFromRedisClient(rdb)
+	led := chaosLedger(t, rdb)
 	enrolledCalls := map[string]int{}
 	for _, c := range api.Calls() {
 		if c.Enrolled {
 			enrolledCalls[c.SessionID]++
 		}
+	}
+	finals := finalEvents(t, led)
+	recs, err := led.StatusMany(context.Background(), sessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]ledger.Record{}
+	for _, r := range recs {
+		byID[r.SessionID] = r
 	}
 	for _, s := range sessions {
 		if _, ok := api.Enrolled(s); !ok {
@@ -219,19 +254,34 @@ func checkAgainstAPI(t *testing.T, rdb redis.UniversalClient, queue string, api 
 		if n := enrolledCalls[s]; n != 1 {
 			t.Errorf("session %s enrolled by %d calls", s, n)
 		}
-		info, err := insp.GetTaskInfo(queue, tasks.TaskID(queue, s))
-		if err != nil || info.State != asynq.TaskStateCompleted {
-			t.Errorf("session %s enrolled at the API but its task is %v (%v)", s, info, err)
+		r, ok := byID[s]
+		if !ok || r.State != ledger.StateEnrolled || r.Queue != queue {
+			t.Errorf("session %s enrolled at the API but its ledger record is %+v (found %v)", s, r, ok)
 			continue
 		}
-		if strings.Contains(string(info.Result), `"reconciled"`) {
+		if n := finals[s]; n != 1 {
+			t.Errorf("session %s has %d final events in the outcome stream, want 1", s, n)
+		}
+		if r.Reconciled {
 			reconciled++
 		}
 	}
 	return reconciled
 }
 
-func isExit(err error) bool {
-	var ee *exec.ExitError
-	return errors.As(err, &ee)
+// finalEvents counts each session's final events (enrolled, dead) in the
+// ledger's outcome stream.
+func finalEvents(t *testing.T, led *ledger.Ledger) map[string]int {
+	t.Helper()
+	evs, err := led.Outcomes(context.Background(), time.Time{}, 1_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, e := range evs {
+		if e.Type == "enrolled" || e.Type == "dead" {
+			n[e.SessionID]++
+		}
+	}
+	return n
 }

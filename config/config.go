@@ -4,7 +4,10 @@
 //
 // The cmd package embeds Config into its kong CLI with `embed:""`, so every
 // field is a global flag with a matching environment variable. Defaults live
-// in the kong `default` tags and in Default; a test keeps the two equal.
+// in the kong `default` tags and in Default; a test keeps the two equal. The
+// libraries (worker, enqueue, ledger, budget, webhooks) take the defaults of
+// the settings they share with the CLI from Default, so each is said here
+// only.
 // Validation is done by Validate and ValidateWorker rather than by kong's own
 // checks (no `enum` or `required` tags), so that every bad setting is
 // reported as one *Error line naming the variable, its flag and the rule.
@@ -207,6 +210,31 @@ type Config struct {
 
 	// ErasureKeyFile is a file holding ErasureKey. Default empty.
 	ErasureKeyFile string `name:"erasure-key-file" env:"ENROLLQ_ERASURE_KEY_FILE" secretfile:"ErasureKey" placeholder:"PATH" help:"File holding the erasure records' HMAC key (a mounted secret); one trailing newline is ignored."`
+	// ProjectsFile is a JSON file of more Verisoul projects, each with its
+	// own key (or key file), limit, reserve and concurrency; see Projects.
+	// Default empty: the projects are VERISOUL_API_KEY's and those of the
+	// VERISOUL_API_KEY_<PROJECT> variables.
+	ProjectsFile string `name:"projects-file" env:"ENROLLQ_PROJECTS_FILE" placeholder:"PATH" help:"JSON file of more Verisoul projects: {\"projects\": [{\"name\": \"acme\", \"api_key_file\": PATH, \"rate_limit\": 120, \"rate_reserve\": \"10%\", \"concurrency\": 4}]}."`
+	// APIAddr is the host:port of `enrollq serve`, the HTTP API for
+	// producers. Default "127.0.0.1:8090"; another address than loopback
+	// needs APITokens.
+	APIAddr string `name:"api-addr" env:"ENROLLQ_API_ADDR" default:"127.0.0.1:8090" help:"host:port of enrollq serve; an address other machines can reach needs ENROLLQ_API_TOKENS."`
+
+	// APITokens are the bearer tokens of `enrollq serve`, comma-separated,
+	// each SECRET or SECRET:SCOPE[+SCOPE] (api.ParseTokens). Default empty:
+	// no token asked, loopback only. It never prints: see Secret.
+	APITokens Secret `name:"api-tokens" env:"ENROLLQ_API_TOKENS" help:"Bearer tokens of enrollq serve, comma-separated, each SECRET or SECRET:SCOPE[+SCOPE] (enqueue, read, budget); never printed. Prefer --api-tokens-file."`
+
+	// APITokensFile is a file holding APITokens, one a line. Default empty.
+	APITokensFile string `name:"api-tokens-file" env:"ENROLLQ_API_TOKENS_FILE" secretfile:"APITokens" placeholder:"PATH" help:"File holding enrollq serve's tokens, one a line (a mounted secret)."`
+
+	// APIRateLimit caps the requests a second of each token on one
+	// `enrollq serve` process. Default 1000; 0 means no cap.
+	APIRateLimit float64 `name:"api-rate-limit" env:"ENROLLQ_API_RATE_LIMIT" default:"1000" help:"Requests a second each API token may make to one enrollq serve process (0: no cap); then 429 with Retry-After."`
+
+	// APIMaxBody is the largest request body `enrollq serve` reads, in
+	// bytes. Default 1048576 (1 MiB).
+	APIMaxBody int64 `name:"api-max-body" env:"ENROLLQ_API_MAX_BODY" default:"1048576" help:"Largest request body enrollq serve reads, in bytes; then 413."`
 
 	// LogFormat is the slog output format: "text", "json", or empty for
 	// automatic (text on a terminal, else json). Default empty.
@@ -269,6 +297,9 @@ func Default() Config {
 		HTTPAddr:          "127.0.0.1:8080",
 		DashboardHosts:    "",
 		DashboardReadOnly: true,
+		APIAddr:           "127.0.0.1:8090",
+		APIRateLimit:      1000,
+		APIMaxBody:        1 << 20,
 		LogFormat:         "",
 		LogLevel:          "info",
 
@@ -293,6 +324,9 @@ type Error struct {
 
 // Error returns "VAR (--flag): rule".
 func (e *Error) Error() string {
+	if e.Flag == "" { // a variable without a flag: VERISOUL_API_KEY_<PROJECT>
+		return e.Var + ": " + e.Rule
+	}
 	return e.Var + " (" + e.Flag + "): " + e.Rule
 }
 
@@ -343,6 +377,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BudgetToken != "" && strings.TrimSpace(c.BudgetToken.Reveal()) != c.BudgetToken.Reveal() {
 		return errorFor("BudgetToken", "must not start or end with whitespace")
+	}
+	if err := c.validateAPI(); err != nil {
+		return err
 	}
 	if c.Concurrency < 0 {
 		return errorFor("Concurrency", "must be 0 (derived from the rate limit) or more, got %d", c.Concurrency)
@@ -448,8 +485,8 @@ func (c *Config) ValidateWorker() error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	if c.APIKey == "" {
-		return errorFor("APIKey", "required by the worker")
+	if c.APIKey == "" && c.ProjectsFile == "" && len(projectKeyVars(os.Environ())) == 0 {
+		return errorFor("APIKey", "required by the worker (or a project's VERISOUL_API_KEY_<PROJECT>, or ENROLLQ_PROJECTS_FILE)")
 	}
 	return nil
 }
@@ -696,6 +733,12 @@ func (c Config) attrs() []slog.Attr {
 		slog.String("budget_token_file", c.BudgetTokenFile),
 		slog.String("erasure_key", c.ErasureKey.String()),
 		slog.String("erasure_key_file", c.ErasureKeyFile),
+		slog.String("projects_file", c.ProjectsFile),
+		slog.String("api_addr", c.APIAddr),
+		slog.String("api_tokens", c.APITokens.String()),
+		slog.String("api_tokens_file", c.APITokensFile),
+		slog.Float64("api_rate_limit", c.APIRateLimit),
+		slog.Int64("api_max_body", c.APIMaxBody),
 		slog.String("log_format", c.LogFormat),
 		slog.String("log_level", c.LogLevel),
 		slog.String("webhook_url", redactWebhookURL(c.WebhookURL)),

@@ -1,9 +1,7 @@
 package config
 
 import (
-	"os"
 	"reflect"
-	"strings"
 )
 
 // Secrets can be given as files, the way Docker and Kubernetes mount them
@@ -48,18 +46,11 @@ func (c *Config) ReadSecretFiles() error {
 		if secret.String() != "" {
 			return errorFor(f.Name, "set either it or %s (--%s), not both", tf.Tag.Get("env"), tf.Tag.Get("name"))
 		}
-		b, err := os.ReadFile(path)
+		s, err := readSecretFile(path)
 		if err != nil {
-			return errorFor(f.Name, "cannot read the secret: %v", err)
+			return errorFor(f.Name, "%v", err)
 		}
-		s, ok := strings.CutSuffix(string(b), "\r\n")
-		if !ok {
-			s = strings.TrimSuffix(s, "\n")
-		}
-		if s == "" {
-			return errorFor(f.Name, "file %q is empty", path)
-		}
-		secret.SetString(s)
+		secret.SetString(string(s))
 	}
 	return nil
 }

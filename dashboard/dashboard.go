@@ -10,10 +10,8 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
-	"log/slog"
 	"net/http"
 
-	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
 )
@@ -28,17 +26,11 @@ const Realm = "enrollq"
 // Options configure the dashboard handler. Zero fields take the default in
 // their comment.
 type Options struct {
-	// Redis is the connection to the Redis that holds asynq's queues and
-	// enrollq's dead-letter records. Required. The handler never closes it.
+	// Redis is the connection to the Redis that holds asynq's queues.
+	// Required. asynqmon reads and writes the queues through it, so the
+	// dashboard opens no connection pool of its own and needs no Close; the
+	// handler never closes it.
 	Redis redis.UniversalClient
-	// RedisConnOpt is the connection asynqmon reads and writes the queues
-	// through. Default: Redis itself, so the dashboard opens no connection
-	// pool of its own and needs no Close. Set it (for example from
-	// asynq.ParseRedisURI) only to give asynqmon a separate pool.
-	RedisConnOpt asynq.RedisConnOpt
-	// KeyPrefix prefixes enrollq's own Redis keys, as worker.Config's does.
-	// Default "enrollq:".
-	KeyPrefix string
 	// User and Password turn on HTTP basic auth (realm "enrollq") when both
 	// are set; every request must then carry them. Setting only one of them
 	// is an error. Default: no auth (keep the listener on loopback; see
@@ -57,12 +49,6 @@ type Options struct {
 	// ReadOnly shows the queues without letting anyone run, archive, delete
 	// or cancel tasks or pause queues. Default false.
 	ReadOnly bool
-	// PrometheusAddress, when set, is the Prometheus server asynqmon queries
-	// for its time-series charts. Default: no charts.
-	PrometheusAddress string
-	// Logger receives a line for each dead-letter record the dashboard
-	// removes. Default slog.Default().
-	Logger *slog.Logger
 }
 
 // sharedConn is an asynq.RedisConnOpt that hands out an existing client
@@ -81,17 +67,10 @@ func New(opts Options) (http.Handler, error) {
 	case (opts.User == "") != (opts.Password == ""):
 		return nil, errors.New("dashboard: basic auth needs both a user and a password, or neither")
 	}
-	if opts.RedisConnOpt == nil {
-		opts.RedisConnOpt = sharedConn{opts.Redis}
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
 	var h http.Handler = asynqmon.New(asynqmon.Options{
-		RootPath:          RootPath,
-		RedisConnOpt:      opts.RedisConnOpt,
-		ReadOnly:          opts.ReadOnly,
-		PrometheusAddress: opts.PrometheusAddress,
+		RootPath:     RootPath,
+		RedisConnOpt: sharedConn{opts.Redis},
+		ReadOnly:     opts.ReadOnly,
 	})
 	// Nothing follows asynqmon's requests: what it changes in asynq (run,
 	// archive, delete) is reconciled into the ledger by the worker's

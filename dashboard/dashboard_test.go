@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -59,9 +58,6 @@ func setup(t *testing.T) *bundle {
 func (b *bundle) serve(t *testing.T, opts dashboard.Options) *httptest.Server {
 	t.Helper()
 	opts.Redis = b.rdb
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
 	h, err := dashboard.New(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -22,12 +22,16 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/ledger"
 )
 
 // Record is one dead letter.
 type Record struct {
-	TaskID    string    `json:"task_id"`
-	Queue     string    `json:"queue"`
+	TaskID string `json:"task_id"`
+	Queue  string `json:"queue"`
+	// Project is the Verisoul project whose lane Queue is (tasks.ProjectOfQueue).
+	Project   string    `json:"project,omitempty"`
 	SessionID string    `json:"session_id"`
 	AccountID string    `json:"account_id"`
 	CreatedAt time.Time `json:"created_at,omitzero"`
@@ -53,10 +57,11 @@ type Store struct {
 	prefix string
 }
 
-// New returns a Store on rdb with key prefix (default "enrollq:").
+// New returns a Store on rdb with key prefix ("" for ledger.DefaultPrefix,
+// "enrollq:").
 func New(rdb redis.UniversalClient, prefix string) *Store {
 	if prefix == "" {
-		prefix = "enrollq:"
+		prefix = ledger.DefaultPrefix
 	}
 	return &Store{rdb: rdb, prefix: prefix + "{dl}:"}
 }

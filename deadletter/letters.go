@@ -38,7 +38,7 @@ func (d *Letters) Reconcile(ctx context.Context) (reconcile.Report, error) {
 // list --json` and `dead export --format jsonl` have always printed.
 // CreatedAt is not in the ledger; LastAttempt is when it died.
 func RecordOf(r ledger.Record) Record {
-	return Record{TaskID: tasks.TaskID(r.Queue, r.SessionID), Queue: r.Queue, SessionID: r.SessionID, AccountID: r.AccountID,
+	return Record{TaskID: tasks.TaskID(r.Queue, r.SessionID), Queue: r.Queue, Project: r.Project(), SessionID: r.SessionID, AccountID: r.AccountID,
 		Code: r.Code, LastError: r.LastError, RequestID: r.RequestID, Attempts: r.Attempts, FirstAttempt: r.FirstAttempt,
 		LastAttempt: r.At, DeadAt: r.At, Retried: r.AsynqRetried}
 }
@@ -120,7 +120,9 @@ func (d *Letters) Get(ctx context.Context, id string) (ledger.Record, bool, erro
 // it, is deleted first and its payload (created_at) reused. ledger's
 // ErrWrongState (the record is no longer dead) is returned as it is.
 func (d *Letters) Requeue(ctx context.Context, r ledger.Record) error {
-	p := tasks.EnrollPayload{SessionID: r.SessionID, AccountID: r.AccountID}
+	// The project is the queue's: the requeued task goes back to its lane
+	// and is called with its project's key.
+	p := tasks.EnrollPayload{SessionID: r.SessionID, AccountID: r.AccountID, Project: payloadProject(r.Queue)}
 	t, err := reconcile.Lookup(d.Insp, r.Queue, r.SessionID)
 	if err != nil {
 		return err
@@ -179,4 +181,13 @@ func (d *Letters) Purge(ctx context.Context, olderThan time.Time, code string) (
 		}
 	}
 	return n, nil
+}
+
+// payloadProject is the payload's project of a task of queue: the queue's
+// project, left out for the default project.
+func payloadProject(queue string) string {
+	if _, p := tasks.ProjectOfQueue(queue); p != tasks.DefaultProject {
+		return p
+	}
+	return ""
 }

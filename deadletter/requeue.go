@@ -53,7 +53,7 @@ func (q *Requeuer) Requeue(ctx context.Context, r Record) error {
 	default:
 		return fmt.Errorf("reading task %s: %w", r.TaskID, err)
 	}
-	p := tasks.EnrollPayload{SessionID: r.SessionID, AccountID: r.AccountID, CreatedAt: r.CreatedAt}
+	p := tasks.EnrollPayload{SessionID: r.SessionID, AccountID: r.AccountID, CreatedAt: r.CreatedAt, Project: payloadProject(r.Queue)}
 	o := q.Options
 	o.Queue = r.Queue
 	t, err := tasks.NewEnrollTask(p, o)

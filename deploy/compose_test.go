@@ -147,12 +147,45 @@ func TestComposeVariablesAreEnrollqs(t *testing.T) {
 		}
 	}
 	p := load(t)
-	for _, svc := range []string{"worker", "dashboard"} {
+	for _, svc := range []string{"worker", "dashboard", "serve"} {
 		s, _ := p.GetService(svc)
 		for k := range s.Environment {
 			if !known[k] {
 				t.Errorf("service %s sets %s, which enrollq does not read", svc, k)
 			}
 		}
+	}
+}
+
+// TestComposeServe: the API is `enrollq serve` on the host's loopback, its
+// tokens from a secret file (it listens on all interfaces inside the
+// container, which enrollq allows only with tokens), probed on its own
+// /readyz.
+func TestComposeServe(t *testing.T) {
+	p := load(t)
+	s, err := p.GetService("serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Image != "enrollq:local" || len(s.Command) != 1 || s.Command[0] != "serve" {
+		t.Errorf("serve: image %q command %q", s.Image, s.Command)
+	}
+	if v := s.Environment["ENROLLQ_API_TOKENS_FILE"]; v == nil || *v != "/run/secrets/api_tokens" {
+		t.Errorf("ENROLLQ_API_TOKENS_FILE = %v", v)
+	}
+	if _, ok := s.Environment["ENROLLQ_API_TOKENS"]; ok {
+		t.Error("the tokens are in serve's environment")
+	}
+	if !slices.ContainsFunc(s.Secrets, func(c types.ServiceSecretConfig) bool { return c.Source == "api_tokens" }) {
+		t.Error("serve does not mount the api_tokens secret")
+	}
+	if len(s.Ports) != 1 || s.Ports[0].HostIP != "127.0.0.1" || s.Ports[0].Published != "8090" || s.Ports[0].Target != 8090 {
+		t.Errorf("serve ports %+v, want 127.0.0.1:8090:8090", s.Ports)
+	}
+	if v := s.Environment["ENROLLQ_API_ADDR"]; v == nil || *v != "0.0.0.0:8090" {
+		t.Errorf("ENROLLQ_API_ADDR = %v", v)
+	}
+	if s.HealthCheck == nil || !reflect.DeepEqual([]string(s.HealthCheck.Test), []string{"CMD", binary, "--http-addr", "127.0.0.1:8090", "healthcheck"}) {
+		t.Errorf("serve healthcheck %+v", s.HealthCheck)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/enrollq/enrollq/config"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/ledger/reconcile"
 	"github.com/enrollq/enrollq/tasks"
@@ -149,8 +150,8 @@ func New(rdb redis.UniversalClient, opts ...ClientOption) *Client {
 		ac:   asynq.NewClientFromRedisClient(rdb),
 		insp: asynq.NewInspectorFromRedisClient(rdb),
 		defaults: settings{
-			task:        tasks.Options{Queue: tasks.QueueSignup, MaxRetry: 10},
-			retention:   ledger.DefaultRetention,
+			task:        tasks.Options{Queue: tasks.QueueSignup, MaxRetry: config.Default().MaxRetry},
+			retention:   config.Default().Retention,
 			concurrency: 32,
 		},
 	}
@@ -209,6 +210,7 @@ func (c *Client) Enroll(ctx context.Context, sessionID, accountID string, opts .
 	for _, o := range opts {
 		o.enroll(&s)
 	}
+	s.route()
 	p, err := newPayload(sessionID, accountID, s.createdAt)
 	if err != nil {
 		return Enrolled{}, err
@@ -228,6 +230,10 @@ func newPayload(sessionID, accountID string, createdAt time.Time) (tasks.EnrollP
 // enqueue records one validated payload in the ledger, then puts its task
 // into asynq, and explains a duplicate from the ledger.
 func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Options, s settings) (Enrolled, error) {
+	if s.routeErr != nil {
+		return Enrolled{}, s.routeErr
+	}
+	p = s.withProject(p)
 	t, err := tasks.NewEnrollTask(p, o)
 	if err != nil {
 		return Enrolled{}, err
@@ -323,7 +329,7 @@ func (c *Client) duplicate(ctx context.Context, led *ledger.Ledger, p tasks.Enro
 		d.kind = ErrDuplicateRow
 		return Enrolled{}, d
 	}
-	if rec.State.Live() && o.Queue == tasks.QueueSignup && rec.Queue != tasks.QueueSignup && waiting(task.State) {
+	if rec.State.Live() && movesToSignup(o.Queue, rec.Queue) && waiting(task.State) {
 		return c.move(ctx, led, p, o, rec, task, d)
 	}
 	return Enrolled{}, d

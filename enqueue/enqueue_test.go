@@ -19,6 +19,7 @@ import (
 
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -136,25 +137,19 @@ func (b *bundle) taskInfo(q, sessionID string) *asynq.TaskInfo {
 	return info
 }
 
-// waitState polls Redis until the session's task in the bundle's queue
-// reaches state.
+// waitState waits until the session's task in the bundle's queue reaches
+// state.
 func (b *bundle) waitState(sessionID string, state asynq.TaskState) *asynq.TaskInfo {
 	b.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
 	var info *asynq.TaskInfo
-	var err error
-	for time.Now().Before(deadline) {
-		info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, sessionID))
-		if err == nil && info.State == state {
-			return info
+	testutil.EventuallyNil(b.t, "the task of "+sessionID+" "+state.String(), func() error {
+		var err error
+		if info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, sessionID)); err == nil && info.State != state {
+			err = fmt.Errorf("it is %s (last error %q)", info.State, info.LastErr)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		b.t.Fatalf("task of %s never reached %s: %v", sessionID, state, err)
-	}
-	b.t.Fatalf("task of %s never reached %s: it is %s (last error %q)", sessionID, state, info.State, info.LastErr)
-	return nil
+		return err
+	})
+	return info
 }
 
 // serve runs a real asynq server on the bundle's queue until the test ends,

@@ -76,6 +76,7 @@ func (c *Client) EnrollMany(ctx context.Context, rows iter.Seq[Row], opts ...Man
 		for _, o := range opts {
 			o.many(&s)
 		}
+		s.route()
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		run := s.run

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/tasks"
 )
 
@@ -146,7 +147,9 @@ func TestEnrollManyStopsEarly(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	var pulled atomic.Int64
+	var returned atomic.Bool
 	infinite := func(yield func(enqueue.Row) bool) {
+		defer returned.Store(true)
 		for i := 0; ; i++ {
 			pulled.Add(1)
 			if !yield(enqueue.Row{Line: i + 2, SessionID: newSessionID(), AccountID: "a"}) {
@@ -160,15 +163,11 @@ func TestEnrollManyStopsEarly(t *testing.T) {
 			break
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
-	// At most the shards' buffers (64 rows each) and one row per worker
-	// beyond what was consumed; an unstopped reader would go on forever.
-	p1 := pulled.Load()
-	if p1 > 10+4*(64+2) {
-		t.Errorf("%d rows pulled after stopping at 10: more than the buffers hold", p1)
-	}
-	time.Sleep(200 * time.Millisecond)
-	if p2 := pulled.Load(); p2 != p1 {
-		t.Errorf("rows still being pulled after the loop stopped: %d then %d", p1, p2)
+	// The reader stops: the rows' iterator returns (an unstopped reader
+	// would go on forever), having pulled at most the shards' buffers (64
+	// rows each) and one row per worker beyond what was consumed.
+	testutil.Eventually(t, "the rows' iterator to return", returned.Load)
+	if p := pulled.Load(); p > 10+4*(64+2) {
+		t.Errorf("%d rows pulled after stopping at 10: more than the buffers hold", p)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"iter"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,9 @@ import (
 // is at most 200 bytes per session.
 //
 //	go test ./enqueue -run TestMemoryPerEnrolledSession -v
+//
+// ENROLLQ_MEMORY_PROJECT=acme measures the sessions of a project other
+// than the default one (its lane signup:acme, the project in the payload).
 func TestMemoryPerEnrolledSession(t *testing.T) {
 	if testing.Short() {
 		t.Skip("enrolls 100,000 sessions; not run with -short")
@@ -44,12 +48,14 @@ func TestMemoryPerEnrolledSession(t *testing.T) {
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
 	t.Cleanup(func() { _ = rdb.Close() })
-	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueSignup))
+	project := os.Getenv("ENROLLQ_MEMORY_PROJECT")
+	queue := tasks.QueueFor(project, tasks.QueueSignup)
+	enq := enqueue.New(rdb, enqueue.WithQueue(tasks.QueueSignup), enqueue.WithProject(project))
 	if err := enq.Ledger().Load(ctx); err != nil {
 		t.Fatal(err)
 	}
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Queues: map[string]int{tasks.QueueSignup: 1}, Concurrency: 50, LogLevel: asynq.FatalLevel,
+		Queues: map[string]int{queue: 1}, Concurrency: 50, LogLevel: asynq.FatalLevel,
 		TaskCheckInterval: 10 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
 	})
 	mux := asynq.NewServeMux()
@@ -58,7 +64,7 @@ func TestMemoryPerEnrolledSession(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		c, err := enq.Ledger().Claim(ctx, ledger.ClaimArgs{SessionID: p.SessionID, AccountID: p.AccountID, Queue: tasks.QueueSignup, Lease: time.Minute})
+		c, err := enq.Ledger().Claim(ctx, ledger.ClaimArgs{SessionID: p.SessionID, AccountID: p.AccountID, Queue: queue, Lease: time.Minute})
 		if err != nil {
 			return err
 		}
@@ -74,7 +80,7 @@ func TestMemoryPerEnrolledSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	waitDrained(t, rdb, 1)
+	waitDrained(t, rdb, queue, 1)
 	// Open every pooled connection now, so that their buffers (tens of
 	// kilobytes each on the server) are in the baseline, not counted as
 	// sessions' bytes.
@@ -99,7 +105,7 @@ func TestMemoryPerEnrolledSession(t *testing.T) {
 			t.Fatalf("line %d: %v", r.Row.Line, r.Err)
 		}
 	}
-	waitDrained(t, rdb, n+1)
+	waitDrained(t, rdb, queue, n+1)
 	elapsed := time.Since(start)
 	srv.Shutdown()
 	after := usedMemory(t, rdb)
@@ -124,14 +130,14 @@ func TestMemoryPerEnrolledSession(t *testing.T) {
 	}
 }
 
-// waitDrained waits until asynq has processed want tasks of the signup
-// queue and none is left.
-func waitDrained(t *testing.T, rdb *redis.Client, want int) {
+// waitDrained waits until asynq has processed want tasks of queue and
+// none is left.
+func waitDrained(t *testing.T, rdb *redis.Client, queue string, want int) {
 	t.Helper()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		qi, err := insp.GetQueueInfo(tasks.QueueSignup)
+		qi, err := insp.GetQueueInfo(queue)
 		if err == nil && qi.Size == 0 && qi.Processed >= want {
 			if qi.Failed > 0 {
 				t.Fatalf("%d tasks failed", qi.Failed)

@@ -18,6 +18,8 @@ type settings struct {
 	concurrency int
 	maxQueued   int
 	onWait      func(queued int)
+	project     string // WithProject; the queue is routed to its lane
+	routeErr    error  // a project or queue that does not route
 }
 
 // The option types say where an option may go, so that a misuse does not

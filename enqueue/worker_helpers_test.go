@@ -6,6 +6,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 )
@@ -23,18 +24,13 @@ func (b *bundle) claim(ctx context.Context, task *asynq.Task) (ledger.Claim, tas
 	return c, p, err
 }
 
-// waitLedger polls the ledger until the session's record is in state.
+// waitLedger waits until the session's ledger record is in state.
 func (b *bundle) waitLedger(sessionID string, state ledger.State) ledger.Record {
 	b.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
 	var r ledger.Record
-	for time.Now().Before(deadline) {
+	testutil.Eventually(b.t, "the record of "+sessionID+" "+state.String(), func() bool {
 		r, _ = b.enq.Ledger().Status(context.Background(), sessionID)
-		if r.State == state {
-			return r
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	b.t.Fatalf("record of %s never reached %s: it is %+v", sessionID, state, r)
+		return r.State == state
+	})
 	return r
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 )
 
 // TestOnCluster runs every transition, the readers and the sweeper against
@@ -47,7 +48,7 @@ func TestOnCluster(t *testing.T) {
 	}
 	// Every node must see the cluster as ok, and every shard's slot must
 	// take a write, before the test starts.
-	waitFor(t, 30*time.Second, "the cluster to serve every shard", func() bool {
+	testutil.Eventually(t, "the cluster to serve every shard", func() bool {
 		for _, n := range nodes {
 			nc := redis.NewClient(&redis.Options{Addr: n})
 			info, err := nc.ClusterInfo(ctx).Result()
@@ -112,7 +113,7 @@ func TestOnCluster(t *testing.T) {
 	if all, err := l.Counts(ctx); err != nil || fmt.Sprint(all) != fmt.Sprint(counts) {
 		t.Fatalf("counts %v (%v), want %v", all, err, counts)
 	}
-	waitFor(t, 5*time.Second, "the retention to end", func() bool {
+	testutil.Eventually(t, "the retention to end", func() bool {
 		r, err := l.Status(ctx, enrolled[0])
 		return err == nil && time.Now().After(r.ExpiresAt.Add(time.Second))
 	})

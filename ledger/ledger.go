@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/config"
 )
 
 // Shards is the number of hash-tag shards. It is fixed: a session's shard is
@@ -19,7 +21,6 @@ const Shards = 16
 // Defaults of Options.
 const (
 	DefaultPrefix       = "enrollq:"
-	DefaultRetention    = 720 * time.Hour
 	DefaultBuckets      = 2048
 	DefaultStreamMaxLen = 1500
 	// DefaultReconcileGrace is how old a live record must be before
@@ -41,7 +42,7 @@ type Options struct {
 	// '}', which would move the hash tag.
 	Prefix string
 	// Retention is how long enrolled (and idle live) records are kept
-	// (default 720h, ENROLLQ_RETENTION). Dead records are kept until purged.
+	// (default ENROLLQ_RETENTION's, config.Default: 720h). Dead records are kept until purged.
 	Retention time.Duration
 	// Buckets is the number of record buckets per shard and kind (default
 	// 2048). Like Shards it is fixed for the life of the data. A bucket
@@ -81,7 +82,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Ledger, error) {
 		return nil, invalid("Prefix %q: must not contain '{' or '}'", opts.Prefix)
 	}
 	if opts.Retention == 0 {
-		opts.Retention = DefaultRetention
+		opts.Retention = config.Default().Retention
 	}
 	if opts.Retention < time.Second {
 		return nil, invalid("Retention %s: must be at least 1s", opts.Retention)
@@ -233,25 +234,45 @@ func expandRequestID(v string) string {
 	return v
 }
 
-// compactQueue stores the two known queues in one byte.
+// compactQueue stores the two known queues in one byte, and a project's
+// lanes ("signup:acme", see tasks.QueueFor) in two plus the project's name.
+// Other names are kept whole after "=", so the forms never meet.
 func compactQueue(q string) string {
-	switch q {
-	case "signup":
+	lane, project, ok := strings.Cut(q, ":")
+	switch {
+	case lane == "signup" && !ok:
 		return "s"
-	case "backfill":
+	case lane == "backfill" && !ok:
 		return "b"
+	case lane == "signup" && !strings.Contains(project, ":"):
+		return "s:" + project
+	case lane == "backfill" && !strings.Contains(project, ":"):
+		return "b:" + project
 	}
 	return "=" + q
 }
 
 func expandQueue(v string) string {
-	switch v {
-	case "s":
+	switch {
+	case v == "s":
 		return "signup"
-	case "b":
+	case v == "b":
 		return "backfill"
+	case strings.HasPrefix(v, "s:"):
+		return "signup" + v[1:]
+	case strings.HasPrefix(v, "b:"):
+		return "backfill" + v[1:]
 	}
 	return strings.TrimPrefix(v, "=")
+}
+
+// ProjectOfQueue is the project whose lane queue is (tasks.QueueFor's
+// "<lane>:<project>"), "default" for a queue without a colon.
+func ProjectOfQueue(queue string) string {
+	if i := strings.LastIndexByte(queue, ':'); i >= 0 {
+		return queue[i+1:]
+	}
+	return "default"
 }
 
 func checkText(field, v string, max int) error {

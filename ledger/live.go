@@ -87,3 +87,36 @@ func (l *Ledger) EachDead(ctx context.Context, code string, fn func(Record) erro
 	}
 	return nil
 }
+
+// statusPage is how many sessions StatusMany reads per round trip.
+const statusPage = 1000
+
+// StatusMany returns the records of those of sessionIDs that have one (in
+// no set order), in one pipelined round trip per 1,000 sessions: for a
+// sweep over many sessions, where Status would cost one round trip each.
+// An id that is not a canonical UUID is ErrInvalid.
+func (l *Ledger) StatusMany(ctx context.Context, sessionIDs []string) ([]Record, error) {
+	var out []Record
+	for len(sessionIDs) > 0 {
+		n := min(len(sessionIDs), statusPage)
+		ss := make([]sid, 0, n)
+		for _, id := range sessionIDs[:n] {
+			s, err := parseSession(id)
+			if err != nil {
+				return nil, err
+			}
+			ss = append(ss, s)
+		}
+		recs, err := l.records(ctx, ss)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, recs...)
+		sessionIDs = sessionIDs[n:]
+	}
+	return out, nil
+}
+
+// Redis is the client the ledger was made with (asynq's task hashes are
+// read on it by the reconcile sweep: the ledger lives beside asynq).
+func (l *Ledger) Redis() redis.UniversalClient { return l.rdb }

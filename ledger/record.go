@@ -122,6 +122,12 @@ type Record struct {
 	History []Step
 }
 
+// Project is the Verisoul project of the session: the one its queue names
+// ("signup:acme" is acme's lane, "signup" the default project's). The
+// record stores no project of its own: the queue says it, in two bytes
+// plus the name for a project's lanes, and nothing more for the default.
+func (r Record) Project() string { return ProjectOfQueue(r.Queue) }
+
 // LeaseExpired reports whether the record is a claim whose lease has run
 // out: the attempt that held it crashed or lost its lease mid-call, and the
 // call's outcome is unknown.

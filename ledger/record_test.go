@@ -30,9 +30,17 @@ func TestRequestIDForms(t *testing.T) {
 	if len(compactRequestID("0007b793-ae5d-45a2-8d9f-4a5b573c3271")) != 16 {
 		t.Error("a UUID request id is not stored in 16 bytes")
 	}
-	for _, q := range []string{"signup", "backfill", "other", "s", "=x"} {
+	for _, q := range []string{"signup", "backfill", "other", "s", "=x", "signup:acme", "backfill:eu_2", "s:x", "signup:a:b", "test-1:acme"} {
 		if got := expandQueue(compactQueue(q)); got != q {
 			t.Errorf("queue %q → %q", q, got)
+		}
+	}
+	if c := compactQueue("signup:acme"); c != "s:acme" {
+		t.Errorf("a project's signup lane is stored as %q, want s:acme", c)
+	}
+	for q, want := range map[string]string{"signup": "default", "backfill:acme": "acme", "test-1": "default"} {
+		if got := (Record{Queue: q}).Project(); got != want {
+			t.Errorf("project of queue %q = %q, want %q", q, got, want)
 		}
 	}
 	var r Record

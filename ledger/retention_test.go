@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/enrollq/enrollq/internal/testutil"
 )
 
 // TestRetention: the sweeper removes enrolled records (and live ones left
@@ -27,7 +29,7 @@ func TestRetention(t *testing.T) {
 	}
 	// Retention is in whole seconds on Redis's clock: wait until both
 	// records are past it.
-	waitFor(t, 5*time.Second, "the retention to end", func() bool {
+	testutil.Eventually(t, "the retention to end", func() bool {
 		now, err := b.rdb.Time(b.ctx).Result()
 		r, err2 := b.l.Status(b.ctx, enrolled)
 		return err == nil && err2 == nil && now.After(r.ExpiresAt)
@@ -76,7 +78,7 @@ func TestSweepSparesARecordThatMovedOn(t *testing.T) {
 	s, _ := b.reach(t, "queued")
 	ss, _ := parseSession(s)
 	r, _ := b.l.Status(b.ctx, s)
-	waitFor(t, 5*time.Second, "the retention to end", func() bool {
+	testutil.Eventually(t, "the retention to end", func() bool {
 		now, err := b.rdb.Time(b.ctx).Result()
 		return err == nil && now.After(r.ExpiresAt)
 	})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 )
 
 const acct = "user-42"
@@ -354,7 +355,7 @@ func TestExpiredLease(t *testing.T) {
 	if r, err = b.l.Renew(b.ctx, first, 2*time.Second); err != nil || !r.LeaseUntil.After(time.Now().Add(time.Second)) {
 		t.Fatalf("renew: %+v %v", r, err)
 	}
-	waitFor(t, 5*time.Second, "the lease to run out", func() bool {
+	testutil.Eventually(t, "the lease to run out", func() bool {
 		r, err = b.l.Status(b.ctx, s)
 		return err == nil && r.LeaseExpired(time.Now())
 	})

@@ -32,6 +32,7 @@ var actions = map[string]string{
 	"session_not_found":                   ActionFixProducer,
 	"session_not_valid_for_this_endpoint": ActionFixProducer,
 	"invalid_payload":                     ActionFixProducer,
+	"project_mismatch":                    ActionFixProducer,
 	"bad_request":                         ActionFixProducer,
 	"transient_exhausted":                 ActionRetryLater,
 	"session_not_started":                 ActionWaitForUser,

@@ -54,6 +54,9 @@ type Data struct {
 	SessionID string `json:"session_id,omitempty"`
 	AccountID string `json:"account_id,omitempty"`
 	Queue     string `json:"queue,omitempty"`
+	// Project is the Verisoul project whose lane Queue is; absent for the
+	// default project.
+	Project string `json:"project,omitempty"`
 	// Run is the backfill run the task came from, when any.
 	Run string `json:"run,omitempty"`
 	// Attempts is how many attempts called the API.
@@ -108,6 +111,9 @@ func FromLedger(e ledger.Event) (Event, error) {
 	out := Event{ID: e.ID, Timestamp: e.At.UTC(), Data: Data{
 		SessionID: e.SessionID, AccountID: e.AccountID, Queue: e.Queue, Run: e.Run, Attempts: e.Attempts,
 	}}
+	if p := ledger.ProjectOfQueue(e.Queue); p != "default" {
+		out.Data.Project = p
+	}
 	switch e.Type {
 	case "enrolled":
 		out.Type = TypeSucceeded

@@ -14,6 +14,7 @@ import (
 
 	"github.com/enrollq/enrollq/internal/outcomestest"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/outcomes"
 )
@@ -250,14 +251,14 @@ func TestConsume(t *testing.T) {
 	}()
 	// Wait for the groups to exist before producing (a new group starts
 	// at the newest event).
-	waitFor(t, func() bool { return rdb.Exists(ctx, l.StreamKey(ledger.Shards-1)).Val() == 1 })
+	testutil.Eventually(t, "the consumer groups to exist", func() bool { return rdb.Exists(ctx, l.StreamKey(ledger.Shards-1)).Val() == 1 })
 	time.Sleep(50 * time.Millisecond)
 	sessions, err := outcomestest.Mix(ctx, l, 20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The first try of every event failed: each is pending in Redis.
-	waitFor(t, func() bool {
+	testutil.Eventually(t, "every event's first try to fail", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(failedOnce) == len(sessions)
@@ -273,7 +274,7 @@ func TestConsume(t *testing.T) {
 	if pending == 0 {
 		t.Fatal("handler errors left nothing pending in Redis")
 	}
-	waitFor(t, func() bool {
+	testutil.Eventually(t, "every event to be handled", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) == len(sessions)
@@ -299,7 +300,7 @@ func TestConsume(t *testing.T) {
 			return nil
 		}, outcomes.ConsumeOptions{Consumer: "b", ClaimAfter: 300 * time.Millisecond, Poll: 20 * time.Millisecond})
 	}()
-	waitFor(t, func() bool {
+	testutil.Eventually(t, "consumer b to claim the pending event", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(bGot) == 1
@@ -314,15 +315,4 @@ func TestConsume(t *testing.T) {
 		}
 	}
 	mu.Unlock()
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 15s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

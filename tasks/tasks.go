@@ -64,6 +64,12 @@ type EnrollPayload struct {
 	// it. A session can be enrolled only within EnrollWindow of it; the
 	// worker dead-letters an expired session without calling the API.
 	CreatedAt time.Time `json:"created_at,omitzero"`
+	// Project names the Verisoul project whose key enrolls the session;
+	// "" (omitted) is DefaultProject. Producers set it with the queue
+	// (QueueFor), so that only workers holding the project's key take the
+	// task; a worker never calls a task of another project's lane with its
+	// own key (see ValidateProject).
+	Project string `json:"project,omitempty"`
 }
 
 // EnrollWindow is how long after its creation a session can be enrolled.
@@ -116,7 +122,8 @@ func NewEnrollPayload(sessionID, accountID string) (EnrollPayload, error) {
 // Validate checks the rules of DESIGN.md: session_id a canonical UUID (8-4-4-4-12
 // lower-case hex), account_id non-empty, at most 255 bytes, valid UTF-8 and
 // free of control characters; created_at, when set, not in the future (an
-// hour of clock skew is allowed). It returns a *ValidationError.
+// hour of clock skew is allowed); project, when set, a slug (see
+// ValidateProject). It returns a *ValidationError.
 func (p EnrollPayload) Validate() error {
 	if !IsCanonicalUUID(p.SessionID) {
 		return &ValidationError{Field: "session_id", Rule: "must be a canonical UUID like 0007b793-ae5d-45a2-8d9f-4a5b573c3271", Value: quote(p.SessionID)}
@@ -130,6 +137,9 @@ func (p EnrollPayload) Validate() error {
 		return &ValidationError{Field: "account_id", Rule: "must be valid UTF-8", Value: quote(a)}
 	case strings.IndexFunc(a, unicode.IsControl) >= 0:
 		return &ValidationError{Field: "account_id", Rule: "must not contain control characters", Value: quote(a)}
+	}
+	if err := ValidateProject(p.Project); err != nil {
+		return err
 	}
 	if !p.CreatedAt.IsZero() && p.CreatedAt.After(time.Now().Add(maxClockSkew)) {
 		return &ValidationError{Field: "created_at", Rule: "must not be in the future", Value: p.CreatedAt.UTC().Format(time.RFC3339)}
@@ -178,6 +188,9 @@ func DecodeEnrollPayload(b []byte) (EnrollPayload, error) {
 	}
 	if err := p.Validate(); err != nil {
 		return EnrollPayload{}, err
+	}
+	if p.Project == DefaultProject {
+		p.Project = ""
 	}
 	return p, nil
 }

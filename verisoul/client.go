@@ -32,9 +32,6 @@ const EnrollPath = "/liveness/enroll"
 // are under 200 bytes, and a proxy's HTML error page is not worth more.
 const maxBodyBytes = 64 << 10
 
-// Version is reported in the User-Agent header.
-var Version = "dev"
-
 // Client calls the Face Match API. It is safe for concurrent use.
 type Client struct {
 	base      string // the base URL, without a trailing slash
@@ -72,11 +69,6 @@ func WithTimeout(d time.Duration) Option {
 	}
 }
 
-// WithUserAgent appends a product token to the User-Agent header.
-func WithUserAgent(ua string) Option {
-	return func(c *Client) { c.userAgent = c.userAgent + " " + ua }
-}
-
 // New returns a client for the API at baseURL (SandboxBaseURL, ProdBaseURL or
 // a test server) authenticating with apiKey. It returns an error when baseURL
 // is not an absolute http(s) URL or apiKey is empty; the key never appears in
@@ -98,7 +90,7 @@ func New(baseURL, apiKey string, opts ...Option) (*Client, error) {
 		apiKey:    apiKey,
 		http:      &http.Client{Transport: defaultTransport()},
 		timeout:   10 * time.Second,
-		userAgent: "enrollq/" + Version + " (+https://github.com/enrollq/enrollq)",
+		userAgent: "enrollq/" + BuildVersion() + " (+https://github.com/enrollq/enrollq)",
 	}
 	for _, o := range opts {
 		o(c)
@@ -259,15 +251,9 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// ParseEnrollResponse turns one HTTP answer into a result or an *APIError. It
-// is exported so fuzz tests and the fake server can exercise it; now is the
-// time used to turn a Retry-After date into a duration.
-func ParseEnrollResponse(status int, h http.Header, raw []byte, now time.Time) (EnrollResult, error) {
-	return parseEnrollResponse(status, h, raw, now, "")
-}
-
-// parseEnrollResponse is ParseEnrollResponse with the secret that the body
-// excerpt must not show (the client's key; "" for none).
+// parseEnrollResponse turns one HTTP answer into a result or an *APIError;
+// now is the time used to turn a Retry-After date into a duration, secret
+// what the body excerpt must not show (the client's key; "" for none).
 func parseEnrollResponse(status int, h http.Header, raw []byte, now time.Time, secret string) (EnrollResult, error) {
 	var r enrollResponse
 	jsonErr := json.Unmarshal(raw, &r)

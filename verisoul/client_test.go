@@ -298,7 +298,7 @@ func TestEnrollSuccess(t *testing.T) {
 func TestEnrollRequestHeaders(t *testing.T) {
 	t.Parallel()
 	f := newFakeAPI(t, documented200())
-	c := newClient(t, f.URL(), verisoul.WithUserAgent("worker/7"))
+	c := newClient(t, f.URL())
 
 	if _, err := c.Enroll(context.Background(), testSessionID, testAccountID); err != nil {
 		t.Fatalf("Enroll: %v", err)
@@ -314,8 +314,8 @@ func TestEnrollRequestHeaders(t *testing.T) {
 		t.Errorf("Accept = %q, want application/json", got)
 	}
 	ua := h.Get("User-Agent")
-	if !strings.HasPrefix(ua, "enrollq/") || !strings.HasSuffix(ua, " worker/7") {
-		t.Errorf("User-Agent = %q, want enrollq/... ending in the added product worker/7", ua)
+	if want := "enrollq/" + verisoul.BuildVersion() + " (+https://github.com/enrollq/enrollq)"; ua != want {
+		t.Errorf("User-Agent = %q, want %q", ua, want)
 	}
 	if strings.Contains(ua, testKey) {
 		t.Errorf("User-Agent carries the key")

@@ -20,18 +20,17 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/enrollq/enrollq/config"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/outcomes"
 )
 
-// Defaults of Options.
+// Defaults of Options. Timeout, RetryFor and Concurrency default to their
+// settings' defaults in config.Default (ENROLLQ_WEBHOOK_TIMEOUT, …).
 const (
-	DefaultTimeout     = 10 * time.Second
-	DefaultRetryFor    = 72 * time.Hour
-	DefaultConcurrency = 16
-	DefaultPoll        = 100 * time.Millisecond
-	DefaultBackoffMin  = time.Second
-	DefaultBackoffMax  = 5 * time.Minute
+	DefaultPoll       = 100 * time.Millisecond
+	DefaultBackoffMin = time.Second
+	DefaultBackoffMax = 5 * time.Minute
 )
 
 // Options configure a Deliverer. The zero value of each field means its
@@ -42,7 +41,7 @@ type Options struct {
 	// Ledger is the ledger whose outcome streams are delivered.
 	Ledger *ledger.Ledger
 	// Prefix starts the deliverer's keys; it should be the ledger's.
-	// Default "enrollq:".
+	// Default ledger.DefaultPrefix ("enrollq:").
 	Prefix string
 	// Endpoints receive the events (see Endpoints, NewEndpoint).
 	Endpoints []Endpoint
@@ -103,14 +102,15 @@ func New(opts Options) (*Deliverer, error) {
 			*d = v
 		}
 	}
-	def(&opts.Timeout, DefaultTimeout)
-	def(&opts.RetryFor, DefaultRetryFor)
+	d := config.Default()
+	def(&opts.Timeout, d.WebhookTimeout)
+	def(&opts.RetryFor, d.WebhookRetryFor)
 	def(&opts.Poll, DefaultPoll)
 	def(&opts.BackoffMin, DefaultBackoffMin)
 	def(&opts.BackoffMax, DefaultBackoffMax)
 	def(&opts.Lease, max(3*opts.Timeout, 3*time.Second))
 	if opts.Concurrency <= 0 {
-		opts.Concurrency = DefaultConcurrency
+		opts.Concurrency = d.WebhookConcurrency
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -10,10 +10,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/enrollq/enrollq/internal/outcomestest"
 	"github.com/enrollq/enrollq/internal/receivertest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/outcomes"
 	"github.com/enrollq/enrollq/webhooks"
@@ -126,8 +127,8 @@ func TestSecretRotation(t *testing.T) {
 	if _, err := outcomestest.Mix(b.ctx, b.l, 10); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "both receivers", func() bool { return nOld.Count() == 10 && nNew.Count() == 10 })
-	waitFor(t, "go receiver", func() bool { _, n := g.got(); return n == 10 })
+	testutil.Eventually(t, "both receivers", func() bool { return nOld.Count() == 10 && nNew.Count() == 10 })
+	testutil.Eventually(t, "go receiver", func() bool { _, n := g.got(); return n == 10 })
 	parts := strings.Split(sigs.Load().(string), " ")
 	if len(parts) != 2 || !strings.HasPrefix(parts[0], "v1,") || !strings.HasPrefix(parts[1], "v1,") {
 		t.Errorf("webhook-signature %q: want two v1 signatures", sigs.Load())
@@ -152,23 +153,23 @@ func TestReceiverDownThenUp(t *testing.T) {
 	if _, err := outcomestest.Mix(b.ctx, b.l, 30); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "failing state", func() bool {
+	testutil.Eventually(t, "failing state", func() bool {
 		st, err := d.Status(b.ctx)
 		return err == nil && !st[0].FailingSince.IsZero() && st[0].Backlog == 30 && !st[0].Oldest.IsZero()
 	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(d)
-	if n, err := testutil.GatherAndCount(reg, "enrollq_webhook_failing"); err != nil || n != 1 {
+	if n, err := promtest.GatherAndCount(reg, "enrollq_webhook_failing"); err != nil || n != 1 {
 		t.Fatalf("enrollq_webhook_failing: %d %v", n, err)
 	}
-	if v := testutil.ToFloat64(collectorOf(d, "enrollq_webhook_failing")); v != 1 {
+	if v := promtest.ToFloat64(collectorOf(d, "enrollq_webhook_failing")); v != 1 {
 		t.Errorf("enrollq_webhook_failing = %v while failing, want 1", v)
 	}
-	if v := testutil.ToFloat64(collectorOf(d, "enrollq_webhook_backlog")); v != 30 {
+	if v := promtest.ToFloat64(collectorOf(d, "enrollq_webhook_backlog")); v != 30 {
 		t.Errorf("enrollq_webhook_backlog = %v, want 30", v)
 	}
 	healthy.Store(true)
-	waitFor(t, "every event after recovery", func() bool { _, n := r.got(); return n == 30 })
+	testutil.Eventually(t, "every event after recovery", func() bool { _, n := r.got(); return n == 30 })
 	for _, le := range b.ledgerIDs(t) {
 		r.mu.Lock()
 		n := r.verified[le.ID]
@@ -177,11 +178,11 @@ func TestReceiverDownThenUp(t *testing.T) {
 			t.Errorf("event %s never delivered", le.ID)
 		}
 	}
-	waitFor(t, "status healthy", func() bool {
+	testutil.Eventually(t, "status healthy", func() bool {
 		st, _ := d.Status(b.ctx)
 		return st[0].FailingSince.IsZero() && st[0].Backlog == 0 && !st[0].LastSuccess.IsZero()
 	})
-	if v := testutil.ToFloat64(collectorOf(d, "enrollq_webhook_failing")); v != 0 {
+	if v := promtest.ToFloat64(collectorOf(d, "enrollq_webhook_failing")); v != 0 {
 		t.Errorf("enrollq_webhook_failing = %v after recovery, want 0", v)
 	}
 	if r.bad != 0 {
@@ -189,7 +190,7 @@ func TestReceiverDownThenUp(t *testing.T) {
 	}
 }
 
-// collectorOf picks one series family of d for testutil.ToFloat64.
+// collectorOf picks one series family of d for promtest.ToFloat64.
 func collectorOf(d *webhooks.Deliverer, name string) prometheus.Collector {
 	return filter{d, name}
 }
@@ -229,7 +230,7 @@ func Test410DisablesTheEndpoint(t *testing.T) {
 	if _, err := outcomestest.Enrolled(b.ctx, b.l, "a1", "", false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "disabled", func() bool {
+	testutil.Eventually(t, "disabled", func() bool {
 		st, _ := d.Status(b.ctx)
 		return !st[0].Disabled.IsZero()
 	})
@@ -248,7 +249,7 @@ func Test410DisablesTheEndpoint(t *testing.T) {
 	if err := webhooks.Enable(b.ctx, b.rdb, b.prefix, "app"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "delivered after enable", func() bool { _, n := r.got(); return n == 6 })
+	testutil.Eventually(t, "delivered after enable", func() bool { _, n := r.got(); return n == 6 })
 }
 
 // TestRedirectNotFollowed: a 307 is a failure; the target of the redirect
@@ -268,7 +269,7 @@ func TestRedirectNotFollowed(t *testing.T) {
 	if _, err := outcomestest.Enrolled(b.ctx, b.l, "a1", "", false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "retried", func() bool { c, _ := redirect.got(); return c >= 3 })
+	testutil.Eventually(t, "retried", func() bool { c, _ := redirect.got(); return c >= 3 })
 	if c, _ := target.got(); c != 0 {
 		t.Errorf("the redirect's target got %d calls", c)
 	}
@@ -296,11 +297,11 @@ func TestSlowReceiverTimesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	waitFor(t, "delivered", func() bool { _, n := r.got(); return n == 1 })
+	testutil.Eventually(t, "delivered", func() bool { _, n := r.got(); return n == 1 })
 	if el := time.Since(start); el > 2*time.Second {
 		t.Errorf("took %s: the 3 s answers were waited for", el)
 	}
-	if v := testutil.ToFloat64(deliveries(d, "app", "timeout")); v != 2 {
+	if v := promtest.ToFloat64(deliveries(d, "app", "timeout")); v != 2 {
 		t.Errorf("deliveries{status=timeout} = %v, want 2", v)
 	}
 }
@@ -343,7 +344,7 @@ func TestReceiverUnreachableThenUp(t *testing.T) {
 	if _, err := outcomestest.Mix(b.ctx, b.l, 20); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "failing: refused", func() bool {
+	testutil.Eventually(t, "failing: refused", func() bool {
 		st, _ := d.Status(b.ctx)
 		return strings.Contains(st[0].LastError, "refused") && st[0].Backlog == 20
 	})
@@ -356,5 +357,5 @@ func TestReceiverUnreachableThenUp(t *testing.T) {
 	srv := &http.Server{Handler: r.srv.Config.Handler}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	waitFor(t, "every event once the receiver listens", func() bool { _, n := r.got(); return n == 20 })
+	testutil.Eventually(t, "every event once the receiver listens", func() bool { _, n := r.got(); return n == 20 })
 }

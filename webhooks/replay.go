@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/enrollq/enrollq/config"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/outcomes"
 )
@@ -21,7 +22,7 @@ import (
 // not followed.
 func Client(timeout time.Duration) *http.Client {
 	if timeout <= 0 {
-		timeout = DefaultTimeout
+		timeout = config.Default().WebhookTimeout
 	}
 	return &http.Client{Timeout: timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/enrollq/enrollq/internal/outcomestest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/outcomes"
 	"github.com/enrollq/enrollq/webhooks"
@@ -38,7 +39,7 @@ func TestRetriesRunOutThenReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	var fs []webhooks.Failure
-	waitFor(t, "both kept as failed", func() bool {
+	testutil.Eventually(t, "both kept as failed", func() bool {
 		fs, err = webhooks.Failures(b.ctx, b.rdb, b.prefix, "app")
 		return err == nil && len(fs) == 2
 	})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/enrollq/enrollq/internal/outcomestest"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/outcomes"
 	"github.com/enrollq/enrollq/webhooks"
@@ -72,7 +73,7 @@ func (b bundle) start(t *testing.T, opts webhooks.Options) *webhooks.Deliverer {
 	go func() { defer close(done); _ = d.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	// The cursors start at the newest event: wait until they exist.
-	waitFor(t, "consumer groups", func() bool {
+	testutil.Eventually(t, "consumer groups", func() bool {
 		g, err := b.rdb.XInfoGroups(b.ctx, b.l.StreamKey(ledger.Shards-1)).Result()
 		return err == nil && len(g) >= len(opts.Endpoints)
 	})
@@ -86,17 +87,6 @@ func endpoint(t testing.TB, name, url string, secrets ...string) webhooks.Endpoi
 		t.Fatal(err)
 	}
 	return ep
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not in 30s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // goReceiver is an httptest receiver that verifies every request with the

@@ -2,12 +2,14 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,11 +25,16 @@ import (
 
 // BenchmarkWorkerVsBare measures the worker's cost per task against a bare
 // asynq server whose handler makes the same API call to the same fake, in
-// the same run: ENROLLQ_BENCH_TASKS tasks (default 20,000) each, 50 tasks in
-// flight, a rate limit that does not bind. It reports both rates and their
-// ratio, Redis commands per task (INFO commandstats delta, commands inside
-// Lua scripts included) and client round trips per task (a go-redis hook: a
-// command, a pipeline or a script is one) for both. Run it with
+// the same run: ENROLLQ_BENCH_TASKS tasks (default 20,000) each side, the
+// worker with 50 tasks in flight and a rate limit that does not bind, the
+// bare server at each concurrency of ENROLLQ_BENCH_BARE (default
+// 8,16,32,50,64,128,256), its best rate being the baseline. It reports both
+// rates and their ratio, Redis commands per task (INFO commandstats delta,
+// commands inside Lua scripts included), client round trips per task (a
+// go-redis hook: a command, a pipeline or a script is one), and CPU per task
+// of Redis (INFO cpu) and of this process (the worker or bare server, the
+// fake API and the HTTP client; getrusage), so that where the time goes can
+// be read on a machine whose load moves the rates. Run it with
 //
 //	ENROLLQ_TEST_REDIS=child go test ./worker -run '^$' -bench WorkerVsBare -benchtime 1x -count 3
 func BenchmarkWorkerVsBare(b *testing.B) {
@@ -35,20 +42,74 @@ func BenchmarkWorkerVsBare(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("ENROLLQ_BENCH_TASKS")); err == nil && v > 0 {
 		n = v
 	}
+	conc := []int{8, 16, 32, 50, 64, 128, 256}
+	if v := os.Getenv("ENROLLQ_BENCH_BARE"); v != "" {
+		conc = nil
+		for _, f := range strings.Split(v, ",") {
+			c, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || c <= 0 {
+				b.Fatalf("ENROLLQ_BENCH_BARE=%q: want concurrencies like 8,16,32", v)
+			}
+			conc = append(conc, c)
+		}
+	}
 	for range b.N {
-		bare := runBench(b, n, false)
-		wk := runBench(b, n, true)
+		var bare benchResult
+		for _, c := range conc {
+			r := runBench(b, n, c, false)
+			b.Logf("bare asynq, concurrency %d: %.0f tasks/s", c, r.rate)
+			if r.rate > bare.rate {
+				bare = r
+			}
+		}
+		wk := runBench(b, n, 50, true)
+		b.Logf("worker, concurrency 50: %.0f tasks/s; best bare: %.0f tasks/s at %d", wk.rate, bare.rate, bare.conc)
 		b.ReportMetric(wk.rate, "worker_tasks/s")
 		b.ReportMetric(bare.rate, "bare_tasks/s")
+		b.ReportMetric(float64(bare.conc), "bare_best_concurrency")
 		b.ReportMetric(wk.rate/bare.rate, "ratio")
 		b.ReportMetric(wk.cmds, "worker_cmds/task")
 		b.ReportMetric(bare.cmds, "bare_cmds/task")
 		b.ReportMetric(wk.trips, "worker_trips/task")
 		b.ReportMetric(bare.trips, "bare_trips/task")
+		b.ReportMetric(wk.redisCPU, "worker_redis_cpu_us/task")
+		b.ReportMetric(bare.redisCPU, "bare_redis_cpu_us/task")
+		b.ReportMetric(wk.procCPU, "worker_proc_cpu_us/task")
+		b.ReportMetric(bare.procCPU, "bare_proc_cpu_us/task")
 	}
 }
 
-type benchResult struct{ rate, cmds, trips float64 }
+type benchResult struct {
+	rate, cmds, trips, redisCPU, procCPU float64
+	conc                                 int
+}
+
+// redisCPU is the server's CPU time so far (INFO cpu, user + system).
+func redisCPU(b *testing.B, rdb *redis.Client) time.Duration {
+	b.Helper()
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		for _, k := range []string{"used_cpu_sys:", "used_cpu_user:"} {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				total += f
+			}
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+// procCPU is this process's CPU time so far (user + system).
+func procCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // tripCounter counts client round trips.
 type tripCounter struct{ n atomic.Int64 }
@@ -95,7 +156,7 @@ func commandCalls(b *testing.B, rdb *redis.Client) int64 {
 	return total
 }
 
-func runBench(b *testing.B, n int, useWorker bool) benchResult {
+func runBench(b *testing.B, n, concurrency int, useWorker bool) benchResult {
 	b.Helper()
 	ctx := context.Background()
 	admin := redis.NewClient(&redis.Options{Addr: redistest.Addr(b), DB: redisDB})
@@ -137,6 +198,7 @@ func runBench(b *testing.B, n int, useWorker bool) benchResult {
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
+	redis0, proc0 := redisCPU(b, admin), procCPU()
 	start := time.Now()
 	if useWorker {
 		w, err := worker.New(worker.Config{
@@ -144,11 +206,12 @@ func runBench(b *testing.B, n int, useWorker bool) benchResult {
 			API:          capi,
 			Logger:       slog.New(slog.NewJSONHandler(io.Discard, nil)),
 			Queues:       map[string]int{queue: 1},
-			Concurrency:  50,
+			Concurrency:  concurrency,
 			KeyPrefix:    prefix,
 			APIKeyID:     worker.KeyID(testAPIKey),
 			RateLimit:    10_000_000,
 			PollInterval: 100 * time.Millisecond,
+			NoResults:    true, // as `enrollq worker` runs by default (ENROLLQ_KEEP_COMPLETED=0)
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -156,7 +219,7 @@ func runBench(b *testing.B, n int, useWorker bool) benchResult {
 		go func() { done <- w.Run(runCtx) }()
 	} else {
 		srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-			Concurrency:       50,
+			Concurrency:       concurrency,
 			Queues:            map[string]int{queue: 1},
 			LogLevel:          asynq.WarnLevel,
 			TaskCheckInterval: 100 * time.Millisecond,
@@ -199,15 +262,18 @@ func runBench(b *testing.B, n int, useWorker bool) benchResult {
 		time.Sleep(5 * time.Millisecond)
 	}
 	el := time.Since(start)
+	redisUsed, procUsed := redisCPU(b, admin)-redis0, procCPU()-proc0
 	cmds := commandCalls(b, admin)
-	if os.Getenv("ENROLLQ_BENCH_STATS") != "" {
+	if path := os.Getenv("ENROLLQ_BENCH_STATS"); path != "" {
 		info, _ := admin.Info(ctx, "commandstats", "cpu").Result()
-		b.Logf("worker %v:\n%s", useWorker, info)
+		_ = os.WriteFile(fmt.Sprintf("%s.%v.%d", path, useWorker, concurrency), []byte(info), 0o644)
 	}
 	rt := trips.n.Load()
 	cancel()
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
-	return benchResult{rate: float64(n) / el.Seconds(), cmds: float64(cmds) / float64(n), trips: float64(rt) / float64(n)}
+	perTask := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	return benchResult{rate: float64(n) / el.Seconds(), cmds: float64(cmds) / float64(n), trips: float64(rt) / float64(n),
+		redisCPU: perTask(redisUsed), procCPU: perTask(procUsed), conc: concurrency}
 }

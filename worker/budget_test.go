@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/enrollq/enrollq/budget"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 	"github.com/enrollq/enrollq/worker"
@@ -34,6 +36,18 @@ func (b *bundle) backend(rate budget.Rate, maxWait time.Duration) *budget.Budget
 // liveCalls makes a verify-face call through a lease every interval until
 // ctx ends, and returns each lease's wait and the leases refused.
 func (b *bundle) liveCalls(ctx context.Context, bud *budget.Budget, every time.Duration) (waits []time.Duration, refused int) {
+	leases, refused := b.leases(ctx, bud, every)
+	for _, l := range leases {
+		waits = append(waits, l.granted.Sub(l.asked))
+	}
+	return waits, refused
+}
+
+// liveLease is one lease liveCalls took: when it was asked for and granted.
+type liveLease struct{ asked, granted time.Time }
+
+// leases is liveCalls, returning each granted lease's times.
+func (b *bundle) leases(ctx context.Context, bud *budget.Budget, every time.Duration) (leases []liveLease, refused int) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var mu sync.Mutex
@@ -43,7 +57,7 @@ func (b *bundle) liveCalls(ctx context.Context, bud *budget.Budget, every time.D
 		select {
 		case <-ctx.Done():
 			wg.Wait()
-			return waits, refused
+			return leases, refused
 		case <-tick.C:
 		}
 		wg.Add(1)
@@ -57,7 +71,7 @@ func (b *bundle) liveCalls(ctx context.Context, bud *budget.Budget, every time.D
 				mu.Unlock()
 				return
 			}
-			waits = append(waits, time.Since(start))
+			leases = append(leases, liveLease{asked: start, granted: time.Now()})
 			mu.Unlock()
 			st, ra, err := verisoultest.VerifyFace(context.Background(), b.api.URL, testAPIKey, newSessionID())
 			if err == nil {
@@ -87,7 +101,7 @@ func TestReserveKeptWithoutLeases(t *testing.T) {
 	b.addWorker(nil)
 	b.api.SetRateLimit(40, 2*time.Second)
 	sessions := b.enrollN(75)
-	b.waitAll(sessions, asynq.TaskStateCompleted, time.Minute)
+	b.waitAll(sessions, asynq.TaskStateCompleted)
 	calls := b.api.Calls()
 	busiest, at := verisoultest.MaxInWindow(calls, 2*time.Second)
 	// At most 30 are admitted in any 2 s; one more may fall into a window
@@ -128,7 +142,7 @@ func TestLeasesComeFirstWithinTheLimit(t *testing.T) {
 	var refused int
 	done := make(chan struct{})
 	go func() { waits, refused = b.liveCalls(ctx, bud, 400*time.Millisecond); close(done) }()
-	b.waitAll(sessions, asynq.TaskStateCompleted, 2*time.Minute)
+	b.waitAll(sessions, asynq.TaskStateCompleted)
 	cancel()
 	<-done
 
@@ -188,7 +202,7 @@ func TestLeaseReported429PausesWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := b.api.CallsTo(verisoultest.VerifyFacePath)[0].At
-	b.waitAll(sessions, asynq.TaskStateCompleted, time.Minute)
+	b.waitAll(sessions, asynq.TaskStateCompleted)
 	for _, c := range b.api.CallsTo(verisoul.EnrollPath) {
 		// Calls admitted before the pause was recorded may still arrive
 		// just after the 429; none may arrive later within the 2 s.
@@ -225,7 +239,7 @@ func TestReserveBorrowedOnlyAfterLeases(t *testing.T) {
 		t.Fatalf("%d leases refused, %d live calls", refused, len(live))
 	}
 	lastLease := live[len(live)-1].At
-	b.waitAll(sessions, asynq.TaskStateCompleted, 2*time.Minute)
+	b.waitAll(sessions, asynq.TaskStateCompleted)
 
 	if n := b.api.RateLimited(); n != 0 {
 		t.Errorf("API answered %d calls with 429", n)
@@ -255,9 +269,9 @@ func TestReserveBorrowedOnlyAfterLeases(t *testing.T) {
 
 // TestWaitingLeaseGoesFirstWithoutReserve: with no reserve there is no head
 // start, so a lease must wait for a slot; while it does, no task takes one
-// (the live tier above signup-first), so it gets the next slot (p95 within
-// 1.5 slots, of about 100 ms), even with a dozen tasks of three workers
-// waiting for budget too.
+// (the live tier above signup-first), so it gets the next slot (p95: at
+// most one task call goes while it waits), even with a dozen tasks of
+// three workers waiting for budget too.
 func TestWaitingLeaseGoesFirstWithoutReserve(t *testing.T) {
 	// Not parallel: it measures slots of about 100 ms, which the other
 	// tests' load on the shared test Redis would blur.
@@ -270,22 +284,36 @@ func TestWaitingLeaseGoesFirstWithoutReserve(t *testing.T) {
 	b.api.SetRateLimit(rate.Limit, rate.Period)
 	sessions := b.enrollN(70)
 	bud := b.backend(rate, 4*rate.Slot())
-	for deadline := time.Now().Add(10 * time.Second); len(b.api.Calls()) < 10 && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond) // until the workers are draining
-	}
+	testutil.Eventually(t, "the workers draining", func() bool { return len(b.api.Calls()) >= 10 })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	waits, refused := b.liveCalls(ctx, bud, 300*time.Millisecond)
-	b.waitAll(sessions, asynq.TaskStateCompleted, 2*time.Minute)
+	leases, refused := b.leases(ctx, bud, 300*time.Millisecond)
+	b.waitAll(sessions, asynq.TaskStateCompleted)
 	if refused != 0 {
 		t.Errorf("%d leases refused within four slots' wait", refused)
 	}
-	slot := rate.Slot()
-	if len(waits) < 8 {
-		t.Fatalf("only %d leases", len(waits))
+	if len(leases) < 8 {
+		t.Fatalf("only %d leases", len(leases))
 	}
-	if p := p95(waits); p > slot+slot/2 {
-		t.Errorf("leases waited p95 %s: more than the next slot (%s) behind the tasks", p.Round(time.Millisecond), slot)
+	// Counted in the enrollment calls the fake recorded while a lease
+	// waited, not in time: the next slot is the lease's, so at most the
+	// one task call already admitted goes first (p95). How long a lease
+	// waits is the benchmark's (ratebench -scenario lease).
+	enrolls := b.api.CallsTo(verisoul.EnrollPath)
+	var ahead []int
+	for _, l := range leases {
+		n := 0
+		for _, c := range enrolls {
+			if c.At.After(l.asked) && c.At.Before(l.granted) {
+				n++
+			}
+		}
+		ahead = append(ahead, n)
+	}
+	t.Logf("task calls while a lease waited: %v", ahead)
+	slices.Sort(ahead)
+	if p := ahead[(len(ahead)*95+99)/100-1]; p > 1 {
+		t.Errorf("p95 %d task calls went while a lease waited: it did not get the next slot", p)
 	}
 	if n := b.api.RateLimited(); n != 0 {
 		t.Errorf("API answered %d calls with 429", n)

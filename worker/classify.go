@@ -48,6 +48,10 @@ const (
 	CodeInvalidPayload = "invalid_payload"
 	// CodeBadRequest: a 400 without a readable error code.
 	CodeBadRequest = "bad_request"
+	// CodeProjectMismatch: the task's payload names another project than
+	// the lane (queue) it was taken from; it is not sent with the lane's
+	// key (see Project).
+	CodeProjectMismatch = "project_mismatch"
 )
 
 // Outcomes of Done, as recorded in the task result.
@@ -72,6 +76,7 @@ const (
 	reasonExpired           = "enrollment_window_ended"
 	reasonInvalidPayload    = "invalid_payload"
 	reasonDeadBefore        = "dead_letter_recorded_before_a_crash"
+	reasonProjectMismatch   = "project_mismatch"
 )
 
 // Fact is what is known about an attempt before, or instead of, its API
@@ -111,6 +116,9 @@ const (
 	// FactInFlight: a delete task met an enroll of its account still in
 	// flight (or tasks still to settle): it runs again shortly.
 	FactInFlight
+	// FactWrongProject: the payload names another project than the lane
+	// the task was taken from: never called with the lane's key.
+	FactWrongProject
 )
 
 // Attempt is what Classify needs to know about one attempt: a fact known
@@ -251,6 +259,8 @@ func classifyFact(a Attempt) Decision {
 		return Decision{Bucket: DeadLetter, Code: verisoul.CodeSessionOlderThan30Days, Reason: reasonExpired}
 	case FactDeadBefore:
 		return Decision{Bucket: DeadLetter, Code: a.Code, Reason: reasonDeadBefore}
+	case FactWrongProject:
+		return Decision{Bucket: DeadLetter, Code: CodeProjectMismatch, Reason: reasonProjectMismatch}
 	case FactEnrolled:
 		return Decision{Bucket: Done, Outcome: OutcomeAlreadyEnrolled}
 	case FactCancelled:

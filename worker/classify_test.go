@@ -74,6 +74,7 @@ func TestClassify(t *testing.T) {
 		// Facts known before the call: the same table.
 		{"fact invalid payload", Attempt{Fact: FactInvalidPayload, Budget: 3}, DeadLetter, CodeInvalidPayload, ""},
 		{"fact expired", Attempt{Fact: FactExpired, Budget: 3}, DeadLetter, verisoul.CodeSessionOlderThan30Days, ""},
+		{"fact wrong project", Attempt{Fact: FactWrongProject, Budget: 3}, DeadLetter, CodeProjectMismatch, ""},
 		{"fact dead before a crash", Attempt{Fact: FactDeadBefore, Code: verisoul.CodeIDScanFailed}, DeadLetter, verisoul.CodeIDScanFailed, ""},
 		{"fact already enrolled", Attempt{Fact: FactEnrolled}, Done, "", OutcomeAlreadyEnrolled},
 		{"fact run cancelled", Attempt{Fact: FactCancelled, Retried: 10, Budget: 10}, Done, "", OutcomeCancelled},

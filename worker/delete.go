@@ -77,6 +77,15 @@ type deleteRun struct {
 	err      error
 	rid      string // Verisoul's request id
 	log      *slog.Logger
+	lane     *lane // the project whose queue the task came from
+}
+
+// project names the run's project for metrics.
+func (r *deleteRun) project() string {
+	if r.lane != nil {
+		return r.lane.project
+	}
+	return tasks.DefaultProject
 }
 
 // processDelete runs a verisoul:delete-account task: prepare (fence again,
@@ -91,7 +100,7 @@ func (w *Worker) processDelete(ctx context.Context, t *asynq.Task) error {
 	r.taskID, _ = asynq.GetTaskID(ctx)
 	r.log = w.log.With(slog.String("task_id", r.taskID), slog.String("queue", r.queue), slog.Int("attempt", r.retried+1))
 	d := w.deletePath(ctx, t, r)
-	w.metrics.observeDecision(d)
+	w.metrics.observeDecision(r.project(), d)
 	attrs := []any{slog.String("outcome", d.Bucket.String()), slog.Duration("duration", time.Since(start))}
 	for k, v := range map[string]string{"reason": d.Reason, "result": d.Outcome, "code": d.Code, "request_id": r.rid} {
 		if v != "" {
@@ -179,9 +188,14 @@ func (w *Worker) deletePath(ctx context.Context, t *asynq.Task, r *deleteRun) De
 // deleteCall admits the call through the governor (rate budget, 429
 // pause, breakers, signups first) and makes it.
 func (w *Worker) deleteCall(ctx context.Context, r *deleteRun) Decision {
+	if r.lane = w.laneOf(r.queue); r.lane == nil {
+		r.err = fmt.Errorf("queue %q is not a lane of this worker's projects", r.queue)
+		return ClassifyDelete(Attempt{Fact: FactWrongProject, Err: r.err}, w.policy)
+	}
+	gov := r.lane.gov
 	actx, cancel := w.untilStopping(ctx)
 	defer cancel()
-	tk, err := w.gov.admit(actx, r.queue, w.cfg.MaxHold)
+	tk, err := gov.admit(actx, r.queue, w.cfg.MaxHold)
 	if err != nil {
 		var held *errHeld
 		switch {
@@ -197,9 +211,9 @@ func (w *Worker) deleteCall(ctx context.Context, r *deleteRun) Decision {
 		r.err = err
 		return ClassifyDelete(Attempt{Fact: FactRedis, Err: r.err}, w.policy)
 	}
-	deleter, ok := w.cfg.API.(AccountDeleter)
+	deleter, ok := r.lane.cfg.API.(AccountDeleter)
 	if !ok {
-		w.gov.releaseProbe(ctx, tk)
+		gov.releaseProbe(ctx, tk)
 		r.err = errors.New("the configured API client cannot delete accounts")
 		return Decision{Bucket: DeadLetter, Code: CodeInvalidPayload, Reason: "no delete client", Uncalled: true}
 	}
@@ -207,8 +221,8 @@ func (w *Worker) deleteCall(ctx context.Context, r *deleteRun) Decision {
 	res, err := deleter.DeleteAccount(ctx, r.p.AccountID)
 	d := ClassifyDelete(Attempt{Err: err, Retried: r.retried, Budget: tasks.RetryBudget(r.maxRetry)}, w.policy)
 	o := outcomeOf(err, d)
-	w.metrics.observeCall(o.status, time.Since(began))
-	w.gov.report(ctx, tk, o)
+	w.metrics.observeCall(r.project(), o.status, time.Since(began))
+	gov.report(ctx, tk, o)
 	r.err, r.rid = err, res.RequestID
 	var apiErr *verisoul.APIError
 	if errors.As(err, &apiErr) {

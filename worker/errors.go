@@ -2,7 +2,6 @@ package worker
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -59,8 +58,4 @@ func isFailure(err error) bool {
 		return re.counted
 	}
 	return true
-}
-
-func retryErr(counted bool, notBefore time.Duration, waitN int, format string, args ...any) error {
-	return &retryError{counted: counted, notBefore: notBefore, waitN: waitN, cause: fmt.Errorf(format, args...)}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -43,7 +42,6 @@ import (
 // as an uncounted wait, well before asynq's lease or task timeout matters.
 type governor struct {
 	rdb         redis.UniversalClient
-	lim         *redis_rate.Limiter
 	limit       redis_rate.Limit
 	rate        budget.Rate // limit, period and reserve as leases see them
 	keys        govKeys
@@ -60,6 +58,8 @@ type governor struct {
 	pauseFallback  time.Duration // 429 without Retry-After
 	bucket         time.Duration
 	stateCacheTime time.Duration
+
+	tally callTally // call counts not yet in Redis
 
 	mu        sync.Mutex
 	cached    sharedState
@@ -110,15 +110,6 @@ type breakerState struct {
 	Reason string    `json:"reason,omitempty"`
 }
 
-// sharedState is what every worker reads before a call.
-type sharedState struct {
-	PausedUntil    time.Time
-	Breakers       map[string]breakerState
-	SignupsWaiting int64
-	LiveWaiting    int64 // budget leases waiting for a slot
-	LeaseSeen      bool  // a lease was taken within the last period
-}
-
 // errHeld: no admission within maxHold. wait hints when to try again.
 type errHeld struct {
 	wait   time.Duration
@@ -134,170 +125,6 @@ func (e *errHeld) Error() string {
 type ticket struct {
 	probe      string
 	probeToken string
-}
-
-func (g *governor) readState(ctx context.Context, now time.Time, signupToken string) (sharedState, error) {
-	var (
-		pause   *redis.FloatCmd
-		brs     = map[string]*redis.MapStringStringCmd{}
-		waiting *redis.IntCmd
-		live    *redis.IntCmd
-		seen    *redis.IntCmd
-	)
-	nowMs := now.UnixMilli()
-	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		pause = p.ZScore(ctx, g.keys.pause, "until")
-		for name, k := range g.keys.breaker {
-			brs[name] = p.HGetAll(ctx, k)
-		}
-		if g.signupQueue != "" {
-			if signupToken != "" {
-				// Announce this signup task for a little longer than it
-				// will wait, so a crashed waiter expires by itself.
-				p.ZAdd(ctx, g.keys.waiting, redis.Z{Score: float64(nowMs + (g.maxHold + 5*time.Second).Milliseconds()), Member: signupToken})
-				p.PExpire(ctx, g.keys.waiting, g.maxHold+10*time.Second)
-			}
-			p.ZRemRangeByScore(ctx, g.keys.waiting, "-inf", strconv.FormatInt(nowMs, 10))
-			waiting = p.ZCard(ctx, g.keys.waiting)
-		}
-		p.ZRemRangeByScore(ctx, g.keys.shared.LiveWaiting, "-inf", strconv.FormatInt(nowMs, 10))
-		live = p.ZCard(ctx, g.keys.shared.LiveWaiting)
-		seen = p.Exists(ctx, g.keys.shared.LeaseSeen)
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return sharedState{}, err
-	}
-	st := sharedState{Breakers: map[string]breakerState{}}
-	if v, err := pause.Result(); err == nil {
-		st.PausedUntil = time.UnixMilli(int64(v))
-	}
-	for name, c := range brs {
-		st.Breakers[name] = parseBreaker(c.Val())
-	}
-	if waiting != nil {
-		st.SignupsWaiting = waiting.Val()
-	}
-	st.LiveWaiting, st.LeaseSeen = live.Val(), seen.Val() > 0
-	return st, nil
-}
-
-func parseBreaker(m map[string]string) breakerState {
-	return breakerState{
-		Open:   m["state"] == "open",
-		Until:  msTime(m["until"]),
-		Since:  msTime(m["since"]),
-		Reason: m["reason"],
-	}
-}
-
-// admit waits until this process may call the API for a task of queue, at
-// most hold. It returns *errHeld when the hold ran out and ctx's error
-// when ctx ended.
-func (g *governor) admit(ctx context.Context, queue string, hold time.Duration) (ticket, error) {
-	start := time.Now()
-	deadline := start.Add(hold)
-	var t ticket
-	ownTaken := false // the slot of the own GCRA, once taken, is kept
-	// The GCRA restarts its clock when a slot opens and nobody takes it:
-	// a call that asks late loses the difference for good, slot after
-	// slot. So a task waiting for a slot wakes up to lead before it opens
-	// (spread over the lead, so not all at once) and asks again.
-	lead := min(3*time.Millisecond, g.slot()/10)
-	signupToken := ""
-	if g.signupQueue != "" && queue == g.signupQueue {
-		signupToken = randToken()
-		defer func() {
-			// A fresh context: the task's may be done, the mark must go.
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			defer cancel()
-			g.rdb.ZRem(cctx, g.keys.waiting, signupToken)
-		}()
-	}
-	for {
-		now := time.Now()
-		st, err := g.readState(ctx, now, signupToken)
-		if err != nil {
-			return t, fmt.Errorf("redis: reading the shared rate state: %w", err)
-		}
-		wait, reason, forSlot := time.Duration(0), "", false
-		switch {
-		case st.PausedUntil.After(now):
-			wait, reason = st.PausedUntil.Sub(now), "rate limited by the API (429)"
-		default:
-			for _, name := range []string{breakerAuth, breakerAPI} {
-				b := st.Breakers[name]
-				if !b.Open || t.probe == name {
-					continue
-				}
-				if now.Before(b.Until) {
-					wait, reason = b.Until.Sub(now), b.Reason
-					break
-				}
-				// The cool-down is over: one worker probes.
-				if token, ok := g.tryProbe(ctx, name); ok {
-					t.probe, t.probeToken = name, token
-					continue
-				}
-				wait, reason = g.poll(), b.Reason+" (a probe is under way)"
-				break
-			}
-			if wait == 0 && st.LiveWaiting > 0 {
-				wait, reason = g.slot(), "live calls first (a budget lease is waiting)"
-			}
-			if wait == 0 && signupToken == "" && st.SignupsWaiting > 0 && t.probe == "" {
-				wait, reason = g.slot(), "signup tasks first"
-			}
-		}
-		if wait == 0 && g.rate.OwnLimited() && !ownTaken && !st.LeaseSeen {
-			// The reserve: enrollq's own calls keep to Limit−Reserve
-			// unless they may borrow it (see shareWithBackend).
-			res, err := g.lim.Allow(ctx, g.keys.shared.Own, g.rate.Own())
-			if err != nil {
-				g.releaseProbe(ctx, t)
-				return ticket{}, fmt.Errorf("redis: rate limiter: %w", err)
-			}
-			if res.Allowed > 0 {
-				ownTaken = true
-			} else {
-				wait, reason = res.RetryAfter, "the reserve kept for the rest of the backend (ENROLLQ_RATE_RESERVE)"
-				forSlot = true
-			}
-		}
-		if wait == 0 {
-			res, err := g.lim.Allow(ctx, g.keys.rate, g.limit)
-			if err != nil {
-				g.releaseProbe(ctx, t)
-				return ticket{}, fmt.Errorf("redis: rate limiter: %w", err)
-			}
-			if res.Allowed > 0 {
-				return t, nil
-			}
-			wait, reason = res.RetryAfter, "rate budget"
-			forSlot = true
-		}
-		if now.Add(wait).After(deadline) {
-			g.releaseProbe(ctx, t)
-			return ticket{}, &errHeld{wait: wait, reason: reason}
-		}
-		switch {
-		case forSlot && wait > lead:
-			wait += time.Duration(rand.Int64N(int64(lead))) - lead
-		case forSlot:
-			wait += time.Duration(rand.Int64N(int64(lead/4) + 1))
-		default:
-			// A little jitter so that waiters do not all ask at once.
-			wait += time.Duration(rand.Int64N(int64(5 * time.Millisecond)))
-		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			g.releaseProbe(ctx, t)
-			return ticket{}, ctx.Err()
-		case <-timer.C:
-		}
-	}
 }
 
 // slot is the time between two calls at the rate limit.
@@ -328,12 +155,6 @@ func (g *governor) shareWithBackend(cfg Config) {
 
 func (g *governor) poll() time.Duration { return min(time.Second, g.probeTTL/4) }
 
-func (g *governor) tryProbe(ctx context.Context, name string) (string, bool) {
-	token := randToken()
-	ok, err := g.rdb.SetNX(ctx, g.keys.probe[name], token, g.probeTTL).Result()
-	return token, err == nil && ok
-}
-
 func (g *governor) releaseProbe(ctx context.Context, t ticket) {
 	if t.probe == "" {
 		return
@@ -360,6 +181,20 @@ type callOutcome struct {
 	status     int
 }
 
+// full reports whether a call's report is more than a count (a 429, a
+// rejection, a transient failure or a probe's answer), which report writes
+// at once; a count alone waits in the tally.
+func (o callOutcome) full(t ticket) bool {
+	return o.rateLimit || o.rejected || o.transient || t.probe != ""
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // report records one call's outcome in the shared state: the call count,
 // a 429's pause, the breakers. Errors are logged, not returned: the call has
 // happened, and the task's outcome does not depend on this bookkeeping.
@@ -368,16 +203,23 @@ func (g *governor) report(ctx context.Context, t ticket, o callOutcome) {
 	defer cancel()
 	defer g.releaseProbe(ctx, t)
 	now := time.Now()
-	bucket := g.keys.calls + strconv.FormatInt(now.UnixNano()/int64(g.bucket), 10)
+	if !o.full(t) {
+		g.tally.add(g.bucketOf(now), o.transient)
+		return
+	}
+	// This call's count, with the tally's (the breaker weighs this call
+	// against every one this process made before it).
+	bucket := g.bucketOf(now)
+	pb, pn, pf := g.tally.take()
 	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.HIncrBy(ctx, bucket, "n", 1)
-		if o.transient {
-			p.HIncrBy(ctx, bucket, "f", 1)
+		if pn > 0 {
+			g.tallyCmds(ctx, p, pb, pn, pf)
 		}
-		p.PExpire(ctx, bucket, 2*time.Minute+g.window)
+		g.tallyCmds(ctx, p, bucket, 1, int64(boolInt(o.transient)))
 		return nil
 	})
 	if err != nil {
+		g.tally.putBack(pb, pn, pf)
 		g.log.Warn("could not record the call in the shared rate state", "err", err)
 	}
 
@@ -486,7 +328,7 @@ func (g *governor) state(ctx context.Context) (sharedState, error) {
 	if time.Since(g.cachedAt) < g.stateCacheTime {
 		return g.cached, g.cachedErr
 	}
-	g.cached, g.cachedErr = g.readState(ctx, time.Now(), "")
+	g.cached, g.cachedErr = readShared(ctx, g.rdb, g.keys, time.Now(), g.signupQueue != "")
 	g.cachedAt = time.Now()
 	return g.cached, g.cachedErr
 }
@@ -505,8 +347,8 @@ func randToken() string {
 }
 
 // announce records the key's limit where `enrollq stats` finds it.
-func (g *governor) announce(ctx context.Context, cfg Config) {
-	err := g.rdb.HSet(ctx, g.keys.meta,
+func (g *governor) announce(ctx context.Context, cfg Config, project string) {
+	err := g.rdb.HSet(ctx, g.keys.meta, "project", project,
 		"limit", cfg.RateLimit,
 		"reserve", cfg.RateReserve,
 		"period_ms", cfg.RatePeriod.Milliseconds(),

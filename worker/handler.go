@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/hibiken/asynq"
 
 	"github.com/enrollq/enrollq/deadletter"
@@ -39,6 +38,7 @@ const (
 type attempt struct {
 	start     time.Time
 	task      *asynq.Task
+	lane      *lane // the project the task's queue belongs to
 	queue     string
 	retried   int
 	maxRetry  int
@@ -76,10 +76,18 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	a.retried, _ = asynq.GetRetryCount(ctx)
 	a.maxRetry, _ = asynq.GetMaxRetry(ctx)
 	a.queue, _ = asynq.GetQueueName(ctx)
+	a.lane = w.laneOf(a.queue)
 	taskID, _ := asynq.GetTaskID(ctx)
 	a.log = w.log.With(slog.String("task_id", taskID), slog.String("queue", a.queue), slog.Int("attempt", a.retried+1))
+	w.inflight.Add(1)
 	d := w.path(ctx, a)
-	w.metrics.observeDecision(d)
+	if w.inflight.Add(-1) == 0 {
+		// Nothing else in flight to carry the tallies with an admission:
+		// write them now, before asynq hears, so that `enrollq stats`
+		// counts this call once the task is done.
+		w.flushTallies()
+	}
+	w.metrics.observeDecision(a.project(), d)
 	w.logDecision(a, d)
 	return w.answer(a, d)
 }
@@ -98,6 +106,9 @@ func (w *Worker) path(ctx context.Context, a *attempt) Decision {
 	}
 	a.p = p
 	a.log = a.log.With(slog.String("session_id", p.SessionID))
+	if d, ok := w.checkProject(ctx, a); !ok {
+		return d
+	}
 
 	// A session past its enrollment window is not worth a call: the API
 	// would answer session_older_than_30_days. It needs no admission.
@@ -112,7 +123,7 @@ func (w *Worker) path(ctx context.Context, a *attempt) Decision {
 	// admit: stopping ends the wait at once (the task goes back uncounted).
 	actx, cancel := w.untilStopping(ctx)
 	defer cancel()
-	t0, err := w.gov.admit(actx, a.queue, w.cfg.MaxHold)
+	t0, err := a.lane.gov.admit(actx, a.queue, w.cfg.MaxHold)
 	if err != nil {
 		var held *errHeld
 		switch {
@@ -132,7 +143,7 @@ func (w *Worker) path(ctx context.Context, a *attempt) Decision {
 
 	// claim: the session's one live attempt, whatever queue its task is in.
 	if d, ok := w.claimFor(ctx, a); !ok {
-		w.gov.releaseProbe(ctx, t0)
+		a.lane.gov.releaseProbe(ctx, t0)
 		return d
 	}
 	w.crashPoint(pointClaimed)
@@ -242,94 +253,6 @@ func (w *Worker) claimFor(ctx context.Context, a *attempt) (Decision, bool) {
 	}
 	a.err = err
 	return w.classify(a, FactRedis), false
-}
-
-// renew keeps the claim's lease alive while the call runs, renewing every
-// third of it, so that no other attempt starts while this one calls, however
-// long the call takes. The returned func stops it.
-func (w *Worker) renew(ctx context.Context, a *attempt) (stop func()) {
-	lease := w.cfg.CallLockTTL
-	c := a.claim // a copy: the call updates a.claim.Record meanwhile
-	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		every := max(lease/3, time.Millisecond)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-kctx.Done():
-				return
-			case <-t.C:
-			}
-			rctx, rcancel := context.WithTimeout(kctx, every)
-			_, err := w.ledger.Renew(rctx, c, lease)
-			rcancel()
-			if errors.Is(err, ledger.ErrConflict) || errors.Is(err, ledger.ErrNotFound) {
-				a.log.Warn("the session's claim was lost while this attempt held it: the process stalled past the lease; another attempt may call too (its answer is reconciled)")
-				return
-			}
-			// A Redis error is tried again at the next tick: the lease
-			// still has two thirds of its life.
-		}
-	}()
-	return func() { cancel(); <-done }
-}
-
-// call makes the API call, retrying in process what the Decision calls a
-// blip (bounded by BlipRetries and BlipMaxElapsed). Every call, blip retries
-// too, spends budget and respects the breakers; a retry that is not
-// admitted within blipHold is left to the queue. actx ends when the worker
-// stops: a blip retry is then not started.
-func (w *Worker) call(ctx, actx context.Context, t ticket, a *attempt) {
-	calls := 0
-	op := func() error {
-		if calls > 0 {
-			// The breaker must have counted the last call first.
-			a.waitReported()
-			next, err := w.gov.admit(actx, "", blipHold)
-			if err != nil {
-				return backoff.Permanent(a.err)
-			}
-			t = next
-		}
-		if a.unknown {
-			// The next answer follows a call of ours with an unknown
-			// outcome: an already-tied answer is then ours.
-			a.claim.Record.Unknown = true
-		}
-		calls++
-		began := time.Now()
-		a.res, a.err = w.cfg.API.Enroll(ctx, a.p.SessionID, a.p.AccountID)
-		d := Classify(Attempt{Err: a.err, UnknownBefore: a.unknownBefore(), Budget: 1}, w.policy)
-		o := outcomeOf(a.err, d)
-		w.metrics.observeCall(o.status, time.Since(began))
-		// The report (call counters, a 429's pause, the breakers) goes
-		// out beside the settle: one round trip less on the task's path.
-		done, tk := make(chan struct{}), t
-		a.reported = done
-		go func() { defer close(done); w.gov.report(ctx, tk, o) }()
-		var apiErr *verisoul.APIError
-		if errors.As(a.err, &apiErr) && apiErr.OutcomeUnknown() {
-			a.unknown = true
-		}
-		switch {
-		case a.err == nil:
-			return nil
-		case d.Blip && ctx.Err() == nil && actx.Err() == nil:
-			return a.err
-		}
-		return backoff.Permanent(a.err)
-	}
-	if w.cfg.BlipRetries < 0 {
-		_ = op()
-		return
-	}
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = w.cfg.BlipInterval
-	b.MaxElapsedTime = w.cfg.BlipMaxElapsed
-	_ = backoff.Retry(op, backoff.WithContext(backoff.WithMaxRetries(b, uint64(w.cfg.BlipRetries)), actx))
 }
 
 // settle writes the Decision into the ledger (one atomic transition of the
@@ -522,6 +445,9 @@ func outcomeOf(err error, d Decision) callOutcome {
 }
 
 func (w *Worker) writeResult(a *attempt, r Result) {
+	if w.cfg.NoResults {
+		return
+	}
 	b, _ := json.Marshal(r)
 	if rw := a.task.ResultWriter(); rw != nil {
 		if _, err := rw.Write(b); err != nil {

@@ -22,7 +22,7 @@ func TestDeadLetterLoggedOnce(t *testing.T) {
 	s := newSessionID()
 	b.api.Script(s, verisoultest.Fail(verisoul.CodeLivenessCheckFailed))
 	b.enroll(s)
-	b.waitState(s, asynq.TaskStateArchived, 20*time.Second)
+	b.waitState(s, asynq.TaskStateArchived)
 	taskID := tasks.TaskID(b.queue, s)
 
 	// asynq logs its line after archiving; give it a moment to appear, so

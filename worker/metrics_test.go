@@ -74,33 +74,33 @@ func TestMetricsAfterAScriptedRun(t *testing.T) {
 		if i == 2 {
 			want = asynq.TaskStateArchived
 		}
-		b.waitState(s, want, waitLong)
+		b.waitState(s, want)
 	}
 	m := scrape(t, srv.URL)
 	calls := float64(len(b.api.Calls()))
 	for key, want := range map[string]float64{
-		`enrollq_attempts_total{code=,outcome=done}`:                         5,
-		`enrollq_attempts_total{code=session_not_found,outcome=dead_letter}`: 1,
-		`enrollq_attempts_total{code=,outcome=wait}`:                         1, // the 429 (its code is empty)
-		`enrollq_attempts_total{code=session_not_complete,outcome=wait}`:     1,
-		`enrollq_dead_letters_total{code=session_not_found}`:                 1,
-		`enrollq_reconciled_total{}`:                                         1,
-		`enrollq_retries_total{counted=false,reason=rate_limited}`:           1,
-		`enrollq_retries_total{counted=false,reason=not_ready}`:              1,
-		`enrollq_rate_budget_used_total{}`:                                   calls,
-		`enrollq_api_call_duration_seconds_count{status=429}`:                1,
-		`enrollq_api_call_duration_seconds_count{status=0}`:                  1, // the lost response
-		`enrollq_breaker_open{breaker=api}`:                                  0,
-		`enrollq_breaker_open{breaker=auth}`:                                 0,
-		`asynq_tasks_enqueued_total{queue=` + b.queue + `,state=completed}`:  5,
-		`asynq_tasks_enqueued_total{queue=` + b.queue + `,state=archived}`:   1,
-		`enrollq_rate_limit_per_minute{}`:                                    6000,
+		`enrollq_attempts_total{code=,outcome=done,project=default}`:                         5,
+		`enrollq_attempts_total{code=session_not_found,outcome=dead_letter,project=default}`: 1,
+		`enrollq_attempts_total{code=,outcome=wait,project=default}`:                         1, // the 429 (its code is empty)
+		`enrollq_attempts_total{code=session_not_complete,outcome=wait,project=default}`:     1,
+		`enrollq_dead_letters_total{code=session_not_found,project=default}`:                 1,
+		`enrollq_reconciled_total{project=default}`:                                          1,
+		`enrollq_retries_total{counted=false,project=default,reason=rate_limited}`:           1,
+		`enrollq_retries_total{counted=false,project=default,reason=not_ready}`:              1,
+		`enrollq_rate_budget_used_total{project=default}`:                                    calls,
+		`enrollq_api_call_duration_seconds_count{project=default,status=429}`:                1,
+		`enrollq_api_call_duration_seconds_count{project=default,status=0}`:                  1, // the lost response
+		`enrollq_breaker_open{breaker=api,project=default}`:                                  0,
+		`enrollq_breaker_open{breaker=auth,project=default}`:                                 0,
+		`asynq_tasks_enqueued_total{queue=` + b.queue + `,state=completed}`:                  5,
+		`asynq_tasks_enqueued_total{queue=` + b.queue + `,state=archived}`:                   1,
+		`enrollq_rate_limit_per_minute{project=default}`:                                     6000,
 	} {
 		if got, ok := m[key]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", key, got, ok, want)
 		}
 	}
-	if m[`enrollq_rate_budget_used_last_minute{}`] != calls {
-		t.Errorf("budget used in the last minute = %v, want %v", m[`enrollq_rate_budget_used_last_minute{}`], calls)
+	if m[`enrollq_rate_budget_used_last_minute{project=default}`] != calls {
+		t.Errorf("budget used in the last minute = %v, want %v", m[`enrollq_rate_budget_used_last_minute{project=default}`], calls)
 	}
 }

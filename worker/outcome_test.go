@@ -15,6 +15,7 @@ import (
 
 	"github.com/enrollq/enrollq/deadletter"
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
@@ -59,7 +60,7 @@ func TestSuccessKeepsRequestID(t *testing.T) {
 	if _, err := plain.Enroll(ctx, s, "acct-"+s[:8]); err != nil {
 		t.Fatal(err)
 	}
-	rec := b.waitLedger(s, ledger.StateEnrolled, waitLong)
+	rec := b.waitLedger(s, ledger.StateEnrolled)
 	if rec.RequestID == "" || rec.Reconciled || rec.Attempts != 1 {
 		t.Errorf("ledger record %+v, want enrolled with a request id after 1 attempt", rec)
 	}
@@ -90,7 +91,7 @@ func TestSuccessKeepsRequestID(t *testing.T) {
 	// The bundle's producer keeps completed tasks for an hour.
 	k := newSessionID()
 	b.enroll(k)
-	info := b.waitState(k, asynq.TaskStateCompleted, waitLong)
+	info := b.waitState(k, asynq.TaskStateCompleted)
 	r := resultOf(t, info)
 	if r.Outcome != worker.OutcomeEnrolled || r.RequestID == "" {
 		t.Fatalf("result %+v, want enrolled with a request id", r)
@@ -126,7 +127,7 @@ func TestTerminalCodesDeadLetterAtOnce(t *testing.T) {
 	}
 	for _, code := range codes {
 		s := sessions[code]
-		info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+		info := b.waitState(s, asynq.TaskStateArchived)
 		if got := tasks.CodeOf(info.LastErr); got != code {
 			t.Errorf("%s: archived with %q (code %q)", code, info.LastErr, got)
 		}
@@ -155,7 +156,7 @@ func TestNotReadyCodesRetryThenSucceed(t *testing.T) {
 			// be archived at the first one.
 			b.api.Script(s, verisoultest.Fail(code), verisoultest.Fail(code))
 			b.enroll(s, enqueue.WithMaxRetry(0))
-			info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+			info := b.waitState(s, asynq.TaskStateCompleted)
 			if info.Retried != 0 {
 				t.Errorf("retried %d, want 0: not-ready waits must not be counted", info.Retried)
 			}
@@ -173,7 +174,7 @@ func TestNotReadyCodesDeadLetterAfterWindow(t *testing.T) {
 	}
 	start := time.Now()
 	b.enroll(s)
-	info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+	info := b.waitState(s, asynq.TaskStateArchived)
 	if got := tasks.CodeOf(info.LastErr); got != verisoul.CodeSessionNotComplete {
 		t.Fatalf("archived with %q, want code %s", info.LastErr, verisoul.CodeSessionNotComplete)
 	}
@@ -196,7 +197,7 @@ func TestTransient503BurstThenSuccess(t *testing.T) {
 		b.api.Script(s, verisoultest.Status(http.StatusServiceUnavailable))
 	}
 	b.enroll(s)
-	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	info := b.waitState(s, asynq.TaskStateCompleted)
 	if info.Retried != 1 {
 		t.Errorf("retried %d, want 1", info.Retried)
 	}
@@ -214,7 +215,7 @@ func TestTransientExhaustedDeadLetters(t *testing.T) {
 		b.api.Script(s, verisoultest.Step{Status: http.StatusBadGateway, Body: "<html><body>502 Bad Gateway</body></html>", ContentType: "text/html"})
 	}
 	b.enroll(s, enqueue.WithMaxRetry(1))
-	info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+	info := b.waitState(s, asynq.TaskStateArchived)
 	if got := tasks.CodeOf(info.LastErr); got != worker.CodeTransientExhausted {
 		t.Fatalf("archived with %q, want %s", info.LastErr, worker.CodeTransientExhausted)
 	}
@@ -235,7 +236,7 @@ func TestTimeoutThenSuccess(t *testing.T) {
 	s := newSessionID()
 	b.api.Script(s, verisoultest.Slow(time.Second))
 	b.enroll(s)
-	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	info := b.waitState(s, asynq.TaskStateCompleted)
 	if r := resultOf(t, info); r.Outcome != worker.OutcomeEnrolled {
 		t.Errorf("outcome %q, want enrolled", r.Outcome)
 	}
@@ -252,7 +253,7 @@ func TestLostResponseIsReconciled(t *testing.T) {
 	s := newSessionID()
 	b.api.Script(s, verisoultest.Lost())
 	b.enroll(s)
-	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	info := b.waitState(s, asynq.TaskStateCompleted)
 	if r := resultOf(t, info); r.Outcome != worker.OutcomeReconciled {
 		t.Fatalf("outcome %q, want reconciled", r.Outcome)
 	}
@@ -284,7 +285,7 @@ func TestLostResponseAcrossAttempts(t *testing.T) {
 	s := newSessionID()
 	b.api.Script(s, verisoultest.Lost(), verisoultest.Status(http.StatusServiceUnavailable))
 	b.enroll(s)
-	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	info := b.waitState(s, asynq.TaskStateCompleted)
 	if r := resultOf(t, info); r.Outcome != worker.OutcomeReconciled {
 		t.Fatalf("outcome %q, want reconciled", r.Outcome)
 	}
@@ -316,7 +317,7 @@ func TestCrashMidCallIsReconciled(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.start()
-	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	info := b.waitState(s, asynq.TaskStateCompleted)
 	if r := resultOf(t, info); r.Outcome != worker.OutcomeReconciled {
 		t.Fatalf("outcome %q, want reconciled", r.Outcome)
 	}
@@ -335,7 +336,7 @@ func TestRateLimitedWaitsRetryAfterWithoutCounting(t *testing.T) {
 	s := newSessionID()
 	b.api.Script(s, verisoultest.RateLimited("2"), verisoultest.RateLimited(""), verisoultest.RateLimited("1"))
 	b.enroll(s, enqueue.WithMaxRetry(0))
-	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	info := b.waitState(s, asynq.TaskStateCompleted)
 	if info.Retried != 0 {
 		t.Errorf("retried %d, want 0: 429s must not use up the budget", info.Retried)
 	}
@@ -357,7 +358,7 @@ func TestRateLimitedTooLongCounts(t *testing.T) {
 		b.api.Script(s, verisoultest.RateLimited("1"))
 	}
 	b.enroll(s, enqueue.WithMaxRetry(0))
-	info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+	info := b.waitState(s, asynq.TaskStateArchived)
 	if got := tasks.CodeOf(info.LastErr); got != worker.CodeTransientExhausted {
 		t.Fatalf("archived with %q, want %s", info.LastErr, worker.CodeTransientExhausted)
 	}
@@ -370,7 +371,7 @@ func TestUnreadable200IsTransient(t *testing.T) {
 	s := newSessionID()
 	b.api.Script(s, verisoultest.Step{Status: 200, Body: "<html>maintenance</html>", ContentType: "text/html"})
 	b.enroll(s)
-	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	info := b.waitState(s, asynq.TaskStateCompleted)
 	if r := resultOf(t, info); r.Outcome != worker.OutcomeEnrolled {
 		t.Fatalf("outcome %q, want enrolled", r.Outcome)
 	}
@@ -423,26 +424,18 @@ func TestWrongKeyDeadLettersNothing(t *testing.T) {
 		sessions = append(sessions, s)
 		b.enroll(s, enqueue.WithMaxRetry(0))
 	}
-	// Wait for the first rejection to close the gate.
-	deadline := time.Now().Add(waitLong)
-	for len(b.api.Calls()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(1500 * time.Millisecond) // several probe intervals
-	resp, err := http.Get(ready.URL + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("/readyz = %d while the key is rejected, want 503", resp.StatusCode)
-	}
+	// The first rejection closes the gate.
+	testutil.Eventually(t, "/readyz 503 while the key is rejected", func() bool {
+		return statusOf(t, ready.URL+"/readyz") == http.StatusServiceUnavailable
+	})
 	if code := statusOf(t, ready.URL+"/healthz"); code != 200 {
 		t.Errorf("/healthz = %d, want 200", code)
 	}
-	// Calls are probes only: about one per probe interval, not one per task.
-	if n := len(b.api.Calls()); n > 8 {
-		t.Errorf("API received %d calls in 1.5s with a rejected key; want only probes", n)
+	// Calls are probes only: about one per probe interval (300ms), not one
+	// per task; counted on the fake's clock, once its calls span 1.5s.
+	calls := b.probesOver(1500 * time.Millisecond)
+	if n, at := verisoultest.MaxInWindow(calls, 1500*time.Millisecond); n > 8 {
+		t.Errorf("API received %d calls in the 1.5s from %s with a rejected key; want only probes", n, at.Format("15:04:05.000"))
 	}
 	qi, err := b.insp.GetQueueInfo(b.queue)
 	if err != nil {
@@ -458,19 +451,13 @@ func TestWrongKeyDeadLettersNothing(t *testing.T) {
 	// everything is enrolled, with no retry used.
 	b.api.SetAPIKey("sk_wrong_key")
 	for _, s := range sessions {
-		info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+		info := b.waitState(s, asynq.TaskStateCompleted)
 		if info.Retried != 0 {
 			t.Errorf("%s retried %d, want 0", s, info.Retried)
 		}
 	}
-	resp, err = http.Get(ready.URL + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("/readyz = %d after the key works, want 200", resp.StatusCode)
-	}
+	// Ready again (the shared state is read at most once a second).
+	testutil.Eventually(t, "/readyz 200 after the key works", func() bool { return statusOf(t, ready.URL+"/readyz") == 200 })
 }
 
 func TestDuplicateEnqueueCallsOnce(t *testing.T) {
@@ -484,7 +471,7 @@ func TestDuplicateEnqueueCallsOnce(t *testing.T) {
 		t.Fatalf("second Enroll: %v, want ErrAlreadyQueued", err)
 	}
 	b.start()
-	b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	b.waitState(s, asynq.TaskStateCompleted)
 	_, err = b.enq.Enroll(ctx, s, "acct-"+s[:8])
 	var dup *enqueue.DuplicateError
 	if !errors.Is(err, enqueue.ErrAlreadyEnrolled) || !errors.As(err, &dup) || dup.RequestID == "" {
@@ -504,12 +491,12 @@ func TestSameSessionInBothQueues(t *testing.T) {
 	t.Cleanup(func() { _ = b.insp.DeleteQueue(other, true) })
 	s := newSessionID()
 	b.enroll(s)
-	b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	b.waitState(s, asynq.TaskStateCompleted)
 	// Served by a second worker on the other queue, sharing the key prefix.
 	b2 := setup(t, setupOpts{cfg: func(c *worker.Config) { c.Queues = map[string]int{other: 1}; c.KeyPrefix = b.prefix }})
 	b2.queue = other
 	b.twin(s, other)
-	info := b2.waitState(s, asynq.TaskStateCompleted, waitLong)
+	info := b2.waitState(s, asynq.TaskStateCompleted)
 	if r := resultOf(t, info); r.Outcome != worker.OutcomeAlreadyEnrolled {
 		t.Fatalf("outcome %q, want already_enrolled", r.Outcome)
 	}
@@ -528,7 +515,7 @@ func TestExpiredSessionIsNotSent(t *testing.T) {
 	b := setup(t, setupOpts{})
 	s := newSessionID()
 	b.enroll(s, enqueue.WithCreatedAt(time.Now().Add(-31*24*time.Hour)))
-	info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+	info := b.waitState(s, asynq.TaskStateArchived)
 	if got := tasks.CodeOf(info.LastErr); got != verisoul.CodeSessionOlderThan30Days || !strings.Contains(info.LastErr, "not sent") {
 		t.Fatalf("archived with %q", info.LastErr)
 	}
@@ -549,7 +536,7 @@ func TestRetriesStopAtTheDeadline(t *testing.T) {
 	}
 	created := time.Now().Add(-tasks.EnrollWindow + 1500*time.Millisecond)
 	b.enroll(s, enqueue.WithCreatedAt(created))
-	info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+	info := b.waitState(s, asynq.TaskStateArchived)
 	if got := tasks.CodeOf(info.LastErr); got != verisoul.CodeSessionOlderThan30Days {
 		t.Fatalf("archived with %q, want %s", info.LastErr, verisoul.CodeSessionOlderThan30Days)
 	}
@@ -583,7 +570,7 @@ func TestCrashBetweenRecordAndArchive(t *testing.T) {
 	s := newSessionID()
 	b.api.Script(s, verisoultest.Fail(verisoul.CodeSessionNotFound))
 	b.enroll(s)
-	info := b.waitState(s, asynq.TaskStateArchived, waitLong)
+	info := b.waitState(s, asynq.TaskStateArchived)
 	if !crashed.Load() {
 		t.Fatal("the crash hook never ran")
 	}
@@ -616,12 +603,12 @@ func TestDeadLetterRecordFollowsAsynqRun(t *testing.T) {
 	s := newSessionID()
 	b.api.Script(s, verisoultest.Fail(verisoul.CodeSessionNotFound))
 	b.enroll(s)
-	b.waitState(s, asynq.TaskStateArchived, waitLong)
+	b.waitState(s, asynq.TaskStateArchived)
 	b.wantLedger(s, ledger.StateDead, verisoul.CodeSessionNotFound)
 	if err := b.insp.RunTask(b.queue, tasks.TaskID(b.queue, s)); err != nil {
 		t.Fatal(err)
 	}
-	b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	b.waitState(s, asynq.TaskStateCompleted)
 	b.wantLedger(s, ledger.StateEnrolled, "")
 	counts, err := b.ledger().DeadCounts(context.Background())
 	if err != nil {

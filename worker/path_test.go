@@ -54,7 +54,7 @@ func TestCrashPoints(t *testing.T) {
 				if terminal {
 					want = asynq.TaskStateArchived
 				}
-				info := b.waitState(s, want, waitLong)
+				info := b.waitState(s, want)
 				if !crashed.Load() {
 					t.Fatal("the crash hook never ran")
 				}
@@ -125,7 +125,7 @@ func TestTwoWorkersRaceOnSessions(t *testing.T) {
 		b.twin(s, other)
 	}
 	for _, s := range sessions {
-		b.waitState(s, asynq.TaskStateCompleted, waitLong)
+		b.waitState(s, asynq.TaskStateCompleted)
 		deadline := time.Now().Add(waitLong)
 		for {
 			info, err := b.insp.GetTaskInfo(other, tasks.TaskID(other, s))
@@ -224,7 +224,7 @@ func TestRedisErrorsBeforeTheCallAreWaits(t *testing.T) {
 	b.enroll(s, enqueue.WithMaxRetry(0))
 	hook.n.Store(6)
 	b.start()
-	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	info := b.waitState(s, asynq.TaskStateCompleted)
 	if hook.failed.Load() < 6 {
 		t.Fatalf("only %d commands failed", hook.failed.Load())
 	}
@@ -260,7 +260,7 @@ func TestCrashesNeverLetAsynqArchive(t *testing.T) {
 	s := newSessionID()
 	b.api.Script(s, verisoultest.Fail(verisoul.CodeSessionNotComplete))
 	b.enroll(s, enqueue.WithMaxRetry(0))
-	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	info := b.waitState(s, asynq.TaskStateCompleted)
 	if info.Retried != 5 {
 		t.Errorf("retried %d, want the 5 crashes", info.Retried)
 	}
@@ -283,7 +283,7 @@ func TestOtherQueuesDeadLetterIsNotThisTasks(t *testing.T) {
 	s := newSessionID()
 	b.api.Script(s, verisoultest.Status(503))
 	b.enroll(s)
-	b.waitState(s, asynq.TaskStateRetry, waitLong)
+	b.waitState(s, asynq.TaskStateRetry)
 	l := b.ledger()
 	ctx := context.Background()
 	c, err := l.Claim(ctx, ledger.ClaimArgs{SessionID: s, AccountID: "acct-" + s[:8], Queue: "backfill-" + randHex(4), Lease: time.Second})
@@ -293,7 +293,7 @@ func TestOtherQueuesDeadLetterIsNotThisTasks(t *testing.T) {
 	if _, err := l.Dead(ctx, c, ledger.DeadArgs{Code: verisoul.CodeSessionOlderThan30Days, LastError: "session_older_than_30_days: not sent", AsynqRetried: 0}); err != nil {
 		t.Fatal(err)
 	}
-	info := b.waitState(s, asynq.TaskStateCompleted, waitLong)
+	info := b.waitState(s, asynq.TaskStateCompleted)
 	if info.Retried != 1 {
 		t.Errorf("retried %d, want 1", info.Retried)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
@@ -190,13 +191,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	return b
 }
 
-func (b *bundle) deleteKeys(pattern string) {
-	ctx := context.Background()
-	iter := b.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
-	for iter.Next(ctx) {
-		b.rdb.Del(ctx, iter.Val())
-	}
-}
+func (b *bundle) deleteKeys(pattern string) { deleteKeys(b.rdb, pattern) }
 
 // enroll enqueues a session through the real producer API.
 func (b *bundle) enroll(sessionID string, opts ...enqueue.EnrollOption) {
@@ -226,43 +221,40 @@ func (b *bundle) twin(sessionID, queue string) {
 	}
 }
 
-// waitLedger polls the session's ledger record until it reaches state, and
+// waitLedger waits until the session's ledger record reaches state, and
 // returns it: the fact to wait on when asynq keeps no completed task.
-func (b *bundle) waitLedger(sessionID string, state ledger.State, timeout time.Duration) ledger.Record {
+func (b *bundle) waitLedger(sessionID string, state ledger.State) ledger.Record {
 	b.t.Helper()
-	deadline := time.Now().Add(timeout)
 	var r ledger.Record
-	var err error
-	for time.Now().Before(deadline) {
-		r, err = b.ledger().Status(context.Background(), sessionID)
-		if err == nil && r.State == state {
-			return r
+	testutil.EventuallyNil(b.t, "the ledger record of "+sessionID+" "+state.String(), func() error {
+		var err error
+		if r, err = b.ledger().Status(context.Background(), sessionID); err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	b.t.Fatalf("ledger of %s never reached %s: %+v %v", sessionID, state, r, err)
+		if r.State != state {
+			return fmt.Errorf("it is %s (%+v)", r.State, r)
+		}
+		return nil
+	})
 	return r
 }
 
-// waitState polls Redis until the session's task reaches state, and returns
-// its info.
-func (b *bundle) waitState(sessionID string, state asynq.TaskState, timeout time.Duration) *asynq.TaskInfo {
+// waitState waits until the session's task reaches state, and returns its
+// info.
+func (b *bundle) waitState(sessionID string, state asynq.TaskState) *asynq.TaskInfo {
 	b.t.Helper()
-	deadline := time.Now().Add(timeout)
 	var info *asynq.TaskInfo
-	var err error
-	for time.Now().Before(deadline) {
-		info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, sessionID))
-		if err == nil && info.State == state {
-			return info
+	testutil.EventuallyNil(b.t, "the task of "+sessionID+" "+state.String(), func() error {
+		var err error
+		if info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, sessionID)); err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		b.t.Fatalf("task of %s never reached %s: %v", sessionID, state, err)
-	}
-	b.t.Fatalf("task of %s never reached %s: it is %s (retried %d, last error %q)", sessionID, state, info.State, info.Retried, info.LastErr)
-	return nil
+		if info.State != state {
+			return fmt.Errorf("it is %s (retried %d, last error %q)", info.State, info.Retried, info.LastErr)
+		}
+		return nil
+	})
+	return info
 }
 
 // calls returns the calls the fake API received for the session, waiting a

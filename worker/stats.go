@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/ledger"
+	"github.com/enrollq/enrollq/tasks"
 )
 
 // QueueStats is one queue's size by task state.
@@ -34,6 +35,9 @@ type QueueStats struct {
 type BudgetStats struct {
 	// KeyID names the key (see KeyID); the key itself is not stored.
 	KeyID string `json:"key_id"`
+	// Project is the project whose key it is, as the workers last said
+	// ("default" for keys of workers before projects).
+	Project string `json:"project"`
 	// Limit calls per Period, as the workers last configured it.
 	Limit  int           `json:"limit"`
 	Period time.Duration `json:"period_ns"`
@@ -65,7 +69,8 @@ type Stats struct {
 
 // ReadStats reads the sizes of queues (missing queues count as empty) and
 // the shared rate state of every API key workers have used on this Redis
-// under prefix ("enrollq:" by default).
+// under prefix (the workers' Config.KeyPrefix: ledger.DefaultPrefix unless
+// they set one).
 func ReadStats(ctx context.Context, rdb redis.UniversalClient, prefix string, queues []string) (Stats, error) {
 	var st Stats
 	insp := asynq.NewInspectorFromRedisClient(rdb)
@@ -123,7 +128,10 @@ func readBudget(ctx context.Context, rdb redis.UniversalClient, prefix, id strin
 	if err != nil {
 		return BudgetStats{}, err
 	}
-	b := BudgetStats{KeyID: id}
+	b := BudgetStats{KeyID: id, Project: meta["project"]}
+	if b.Project == "" {
+		b.Project = tasks.DefaultProject
+	}
 	b.Limit, _ = strconv.Atoi(meta["limit"])
 	b.Reserve, _ = strconv.Atoi(meta["reserve"])
 	periodMs, _ := strconv.ParseInt(meta["period_ms"], 10, 64)
@@ -132,8 +140,7 @@ func readBudget(ctx context.Context, rdb redis.UniversalClient, prefix, id strin
 	if ms, err := strconv.ParseInt(meta["bucket_ms"], 10, 64); err == nil && ms > 0 {
 		bucket = time.Duration(ms) * time.Millisecond
 	}
-	g := &governor{rdb: rdb, keys: keys, signupQueue: "-"}
-	sh, err := g.readState(ctx, time.Now(), "")
+	sh, err := readShared(ctx, rdb, keys, time.Now(), true)
 	if err != nil {
 		return b, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/enrollq/enrollq/config"
 	"github.com/enrollq/enrollq/deadletter"
 	"github.com/enrollq/enrollq/forget"
 	"github.com/enrollq/enrollq/ledger"
@@ -106,7 +107,11 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// PollInterval is how often idle workers look for tasks and scheduled
 	// retries are moved to their queue (asynq's TaskCheckInterval and
-	// DelayedTaskCheckInterval). Default 1s.
+	// DelayedTaskCheckInterval). An idle server sleeps 0.5 to 1.5 of it
+	// between looks, so it bounds how long a signup waits in an idle lane
+	// (each project's lanes idle on their own). Default 250ms: a dequeue
+	// and a forward script about 4 times a second per project and process
+	// while idle, and a signup taken within about 0.4 s.
 	PollInterval time.Duration
 	// CallTimeout is the longest one API call may take: the client's own
 	// per-call timeout (ENROLLQ_HTTP_TIMEOUT). It sizes CallLockTTL.
@@ -124,11 +129,23 @@ type Config struct {
 	// HTTPRoutes are mounted beside them on the same server, by path
 	// pattern (net/http ServeMux syntax), e.g. "/dashboard/" and "/metrics".
 	HTTPRoutes map[string]http.Handler
-	// KeyPrefix prefixes the worker's own Redis keys. Default "enrollq:".
+	// KeyPrefix prefixes the worker's own Redis keys. Default
+	// ledger.DefaultPrefix ("enrollq:").
 	KeyPrefix string
+	// NoResults leaves completed tasks without a result (Result, the
+	// JSON asynqmon's Completed tab shows). asynq keeps a result only for
+	// a task enqueued with a retention (ENROLLQ_KEEP_COMPLETED); for the
+	// rest, writing it is a Redis round trip per task for nothing.
+	// `enrollq worker` sets it when ENROLLQ_KEEP_COMPLETED is 0.
+	NoResults bool
 	// AllowEviction lets Run start on a Redis whose maxmemory-policy is
 	// not noeviction (ENROLLQ_ALLOW_EVICTION); otherwise Run refuses.
 	AllowEviction bool
+	// Projects are the Verisoul projects the worker serves, each with its
+	// own key, budget and lanes (see Project). Default: the default
+	// project alone, with API, APIKeyID, RateLimit, RateReserve,
+	// Concurrency and Queues above.
+	Projects []Project
 }
 
 func (c *Config) setDefaults() {
@@ -139,20 +156,23 @@ func (c *Config) setDefaults() {
 		// Strict priority: signups, then account deletions, then backfill.
 		c.Queues = map[string]int{tasks.QueueSignup: 3, tasks.QueueForget: 2, tasks.QueueBackfill: 1}
 	}
+	// The settings enrollq's CLI also has take its defaults from config, so
+	// that the two cannot drift; the rest are the worker's own.
+	d := config.Default()
 	setDefault(&c.Concurrency, 10)
-	setDefault(&c.RetryBase, 10*time.Second)
-	setDefault(&c.RetryMax, 10*time.Minute)
-	setDefault(&c.NotReadyWindow, time.Hour)
-	setDefault(&c.MaxWait, time.Hour)
-	setDefault(&c.Retention, 720*time.Hour)
+	setDefault(&c.RetryBase, d.RetryBase)
+	setDefault(&c.RetryMax, d.RetryMax)
+	setDefault(&c.NotReadyWindow, d.NotReadyWindow)
+	setDefault(&c.MaxWait, d.MaxWait)
+	setDefault(&c.Retention, d.Retention)
 	setDefault(&c.BlipRetries, 2)
 	setDefault(&c.BlipMaxElapsed, 5*time.Second)
 	setDefault(&c.BlipInterval, 250*time.Millisecond)
 	setDefault(&c.ProbeInterval, 30*time.Second)
-	setDefault(&c.ShutdownTimeout, 25*time.Second)
-	setDefault(&c.PollInterval, time.Second)
-	setDefault(&c.KeyPrefix, "enrollq:")
-	setDefault(&c.RateLimit, 300)
+	setDefault(&c.ShutdownTimeout, d.ShutdownTimeout)
+	setDefault(&c.PollInterval, 250*time.Millisecond)
+	setDefault(&c.KeyPrefix, ledger.DefaultPrefix)
+	setDefault(&c.RateLimit, d.RateLimit)
 	setDefault(&c.RatePeriod, time.Minute)
 	setDefault(&c.SignupQueue, tasks.QueueSignup)
 	setDefault(&c.BreakerCooldown, 30*time.Second)
@@ -160,7 +180,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.BreakerMinFailures, 10)
 	setDefault(&c.BreakerRatio, 0.5)
 	setDefault(&c.MaxHold, 60*time.Second)
-	setDefault(&c.CallTimeout, 10*time.Second)
+	setDefault(&c.CallTimeout, d.HTTPTimeout)
 	setDefault(&c.CallLockTTL, c.CallTimeout+10*time.Second)
 }
 
@@ -175,22 +195,23 @@ func setDefault[T comparable](p *T, v T) {
 type Worker struct {
 	cfg Config
 	log *slog.Logger
-	gov *governor
+	// lanes serve one project each (its key, budget, queues, server).
+	lanes []*lane
 	// dead holds only the dead letters the ledger cannot key (a payload
 	// without a valid session id); every other one is the ledger's.
 	dead    *deadletter.Store
 	metrics *Metrics
 	policy  Policy
 
-	srv        *asynq.Server
 	redisAlive atomic.Bool
+	inflight   atomic.Int64 // attempts in ProcessTask
 
 	ledger *ledger.Ledger
 
-	// stopping is closed when Run's context ends: attempts that are not in
-	// an API call give their task back at once.
-	stopping chan struct{}
-	stopOnce sync.Once
+	// stopping ends when Run's context ends: attempts that are not in an
+	// API call give their task back at once.
+	stopping context.Context
+	stop     context.CancelFunc
 
 	// crashHook, when set (tests only), runs at each point of the path
 	// (pointAdmitted…pointSettled): a panic there stands for a crash.
@@ -206,35 +227,48 @@ func New(cfg Config) (*Worker, error) {
 	switch {
 	case cfg.Redis == nil:
 		return nil, errors.New("worker: Config.Redis is required")
-	case cfg.API == nil:
+	case cfg.API == nil && len(cfg.Projects) == 0:
 		return nil, errors.New("worker: Config.API is required")
-	case cfg.APIKeyID == "":
+	case cfg.APIKeyID == "" && len(cfg.Projects) == 0:
 		return nil, errors.New("worker: Config.APIKeyID is required")
 	case cfg.CallTimeout < 0 || cfg.CallLockTTL < time.Second:
 		return nil, fmt.Errorf("worker: CallTimeout %s must not be negative and CallLockTTL %s must be at least 1s", cfg.CallTimeout, cfg.CallLockTTL)
-	case cfg.RateReserve < 0 || cfg.RateReserve >= cfg.RateLimit:
+	case len(cfg.Projects) == 0 && (cfg.RateReserve < 0 || cfg.RateReserve >= cfg.RateLimit):
 		return nil, fmt.Errorf("worker: RateReserve %d must be from 0 to below RateLimit %d", cfg.RateReserve, cfg.RateLimit)
 	case cfg.RetryMax < cfg.RetryBase:
 		return nil, fmt.Errorf("worker: RetryMax %s is below RetryBase %s", cfg.RetryMax, cfg.RetryBase)
+	}
+	projects, err := projectsOf(cfg)
+	if err != nil {
+		return nil, err
 	}
 	led, err := ledger.New(cfg.Redis, ledger.Options{Prefix: cfg.KeyPrefix, Retention: cfg.Retention})
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w := &Worker{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		ledger:   led,
-		stopping: make(chan struct{}),
-		gov:      newGovernor(cfg),
-		dead:     deadletter.New(cfg.Redis, cfg.KeyPrefix),
-		metrics:  newMetrics(),
-		policy:   Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
+		cfg:     cfg,
+		log:     cfg.Logger,
+		ledger:  led,
+		dead:    deadletter.New(cfg.Redis, cfg.KeyPrefix),
+		metrics: newMetrics(),
+		policy:  Policy{NotReadyWindow: cfg.NotReadyWindow, MaxWait: cfg.MaxWait},
+
+		crashHook: envCrashHook,
 	}
+	w.stopping, w.stop = context.WithCancel(context.Background())
 	w.redisAlive.Store(true)
+	for _, p := range projects {
+		w.lanes = append(w.lanes, w.newLane(cfg, p))
+	}
 	w.registerCollectors()
+	return w, nil
+}
+
+// newServer is the asynq server of one project's lanes (cfg is the lane's).
+func (w *Worker) newServer(cfg Config) *asynq.Server {
 	alog := newAsynqLogger(cfg.Logger)
-	w.srv = asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
+	return asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:              cfg.Concurrency,
 		Queues:                   cfg.Queues,
 		StrictPriority:           true,
@@ -257,7 +291,6 @@ func New(cfg Config) (*Worker, error) {
 		},
 		HealthCheckInterval: 5 * time.Second,
 	})
-	return w, nil
 }
 
 // Run processes tasks until ctx is done, then stops taking new tasks, gives
@@ -282,14 +315,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	w.gov.announce(ctx, w.cfg)
-	if err := w.srv.Start(w); err != nil {
+	if err := w.startLanes(ctx); err != nil {
 		if httpSrv != nil {
 			_ = httpSrv.Close()
 		}
-		return fmt.Errorf("worker: starting: %w", err)
+		return err
 	}
-	w.log.Info("worker started", "queues", w.cfg.Queues, "concurrency", w.cfg.Concurrency)
+	w.log.Info("worker started", "projects", w.Projects(), "queues", w.servedQueues(), "concurrency", w.cfg.Concurrency)
 	var err error
 	select {
 	case <-ctx.Done():
@@ -299,10 +331,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker stopping", "shutdown_timeout", w.cfg.ShutdownTimeout)
 	// Attempts that wait (for admission, a busy session) give their task
 	// back at once, uncounted; only calls in flight get ShutdownTimeout.
-	w.stopOnce.Do(func() { close(w.stopping) })
-	w.srv.Shutdown()
-	if c, ok := w.cfg.API.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
+	w.stop()
+	w.stopLanes()
+	for _, l := range w.lanes {
+		l.gov.tally.stop()
 	}
 	if httpSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -334,17 +366,19 @@ func (w *Worker) checkEviction(ctx context.Context) error {
 	return fmt.Errorf("worker: Redis maxmemory-policy is %q, not noeviction: evicted keys lose tasks and ledger records silently; set maxmemory-policy noeviction, or ENROLLQ_ALLOW_EVICTION=true to start anyway", policy)
 }
 
-// untilStopping is ctx, ended also when the worker starts stopping.
+// flushTallies writes every lane's call counts not yet in Redis.
+func (w *Worker) flushTallies() {
+	for _, l := range w.lanes {
+		l.gov.tally.flushNow()
+	}
+}
+
+// untilStopping is ctx, ended also when the worker starts stopping (no
+// goroutine per attempt: context.AfterFunc).
 func (w *Worker) untilStopping(ctx context.Context) (context.Context, context.CancelFunc) {
 	sctx, cancel := context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-w.stopping:
-			cancel()
-		case <-sctx.Done():
-		}
-	}()
-	return sctx, cancel
+	stop := context.AfterFunc(w.stopping, cancel)
+	return sctx, func() { stop(); cancel() }
 }
 
 // Ready reports whether the worker can do useful work, and why not: Redis
@@ -354,16 +388,7 @@ func (w *Worker) Ready() (bool, string) {
 	if !w.redisAlive.Load() {
 		return false, "redis unreachable"
 	}
-	st, err := w.gov.state(context.Background())
-	if err != nil {
-		return false, "redis: " + err.Error()
-	}
-	for _, name := range []string{breakerAuth, breakerAPI} {
-		if b := st.Breakers[name]; b.Open {
-			return false, fmt.Sprintf("%s since %s; next probe at %s", b.Reason, b.Since.UTC().Format(time.RFC3339), b.Until.UTC().Format(time.RFC3339))
-		}
-	}
-	return true, "ok"
+	return w.readyLanes()
 }
 
 // HTTPHandler serves /healthz (the process is up), /readyz (it can do
@@ -451,7 +476,6 @@ func newBackoff(base, max time.Duration) *backoff.ExponentialBackOff {
 func newGovernor(cfg Config) *governor {
 	g := &governor{
 		rdb: cfg.Redis,
-		lim: redis_rate.NewLimiter(cfg.Redis),
 		// Burst 1: calls are spread evenly, one every RatePeriod/RateLimit.
 		// The period is stretched by 1% so that the spacing survives the
 		// jitter of network latency: calls as they arrive at the API never
@@ -474,5 +498,6 @@ func newGovernor(cfg Config) *governor {
 		g.signupQueue = cfg.SignupQueue
 	}
 	g.shareWithBackend(cfg)
+	g.tally.flush = g.writeTally
 	return g
 }

@@ -14,6 +14,7 @@ type backfillCmd struct {
 	File      string `arg:"" help:"CSV (header session_id,account_id[,created_at]) or JSONL file; - reads standard input; .gz is decompressed."`
 	Format    string `help:"csv or jsonl; by default from the file name (.jsonl, .ndjson), else csv."`
 	Queue     string `default:"backfill" help:"Queue: backfill or signup."`
+	Project   string `default:"default" help:"Verisoul project whose key enrolls the sessions (its lanes are signup:<project>, backfill:<project>); default: VERISOUL_API_KEY's."`
 	Rejects   string `help:"Also write rejected rows to this file, in the input's format with an error column: fix them and feed the file back."`
 	DryRun    bool   `name:"dry-run" help:"Validate every row; enqueue nothing."`
 	MaxQueued int    `name:"max-queued" help:"Keep at most N tasks waiting in the queue, feeding more as workers drain it (bounds Redis memory: about 600 bytes a task)."`
@@ -30,6 +31,9 @@ type backfillCmd struct {
 func (c backfillCmd) Run(e *env) error {
 	if c.Queue != tasks.QueueSignup && c.Queue != tasks.QueueBackfill {
 		return usageErr("--queue: must be %s or %s, got %q", tasks.QueueSignup, tasks.QueueBackfill, c.Queue)
+	}
+	if err := tasks.ValidateProject(c.Project); err != nil {
+		return usageErr("--%v", err)
 	}
 	if c.MaxQueued < 0 || c.FromLine < 0 || c.Parallel < 1 {
 		return usageErr("--max-queued and --from-line must not be negative, --parallel must be at least 1")
@@ -73,7 +77,7 @@ func (c backfillCmd) Run(e *env) error {
 	show := newBackfillProgress(e, size, consumed)
 	defer show.stop()
 	opts := backfill.Options{
-		Format: format, Queue: c.Queue, Parallel: c.Parallel, FromLine: c.FromLine, DryRun: c.DryRun,
+		Format: format, Queue: c.Queue, Project: c.Project, Parallel: c.Parallel, FromLine: c.FromLine, DryRun: c.DryRun,
 		MaxQueued: c.MaxQueued, OnQueueFull: show.queueFull, OnReject: show.reject, Progress: show.progress,
 	}
 	if rejects != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/tasks"
 )
 
@@ -248,25 +249,24 @@ func TestBackfillInterruptThenResume(t *testing.T) {
 
 	cmd := exec.Command(binary, "backfill", file, "--max-queued", "500", "--parallel", "8")
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	var stdout, stderr bytes.Buffer
+	var stdout, stderr lockedBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() }) // when a wait below fails
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.EventuallyNil(t, "the backfill to fill the queue to --max-queued", func() error {
 		qi, err := insp.GetQueueInfo(tasks.QueueBackfill)
-		if err == nil && qi.Pending >= 500 {
-			break
+		if err == nil && qi.Pending < 500 {
+			err = fmt.Errorf("%d pending", qi.Pending)
 		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatalf("backfill never filled the queue to --max-queued: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(1500 * time.Millisecond) // it is waiting for workers now
+		return err
+	})
+	// It says it waits for workers now (the log line of its onWait).
+	testutil.Eventually(t, "the backfill waiting for workers", func() bool {
+		return strings.Contains(stderr.String(), "backfill waiting: queue full")
+	})
 	qi, _ := insp.GetQueueInfo(tasks.QueueBackfill)
 	if qi.Pending > 500+8 {
 		t.Errorf("--max-queued 500 let %d tasks wait", qi.Pending)

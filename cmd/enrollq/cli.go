@@ -54,6 +54,7 @@ type cli struct {
 	Outcomes outcomesCmd `cmd:"" help:"Read the outcome stream: enrolled, dead-lettered, requeued (tail [--follow] [--json])."`
 	Stats    statsCmd    `cmd:"" help:"Show queue sizes, the shared rate budget and the breakers."`
 	Demo     demoCmd     `cmd:"" help:"Run the whole system in one process on an embedded Redis and a fake API."`
+	Serve    serveCmd    `cmd:"" help:"Serve the HTTP API for producers in any language (ENROLLQ_API_ADDR) until SIGINT/SIGTERM."`
 
 	Dashboard dashboardCmd `cmd:"" help:"Serve the asynqmon dashboard of the queues under /dashboard/ until SIGINT/SIGTERM."`
 
@@ -81,7 +82,7 @@ var globalGroup = kong.Group{Key: "global", Title: "Global flags (settings of ev
 // longRunning lists the commands that run until stopped. They log go-redis's
 // own lines at warn; every other command reports a Redis failure itself, in
 // one line, so go-redis's lines are kept for LOG_LEVEL=debug.
-var longRunning = map[string]bool{"worker": true, "dashboard": true, "demo": true}
+var longRunning = map[string]bool{"worker": true, "dashboard": true, "demo": true, "serve": true}
 
 type kongExit int
 

@@ -154,13 +154,14 @@ func walk(m map[string]any, fn func(string, any)) {
 	}
 }
 
-// TestVersion: --version prints one line with the toolchain and the VCS
+// TestVersion: --version prints one line with the version the build set
+// (the API client's User-Agent names the same), the toolchain and the VCS
 // revision the binary was built from (when the build recorded one).
 func TestVersion(t *testing.T) {
 	t.Parallel()
 	r := enrollq(t, nil, "--version")
 	out := strings.TrimRight(r.stdout, "\n")
-	if r.code != 0 || strings.Contains(out, "\n") || !strings.HasPrefix(out, "enrollq ") || !strings.HasSuffix(out, " "+runtime.Version()) {
+	if r.code != 0 || strings.Contains(out, "\n") || !strings.HasPrefix(out, "enrollq "+buildVersion+" ") || !strings.HasSuffix(out, " "+runtime.Version()) {
 		t.Fatalf("--version: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	mod, err := exec.Command("go", "version", "-m", binary).Output()

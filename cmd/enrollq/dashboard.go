@@ -102,7 +102,6 @@ func newDashboard(e *env, rdb redis.UniversalClient, auth dashboardAuth, listen 
 		ListenAddr: listen,
 		Hosts:      e.cfg.DashboardHostList(),
 		ReadOnly:   readOnly,
-		Logger:     e.log,
 	})
 }
 

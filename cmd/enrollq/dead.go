@@ -127,9 +127,9 @@ func (c deadListCmd) Run(e *env) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEAD AT\tCODE\tSESSION\tACCOUNT\tQUEUE\tATTEMPTS\tLAST ERROR")
+	fmt.Fprintln(tw, "DEAD AT\tCODE\tSESSION\tACCOUNT\tPROJECT\tQUEUE\tATTEMPTS\tLAST ERROR")
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.At.UTC().Format(time.RFC3339), r.Code, r.SessionID, short(r.AccountID, 24), r.Queue, r.Attempts, short(strings.TrimPrefix(r.LastError, r.Code+": "), 80))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.At.UTC().Format(time.RFC3339), r.Code, r.SessionID, short(r.AccountID, 24), r.Project(), r.Queue, r.Attempts, short(strings.TrimPrefix(r.LastError, r.Code+": "), 80))
 	}
 	_ = tw.Flush()
 	switch {
@@ -224,7 +224,7 @@ func (c deadExportCmd) Run(e *env) error {
 	} else {
 		cw := csv.NewWriter(w)
 		// The first columns are backfill's; the rest are ignored by it.
-		_ = cw.Write([]string{"session_id", "account_id", "created_at", "code", "last_error", "dead_at", "queue", "task_id", "attempts"})
+		_ = cw.Write([]string{"session_id", "account_id", "created_at", "code", "last_error", "dead_at", "queue", "task_id", "attempts", "project"})
 		err = store.Each(e.ctx, q.Code, q.Since, func(lr ledger.Record) error {
 			n++
 			r := deadletter.RecordOf(lr)
@@ -236,7 +236,7 @@ func (c deadExportCmd) Run(e *env) error {
 					created = p.CreatedAt.Format(time.RFC3339Nano)
 				}
 			}
-			return cw.Write([]string{r.SessionID, r.AccountID, created, r.Code, r.LastError, r.DeadAt.Format(time.RFC3339Nano), r.Queue, r.TaskID, strconv.Itoa(r.Attempts)})
+			return cw.Write([]string{r.SessionID, r.AccountID, created, r.Code, r.LastError, r.DeadAt.Format(time.RFC3339Nano), r.Queue, r.TaskID, strconv.Itoa(r.Attempts), r.Project})
 		})
 		cw.Flush()
 		if err == nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
@@ -41,22 +42,23 @@ func TestDeadLettersOutliveAsynqTrim(t *testing.T) {
 	}
 	stop, _ := startWorker(t, env)
 	store := newDeadReader(t, rdb)
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		total, err := store.Total(t.Context())
-		if err == nil && total == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			_, logs := stop()
-			t.Fatalf("%d of %d dead letters recorded\n%.3000s", total, n, logs)
-		}
-		time.Sleep(200 * time.Millisecond)
+	// A thousand at a time: the wait bounds a stall, not the whole drain.
+	for want := int64(1000); want <= n; want += 1000 {
+		testutil.EventuallyNil(t, fmt.Sprintf("%d dead letters recorded", want), func() error {
+			total, err := store.Total(t.Context())
+			if err == nil && total < want {
+				err = fmt.Errorf("%d of %d", total, n)
+			}
+			return err
+		})
 	}
-	// Let the last archive calls land before reading asynq's side.
-	time.Sleep(500 * time.Millisecond)
-	stop()
+	// The last archive calls land before asynq's side is read.
 	insp := asynq.NewInspectorFromRedisClient(rdb)
+	testutil.Eventually(t, "every task archived or trimmed, none left to run", func() bool {
+		qi, err := insp.GetQueueInfo(tasks.QueueBackfill)
+		return err == nil && qi.Pending == 0 && qi.Active == 0 && qi.Scheduled == 0 && qi.Retry == 0
+	})
+	stop()
 	qi, err := insp.GetQueueInfo(tasks.QueueBackfill)
 	if err != nil {
 		t.Fatal(err)
@@ -107,13 +109,7 @@ func TestDeadRequeueByCode(t *testing.T) {
 	}
 	stop, _ := startWorker(t, env)
 	store := newDeadReader(t, rdb)
-	deadline := time.Now().Add(30 * time.Second)
-	for n, _ := store.Total(t.Context()); n != 6; n, _ = store.Total(t.Context()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d dead letters, want 6", n)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.Eventually(t, "6 dead letters", func() bool { n, _ := store.Total(t.Context()); return n == 6 })
 	r := enrollq(t, env, "dead", "requeue", "--code", verisoul.CodeSessionNotFound, "--dry-run")
 	if r.code != 0 || !strings.Contains(r.stdout, "would requeue 3 dead letters") {
 		t.Fatalf("dry run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
@@ -129,23 +125,20 @@ func TestDeadRequeueByCode(t *testing.T) {
 	// asynq keeps no completed task by default: the ledger says the
 	// requeued session was enrolled, by one more call and no retry.
 	for _, s := range notFound {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			rec, _, err := store.Get(t.Context(), s)
-			if err == nil && rec.State == ledger.StateEnrolled {
-				requeued := false
-				for _, h := range rec.History {
-					requeued = requeued || h.State == ledger.StateRequeued
-				}
-				if !requeued {
-					t.Errorf("ledger of requeued %s: %+v, want requeued in its history", s, rec)
-				}
-				break
+		var rec ledger.Record
+		testutil.EventuallyNil(t, "requeued "+s+" enrolled", func() error {
+			var err error
+			if rec, _, err = store.Get(t.Context(), s); err == nil && rec.State != ledger.StateEnrolled {
+				err = fmt.Errorf("it is %s", rec.State)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("requeued %s never enrolled: %+v %v", s, rec, err)
-			}
-			time.Sleep(50 * time.Millisecond)
+			return err
+		})
+		requeued := false
+		for _, h := range rec.History {
+			requeued = requeued || h.State == ledger.StateRequeued
+		}
+		if !requeued {
+			t.Errorf("ledger of requeued %s: %+v, want requeued in its history", s, rec)
 		}
 		if _, ok := api.Enrolled(s); !ok {
 			t.Errorf("requeued %s not enrolled at the API", s)
@@ -217,17 +210,10 @@ func TestDeadRequeueByCode(t *testing.T) {
 		t.Fatalf("requeue --force: exit %d %s%s", r.code, r.stdout, r.stderr)
 	}
 	// The API answers the same again: dead once more, after a second call.
-	deadline = time.Now().Add(20 * time.Second)
-	for {
+	testutil.Eventually(t, "forced requeue of "+failed[0]+" dead again after a second call", func() bool {
 		rec, ok, _ := store.Get(t.Context(), failed[0])
-		if ok && len(api.CallsFor(failed[0])) == 2 && rec.Code == verisoul.CodeLivenessCheckFailed {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("forced requeue of %s: not dead again after a second call (%d calls)", failed[0], len(api.CallsFor(failed[0])))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return ok && len(api.CallsFor(failed[0])) == 2 && rec.Code == verisoul.CodeLivenessCheckFailed
+	})
 	r = enrollq(t, env, "dead", "purge", "--older-than", "0s", "--code", verisoul.CodeLivenessCheckFailed)
 	if r.code != 0 || !strings.Contains(r.stdout, "purged 3 dead letters") {
 		t.Errorf("purge: exit %d %s%s", r.code, r.stdout, r.stderr)

@@ -17,6 +17,7 @@ import (
 // with why: the API would answer the same again, or a person must look
 // first. `dead requeue` asks for --force before it requeues one of them.
 var neverRequeue = map[string]string{
+	worker.CodeProjectMismatch:                 "the task named another project than the lane it was put in; requeued, it would go back to that lane: enqueue it again with --project",
 	verisoul.CodeSessionOlderThan30Days:        "the session's 30-day enrollment window has ended; the API would answer the same again (the user must redo Face Match)",
 	verisoul.CodeLivenessCheckFailed:           "the user failed the liveness check; only a new session can succeed",
 	verisoul.CodeIDScanFailed:                  "the user failed the ID scan; only a new session can succeed",
@@ -32,7 +33,7 @@ func knownCodes(ctx context.Context, store *deadletter.Letters) ([]string, error
 	if err != nil {
 		return nil, err
 	}
-	codes := append(slices.Clone(verisoul.Codes), worker.CodeTransientExhausted, worker.CodeInvalidPayload, worker.CodeBadRequest, codeArchivedOutside, codeTaskDeleted)
+	codes := append(slices.Clone(verisoul.Codes), worker.CodeTransientExhausted, worker.CodeInvalidPayload, worker.CodeProjectMismatch, worker.CodeBadRequest, codeArchivedOutside, codeTaskDeleted)
 	for c := range counts {
 		codes = append(codes, c)
 	}

@@ -31,6 +31,9 @@ import (
 const (
 	redisDB = 3
 	apiKey  = "sk_e2e_7c1d0b8a-very-secret-key"
+	// buildVersion is the version the test binary is built with (-ldflags
+	// -X …/verisoul.Version), as the Dockerfile sets its VERSION.
+	buildVersion = "v0.0.0-e2e"
 )
 
 var binary string
@@ -42,7 +45,8 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "enrollq")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	// Built as the Dockerfile builds it: with the version set.
+	out, err := exec.Command("go", "build", "-ldflags=-X github.com/enrollq/enrollq/verisoul.Version="+buildVersion, "-o", binary, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building enrollq: %v\n%s", err, out)
 		os.Exit(1)
@@ -242,6 +246,11 @@ func TestEnqueueAndWorkEndToEnd(t *testing.T) {
 	}
 	if n := len(api.CallsFor(dup)); n != 1 {
 		t.Errorf("duplicate session called %d times, want 1", n)
+	}
+	for _, c := range api.Calls() {
+		if want := "enrollq/" + buildVersion + " (+https://github.com/enrollq/enrollq)"; c.UserAgent != want {
+			t.Errorf("a call's User-Agent is %q, want %q (the version the build set)", c.UserAgent, want)
+		}
 	}
 	resp, err := http.Get("http://" + httpAddr + "/readyz")
 	if err != nil || resp.StatusCode != 200 {

@@ -14,6 +14,7 @@ type enqueueCmd struct {
 	SessionID string `name:"session-id" required:"" help:"Face Match session id (a UUID)."`
 	AccountID string `name:"account-id" required:"" help:"Your account id for the user."`
 	Queue     string `name:"queue" default:"signup" help:"Queue: signup or backfill."`
+	Project   string `default:"default" help:"Verisoul project whose key enrolls the sessions (its lanes are signup:<project>, backfill:<project>); default: VERISOUL_API_KEY's."`
 	CreatedAt string `name:"created-at" help:"When the session was created (RFC 3339): a session past its 30-day window is dead-lettered without an API call."`
 }
 
@@ -26,6 +27,9 @@ type enqueueCmd struct {
 func (c enqueueCmd) Run(e *env) error {
 	if c.Queue != tasks.QueueSignup && c.Queue != tasks.QueueBackfill {
 		return usageErr("--queue: must be %s or %s, got %q", tasks.QueueSignup, tasks.QueueBackfill, c.Queue)
+	}
+	if err := tasks.ValidateProject(c.Project); err != nil {
+		return usageErr("--%v", err)
 	}
 	var created time.Time
 	if c.CreatedAt != "" {
@@ -53,7 +57,7 @@ func (c enqueueCmd) Run(e *env) error {
 	}
 	defer rdb.Close()
 	enq := enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention), enqueue.WithKeepCompleted(e.cfg.KeepCompleted))
-	res, err := enq.Enroll(e.ctx, c.SessionID, c.AccountID, enqueue.WithQueue(c.Queue), enqueue.WithCreatedAt(created))
+	res, err := enq.Enroll(e.ctx, c.SessionID, c.AccountID, enqueue.WithQueue(c.Queue), enqueue.WithProject(c.Project), enqueue.WithCreatedAt(created))
 	var dup *enqueue.DuplicateError
 	switch {
 	case err == nil && res.Moved:

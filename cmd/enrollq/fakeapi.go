@@ -23,7 +23,7 @@ import (
 // Verisoul key. What the fake answers is chosen by the account id's prefix,
 // as the demo scripts its scenarios (see fakeAPIPrefixes).
 type fakeAPICmd struct {
-	Addr    string        `name:"addr" default:"127.0.0.1:8090" help:"host:port to serve the fake API on."`
+	Addr    string        `name:"addr" default:"127.0.0.1:8091" help:"host:port to serve the fake API on."`
 	Latency time.Duration `name:"latency" default:"30ms" help:"Added to every answer."`
 	Rate    int           `name:"rate" default:"0" help:"The API's own rate limit: at most this many calls of one key (enroll and verify-face together) in any minute, the others answered 429 with Retry-After (0: no limit)."`
 	Key     string        `name:"key" default:"fake-api-key-not-a-secret" help:"The API key the fake accepts (it is printed: use no real key here)."`

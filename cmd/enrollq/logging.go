@@ -31,7 +31,7 @@ func newLogger(cfg config.Config, w io.Writer, tty bool) *slog.Logger {
 		}
 	}
 	if strings.EqualFold(format, "text") {
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: !tty, ReplaceAttr: durationsAsText}))
+		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: !tty, ReplaceAttr: durationsAsText}))
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}))
 }

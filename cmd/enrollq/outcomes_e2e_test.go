@@ -16,6 +16,7 @@ import (
 
 	"github.com/enrollq/enrollq/internal/receivertest"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/outcomes"
 	"github.com/enrollq/enrollq/tasks"
@@ -151,7 +152,7 @@ func TestEveryOutcomeReachesTheReceivers(t *testing.T) {
 			then: func(s string) {
 				insp := asynq.NewInspectorFromRedisClient(rdb)
 				id := tasks.TaskID(tasks.QueueSignup, s)
-				pollUntil(t, "the dead letter archived by asynq", 10*time.Second, func() bool {
+				testutil.Eventually(t, "the dead letter archived by asynq", func() bool {
 					info, err := insp.GetTaskInfo(tasks.QueueSignup, id)
 					return err == nil && info.State == asynq.TaskStateArchived
 				})
@@ -211,7 +212,7 @@ func TestEveryOutcomeReachesTheReceivers(t *testing.T) {
 		if row.then == nil {
 			continue
 		}
-		pollUntil(t, row.name+": the first event", 30*time.Second, func() bool { return len(events(node, sessions[i])) >= 1 })
+		testutil.Eventually(t, row.name+": the first event", func() bool { return len(events(node, sessions[i])) >= 1 })
 		row.then(sessions[i])
 	}
 	total := 1 // the backfill run's backfill.completed, besides the sessions' events

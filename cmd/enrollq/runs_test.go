@@ -19,6 +19,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
@@ -202,7 +203,7 @@ func TestBackfillRunEveryKindOfRow(t *testing.T) {
 	}
 
 	// The completed webhook arrives once, with the totals.
-	pollUntil(t, "the backfill.completed webhook", 20*time.Second, func() bool { return len(sink.completed(id)) > 0 })
+	testutil.Eventually(t, "the backfill.completed webhook", func() bool { return len(sink.completed(id)) > 0 })
 	enrollq(t, env, "runs", "show", id) // a reader checks the run again: nothing more fires
 	time.Sleep(3 * time.Second)
 	got := sink.completed(id)
@@ -237,7 +238,7 @@ func TestBackfillRunEveryKindOfRow(t *testing.T) {
 			t.Errorf("rerun report line %s: %v, want %s", line, got, w)
 		}
 	}
-	pollUntil(t, "the rerun's completed webhook", 20*time.Second, func() bool { return len(sink.completed(rerun)) == 1 })
+	testutil.Eventually(t, "the rerun's completed webhook", func() bool { return len(sink.completed(rerun)) == 1 })
 
 	// The ledger holds one completed event per run.
 	led, _ := ledger.New(rdb, ledger.Options{})
@@ -315,7 +316,7 @@ func TestRunsCancel(t *testing.T) {
 	}
 	r := enrollq(t, env, "backfill", writeFile(t, "slow.csv", b.String()), "--run-name", "slow")
 	id := runIDOf(t, r)
-	pollUntil(t, "a few enrollments", 20*time.Second, func() bool { return api.EnrolledCount() >= 2 })
+	testutil.Eventually(t, "a few enrollments", func() bool { return api.EnrolledCount() >= 2 })
 	c := enrollq(t, env, "runs", "cancel", "slow")
 	if c.code != 0 || !strings.Contains(c.stdout, "run "+id+" cancelled") {
 		t.Fatalf("runs cancel: exit %d\n%s%s", c.code, c.stdout, c.stderr)
@@ -328,7 +329,7 @@ func TestRunsCancel(t *testing.T) {
 		Phase  string
 		Totals struct{ Enqueued, Enrolled, Cancelled int }
 	}
-	pollUntil(t, "the run to end", 20*time.Second, func() bool {
+	testutil.Eventually(t, "the run to end", func() bool {
 		s := enrollq(t, env, "runs", "show", id, "--json")
 		return json.Unmarshal([]byte(s.stdout), &v) == nil && v.Phase == "cancelled"
 	})

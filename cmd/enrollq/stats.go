@@ -4,9 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 	"time"
 
+	"github.com/hibiken/asynq"
+
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/worker"
 )
@@ -22,7 +26,8 @@ func (c statsCmd) Run(e *env) error {
 		return err
 	}
 	defer rdb.Close()
-	st, err := worker.ReadStats(e.ctx, rdb, "enrollq:", []string{tasks.QueueSignup, tasks.QueueBackfill})
+	// The workers' prefix: no command sets worker.Config.KeyPrefix.
+	st, err := worker.ReadStats(e.ctx, rdb, ledger.DefaultPrefix, statsQueues(asynq.NewInspectorFromRedisClient(rdb)))
 	if err != nil {
 		return fmt.Errorf("reading stats from Redis at %s: %w", e.cfg.RedactedRedisURL(), err)
 	}
@@ -53,7 +58,7 @@ func printStats(w io.Writer, st worker.Stats) {
 		return
 	}
 	for _, b := range st.Budgets {
-		fmt.Fprintf(w, "\nrate budget of API key %s\n", b.KeyID)
+		fmt.Fprintf(w, "\nrate budget of project %s (API key %s)\n", b.Project, b.KeyID)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		perMin := 0.0
 		if b.Period > 0 {
@@ -84,4 +89,20 @@ func printStats(w io.Writer, st worker.Stats) {
 		fmt.Fprintf(tw, "  signups waiting\t%d\n", b.SignupsWaiting)
 		_ = tw.Flush()
 	}
+}
+
+// statsQueues are the default project's lanes and every other project's
+// lanes asynq knows of (a queue appears there once a task was enqueued).
+func statsQueues(insp *asynq.Inspector) []string {
+	qs := []string{tasks.QueueSignup, tasks.QueueBackfill}
+	known, _ := insp.Queues()
+	slices.Sort(known)
+	for _, lane := range []string{tasks.QueueSignup, tasks.QueueBackfill} {
+		for _, q := range known {
+			if l, p := tasks.ProjectOfQueue(q); l == lane && p != tasks.DefaultProject {
+				qs = append(qs, q)
+			}
+		}
+	}
+	return qs
 }

@@ -76,6 +76,7 @@ type statusView struct {
 	SessionID   string     `json:"session_id"`
 	State       string     `json:"state"`
 	Queue       string     `json:"queue,omitempty"`
+	Project     string     `json:"project,omitempty"`
 	Task        string     `json:"asynq_state,omitempty"`
 	AccountID   string     `json:"account_id,omitempty"`
 	Run         string     `json:"run,omitempty"`
@@ -102,7 +103,7 @@ func timePtr(t time.Time) *time.Time {
 
 func statusJSON(st enqueue.Status) statusView {
 	r := st.Record
-	v := statusView{SessionID: r.SessionID, State: r.State.String(), Queue: r.Queue, Task: st.Task, AccountID: r.AccountID, Run: r.Run,
+	v := statusView{SessionID: r.SessionID, State: r.State.String(), Queue: r.Queue, Project: projectOf(r), Task: st.Task, AccountID: r.AccountID, Run: r.Run,
 		Since: timePtr(r.At), Attempts: r.Attempts, Why: r.Why, LastError: r.LastError, Code: r.Code, RequestID: r.RequestID,
 		Reconciled: r.Reconciled, RequeuedBy: r.By, ExpiresAt: timePtr(r.ExpiresAt), Next: st.Next}
 	switch r.State {
@@ -130,6 +131,7 @@ func printStatus(w io.Writer, st enqueue.Status) {
 	}
 	row("session", v.SessionID)
 	row("state", v.State)
+	row("project", v.Project)
 	row("queue", v.Queue)
 	row("asynq task", v.Task)
 	row("account", v.AccountID)
@@ -147,4 +149,12 @@ func printStatus(w io.Writer, st enqueue.Status) {
 	row("kept until", ts(v.ExpiresAt))
 	row("next", v.Next)
 	_ = tw.Flush()
+}
+
+// projectOf is the record's project, when it has a record.
+func projectOf(r ledger.Record) string {
+	if r.State == ledger.StateNone {
+		return ""
+	}
+	return r.Project()
 }

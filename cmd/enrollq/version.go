@@ -4,20 +4,26 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/enrollq/enrollq/verisoul"
 )
 
-// version describes this binary for --version: the module version (a tag
-// for `go install …@v1.2.3`, "(devel)" for a local build), the VCS revision
-// and time it was built from, whether the tree had uncommitted changes, and
-// the Go version. All of it comes from the build information the Go
-// toolchain embeds, so it needs no -ldflags.
-func version() string { return versionOf(debug.ReadBuildInfo()) }
+// version describes this binary for --version: its version, the one the
+// API client's User-Agent names (verisoul.BuildVersion: what the build set
+// with -ldflags, else the module version, a tag for `go install …@v1.2.3`,
+// a pseudo-version or "(devel)" for a local build), the VCS revision and
+// time it was built from, whether the tree had uncommitted changes, and the
+// Go version, from the build information the Go toolchain embeds.
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	return versionOf(verisoul.BuildVersion(), info, ok)
+}
 
-// versionOf formats info as version describes; ok is false when the binary
-// carries no build information.
-func versionOf(info *debug.BuildInfo, ok bool) string {
+// versionOf formats ver and info as version describes; ok is false when the
+// binary carries no build information.
+func versionOf(ver string, info *debug.BuildInfo, ok bool) string {
 	if !ok {
-		return "enrollq (no build information) " + runtime.Version()
+		return "enrollq " + ver + " (no build information) " + runtime.Version()
 	}
 	var rev, at string
 	modified := false
@@ -32,7 +38,7 @@ func versionOf(info *debug.BuildInfo, ok bool) string {
 		}
 	}
 	var b strings.Builder
-	b.WriteString("enrollq " + info.Main.Version)
+	b.WriteString("enrollq " + ver)
 	if rev == "" {
 		b.WriteString(" revision unknown")
 	} else {

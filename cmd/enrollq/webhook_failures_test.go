@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -82,12 +83,12 @@ func TestWebhookFailuresEndToEnd(t *testing.T) {
 		}
 	}
 	stop, addr := startWorker(t, env)
-	pollUntil(t, "every outcome in the ledger", 30*time.Second, func() bool {
+	testutil.Eventually(t, "every outcome in the ledger", func() bool {
 		evs, err := l.Outcomes(ctx, time.Time{}, 100)
 		return err == nil && len(evs) == n
 	})
 	for name, r := range map[string]*hookReceiver{"old secret": old, "new secret": nw, "slow": slow} {
-		pollUntil(t, name+": every event", 30*time.Second, func() bool { return r.distinct() == n })
+		testutil.Eventually(t, name+": every event", func() bool { return r.distinct() == n })
 		if r.bad != 0 {
 			t.Errorf("%s: %d deliveries failed verification", name, r.bad)
 		}
@@ -105,7 +106,7 @@ func TestWebhookFailuresEndToEnd(t *testing.T) {
 		}
 		return m
 	}
-	pollUntil(t, "flaky failing, gone disabled, redirect failing", 20*time.Second, func() bool {
+	testutil.Eventually(t, "flaky failing, gone disabled, redirect failing", func() bool {
 		st := status()
 		return strings.Contains(st["flaky"].LastError, "HTTP 500") && st["flaky"].Backlog == n &&
 			strings.Contains(st["gone"].DisabledReason, "410") && st["gone"].Backlog == n &&
@@ -154,13 +155,13 @@ func TestWebhookFailuresEndToEnd(t *testing.T) {
 
 	// The receivers come back.
 	flaky.status.Store(204)
-	pollUntil(t, "flaky: every event once healthy", 30*time.Second, func() bool { return flaky.distinct() == n })
+	testutil.Eventually(t, "flaky: every event once healthy", func() bool { return flaky.distinct() == n })
 	gone.status.Store(204)
 	if r := enrollq(t, env, "webhooks", "enable", "gone"); r.code != 0 {
 		t.Fatalf("webhooks enable gone: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	pollUntil(t, "gone: every event once enabled", 30*time.Second, func() bool { return gone.distinct() == n })
-	pollUntil(t, "flaky and gone healthy in status", 10*time.Second, func() bool {
+	testutil.Eventually(t, "gone: every event once enabled", func() bool { return gone.distinct() == n })
+	testutil.Eventually(t, "flaky and gone healthy in status", func() bool {
 		st := status()
 		return st["flaky"].FailingSince.IsZero() && st["flaky"].Backlog == 0 && st["gone"].Disabled.IsZero() && st["gone"].Backlog == 0
 	})

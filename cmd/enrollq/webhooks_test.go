@@ -23,6 +23,7 @@ import (
 
 	"github.com/enrollq/enrollq/internal/outcomestest"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 )
@@ -104,17 +105,6 @@ func hookSecret() string {
 	return "whsec_" + base64.StdEncoding.EncodeToString(b[:])
 }
 
-func pollUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestWebhooksRunSIGKILLLosesNothing runs `enrollq webhooks run` as a
 // process, kills it with SIGKILL in the middle of delivering, starts it
 // again, and checks that every event the ledger holds was delivered (each
@@ -144,7 +134,7 @@ func TestWebhooksRunSIGKILLLosesNothing(t *testing.T) {
 		return cmd
 	}
 	first := start()
-	pollUntil(t, "cursors created", 15*time.Second, func() bool {
+	testutil.Eventually(t, "cursors created", func() bool {
 		g, err := rdb.XInfoGroups(ctx, l.StreamKey(ledger.Shards-1)).Result()
 		return err == nil && len(g) == 1
 	})
@@ -152,7 +142,7 @@ func TestWebhooksRunSIGKILLLosesNothing(t *testing.T) {
 	if _, err := outcomestest.Mix(ctx, l, n); err != nil {
 		t.Fatal(err)
 	}
-	pollUntil(t, "some deliveries", 20*time.Second, func() bool { return recv.distinct() >= 40 })
+	testutil.Eventually(t, "some deliveries", func() bool { return recv.distinct() >= 40 })
 	if err := first.Process.Signal(os.Kill); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +160,7 @@ func TestWebhooksRunSIGKILLLosesNothing(t *testing.T) {
 	}
 	t.Logf("killed after %d of %d deliveries with %d read but unacknowledged", got, n, pending)
 	start()
-	pollUntil(t, "every event after the restart", 60*time.Second, func() bool { return recv.distinct() == n })
+	testutil.Eventually(t, "every event after the restart", func() bool { return recv.distinct() == n })
 	evs, err := l.Outcomes(ctx, time.Time{}, 10*n)
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +211,7 @@ func TestWebhooksCommands(t *testing.T) {
 	api := verisoultest.NewServer(apiKey)
 	defer api.Close()
 	stop, addr := startWorker(t, append(env, "VERISOUL_API_KEY="+apiKey, "VERISOUL_BASE_URL="+api.URL))
-	pollUntil(t, "cursors created", 15*time.Second, func() bool {
+	testutil.Eventually(t, "cursors created", func() bool {
 		g, err := rdb.XInfoGroups(ctx, l.StreamKey(ledger.Shards-1)).Result()
 		return err == nil && len(g) == 1
 	})
@@ -238,7 +228,7 @@ func TestWebhooksCommands(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	pollUntil(t, "failing metric", 20*time.Second, func() bool {
+	testutil.Eventually(t, "failing metric", func() bool {
 		return strings.Contains(metric(), `enrollq_webhook_failing{endpoint="default"} 1`)
 	})
 	if m := metric(); !strings.Contains(m, `enrollq_webhook_backlog{endpoint="default"} 1`) || !strings.Contains(m, `enrollq_webhook_deliveries_total{endpoint="default",status="500"}`) {
@@ -253,7 +243,7 @@ func TestWebhooksCommands(t *testing.T) {
 		t.Errorf("status: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	recv.status.Store(204)
-	pollUntil(t, "delivered by the worker", 20*time.Second, func() bool { return recv.distinct() == 2 }) // the test event and the outcome
+	testutil.Eventually(t, "delivered by the worker", func() bool { return recv.distinct() == 2 }) // the test event and the outcome
 	code, logs := stop()
 	if code != 0 || !strings.Contains(logs, "webhook endpoint failing") {
 		t.Errorf("worker exit %d; want a log line saying the endpoint failed:\n%s", code, logs)
@@ -302,38 +292,21 @@ func TestOutcomesTail(t *testing.T) {
 
 	cmd := exec.Command(binary, "outcomes", "tail", "--follow", "--json")
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
-	var out syncBuffer
+	var out lockedBuffer
 	cmd.Stdout = &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	pollUntil(t, "the past events", 10*time.Second, func() bool { return strings.Count(out.String(), "\n") == 2 })
+	testutil.Eventually(t, "the past events", func() bool { return strings.Count(out.String(), "\n") == 2 })
 	if err := outcomestest.Requeue(ctx, l, dead, "cli"); err != nil {
 		t.Fatal(err)
 	}
-	pollUntil(t, "the new event", 10*time.Second, func() bool { return strings.Count(out.String(), "\n") == 3 })
+	testutil.Eventually(t, "the new event", func() bool { return strings.Count(out.String(), "\n") == 3 })
 	time.Sleep(500 * time.Millisecond) // a few more polls: nothing printed twice
 	if n := strings.Count(out.String(), "\n"); n != 3 || !strings.Contains(out.String(), `"type":"enrollment.requeued"`) {
 		t.Errorf("--follow printed %d lines:\n%s", n, out.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestWorkerSIGKILLMidDeliveryLosesNothing: `enrollq worker` enrolls
@@ -361,10 +334,10 @@ func TestWorkerSIGKILLMidDeliveryLosesNothing(t *testing.T) {
 	if err := os.WriteFile(file, []byte(csv.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	start := func() (*exec.Cmd, *syncBuffer) {
+	start := func() (*exec.Cmd, *lockedBuffer) {
 		cmd := exec.Command(binary, "worker")
 		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_FORMAT=json", "ENROLLQ_HTTP_ADDR=" + freePort(t)}, env...)
-		logs := &syncBuffer{}
+		logs := &lockedBuffer{}
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -373,7 +346,7 @@ func TestWorkerSIGKILLMidDeliveryLosesNothing(t *testing.T) {
 		return cmd, logs
 	}
 	first, logs := start()
-	pollUntil(t, "cursors created", 15*time.Second, func() bool {
+	testutil.Eventually(t, "cursors created", func() bool {
 		g, err := rdb.XInfoGroups(ctx, l.StreamKey(ledger.Shards-1)).Result()
 		return err == nil && len(g) == 1
 	})
@@ -384,11 +357,11 @@ func TestWorkerSIGKILLMidDeliveryLosesNothing(t *testing.T) {
 	// the dead worker to recover, which takes its 30 s lease) and some of
 	// the outcomes were delivered: the receiver's pace (16 calls at a
 	// time, 200 ms each) leaves most of them to deliver.
-	pollUntil(t, "every session's outcome", 30*time.Second, func() bool {
+	testutil.Eventually(t, "every session's outcome", func() bool {
 		evs, err := l.Outcomes(ctx, time.Time{}, 10*n)
 		return err == nil && len(evs) >= n // and the run's completed event, soon after
 	})
-	pollUntil(t, "some deliveries", 30*time.Second, func() bool { return recv.distinct() >= 40 })
+	testutil.Eventually(t, "some deliveries", func() bool { return recv.distinct() >= 40 })
 	if err := first.Process.Signal(os.Kill); err != nil {
 		t.Fatal(err)
 	}

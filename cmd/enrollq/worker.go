@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -12,7 +13,6 @@ import (
 	"github.com/enrollq/enrollq/dashboard"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/ledger/reconcile"
-	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/worker"
 )
 
@@ -28,7 +28,7 @@ func (workerCmd) Run(e *env) error {
 		return err
 	}
 	defer rdb.Close()
-	client, err := verisoul.New(e.cfg.ResolvedBaseURL(), e.cfg.APIKey.Reveal(), verisoul.WithTimeout(e.cfg.HTTPTimeout))
+	cps, projects, budgets, err := workerProjects(e, rdb, os.Environ())
 	if err != nil {
 		return err
 	}
@@ -36,17 +36,11 @@ func (workerCmd) Run(e *env) error {
 	if h := workerDashboard(e, rdb); h != nil {
 		routes[dashboard.RootPath+"/"] = h
 	}
-	// Budget leases for the rest of the backend, on the same address.
-	lb, err := budget.New(budget.Config{
-		Redis:    rdb,
-		APIKeyID: worker.KeyID(e.cfg.APIKey.Reveal()),
-		Rate:     budget.Rate{Limit: e.cfg.RateLimit, Period: time.Minute, Reserve: e.cfg.ResolvedRateReserve()},
-		Logger:   e.log,
-	})
-	if err != nil {
-		return err
-	}
-	routes["/v1/budget/"] = budget.Handler(lb, budget.HandlerOptions{Token: e.cfg.BudgetToken.Reveal()})
+	// Budget leases for the rest of the backend, on the same address: one
+	// budget per project (the request names it). (Also on enrollq serve,
+	// behind its tokens' budget scope; this mount stays for the
+	// deployments that use it.)
+	routes["/v1/budget/"] = budget.ProjectsHandler(budgets, budget.HandlerOptions{Token: e.cfg.BudgetToken.Reveal()})
 	stopWebhooks, err := e.startWebhooks(e.ctx, rdb, routes) // own goroutine; no rate budget
 	if err != nil {
 		return err
@@ -65,7 +59,7 @@ func (workerCmd) Run(e *env) error {
 	w, err := worker.New(worker.Config{
 		Forget:          fg,
 		Redis:           rdb,
-		API:             client,
+		Projects:        projects,
 		Logger:          e.log,
 		Concurrency:     e.cfg.ResolvedConcurrency(),
 		RetryBase:       e.cfg.RetryBase,
@@ -77,10 +71,9 @@ func (workerCmd) Run(e *env) error {
 		CallTimeout:     e.cfg.HTTPTimeout,
 		HTTPAddr:        e.cfg.HTTPAddr,
 		HTTPRoutes:      routes,
-		APIKeyID:        worker.KeyID(e.cfg.APIKey.Reveal()),
 		RateLimit:       e.cfg.RateLimit,
-		RateReserve:     e.cfg.ResolvedRateReserve(),
 		AllowEviction:   e.cfg.AllowEviction,
+		NoResults:       e.cfg.KeepCompleted == 0, // asynq keeps no result then
 	})
 	if err != nil {
 		return err
@@ -92,7 +85,7 @@ func (workerCmd) Run(e *env) error {
 		runSweeper(sweepCtx, led, asynq.NewInspectorFromRedisClient(rdb), e.log)
 	}()
 	defer func() { stopSweeper(); <-sweeperDone }()
-	e.log.Info("starting worker", "config", e.cfg)
+	e.log.Info("starting worker", "config", e.cfg, "projects", projectsLog(cps))
 	return w.Run(e.ctx)
 }
 

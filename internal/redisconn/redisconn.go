@@ -1,7 +1,8 @@
 // Package redisconn turns REDIS_URL (and the TLS files beside it) into
-// clients for every Redis topology enrollq supports, for go-redis (enrollq's
-// own keys, and asynq through NewServerFromRedisClient and friends) and for
-// asynq's RedisConnOpt (the dashboard):
+// go-redis clients for every Redis topology enrollq supports; they serve
+// enrollq's own keys and asynq alike (asynq.NewServerFromRedisClient,
+// NewClientFromRedisClient, NewInspectorFromRedisClient, and the dashboard's
+// asynqmon), so every option of the URL and the TLS files reaches asynq too:
 //
 //	redis://[user:pass@]host:port[/db][?option=value…]     one server
 //	rediss://…                                             the same over TLS
@@ -28,7 +29,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -289,14 +289,3 @@ func (c Conn) Client(minConns int) redis.UniversalClient {
 	o.PoolSize = pool(o.PoolSize)
 	return redis.NewClient(&o)
 }
-
-// Asynq returns the same connection as asynq's RedisConnOpt. Each client
-// asynq makes from it is one of Client's, so it has every option of the URL
-// and the TLS files (asynq's own RedisClientOpt and friends carry only a
-// few), and asynqmon still sees a *redis.ClusterClient for a cluster.
-func (c Conn) Asynq() asynq.RedisConnOpt { return asynqOpt{c} }
-
-type asynqOpt struct{ c Conn }
-
-// MakeRedisClient implements asynq.RedisConnOpt.
-func (o asynqOpt) MakeRedisClient() any { return o.c.Client(0) }

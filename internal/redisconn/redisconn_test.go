@@ -17,7 +17,7 @@ func TestMain(m *testing.M) { os.Exit(redistest.Run(m, 5)) }
 
 const secret = "s3cr3t-pw"
 
-// clientOptions returns the options of the client Client and Asynq build,
+// clientOptions returns the options of the client Client builds,
 // whatever its kind, so the tests see what go-redis will really use.
 type clientOptions struct {
 	clientName  string
@@ -40,8 +40,8 @@ func optionsOf(t *testing.T, c any) clientOptions {
 	return clientOptions{}
 }
 
-// Query options of every scheme reach the client that Client and Asynq
-// make; before, the redis:// branch copied only address, database and
+// Query options of every scheme reach the client that Client makes (which
+// asynq uses too); before, the redis:// branch copied only address, database and
 // credentials, and the sentinel and cluster branches read no option at all.
 func TestQueryOptionsReachTheClient(t *testing.T) {
 	t.Parallel()
@@ -65,11 +65,6 @@ func TestQueryOptionsReachTheClient(t *testing.T) {
 			t.Errorf("%s: Client options %+v, want %+v", raw, got, want)
 		}
 		_ = rdb.Close()
-		ardb := conn.Asynq().MakeRedisClient()
-		if got := optionsOf(t, ardb); got != want {
-			t.Errorf("%s: Asynq client options %+v, want %+v", raw, got, want)
-		}
-		_ = ardb.(redis.UniversalClient).Close()
 		// minConns raises the pool above the URL's, never below it.
 		rdb = conn.Client(30)
 		if got := optionsOf(t, rdb).poolSize; got != 30 {

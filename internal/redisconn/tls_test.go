@@ -17,6 +17,7 @@ import (
 
 	"github.com/enrollq/enrollq/internal/redisconn"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 )
 
 // The TLS tests run real redis-server children with --tls-port and
@@ -40,20 +41,20 @@ func parse(t *testing.T, raw string, files redisconn.TLS) redisconn.Conn {
 	return conn
 }
 
-// checkAsynq enqueues a task through asynq's client on conn, reads it back
-// through asynq's Inspector on conn, and checks with a plain connection
+// checkAsynq enqueues a task through asynq's client on conn's client (as
+// enqueue and the worker do), reads it back through asynq's Inspector on it, and checks with a plain connection
 // (plain, on the server's non-TLS port) that Redis really holds it.
 func checkAsynq(t *testing.T, conn redisconn.Conn, plain redis.UniversalClient) {
 	t.Helper()
 	queue := "tls-" + strings.ReplaceAll(t.Name(), "/", "-")
-	client := asynq.NewClient(conn.Asynq())
-	defer client.Close()
+	rdb := conn.Client(0)
+	defer rdb.Close()
+	client := asynq.NewClientFromRedisClient(rdb)
 	info, err := client.Enqueue(asynq.NewTask("tls:test", []byte("payload")), asynq.Queue(queue), asynq.TaskID("t1"))
 	if err != nil {
 		t.Fatalf("asynq enqueue over TLS: %v", err)
 	}
-	insp := asynq.NewInspector(conn.Asynq())
-	defer insp.Close()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
 	got, err := insp.GetTaskInfo(queue, info.ID)
 	if err != nil {
 		t.Fatalf("asynq Inspector over TLS: %v", err)
@@ -177,7 +178,7 @@ func TestTLSCluster(t *testing.T) {
 	if err := plain.ClusterAddSlotsRange(ctx, 0, 16383).Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the cluster to be ok", func() error {
+	testutil.EventuallyNil(t, "the cluster to be ok", func() error {
 		info, err := plain.ClusterInfo(ctx).Result()
 		if err == nil && !strings.Contains(info, "cluster_state:ok") {
 			err = errors.New("cluster_state is not ok")
@@ -220,7 +221,7 @@ func TestTLSSentinel(t *testing.T) {
 	_, masterPort, _ := strings.Cut(master.TLSAddr, ":")
 	sentinelAddr := startTLSSentinel(t, f, masterPort)
 	conn := parse(t, "rediss-sentinel://"+sentinelAddr+"/?master=tlsmaster", redisconn.TLS{CAFile: f.CAFile, CertFile: f.ClientCertFile, KeyFile: f.ClientKeyFile})
-	waitFor(t, "the sentinel to name the master", func() error { return ping(t, conn) })
+	testutil.EventuallyNil(t, "the sentinel to name the master", func() error { return ping(t, conn) })
 	plain := redis.NewClient(&redis.Options{Addr: master.Addr})
 	defer plain.Close()
 	checkAsynq(t, conn, plain)
@@ -268,19 +269,4 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func waitFor(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

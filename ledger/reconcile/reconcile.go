@@ -29,14 +29,16 @@ type Task struct {
 	// State is asynq's state name ("pending", "active", "archived", …),
 	// or "" when asynq has no task of the session in the queue.
 	State string
-	// Info is asynq's task (nil when State is "").
+	// Info is asynq's task (nil when State is "", and from LookupMany).
 	Info *asynq.TaskInfo
+	// retried is asynq's retry count when Info is nil (LookupMany).
+	retried int
 }
 
 // Retried is asynq's retry count of the task (0 when there is none).
 func (t Task) Retried() int {
 	if t.Info == nil {
-		return 0
+		return t.retried
 	}
 	return t.Info.Retried
 }
@@ -88,7 +90,17 @@ func Check(ctx context.Context, l *ledger.Ledger, insp *asynq.Inspector, r ledge
 // a reader does not spend a script on them.
 func agrees(r ledger.Record, t Task) bool {
 	switch t.State {
-	case "pending", "scheduled", "retry", "active", "aggregating":
+	case "active":
+		// A task a worker holds is settled by that worker's claim: a
+		// dead record's task still active is the attempt that recorded
+		// the dead letter (asynq archives it a moment later), or one
+		// whose worker crashed after recording it (asynq's recoverer
+		// runs it again at a higher retry count and the worker finishes
+		// it as dead), or an operator's run a worker is taking (its
+		// claim reconciles). Requeueing it from outside would call the
+		// API again and record a second outcome.
+		return true
+	case "pending", "scheduled", "retry", "aggregating":
 		return r.State.Live()
 	}
 	// No task that will run (archived, completed, gone): right for a dead

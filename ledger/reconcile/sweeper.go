@@ -76,31 +76,17 @@ func (s *Sweeper) Run(ctx context.Context) error {
 }
 
 // Once sweeps the ledger once: every live record, then every dead one,
-// each compared with its task in asynq (one GetTaskInfo each).
+// each compared with its task in asynq (CheckMany: one round trip per 500
+// records, and a Reconcile script for each that disagrees).
 func (s *Sweeper) Once(ctx context.Context) (Report, error) {
-	var rep Report
-	count := func(act ledger.ReconcileAction) {
-		rep.Checked++
-		switch act {
-		case ledger.ReconcileRequeued:
-			rep.Requeued++
-		case ledger.ReconcileDead:
-			rep.Dead++
-		case ledger.ReconcileDrift:
-			rep.Drift++
-		}
-	}
 	// Collect first: a reconciled record moves between the buckets being read.
 	var live []ledger.Record
 	if err := s.Ledger.EachLive(ctx, func(r ledger.Record) error { live = append(live, r); return nil }); err != nil {
-		return rep, err
+		return Report{}, err
 	}
-	for _, r := range live {
-		_, act, _, err := Check(ctx, s.Ledger, s.Inspector, r)
-		if err != nil {
-			return rep, fmt.Errorf("reconciling %s: %w", r.SessionID, err)
-		}
-		count(act)
+	rep, err := CheckMany(ctx, s.Ledger, live)
+	if err != nil {
+		return rep, err
 	}
 	d, err := DeadLetters(ctx, s.Ledger, s.Inspector, nil)
 	rep.add(d)
@@ -118,31 +104,20 @@ func (r *Report) add(o Report) {
 // before they answer: every dead record is compared with its task (run
 // again from outside → requeued), and every task in asynq's archive of
 // queues (default signup and backfill) whose record is live (archived from
-// outside) is made a dead letter. It costs one GetTaskInfo per dead letter
-// and one listing per 1,000 archived tasks.
+// outside) is made a dead letter. Its round trips grow with the records a
+// thousand at a time, not one by one: the dead records are read 500 a
+// shard at a time and checked with CheckMany (one round trip per 500), the
+// archive is listed 1,000 tasks a page and their records read with
+// StatusMany (one round trip per 1,000); only a record that disagrees with
+// asynq costs a Reconcile script of its own.
 func DeadLetters(ctx context.Context, l *ledger.Ledger, insp *asynq.Inspector, queues []string) (Report, error) {
-	var rep Report
-	count := func(act ledger.ReconcileAction) {
-		rep.Checked++
-		switch act {
-		case ledger.ReconcileRequeued:
-			rep.Requeued++
-		case ledger.ReconcileDead:
-			rep.Dead++
-		case ledger.ReconcileDrift:
-			rep.Drift++
-		}
-	}
 	var dead []ledger.Record
 	if err := l.EachDead(ctx, "", func(r ledger.Record) error { dead = append(dead, r); return nil }); err != nil {
-		return rep, err
+		return Report{}, err
 	}
-	for _, r := range dead {
-		_, act, _, err := Check(ctx, l, insp, r)
-		if err != nil {
-			return rep, fmt.Errorf("reconciling %s: %w", r.SessionID, err)
-		}
-		count(act)
+	rep, err := CheckMany(ctx, l, dead)
+	if err != nil {
+		return rep, err
 	}
 	if queues == nil {
 		queues = []string{tasks.QueueSignup, tasks.QueueBackfill}
@@ -156,26 +131,29 @@ func DeadLetters(ctx context.Context, l *ledger.Ledger, insp *asynq.Inspector, q
 			if err != nil {
 				return rep, fmt.Errorf("listing the archive of %s: %w", q, err)
 			}
+			var ids []string
 			for _, info := range infos {
-				_, s, ok := tasks.ParseTaskID(info.ID)
-				if !ok {
-					continue
+				if _, s, ok := tasks.ParseTaskID(info.ID); ok && tasks.IsCanonicalUUID(s) {
+					ids = append(ids, s)
 				}
-				r, err := l.Status(ctx, s)
-				if errors.Is(err, ledger.ErrNotFound) {
-					continue
-				}
-				if err != nil {
-					return rep, err
-				}
+			}
+			recs, err := l.StatusMany(ctx, ids)
+			if err != nil {
+				return rep, err
+			}
+			for _, r := range recs {
 				if !r.State.Live() || r.Queue != q {
 					continue
 				}
+				// A live record with an archived task: asynq archived it
+				// behind the worker's back (rare, so checked one by one,
+				// as Check reads the task the record's queue holds).
+				rep.Checked++
 				_, act, _, err := Check(ctx, l, insp, r)
 				if err != nil {
-					return rep, fmt.Errorf("reconciling %s: %w", s, err)
+					return rep, fmt.Errorf("reconciling %s: %w", r.SessionID, err)
 				}
-				count(act)
+				rep.count(act)
 			}
 			if len(infos) < 1000 {
 				break

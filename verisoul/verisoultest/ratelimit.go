@@ -6,18 +6,19 @@ import (
 	"time"
 )
 
-// rateLocked applies SetRateLimit's window to a call of key arriving at
+// rateLocked applies the key's limit (SetRateLimit, SetKeyRateLimit) to a call of key arriving at
 // at: over the limit it returns the 429 step to answer. Every endpoint
 // shares it. The caller holds s.mu.
 func (s *Server) rateLocked(key string, at time.Time) (Step, bool) {
-	if s.limitN <= 0 {
+	limitN := s.limitOf(key)
+	if limitN <= 0 {
 		return Step{}, false
 	}
 	recent := s.recent[key]
 	for len(recent) > 0 && at.Sub(recent[0]) >= s.limitPer {
 		recent = recent[1:]
 	}
-	over := len(recent) >= s.limitN
+	over := len(recent) >= limitN
 	var step Step
 	if over {
 		wait := recent[0].Add(s.limitPer).Sub(at)

@@ -124,8 +124,14 @@ type Call struct {
 	Done      time.Time
 	SessionID string
 	AccountID string
-	// KeyOK is whether the x-api-key header held the right key.
+	// KeyOK is whether the x-api-key header held a key the fake accepts
+	// (NewServer's, or one of AddAPIKey's).
 	KeyOK bool
+	// Key is the x-api-key header as sent: the fake counts calls per key
+	// (CallsByKey), as Verisoul's limit is per key.
+	Key string
+	// UserAgent is the User-Agent header the call carried.
+	UserAgent string
 	// Status answered, or 0 when the connection was dropped.
 	Status int
 	// Code is the error code answered, if any.
@@ -145,6 +151,8 @@ type Server struct {
 
 	mu         sync.Mutex
 	apiKey     string
+	otherKeys  map[string]bool // AddAPIKey's: more projects' keys
+	keyLimits  map[string]int  // SetKeyRateLimit's, per key
 	latency    time.Duration
 	enrolled   map[string]string // session id → account id
 	perSession map[string][]Step
@@ -345,7 +353,7 @@ type enrollBody struct {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	call := Call{At: time.Now(), Path: r.URL.Path}
+	call := Call{At: time.Now(), Path: r.URL.Path, UserAgent: r.UserAgent()}
 	if r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, verisoul.AccountPath) {
 		s.serveDelete(w, r, call)
 		return
@@ -360,7 +368,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	sentKey := r.Header.Get("x-api-key")
-	call.KeyOK = sentKey == s.apiKey
+	call.KeyOK = sentKey == s.apiKey || s.otherKeys[sentKey]
+	call.Key = sentKey
 	latency := s.latency
 	var step Step
 	step, call.OverLimit = s.rateLocked(sentKey, call.At)

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/enrollq/enrollq/api"
+	"github.com/enrollq/enrollq/budget"
+	"github.com/enrollq/enrollq/enqueue"
+)
+
+// serveCmd is `enrollq serve`: the HTTP API for producers (package api).
+type serveCmd struct{}
+
+// Run serves the API on ENROLLQ_API_ADDR until SIGINT/SIGTERM.
+func (serveCmd) Run(e *env) error {
+	tokens, err := api.ParseTokens(e.cfg.APITokens.Reveal())
+	if err != nil {
+		return usageErr("ENROLLQ_API_TOKENS (--api-tokens): %v", err)
+	}
+	if err := api.CheckListen(e.cfg.APIAddr, len(tokens) > 0); err != nil {
+		return usageErr("ENROLLQ_API_ADDR (--api-addr): %v", err)
+	}
+	rdb, err := e.openRedis()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	enq := enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention), enqueue.WithKeepCompleted(e.cfg.KeepCompleted))
+	// The budget is per Verisoul key: served only for the projects whose
+	// key is known here (none: no budget endpoints).
+	var budgetRoutes http.Handler
+	switch cps, err := e.cfg.Projects(os.Environ()); {
+	case err == nil:
+		budgets, err := projectBudgets(e, rdb, cps)
+		if err != nil {
+			return err
+		}
+		budgetRoutes = budget.ProjectsRoutes(budgets)
+	case e.cfg.APIKey != "" || e.cfg.ProjectsFile != "" || slices.ContainsFunc(os.Environ(), isProjectKeyVar):
+		return err // a key is configured, and wrongly: say so
+	}
+	srv, err := api.New(api.Options{
+		Enqueue:         enq,
+		Ready:           func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		Tokens:          tokens,
+		RateLimit:       e.cfg.APIRateLimit,
+		MaxBody:         e.cfg.APIMaxBody,
+		Budget:          budgetRoutes,
+		Logger:          e.log,
+		ShutdownTimeout: min(e.cfg.ShutdownTimeout, 30*time.Second),
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", e.cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("serve: listening on %s: %w", e.cfg.APIAddr, err)
+	}
+	e.log.Info("api listening", "url", "http://"+ln.Addr().String(), "tokens", len(tokens),
+		"budget", budgetRoutes != nil, "redis_url", e.cfg.RedactedRedisURL())
+	if err := srv.Serve(e.ctx, ln); err != nil {
+		return err
+	}
+	e.log.Info("api stopped")
+	return nil
+}
+
+// isProjectKeyVar reports whether an environment entry sets a project's
+// key (VERISOUL_API_KEY_<PROJECT>[_FILE]).
+func isProjectKeyVar(kv string) bool {
+	return strings.HasPrefix(kv, "VERISOUL_API_KEY_") && !strings.HasPrefix(kv, "VERISOUL_API_KEY_FILE=")
+}
