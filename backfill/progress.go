@@ -36,6 +36,7 @@ type Progress struct {
 	// attempted), 0 when none: where a resumed run may start.
 	firstUnsure int
 	failure     error // the first *StopError
+	cancelled   bool  // the run was cancelled (enqueue.ErrRunCancelled)
 }
 
 // heldReject is a rejected row waiting for its turn in the rejects file.
@@ -122,6 +123,10 @@ func (p *Progress) settle(ctx context.Context, res enqueue.RowResult, now time.T
 				s.AlreadyQueued++
 			}
 		})
+	case cancelled(res.Err):
+		// The run was cancelled (`enrollq runs cancel`): stop reading.
+		p.count(line, func(s *Summary) { s.NotAttempted++; p.unsure(line); p.cancelled = true })
+		return true
 	case ctx.Err() != nil && errors.Is(res.Err, ctx.Err()):
 		// Interrupted, or stopped after a failure: the row's turn never
 		// came.

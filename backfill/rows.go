@@ -194,7 +194,11 @@ func readRows(r io.Reader, f Format, limit int) iter.Seq2[Row, error] {
 			yield(Row{}, fmt.Errorf("backfill.ReadRows: unknown format %v", f))
 			return
 		}
-		if g, ok := r.(*gzipInput); ok && !g.verified {
+		g, ok := r.(*gzipInput)
+		if h, wrapped := r.(*hashedInput); wrapped {
+			g, ok = h.inner.(*gzipInput)
+		}
+		if ok && !g.verified {
 			yield = stopAtDamage(yield)
 		}
 		src := bufio.NewReaderSize(r, readBufferSize)

@@ -59,6 +59,13 @@ type Options struct {
 	// Progress, when not nil, holds the counts while Run runs, for a
 	// caller that shows them; Run makes its own otherwise.
 	Progress *Progress
+	// Run, when not "", makes the backfill a tracked run with this id
+	// (runs.NewID): its record (ledger.RunInfo, with RunName and Input,
+	// the input's path or "-") is written before the first row and kept up
+	// to date, every ledger record it creates carries the id and its line,
+	// and at the end the record gets the final counts and the input's
+	// checksum. Not with DryRun.
+	Run, RunName, Input string
 }
 
 // StopError is why a run stopped before the end of its input: Redis failed
@@ -92,6 +99,9 @@ func (e *StopError) Unwrap() error { return e.Err }
 //   - a *StopError when Redis failed: Run stops at the first failure, as
 //     the next rows would fail too, and Summary.ResumeLine says where to
 //     resume;
+//   - an error matching enqueue.ErrRunCancelled when the run (Options.Run)
+//     was cancelled meanwhile (`enrollq runs cancel`): it stops, the rows
+//     not enqueued are NotAttempted;
 //   - an error naming the Options field that is wrong.
 func Run(ctx context.Context, enq *enqueue.Client, in io.Reader, o Options) (Summary, error) {
 	if o.Format == 0 {
@@ -113,6 +123,14 @@ func Run(ctx context.Context, enq *enqueue.Client, in io.Reader, o Options) (Sum
 		p = new(Progress)
 	}
 	p.begin(o)
+
+	var track *tracker
+	if o.Run != "" && !o.DryRun {
+		var err error
+		if track, in, err = startRun(ctx, enq.Ledger(), in, o, p); err != nil {
+			return Summary{}, err
+		}
+	}
 
 	run, stop := context.WithCancel(ctx)
 	defer stop()
@@ -146,6 +164,11 @@ func Run(ctx context.Context, enq *enqueue.Client, in io.Reader, o Options) (Sum
 	}
 	p.finish()
 	sum := p.Summary()
+	if track != nil {
+		if err := track.finish(ctx, sum); err != nil && fatal == nil && p.failure == nil {
+			fatal = err
+		}
+	}
 	switch {
 	case fatal != nil:
 		return sum, fatal
@@ -153,6 +176,8 @@ func Run(ctx context.Context, enq *enqueue.Client, in io.Reader, o Options) (Sum
 		return sum, ctx.Err()
 	case p.failure != nil:
 		return sum, p.failure
+	case p.cancelled:
+		return sum, fmt.Errorf("backfill: run %s: %w (rows from line %d were not enqueued)", o.Run, enqueue.ErrRunCancelled, sum.ResumeLine)
 	}
 	return sum, nil
 }
@@ -174,6 +199,9 @@ func results(ctx context.Context, enq *enqueue.Client, rows iter.Seq[enqueue.Row
 		}
 	}
 	opts := []enqueue.ManyOption{enqueue.WithQueue(o.Queue), enqueue.WithProject(o.Project)}
+	if o.Run != "" {
+		opts = append(opts, enqueue.WithRun(o.Run))
+	}
 	if o.Parallel > 0 {
 		opts = append(opts, enqueue.WithConcurrency(o.Parallel))
 	}

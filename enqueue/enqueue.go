@@ -45,6 +45,9 @@ var (
 	// four sentinels above, so code that takes those for "nothing to do"
 	// does not swallow it.
 	ErrAccountMismatch = errors.New("account mismatch")
+	// ErrRunCancelled: the backfill run (WithRun) was cancelled (`enrollq
+	// runs cancel`); nothing more of it is enqueued.
+	ErrRunCancelled = errors.New("run cancelled")
 )
 
 // AccountMismatchError reports that the session's record in the ledger, in
@@ -236,11 +239,14 @@ func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Opt
 		return Enrolled{}, err
 	}
 	led := c.led
-	rec, err := led.Queued(ctx, ledger.QueuedArgs{SessionID: p.SessionID, AccountID: p.AccountID, Queue: o.Queue, Run: s.run})
+	rec, err := led.Queued(ctx, ledger.QueuedArgs{SessionID: p.SessionID, AccountID: p.AccountID, Queue: o.Queue, Run: s.run, Line: s.line})
 	if err != nil {
 		var se *ledger.StateError
 		if errors.As(err, &se) && errors.Is(err, ledger.ErrExists) {
 			return c.duplicate(ctx, led, p, o, s, se.Record)
+		}
+		if errors.Is(err, ledger.ErrCancelled) {
+			return Enrolled{}, fmt.Errorf("enqueue session %s: %w: %s", p.SessionID, ErrRunCancelled, s.run)
 		}
 		return Enrolled{}, c.redisErr(ctx, p, "recording", err)
 	}
@@ -305,7 +311,12 @@ func (c *Client) duplicate(ctx context.Context, led *ledger.Ledger, p tasks.Enro
 		}
 	}
 	sameRun := false
-	if run := o.Headers[headerRun]; run != "" && task.Info != nil && task.Info.Headers[headerRun] == run {
+	switch run := o.Headers[headerRun]; {
+	case s.run != "" && rec.Run == s.run:
+		// The record says which run and line enqueued it, whatever asynq
+		// kept of the task.
+		sameRun, d.FirstLine = true, rec.Line
+	case run != "" && task.Info != nil && task.Info.Headers[headerRun] == run:
 		sameRun = true
 		d.FirstLine, _ = strconv.Atoi(task.Info.Headers[headerLine])
 	}

@@ -79,7 +79,10 @@ func (c *Client) EnrollMany(ctx context.Context, rows iter.Seq[Row], opts ...Man
 		s.route()
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		run := newRunID()
+		run := s.run
+		if run == "" {
+			run = newRunID()
+		}
 		var gate *queueGate
 		if s.maxQueued > 0 {
 			gate = &queueGate{c: c, queue: s.task.Queue, max: s.maxQueued, onWait: s.onWait}
@@ -146,6 +149,7 @@ func (c *Client) enrollRow(ctx context.Context, r Row, s settings, run string, g
 		}
 	}
 	o := s.task
+	s.line = r.Line
 	o.Headers = map[string]string{headerRun: run, headerLine: strconv.Itoa(r.Line)}
 	if len(s.task.Headers) > 0 {
 		maps.Copy(o.Headers, s.task.Headers)

@@ -12,6 +12,7 @@ type settings struct {
 	task        tasks.Options
 	retention   time.Duration
 	run         string
+	line        int // the row's line, with run (EnrollMany)
 	ledger      *ledger.Ledger
 	createdAt   time.Time
 	concurrency int

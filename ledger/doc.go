@@ -37,6 +37,9 @@
 //	                                            Moved                   enqueue: a signup moves a session waiting in backfill
 //	dead → requeued         (+ event)           Requeue                 `enrollq dead requeue`
 //	dead → (removed)                            Purge                   `enrollq dead purge`
+//	queued|waiting|retrying|requeued → cancelled Cancel                 `enrollq runs cancel` (after CancelRun; also Claim, and a settled retry or wait, of a cancelled run's row)
+//	cancelled → queued (same account)           Queued                  enqueue: a cancelled session enqueued again
+//	(run) → completed (+ event, once)           CompleteRun             the runs package, when a run's last row is final
 //	dead → requeued, live → dead (+ event)      Reconcile               dashboard follower, a sweeper over asynq, the worker
 //	enrolled|idle live → (removed)              Sweep                   one process, about hourly
 //	account fenced: Claim, Queued → ErrFenced   Fence, Unfence          package forget (fence.go)
@@ -44,7 +47,8 @@
 //	(read)                                      InFlight                package forget: claims still live
 //	(stream) account.deleted|delete_failed      AccountEvent            package forget
 //	(read)                                      Status, ByAccount       `enrollq status`, enqueue, the HTTP API
-//	(read)                                      Counts, RunCounts       `enrollq stats`, `enrollq runs`
+//	(read)                                      Counts, RunCounts, Counters  `enrollq stats`, `enrollq runs`
+//	(read)                                      Lookup                  `enrollq runs report` (many sessions, aligned)
 //	(read)                                      Outcomes                `enrollq outcomes tail`, tests
 //	(read)                                      DeadList, DeadCounts    `enrollq dead list|counts|export|requeue|purge`
 //
@@ -98,7 +102,10 @@
 //	{<prefix>ledger:<shard>}:dead:<b>   hash: the same, dead (never expires)
 //	{<prefix>ledger:<shard>}:acct:<a>   hash: account hash (8 bytes) ‖ session (16 bytes) → ""; a = account hash's bucket
 //	{<prefix>ledger:<shard>}:out        stream: the shard's outcome events, MAXLEN ~ Options.StreamMaxLen
-//	{<prefix>ledger:<shard>}:runs       hash: counters — "*|<state>", "<run>|<state>", "code:<code>"
+//	{<prefix>ledger:<shard>}:runs       hash: counters — "*|<state>", "code:<code>"
+//	{<prefix>ledger:<shard>}:runs:<run> hash: the run's counters in this shard — "<state>", "reconciled", "code:<code>", "t0".."t35" (rate ring), "first", "cancel"
+//	{<prefix>ledger:<shard of run>}:run:<run>  hash: the run's record (RunInfo)
+//	<prefix>runs, <prefix>runs:active   sorted sets: run ids by start (all; not yet completed)
 //	{<prefix>ledger:<shard>}:dead-by-time  zset: session (16 raw bytes) → dead-letter time (unix s)
 //	{<prefix>ledger:<shard>}:fence  hash: account hash (8 bytes) → forget request id, while the account is forgotten
 //
@@ -121,7 +128,8 @@
 // or their own pure-Lua codec where the server's Lua has none: msgpack.go)
 // with positional fields: state, generation, at (unix s), expires (unix s;
 // 0 for dead), account hash, queue ("s", "b" or "=<name>"), run,
-// attempts, two state-dependent fields (enrolled: request id — 16 raw bytes
+// attempts (the run field is "<run>|<input line in base 36>" for a row of
+// a run), two state-dependent fields (enrolled: request id — 16 raw bytes
 // when it is a UUID — and reconciled; dead: code, last error; retrying:
 // next at, last error; waiting: why, until; requeued: former code, by) and
 // the history (up to 4 earlier states as state, seconds-before pairs); then,
@@ -182,8 +190,14 @@
 //
 // Every transition moves one count from its old state to its new one in
 // the shard's runs hash (HINCRBY in the same script): under "*" for all
-// sessions (Counts, for `enrollq stats`), and under the session's run when
-// it has one (RunCounts, for `enrollq runs`). Counts sums the 16 shards.
+// sessions (Counts, for `enrollq stats`), and, when the session has a run,
+// in the run's own hash in the shard (Counters, RunCounts, for `enrollq
+// runs`), with the run's reconciled and dead-by-code counts and a ring of
+// its final transitions per 10-second slot over the last 6 minutes (the
+// observed rate an ETA divides by). A run costs counters, never a list of
+// its rows. Counts sums the 16 shards. A cancelled record stays in its live
+// bucket (with its account, until the retention ends) but is final:
+// EachLive skips it.
 // Purge and Unqueue take the session out of both; expiry takes it out of
 // "*" only (a run's counts are its history). Dead letters are also counted
 // by code ("code:<code>", DeadCounts) and indexed by time in each shard's

@@ -23,6 +23,10 @@ var (
 	// whether asynq ran it again after a crash (finish it as dead) or an
 	// operator ran it (Requeue, then Claim).
 	ErrDead = errors.New("ledger: the session is dead-lettered")
+	// ErrCancelled: the session's backfill run was cancelled (`enrollq runs
+	// cancel`): Claim finds the record cancelled (finish the task without a
+	// call), Queued refuses a row of the run.
+	ErrCancelled = errors.New("ledger: the session's run was cancelled")
 	// ErrWrongState: the record's state does not allow the transition
 	// (for example Requeue of a session that is not dead).
 	ErrWrongState = errors.New("ledger: the transition is not allowed from the session's state")

@@ -225,8 +225,15 @@ func checkAccount(accountID string) error {
 // each session (16 raw bytes). A record is removed only when it is the
 // account's (its hash, and its account id where it keeps one).
 var eraseScript = redis.NewScript(msgpackLua + `
-local names = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued'}
+local names = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued', 'cancelled'}
 local ah, acct = ARGV[1], ARGV[2]
+-- A run's counters are in its own hash beside the shard's (runs.go).
+local function runbump(r, f)
+  local run = string.match(r[7], '^[^|]*')
+  if run == '' then return end
+  local rk = KEYS[2] .. ':' .. run
+  if redis.call('HINCRBY', rk, f, -1) == 0 then redis.call('HDEL', rk, f) end
+end
 local removed, xdel = 0, 0
 for i = 3, #ARGV do
   local sid = ARGV[i]
@@ -240,10 +247,11 @@ for i = 3, #ARGV do
       if r[5] == ah and (own == nil or own == '' or own == acct) then
         redis.call('HDEL', k, sid)
         redis.call('HINCRBY', KEYS[2], '*|' .. names[r[1]], -1)
-        if r[7] ~= '' then redis.call('HINCRBY', KEYS[2], r[7] .. '|' .. names[r[1]], -1) end
+        runbump(r, names[r[1]])
         if r[1] == 6 then
           redis.call('ZREM', KEYS[3], sid)
           redis.call('HINCRBY', KEYS[2], 'code:' .. r[9], -1)
+          runbump(r, 'code:' .. r[9])
         end
         removed = removed + 1
       end

@@ -33,6 +33,9 @@ func (l *Ledger) EachLive(ctx context.Context, fn func(Record) error) error {
 				if err != nil {
 					return err
 				}
+				if !r.State.Live() {
+					continue // cancelled: kept in a live bucket, but final
+				}
 				if err := fn(r); err != nil {
 					return err
 				}

@@ -202,7 +202,7 @@ func (l *Ledger) Sweep(ctx context.Context) (int, error) {
 type Event struct {
 	// ID is stable and unique: "<shard>-<stream entry id>".
 	ID        string
-	Type      string // "enrolled", "dead", "requeued", "account.deleted", "account.delete_failed"
+	Type      string // "enrolled", "dead", "requeued", "completed", "account.deleted", "account.delete_failed"
 	SessionID string
 	AccountID string
 	Queue     string
@@ -216,6 +216,10 @@ type Event struct {
 	Code       string
 	LastError  string
 	By         string
+	// Completed (a run's end, Type "completed"): the run's Name and its
+	// Totals, a JSON object; SessionID is empty.
+	Name   string
+	Totals string
 	// ForgetID (account.deleted, account.delete_failed) is the forget
 	// request's id.
 	ForgetID string
@@ -261,7 +265,7 @@ func eventOf(shard int, m redis.XMessage) Event {
 	e := Event{
 		ID: strconv.Itoa(shard) + "-" + m.ID, Type: get("ev"), SessionID: get("sid"), AccountID: get("acct"),
 		Queue: get("q"), Run: get("run"), RequestID: get("rid"), Reconciled: get("rc") == "1",
-		Code: get("code"), LastError: get("err"), By: get("by"), ForgetID: get("fid"),
+		Code: get("code"), LastError: get("err"), By: get("by"), Name: get("name"), Totals: get("totals"), ForgetID: get("fid"),
 	}
 	e.Attempts, _ = strconv.Atoi(get("n"))
 	if ms, _, ok := strings.Cut(m.ID, "-"); ok {
@@ -278,12 +282,13 @@ func (l *Ledger) Counts(ctx context.Context) (map[State]int, error) { return l.c
 
 // RunCounts returns how many sessions of a backfill run are in each state
 // (summed over the shards). Expiry does not lower them (the run's history
-// stays); Purge and Unqueue do.
+// stays); Purge and Unqueue do. Counters has the rest of the run's counts.
 func (l *Ledger) RunCounts(ctx context.Context, run string) (map[State]int, error) {
 	if run == "" || run == "*" {
 		return nil, invalid("run %q: name a run", run)
 	}
-	return l.counts(ctx, run)
+	c, err := l.Counters(ctx, run)
+	return c.States, err
 }
 
 func (l *Ledger) counts(ctx context.Context, run string) (map[State]int, error) {

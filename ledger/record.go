@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -24,12 +26,13 @@ const (
 	StateEnrolled  State = 5 // Verisoul enrolled it (RequestID; Reconciled when the answer was a lost response's)
 	StateDead      State = 6 // dead letter: Code, LastError, Attempts, RequestID
 	StateRequeued  State = 7 // an operator (or asynq's tools) ran a dead session again
-	stateCount           = 8
+	StateCancelled State = 8 // its backfill run was cancelled before its call (`enrollq runs cancel`)
+	stateCount           = 9
 	fieldCount           = 19
 	enrolledFields       = 11
 )
 
-var stateNames = [stateCount]string{"none", "queued", "calling", "waiting", "retrying", "enrolled", "dead", "requeued"}
+var stateNames = [stateCount]string{"none", "queued", "calling", "waiting", "retrying", "enrolled", "dead", "requeued", "cancelled"}
 
 // String is the state's name as stored in events and run counters.
 func (s State) String() string {
@@ -39,8 +42,18 @@ func (s State) String() string {
 	return fmt.Sprintf("state(%d)", s)
 }
 
-// Final reports whether the state ends the session's story.
-func (s State) Final() bool { return s == StateEnrolled || s == StateDead }
+// Final reports whether the state ends the session's story: enrolled,
+// dead, or cancelled with its run (no task of the session is expected in
+// asynq; a later Queued of the session for the same account starts it
+// again).
+func (s State) Final() bool { return s == StateEnrolled || s == StateDead || s == StateCancelled }
+
+// LiveStates are the states in which a task of the session is expected in
+// asynq, in their numeric order.
+var LiveStates = []State{StateQueued, StateCalling, StateWaiting, StateRetrying, StateRequeued}
+
+// States lists every state a record can be in, in numeric order.
+var States = []State{StateQueued, StateCalling, StateWaiting, StateRetrying, StateEnrolled, StateDead, StateRequeued, StateCancelled}
 
 // Live reports whether a task of the session is expected in asynq.
 func (s State) Live() bool { return s != StateNone && !s.Final() }
@@ -75,6 +88,10 @@ type Record struct {
 	Queue string
 	// Run is the backfill run that enqueued the session, if any.
 	Run string
+	// Line is the line of the run's input the session came from (0 when
+	// unknown): a few bytes in the record, so a run's report can tell the
+	// row that enqueued the session from later rows repeating it.
+	Line int
 	// Attempts counts the attempts that called the API (blip retries
 	// within one attempt included in it).
 	Attempts int
@@ -160,6 +177,12 @@ func decodeRecord(sessionID string, b []byte) (Record, error) {
 		NotReadySince: unix(num(f[16])),
 		WaitSince:     unix(num(f[17])),
 		FirstAttempt:  unix(num(f[18])),
+	}
+	if run, line, ok := strings.Cut(r.Run, "|"); ok {
+		r.Run = run
+		if n, err := strconv.ParseInt(line, 36, 64); err == nil {
+			r.Line = int(n)
+		}
 	}
 	if ah := str(f[4]); len(ah) == 8 {
 		r.AccountHash = binary.BigEndian.Uint64([]byte(ah))

@@ -14,8 +14,8 @@ import "github.com/redis/go-redis/v9"
 // stream, 5 counters, 6 dead-letter time index (7 account index bucket,
 // where named).
 const prelude = msgpackLua + `
-local QUEUED, CALLING, WAITING, RETRYING, ENROLLED, DEAD, REQUEUED = 1, 2, 3, 4, 5, 6, 7
-local NAMES = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued'}
+local QUEUED, CALLING, WAITING, RETRYING, ENROLLED, DEAD, REQUEUED, CANCELLED = 1, 2, 3, 4, 5, 6, 7, 8
+local NAMES = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued', 'cancelled'}
 local LIVE, DONE, DEADK = KEYS[1], KEYS[2], KEYS[3]
 local NF, NENROLLED, MAXV = 19, 11, 64
 
@@ -81,23 +81,61 @@ local function qname(q)
   return string.sub(q, 2)
 end
 
--- runs moves one count from state old (nil: a new record) to r's state,
--- for all sessions ("*") and for r's run.
-local function runs(r, old)
-  if old == r[1] then return end
-  for _, run in ipairs({'*', r[7]}) do
-    if run ~= '' then
-      if old then redis.call('HINCRBY', KEYS[5], run .. '|' .. NAMES[old], -1) end
-      redis.call('HINCRBY', KEYS[5], run .. '|' .. NAMES[r[1]], 1)
-    end
+-- runid is the run of r without the line number that follows it ("run|line",
+-- the line in base 36); runkey is that run's counters hash in this shard.
+local function runid(r) return (string.match(r[7], '^[^|]*')) end
+local function runkey(run) return KEYS[5] .. ':' .. run end
+
+-- bump adds n to field f of a run's counters, removing the field at 0 (so
+-- a run's hash goes away with its last session, and stays small).
+local function bump(rk, f, n)
+  if redis.call('HINCRBY', rk, f, n) == 0 then redis.call('HDEL', rk, f) end
+end
+
+-- tick counts one final transition of a run in its rate ring: 36 slots of
+-- 10 s ("t<slot mod 36>" = "<slot>:<count>"), the last 6 minutes, for the
+-- observed rate the ETA is computed from.
+local function tick(rk, now)
+  local slot = math.floor(now / 10)
+  local f = 't' .. (slot % 36)
+  local n = 0
+  local v = redis.call('HGET', rk, f)
+  if v then
+    local s, c = string.match(v, '^(%d+):(%d+)$')
+    if tonumber(s) == slot then n = tonumber(c) end
   end
+  redis.call('HSET', rk, f, slot .. ':' .. (n + 1))
+  redis.call('HSETNX', rk, 'first', now)
+end
+
+-- runs moves one count from state old (nil: a new record) to r's state,
+-- for all sessions ("*") and for r's run (in the run's own hash, with the
+-- reconciled count and the rate ring of final transitions).
+local function runs(r, old, now)
+  if old == r[1] then return end
+  if old then redis.call('HINCRBY', KEYS[5], '*|' .. NAMES[old], -1) end
+  redis.call('HINCRBY', KEYS[5], '*|' .. NAMES[r[1]], 1)
+  local run = runid(r)
+  if run == '' then return end
+  local rk = runkey(run)
+  if old then bump(rk, NAMES[old], -1) end
+  bump(rk, NAMES[r[1]], 1)
+  if r[1] == ENROLLED and r[10] == 1 then bump(rk, 'reconciled', 1) end
+  if (r[1] == ENROLLED or r[1] == DEAD) and now then tick(rk, now) end
+end
+
+-- cancelled reports whether r's run was cancelled (runs cancel sets the
+-- flag in every shard's hash of the run).
+local function cancelled(r)
+  local run = runid(r)
+  return run ~= '' and redis.call('HEXISTS', runkey(run), 'cancel') == 1
 end
 
 -- event appends the outcome of r's new state to the shard's stream.
 local function event(r, sidtext, cap, ...)
   return redis.call('XADD', KEYS[4], 'MAXLEN', '~', cap, '*',
     'ev', NAMES[r[1]], 'sid', sidtext, 'acct', r[12], 'q', qname(r[6]),
-    'run', r[7], 'n', tostring(r[8]), ...)
+    'run', runid(r), 'n', tostring(r[8]), ...)
 end
 
 -- dead_in and dead_out keep the shard's dead-letter time index and the
@@ -105,10 +143,26 @@ end
 local function dead_in(r, sid, now)
   redis.call('ZADD', KEYS[6], now, sid)
   redis.call('HINCRBY', KEYS[5], 'code:' .. r[9], 1)
+  if runid(r) ~= '' then bump(runkey(runid(r)), 'code:' .. r[9], 1) end
 end
 local function dead_out(r, sid)
   redis.call('ZREM', KEYS[6], sid)
   redis.call('HINCRBY', KEYS[5], 'code:' .. r[9], -1)
+  if runid(r) ~= '' then bump(runkey(runid(r)), 'code:' .. r[9], -1) end
+end
+
+-- cancel moves a live record that is not in a call to cancelled: its run
+-- was cancelled. It stays in the live bucket (with its account) until the
+-- retention ends, and a later Queued of the session for the same account
+-- replaces it.
+local function cancel(r, where, sid, ret, now)
+  local old = r[1]
+  step(r, CANCELLED, now)
+  r[9], r[10], r[16] = '', '', 0
+  r[4] = now + ret
+  local v = save(r, where, LIVE, sid)
+  runs(r, old, now)
+  return v
 end
 
 local function requeue(r, where, sid, sidtext, cap, by, ret, now)
@@ -119,25 +173,35 @@ local function requeue(r, where, sid, sidtext, cap, by, ret, now)
   r[4] = now + ret
   local ev = event(r, sidtext, cap, 'code', code, 'by', by)
   local v = save(r, where, LIVE, sid)
-  runs(r, DEAD)
+  runs(r, DEAD, now)
   return v, ev
 end
 `
 
 // queuedScript: a producer enqueued the session. ARGV: sid, account hash,
-// account, queue, run, retention (s), index field. KEYS[8] is the shard's
-// fence (fence.go): a fenced account takes no new session.
+// account, queue, run ("run|line", the line in base 36), retention (s),
+// index field. KEYS[8] is the shard's fence (fence.go): a fenced account
+// takes no new session. A cancelled record of the same account is replaced
+// (the session never had its call); a session of a cancelled run is
+// refused.
 var queuedScript = redis.NewScript(prelude + `
 local sid = ARGV[1]
 if redis.call('HEXISTS', KEYS[8], ARGV[2]) == 1 then return {'fenced'} end
 local r, where, v = load(sid)
-if r then return {'exists', v} end
+if r and not (r[1] == CANCELLED and r[5] == ARGV[2]) then return {'exists', v} end
 local now = clock()
-r = fill({QUEUED, 1, now, now + tonumber(ARGV[6]), ARGV[2], ARGV[4], ARGV[5]})
-r[12] = ARGV[3]
-v = save(r, nil, LIVE, sid)
+local n = fill({QUEUED, 1, now, now + tonumber(ARGV[6]), ARGV[2], ARGV[4], ARGV[5]})
+if cancelled(n) then return {'cancelled'} end
+if r then
+  -- The cancelled record leaves its run's counts and the all-sessions one.
+  n[2] = r[2] + 1
+  redis.call('HINCRBY', KEYS[5], '*|cancelled', -1)
+  if runid(r) ~= '' then bump(runkey(runid(r)), 'cancelled', -1) end
+end
+n[12] = ARGV[3]
+v = save(n, where, LIVE, sid)
 redis.call('HSET', KEYS[7], ARGV[7], '')
-runs(r, nil)
+runs(n, nil, now)
 return {'ok', v}
 `)
 
@@ -159,8 +223,13 @@ else
   old = r[1]
   if r[1] == ENROLLED then return {'enrolled', v} end
   if r[1] == DEAD then return {'dead', v} end
+  if r[1] == CANCELLED then return {'cancelled', v} end
+  if r[1] == CALLING and r[16] > nowms then return {'conflict', v} end
+  if cancelled(r) then
+    -- A task of a cancelled run that escaped the cancel's sweep.
+    return {'cancelled', cancel(r, where, sid, tonumber(ARGV[6]), now)}
+  end
   if r[1] == CALLING then
-    if r[16] > nowms then return {'conflict', v} end
     -- The claim's lease ran out: its attempt crashed or lost its lease
     -- mid-call, so that call's outcome is unknown.
     crashed = 1
@@ -173,7 +242,7 @@ end
 r[16] = nowms + tonumber(ARGV[8])
 r[4] = now + tonumber(ARGV[6])
 v = save(r, where, LIVE, sid)
-runs(r, old)
+runs(r, old, now)
 return {'ok', v, crashed}
 `)
 
@@ -239,7 +308,12 @@ else
       r[18] = 0
     end
   end
-  if o == 'retry' then
+  if cancelled(r) then
+    -- The run was cancelled while this attempt was in flight: it finished
+    -- its call, and its row goes no further.
+    step(r, CANCELLED, now)
+    r[9], r[10] = '', ''
+  elseif o == 'retry' then
     step(r, RETRYING, now)
     r[9], r[10] = tonumber(ARGV[7]), ARGV[8]
   else
@@ -249,7 +323,7 @@ else
   r[4] = now + ret
   v = save(r, where, LIVE, sid)
 end
-runs(r, CALLING)
+runs(r, CALLING, now)
 return {'ok', v, ev}
 `)
 
@@ -276,7 +350,7 @@ if not r then return {'none'} end
 local a = ARGV[4]
 local now, nowms = clock()
 local running = a == 'pending' or a == 'scheduled' or a == 'retry' or a == 'active' or a == 'aggregating'
-if r[1] == ENROLLED then return {'none', v} end
+if r[1] == ENROLLED or r[1] == CANCELLED then return {'none', v} end
 if r[1] == DEAD then
   if not running then return {'none', v} end
   -- A higher retry count than at the dead letter: asynq runs the task
@@ -309,7 +383,7 @@ r[4] = 0
 local ev = event(r, ARGV[2], ARGV[3], 'code', code, 'err', msg, 'rid', '')
 v = save(r, where, DEADK, ARGV[1])
 dead_in(r, ARGV[1], now)
-runs(r, old)
+runs(r, old, now)
 return {'dead', v, ev}
 `)
 
@@ -324,12 +398,18 @@ local r = mp.unpack(v)
 if r[2] ~= tonumber(ARGV[2]) or r[1] ~= tonumber(ARGV[4]) then return {'conflict', v} end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[3])
-local names = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued'}
+local names = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued', 'cancelled'}
 redis.call('HINCRBY', KEYS[3], '*|' .. names[r[1]], -1)
-if r[7] ~= '' then redis.call('HINCRBY', KEYS[3], r[7] .. '|' .. names[r[1]], -1) end
+local run = string.match(r[7], '^[^|]*')
+local rk = KEYS[3] .. ':' .. run
+local function bump(f)
+  if redis.call('HINCRBY', rk, f, -1) == 0 then redis.call('HDEL', rk, f) end
+end
+if run ~= '' then bump(names[r[1]]) end
 if r[1] == 6 then
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('HINCRBY', KEYS[3], 'code:' .. r[9], -1)
+  if run ~= '' then bump('code:' .. r[9]) end
 end
 return {'ok', v}
 `)
@@ -346,7 +426,7 @@ local now = tonumber(redis.call('TIME')[1])
 if r[2] ~= tonumber(ARGV[2]) or r[4] == 0 or r[4] > now then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[3])
-local names = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued'}
+local names = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued', 'cancelled'}
 redis.call('HINCRBY', KEYS[3], '*|' .. names[r[1]], -1)
 return 1
 `)
@@ -369,4 +449,31 @@ v = save(r, where, where, ARGV[1])
 return {'ok', v}
 `)
 
-var allScripts = []*redis.Script{queuedScript, claimScript, renewScript, settleScript, requeueScript, reconcileScript, removeScript, expireScript, movedScript}
+// cancelScript: the session's run was cancelled and its task removed
+// from the queue (or never run): a live record not in a call becomes
+// cancelled. ARGV: sid, retention (s).
+var cancelScript = redis.NewScript(prelude + `
+local r, where, v = load(ARGV[1])
+if not r then return {'notfound'} end
+if not (r[1] == QUEUED or r[1] == WAITING or r[1] == RETRYING or r[1] == REQUEUED) then return {'state', v} end
+local now = clock()
+return {'ok', cancel(r, where, ARGV[1], tonumber(ARGV[2]), now)}
+`)
+
+// completeScript records that a run reached its end and appends its
+// backfill.completed event to the run's shard's stream, once: a second call
+// finds completed_at set and appends nothing. KEYS: the run's record, the
+// shard's outcome stream. ARGV: run, stream cap, totals (JSON), name,
+// shard (for the event's id, "<shard>-<stream id>").
+var completeScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'notfound'} end
+local done = redis.call('HGET', KEYS[1], 'completed_at')
+if done then return {'already', redis.call('HGET', KEYS[1], 'completed_event') or ''} end
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'ev', 'completed', 'run', ARGV[1], 'name', ARGV[4], 'totals', ARGV[3])
+redis.call('HSET', KEYS[1], 'completed_at', ms, 'completed_event', ARGV[5] .. '-' .. id, 'totals', ARGV[3])
+return {'ok', id}
+`)
+
+var allScripts = []*redis.Script{queuedScript, claimScript, renewScript, settleScript, requeueScript, reconcileScript, removeScript, expireScript, movedScript, cancelScript, completeScript}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,6 +19,19 @@ type QueuedArgs struct {
 	Queue string
 	// Run is the backfill run id, if any.
 	Run string
+	// Line is the line of the run's input the row came from (0: none);
+	// kept in the record (in base 36 after the run id) for the run's
+	// report. Only with a Run.
+	Line int
+}
+
+// runField is the record's run field: the run id, then "|" and the line in
+// base 36 when there is one ('|' is not allowed in run ids).
+func (a QueuedArgs) runField() string {
+	if a.Run == "" || a.Line <= 0 {
+		return a.Run
+	}
+	return a.Run + "|" + strconv.FormatInt(int64(a.Line), 36)
 }
 
 func (a QueuedArgs) check() (sid, error) {
@@ -39,17 +51,19 @@ func (a QueuedArgs) check() (sid, error) {
 	if err := checkText("queue", a.Queue, maxField); err != nil {
 		return s, err
 	}
-	if a.Run == "*" || strings.Contains(a.Run, "|") {
-		return s, invalid("run %q: must not be \"*\" or contain '|'", a.Run)
+	if a.Run != "" {
+		return s, CheckRunID(a.Run)
 	}
-	return s, checkText("run", a.Run, maxField)
+	return s, nil
 }
 
 // Queued records that a producer enqueued the session (enqueue calls it).
 // It creates the record in state queued, with its account index entry, in
 // one round trip. When the session already has a record it writes nothing
 // and returns a *StateError matching ErrExists whose Record says what the
-// duplicate is: live (already queued), enrolled, or dead (with its Code).
+// duplicate is: live (already queued), enrolled, or dead (with its Code) —
+// except a cancelled record of the same account, which it replaces. A
+// session of a cancelled run (Run) is refused with ErrCancelled.
 func (l *Ledger) Queued(ctx context.Context, a QueuedArgs) (Record, error) {
 	s, err := a.check()
 	if err != nil {
@@ -57,9 +71,9 @@ func (l *Ledger) Queued(ctx context.Context, a QueuedArgs) (Record, error) {
 	}
 	ah := accountHash(a.AccountID)
 	keys := append(l.transitionKeys(s), l.indexKey(s, ah), l.fenceKey(s.shard()))
-	res, err := queuedScript.Run(ctx, l.rdb, keys, s.raw, hashBytes(ah), a.AccountID, compactQueue(a.Queue), a.Run,
+	res, err := queuedScript.Run(ctx, l.rdb, keys, s.raw, hashBytes(ah), a.AccountID, compactQueue(a.Queue), a.runField(),
 		secs(l.opts.Retention), indexField(s, ah)).Slice()
-	return l.answer("queued", s, res, err, map[string]error{"exists": ErrExists, "fenced": ErrFenced})
+	return l.answer("queued", s, res, err, map[string]error{"exists": ErrExists, "fenced": ErrFenced, "cancelled": ErrCancelled})
 }
 
 // ClaimArgs describe an attempt that wants to call the API for a session.
@@ -98,6 +112,8 @@ type Claim struct {
 //   - ErrConflict when another claim's lease is live (try again later);
 //   - ErrEnrolled when the session is enrolled (finish without a call);
 //   - ErrDead when it is dead-lettered (see ErrDead);
+//   - ErrCancelled when its run was cancelled (the record is then, or was
+//     already, cancelled): finish the task without a call;
 //   - ErrFenced when its account is being forgotten (Fence).
 func (l *Ledger) Claim(ctx context.Context, a ClaimArgs) (Claim, error) {
 	s, err := QueuedArgs{SessionID: a.SessionID, AccountID: a.AccountID, Queue: a.Queue, Run: a.Run}.check()
@@ -111,7 +127,7 @@ func (l *Ledger) Claim(ctx context.Context, a ClaimArgs) (Claim, error) {
 	keys := append(l.transitionKeys(s), l.indexKey(s, ah), l.fenceKey(s.shard()))
 	res, err := claimScript.Run(ctx, l.rdb, keys, s.raw, hashBytes(ah), a.AccountID, compactQueue(a.Queue), a.Run,
 		secs(l.opts.Retention), indexField(s, ah), millis(a.Lease)).Slice()
-	r, err := l.answer("claim", s, res, err, map[string]error{"conflict": ErrConflict, "enrolled": ErrEnrolled, "dead": ErrDead, "fenced": ErrFenced})
+	r, err := l.answer("claim", s, res, err, map[string]error{"conflict": ErrConflict, "enrolled": ErrEnrolled, "dead": ErrDead, "cancelled": ErrCancelled, "fenced": ErrFenced})
 	if err != nil {
 		return Claim{}, err
 	}

@@ -1,6 +1,7 @@
 package outcomes
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -12,6 +13,10 @@ const (
 	TypeSucceeded = "enrollment.succeeded"
 	TypeFailed    = "enrollment.failed"
 	TypeRequeued  = "enrollment.requeued"
+	// TypeBackfillCompleted: a backfill run's last row reached a final
+	// state (or the run was cancelled and its rows in flight finished);
+	// the data carries the run's totals. Fired once per run.
+	TypeBackfillCompleted = "backfill.completed"
 	// TypeAccountDeleted: an account was deleted at Verisoul (or had
 	// nothing there) and erased here (package forget).
 	TypeAccountDeleted = "account.deleted"
@@ -25,7 +30,7 @@ const (
 )
 
 // Types lists the outcome types, in the order the README documents them.
-var Types = []string{TypeSucceeded, TypeFailed, TypeRequeued, TypeAccountDeleted, TypeAccountDeleteFailed}
+var Types = []string{TypeSucceeded, TypeFailed, TypeRequeued, TypeBackfillCompleted, TypeAccountDeleted, TypeAccountDeleteFailed}
 
 // Event is one outcome as the application sees it, in the Standard Webhooks
 // envelope (type, timestamp, data). Its JSON is what a webhook's body and a
@@ -76,6 +81,27 @@ type Data struct {
 	ForgetRequestID string `json:"forget_request_id,omitempty"`
 	// Message (webhook.test) is a human-readable note.
 	Message string `json:"message,omitempty"`
+	// Name (backfill.completed) is the run's label (--run-name), if any.
+	Name string `json:"name,omitempty"`
+	// Totals (backfill.completed) are the run's figures: rows, enqueued,
+	// enrolled, reconciled, dead_lettered, dead_by_code, cancelled,
+	// rejected, already_enrolled, already_dead_lettered, already_queued,
+	// duplicate_rows, not_enqueued, started_at (runs.Totals).
+	Totals json.RawMessage `json:"totals,omitempty"`
+}
+
+// MarshalJSON writes a backfill.completed event's data as run, name and
+// totals only (it is no session's event); other data as the fields say.
+func (d Data) MarshalJSON() ([]byte, error) {
+	if d.Totals != nil && d.SessionID == "" {
+		return json.Marshal(struct {
+			Run    string          `json:"run"`
+			Name   string          `json:"name,omitempty"`
+			Totals json.RawMessage `json:"totals"`
+		}{d.Run, d.Name, d.Totals})
+	}
+	type plain Data
+	return json.Marshal(plain(d))
 }
 
 // FromLedger maps one ledger event to its public event. It is the only
@@ -105,6 +131,12 @@ func FromLedger(e ledger.Event) (Event, error) {
 		out.Type = TypeRequeued
 		out.Data.Code = e.Code
 		out.Data.RequeuedBy = e.By
+	case "completed":
+		out.Type = TypeBackfillCompleted
+		out.Data = Data{Run: e.Run, Name: e.Name, Totals: json.RawMessage(e.Totals)}
+		if !json.Valid(out.Data.Totals) {
+			return Event{}, fmt.Errorf("outcomes: ledger event %s: totals are not JSON", e.ID)
+		}
 	case TypeAccountDeleted:
 		out.Type = TypeAccountDeleted
 		out.Data.RequestID = e.RequestID

@@ -59,6 +59,7 @@ const (
 	OutcomeEnrolled         = "enrolled"
 	OutcomeReconciled       = "reconciled"
 	OutcomeAlreadyEnrolled  = "already_enrolled"
+	OutcomeCancelled        = "cancelled"
 	reasonAuth              = "api_key_rejected"
 	reasonRateLimited       = "rate_limited"
 	reasonNotReady          = "not_ready"
@@ -106,6 +107,9 @@ const (
 	// task, and asynq ran it again (the worker died before asynq archived
 	// it): finish the dead letter (Attempt.Code) without a call.
 	FactDeadBefore
+	// FactCancelled: the session's backfill run was cancelled (`enrollq
+	// runs cancel`) and the ledger has the row cancelled: done, no call.
+	FactCancelled
 	// FactFenced: the session's account is being forgotten (the ledger's
 	// claim answered ErrFenced): the task ends without a call.
 	FactFenced
@@ -259,6 +263,8 @@ func classifyFact(a Attempt) Decision {
 		return Decision{Bucket: DeadLetter, Code: CodeProjectMismatch, Reason: reasonProjectMismatch}
 	case FactEnrolled:
 		return Decision{Bucket: Done, Outcome: OutcomeAlreadyEnrolled}
+	case FactCancelled:
+		return Decision{Bucket: Done, Outcome: OutcomeCancelled}
 	case FactBusy:
 		return Decision{Bucket: Wait, Reason: reasonBusy, NotBefore: 2 * time.Second}
 	case FactNotAdmitted:

@@ -77,6 +77,7 @@ func TestClassify(t *testing.T) {
 		{"fact wrong project", Attempt{Fact: FactWrongProject, Budget: 3}, DeadLetter, CodeProjectMismatch, ""},
 		{"fact dead before a crash", Attempt{Fact: FactDeadBefore, Code: verisoul.CodeIDScanFailed}, DeadLetter, verisoul.CodeIDScanFailed, ""},
 		{"fact already enrolled", Attempt{Fact: FactEnrolled}, Done, "", OutcomeAlreadyEnrolled},
+		{"fact run cancelled", Attempt{Fact: FactCancelled, Retried: 10, Budget: 10}, Done, "", OutcomeCancelled},
 		{"fact session busy", Attempt{Fact: FactBusy, Retried: 10, Budget: 10}, Wait, "", ""},
 		{"fact not admitted", Attempt{Fact: FactNotAdmitted, Retried: 10, Budget: 10}, Wait, "", ""},
 		{"fact redis unavailable", Attempt{Fact: FactRedis, Retried: 10, Budget: 10}, Wait, "", ""},

@@ -235,6 +235,8 @@ func (w *Worker) claimFor(ctx context.Context, a *attempt) (Decision, bool) {
 	case errors.Is(err, ledger.ErrEnrolled) && errors.As(err, &se):
 		a.requestID = se.Record.RequestID
 		return w.classify(a, FactEnrolled), false
+	case errors.Is(err, ledger.ErrCancelled):
+		return w.classify(a, FactCancelled), false
 	case errors.Is(err, ledger.ErrFenced):
 		// The account is being forgotten: this enroll never starts.
 		return w.classify(a, FactFenced), false

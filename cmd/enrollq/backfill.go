@@ -6,6 +6,7 @@ import (
 
 	"github.com/enrollq/enrollq/backfill"
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/runs"
 	"github.com/enrollq/enrollq/tasks"
 )
 
@@ -19,6 +20,8 @@ type backfillCmd struct {
 	MaxQueued int    `name:"max-queued" help:"Keep at most N tasks waiting in the queue, feeding more as workers drain it (bounds Redis memory: about 600 bytes a task)."`
 	FromLine  int    `name:"from-line" help:"Skip rows that start before this line: resumes an interrupted run without re-checking the rows it enqueued (running from the start is safe too)."`
 	Parallel  int    `default:"64" help:"Enqueue round trips in flight (asynq has no batch enqueue)."`
+	RunName   string `name:"run-name" help:"A label for the run (enrollq runs lists it; runs show/report/cancel take it instead of the id)."`
+	Wait      bool   `help:"After enqueueing, follow the run until every row is final: exit 0 when every row ended enrolled, 3 when some were rejected, dead-lettered or cancelled."`
 }
 
 // Run streams the file into the queue with backfill.Run and prints its
@@ -34,6 +37,12 @@ func (c backfillCmd) Run(e *env) error {
 	}
 	if c.MaxQueued < 0 || c.FromLine < 0 || c.Parallel < 1 {
 		return usageErr("--max-queued and --from-line must not be negative, --parallel must be at least 1")
+	}
+	if err := runs.CheckName(c.RunName); err != nil {
+		return usageErr("%v", err)
+	}
+	if c.DryRun && c.Wait {
+		return usageErr("--wait: a dry run enqueues nothing to wait for")
 	}
 	format, err := backfill.FormatFor(c.File, c.Format)
 	if err != nil {
@@ -74,6 +83,10 @@ func (c backfillCmd) Run(e *env) error {
 	if rejects != nil {
 		opts.Rejects = rejects.Writer()
 	}
+	if !c.DryRun {
+		opts.Run, opts.RunName, opts.Input = runs.NewID(), c.RunName, c.File
+		fmt.Fprintf(e.stdout, "backfill run %s started%s: enrollq runs show %s [--watch]\n", opts.Run, quotedName(c.RunName), opts.Run)
+	}
 	sum, err := backfill.Run(e.ctx, enq, in, opts)
 	show.stop()
 	name := c.File
@@ -95,6 +108,8 @@ func (c backfillCmd) Run(e *env) error {
 		return &exitError{code: exitFailure, err: fmt.Errorf("interrupted: run the same command again to resume (rows already enqueued are reported as already queued), or add --from-line %d to skip the rows before the first one that may not be enqueued", sum.ResumeLine)}
 	case err != nil:
 		return usageErr("%s: %v", name, err)
+	case c.Wait:
+		return waitForRun(e, enq.Ledger(), opts.Run)
 	case sum.Rejected > 0:
 		hint := ""
 		if c.Rejects != "" {

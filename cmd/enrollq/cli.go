@@ -47,6 +47,7 @@ type cli struct {
 	Worker   workerCmd   `cmd:"" help:"Deliver queued enrollments to the Verisoul API until SIGINT/SIGTERM."`
 	Enqueue  enqueueCmd  `cmd:"" help:"Enqueue one enrollment."`
 	Backfill backfillCmd `cmd:"" help:"Enqueue many enrollments from a CSV or JSONL file (or -)."`
+	Runs     runsCmd     `cmd:"" help:"Backfill runs: list, show [--watch], report, cancel."`
 	Dead     deadCmd     `cmd:"" help:"List, count, export, requeue and purge dead letters."`
 	Status   statusCmd   `cmd:"" help:"What happened to a session (or an account's sessions), and what happens next."`
 	Forget   forgetCmd   `cmd:"" help:"Forget an account: fence it, delete it at Verisoul, erase every trace here (--local-only, --dry-run, --wait)."`

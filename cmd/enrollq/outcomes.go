@@ -14,6 +14,10 @@ import (
 // session, account, queue, then what the type carries.
 func printEventLine(w io.Writer, ev outcomes.Event) error {
 	d := ev.Data
+	if ev.Type == outcomes.TypeBackfillCompleted {
+		_, err := fmt.Fprintf(w, "%s  %-22s run=%s name=%q totals=%s\n", ev.Timestamp.Format(time.RFC3339), ev.Type, d.Run, d.Name, d.Totals)
+		return err
+	}
 	line := fmt.Sprintf("%s  %-22s %s  account=%s queue=%s", ev.Timestamp.Format(time.RFC3339), ev.Type, d.SessionID, d.AccountID, d.Queue)
 	if d.RequestID != "" {
 		line += " request_id=" + d.RequestID

@@ -46,6 +46,12 @@ func (workerCmd) Run(e *env) error {
 		return err
 	}
 	defer stopWebhooks()
+	led, err := ledger.New(rdb, ledger.Options{Retention: e.cfg.Retention})
+	if err != nil {
+		return err
+	}
+	stopRuns := e.startRunWatcher(e.ctx, rdb, led, routes) // completed events, cancels, /metrics/runs
+	defer stopRuns()
 	fg, err := newForgetter(e, rdb, crashHookFromEnv())
 	if err != nil {
 		return err
@@ -72,10 +78,6 @@ func (workerCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	led, err := ledger.New(rdb, ledger.Options{Retention: e.cfg.Retention})
-	if err != nil {
-		return err
-	}
 	sweepCtx, stopSweeper := context.WithCancel(e.ctx)
 	sweeperDone := make(chan struct{})
 	go func() {
@@ -93,6 +95,7 @@ func (workerCmd) Run(e *env) error {
 const (
 	reconcileEvery = 15 * time.Minute
 	retentionEvery = time.Hour
+	runWatchEvery  = 2 * time.Second
 )
 
 // runSweeper keeps the ledger right until ctx ends: reconcile.Sweeper for

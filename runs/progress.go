@@ -1,0 +1,158 @@
+package runs
+
+import (
+	"context"
+	"time"
+
+	"github.com/enrollq/enrollq/ledger"
+)
+
+// Run phases, as Progress.Phase and `enrollq runs` show them.
+const (
+	PhaseEnqueueing = "enqueueing" // the producer is still reading its input
+	PhaseDraining   = "draining"   // every row is in; the workers are at it
+	PhaseCancelling = "cancelling" // cancelled; rows in flight are finishing
+	PhaseCompleted  = "completed"  // every row reached a final state
+	PhaseCancelled  = "cancelled"  // cancelled, and every row is final
+)
+
+// RateWindow is how far back the observed rate looks (at most; less at the
+// start of a run).
+const RateWindow = 5 * time.Minute
+
+// minObserved is how long a run must have been producing outcomes before
+// its own rate is trusted for the ETA.
+const minObserved = 20 * time.Second
+
+// Progress is where a run stands, at the API side, with its ETA.
+type Progress struct {
+	Info     ledger.RunInfo
+	Counters ledger.RunCounters
+	Phase    string
+
+	// Rows is the number of the run's rows in the ledger (enqueued by it);
+	// the states below add up to it.
+	Rows       int
+	Enrolled   int // reconciled ones included
+	Reconciled int
+	Dead       int
+	DeadByCode map[string]int
+	Cancelled  int
+	// Pending rows were not tried yet (queued, requeued); InFlight hold a
+	// claim (calling); Waiting wait for a retry or the API (retrying,
+	// waiting).
+	Pending, InFlight, Waiting int
+
+	// Rate is the run's final transitions per minute over the last
+	// RateWindow (or since its first outcome, when more recent); 0 before
+	// it has been observed for 20 s.
+	Rate float64
+	// ETA is when the run should end: from Rate when known (ETABasis
+	// "observed"), else from the configured limit the run could get at
+	// most (ETABasis "limit"); zero when the run is over or no rate is
+	// known.
+	ETA      time.Time
+	ETABasis string
+}
+
+// Left is the number of rows still to reach a final state.
+func (p Progress) Left() int { return p.Pending + p.InFlight + p.Waiting }
+
+// Final is the number of rows that reached a final state.
+func (p Progress) Final() int { return p.Enrolled + p.Dead + p.Cancelled }
+
+// Over reports whether the run has ended (completed or cancelled with
+// nothing in flight).
+func (p Progress) Over() bool { return p.Phase == PhaseCompleted || p.Phase == PhaseCancelled }
+
+// Read reads a run's record and counters (two round trips, whatever
+// the run's size) and computes where it stands. limitPerMinute is the
+// calls per minute enrollq's workers may make (the rate limit less the
+// reserve), for the ETA before the run's own rate is known; 0 for none.
+func Read(ctx context.Context, led *ledger.Ledger, id string, limitPerMinute float64) (Progress, error) {
+	info, err := led.GetRun(ctx, id)
+	if err != nil {
+		return Progress{}, err
+	}
+	c, err := led.Counters(ctx, id)
+	if err != nil {
+		return Progress{}, err
+	}
+	return progressOf(info, c, limitPerMinute), nil
+}
+
+func progressOf(info ledger.RunInfo, c ledger.RunCounters, limit float64) Progress {
+	s := c.States
+	p := Progress{
+		Info: info, Counters: c, Rows: c.Total(),
+		Enrolled: s[ledger.StateEnrolled], Reconciled: c.Reconciled, Dead: s[ledger.StateDead], DeadByCode: c.DeadByCode,
+		Cancelled: s[ledger.StateCancelled],
+		Pending:   s[ledger.StateQueued] + s[ledger.StateRequeued], InFlight: s[ledger.StateCalling],
+		Waiting: s[ledger.StateWaiting] + s[ledger.StateRetrying],
+	}
+	enqueued := info.EnqueuedMS > 0
+	switch {
+	case !info.Completed().IsZero() && info.CancelledMS > 0:
+		p.Phase = PhaseCancelled
+	case !info.Completed().IsZero():
+		p.Phase = PhaseCompleted
+	case info.CancelledMS > 0 && p.Left() == 0:
+		p.Phase = PhaseCancelled
+	case info.CancelledMS > 0:
+		p.Phase = PhaseCancelling
+	case enqueued && p.Left() == 0:
+		p.Phase = PhaseCompleted
+	case enqueued:
+		p.Phase = PhaseDraining
+	default:
+		p.Phase = PhaseEnqueueing
+	}
+	p.Rate = observedRate(c)
+	if p.Over() || p.Left() == 0 {
+		return p
+	}
+	switch {
+	case p.Rate > 0:
+		p.ETA = c.Now.Add(time.Duration(float64(p.Left()) / p.Rate * float64(time.Minute)))
+		p.ETABasis = "observed"
+	case limit > 0:
+		p.ETA = c.Now.Add(time.Duration(float64(p.Left()) / limit * float64(time.Minute)))
+		p.ETABasis = "limit"
+	}
+	return p
+}
+
+// observedRate is the run's final transitions per minute over the last
+// RateWindow, or since its first one when that is more recent, from the
+// ledger's rate ring: slot 0 is the current 10-second slot (the part of it
+// that has passed), slot i ended i-1 slots before it began. It is 0 until
+// the run has produced outcomes for minObserved.
+func observedRate(c ledger.RunCounters) float64 {
+	if c.FirstFinal.IsZero() {
+		return 0
+	}
+	span := c.Now.Sub(c.FirstFinal)
+	if span < minObserved {
+		return 0
+	}
+	slot := ledger.RateSlot
+	into := time.Duration(c.Now.UnixNano() % int64(slot))
+	window := min(span, RateWindow)
+	n, covered := 0, time.Duration(0)
+	for i, k := range c.Slots {
+		began := into + time.Duration(i)*slot // how long ago slot i began
+		if i > 0 && into+time.Duration(i-1)*slot >= window {
+			break
+		}
+		n += k
+		covered = began
+	}
+	if span < RateWindow {
+		// Nothing before the first outcome: it bounds the time observed.
+		covered = span
+	}
+	if covered <= 0 {
+		return 0
+	}
+	return float64(n) / covered.Minutes()
+}
