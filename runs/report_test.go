@@ -59,7 +59,7 @@ func TestReportEveryKindOfRow(t *testing.T) {
 	// A row the run never enqueued (as if it stopped before it).
 	withMissing := append(append([]enqueue.Row{}, rows...), enqueue.Row{Line: 30, SessionID: missing, AccountID: "a-missing"})
 
-	info := b.enroll(b.start("main", 3), rows)
+	b.enroll(b.start("main", 3), rows)
 	b.settle(ok, "a-ok", func(c ledger.Claim) error {
 		_, err := b.led.Enrolled(b.ctx, c, "1b4e28ba-2fa1-11d2-883f-0016d3cca427", false)
 		return err
@@ -82,7 +82,7 @@ func TestReportEveryKindOfRow(t *testing.T) {
 	if _, err := b.led.Cancel(b.ctx, cancel); err != nil {
 		t.Fatal(err)
 	}
-	info, _ = b.led.GetRun(b.ctx, "main")
+	info, _ := b.led.GetRun(b.ctx, "main")
 
 	var out bytes.Buffer
 	sum, err := runs.Report(b.ctx, b.led, info, inputRows(withMissing), &out, runs.FormatCSV)
