@@ -16,17 +16,13 @@
 package verisoultest
 
 import (
-	"bytes"
-	"context"
 	crand "crypto/rand"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -107,12 +103,6 @@ func Lost() Step { return Step{Drop: LoseResponse} }
 func EchoHeaders(status, keyAt int) Step {
 	return Step{Status: status, EchoHeaders: true, EchoKeyAt: keyAt}
 }
-
-// VerifyFacePath is the second endpoint the fake serves. It answers 200
-// {"request_id", "success": true, "match": true} to any JSON body, unless
-// the key is wrong (401), the call is over the limit (429), or a step of
-// ScriptVerifyFace says otherwise.
-const VerifyFacePath = "/liveness/verify-face"
 
 // Call is one request the fake received.
 type Call struct {
@@ -206,14 +196,6 @@ func (s *Server) SetRateLimit(n int, per time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.limitN, s.limitPer, s.recent = n, per, map[string][]time.Time{}
-}
-
-// ScriptVerifyFace queues steps for the next verify-face calls (only Status,
-// Code, RetryAfter and Delay apply).
-func (s *Server) ScriptVerifyFace(steps ...Step) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.nextFace = append(s.nextFace, steps...)
 }
 
 // CallsTo returns the calls of one endpoint (verisoul.EnrollPath or
@@ -487,110 +469,6 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, nil, map[string]any{"request_id": newUUID(), "success": true})
 }
 
-// verifyFace answers a verify-face call: like the real API's live calls,
-// it enrolls nothing, and shares the key's rate window with enroll.
-func (s *Server) verifyFace(w http.ResponseWriter, r *http.Request, idx int, call Call, decodeErr error, latency time.Duration, step Step) {
-	defer func() {
-		s.mu.Lock()
-		call.Done = time.Now()
-		s.calls[idx] = call
-		s.mu.Unlock()
-	}()
-	if !sleep(r, latency+step.Delay) {
-		return
-	}
-	switch {
-	case !call.KeyOK:
-		call.Status = http.StatusUnauthorized
-		writeJSON(w, call.Status, nil, map[string]any{"message": "Unauthorized"})
-	case decodeErr != nil:
-		call.Status, call.Code = http.StatusBadRequest, "invalid_request"
-		writeJSON(w, call.Status, nil, map[string]any{"request_id": newUUID(), "success": false, "error": call.Code})
-	case step.Status != 0:
-		call.Status, call.Code = step.Status, step.Code
-		h := http.Header{}
-		if step.RetryAfter != "" {
-			h.Set("Retry-After", step.RetryAfter)
-		}
-		resp := map[string]any{"request_id": newUUID(), "success": false, "message": http.StatusText(step.Status)}
-		if step.Code != "" {
-			resp["error"] = step.Code
-		}
-		writeJSON(w, step.Status, h, resp)
-	default:
-		call.Status = http.StatusOK
-		writeJSON(w, http.StatusOK, nil, map[string]any{"request_id": newUUID(), "success": true, "match": true})
-	}
-}
-
-// echoPage is a proxy's error page that lists the request's headers, with
-// x-api-key last and padding before it so that its value starts at byte
-// keyAt when the head is shorter than that.
-func echoPage(r *http.Request, status, keyAt int) []byte {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "<html><head><title>%d %s</title></head><body><h1>%d %s</h1>\n<p>The upstream server did not answer. Your request:</p><pre>\n",
-		status, http.StatusText(status), status, http.StatusText(status))
-	fmt.Fprintf(&b, "%s %s %s\nhost: %s\n", r.Method, r.URL.RequestURI(), r.Proto, r.Host)
-	names := make([]string, 0, len(r.Header))
-	for k := range r.Header {
-		if !strings.EqualFold(k, "x-api-key") {
-			names = append(names, k)
-		}
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		for _, v := range r.Header[k] {
-			fmt.Fprintf(&b, "%s: %s\n", strings.ToLower(k), v)
-		}
-	}
-	const pad, key = "x-padding: ", "x-api-key: "
-	if n := keyAt - b.Len() - len(pad) - 1 - len(key); n >= 0 {
-		b.WriteString(pad + strings.Repeat(".", n) + "\n")
-	}
-	for _, v := range r.Header.Values("x-api-key") {
-		b.WriteString(key + v + "\n")
-	}
-	b.WriteString("</pre>\n<p>" + strings.Repeat("If the problem persists, contact the site's administrator. ", 12) + "</p></body></html>\n")
-	return b.Bytes()
-}
-
-// sleep waits d unless the client goes away first; it reports whether the
-// client is still there.
-func sleep(r *http.Request, d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.Context().Done():
-		return false
-	}
-}
-
-func writeJSON(w http.ResponseWriter, status int, h http.Header, v any) {
-	for k, vs := range h {
-		w.Header()[k] = vs
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// hangUp closes the connection without writing a response.
-func hangUp(w http.ResponseWriter) {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		panic("verisoultest: response writer cannot hijack")
-	}
-	conn, _, err := hj.Hijack()
-	if err == nil {
-		_ = conn.Close()
-	}
-}
-
 // NewSessionID returns a random session id in the form Verisoul gives them
 // (a version 4 UUID), for tests and the demo.
 func NewSessionID() string { return newUUID() }
@@ -601,28 +479,4 @@ func newUUID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-// VerifyFace makes one POST /liveness/verify-face call to the fake at
-// baseURL with apiKey, as a backend's live call would, and returns the
-// status and the Retry-After header in seconds (0 when absent). It is for
-// tests and benchmarks that play the rest of the backend.
-func VerifyFace(ctx context.Context, baseURL, apiKey, sessionID string) (status int, retryAfter time.Duration, err error) {
-	body, _ := json.Marshal(map[string]string{"session_id": sessionID})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(baseURL, "/")+VerifyFacePath, bytes.NewReader(body))
-	if err != nil {
-		return 0, 0, err
-	}
-	req.Header.Set("x-api-key", apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
-		retryAfter = time.Duration(s) * time.Second
-	}
-	return resp.StatusCode, retryAfter, nil
 }
