@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 )
 
@@ -56,6 +57,9 @@ func answer(res enqueue.Enrolled, err error) (int, *EnrollmentResult, *Problem) 
 			r.Status, r.FirstIndex = "duplicate_row", lineIndex(dup.FirstLine)
 		}
 		return http.StatusOK, r, nil
+	case errors.Is(err, ledger.ErrFenced):
+		p := problem(http.StatusConflict, TypeAccountForgotten, "the account is being forgotten (enrollq forget, DELETE /v1/accounts/{account_id}): no enrollment of it is taken until its erasure is done")
+		return p.Status, nil, p
 	}
 	// enqueue's remaining errors are Redis's, or the request's deadline
 	// while Redis hangs: nothing was enqueued.

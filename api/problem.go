@@ -18,6 +18,7 @@ const (
 	TypeUnsupportedMediaType = "urn:enrollq:problem:unsupported-media-type"
 	TypeDeadLettered         = "urn:enrollq:problem:dead-lettered"
 	TypeAccountMismatch      = "urn:enrollq:problem:account-mismatch"
+	TypeAccountForgotten     = "urn:enrollq:problem:account-being-forgotten"
 	TypeNotFound             = "urn:enrollq:problem:not-found"
 	TypeRateLimited          = "urn:enrollq:problem:rate-limited"
 	TypeRedisUnavailable     = "urn:enrollq:problem:redis-unavailable"

@@ -40,6 +40,9 @@ type Options struct {
 	// Budget, when not nil, serves POST /v1/budget/lease and
 	// /v1/budget/report (budget.Routes) for tokens with the budget scope.
 	Budget http.Handler
+	// Forget, when not nil, serves DELETE /v1/accounts/{account_id}
+	// (forget.Forgetter) for tokens with the forget scope.
+	Forget Forgetter
 	// Logger receives one debug line per request and the Redis failures.
 	// Default: discard.
 	Logger *slog.Logger
@@ -120,9 +123,9 @@ func New(o Options) (*Server, error) {
 	if o.Budget != nil {
 		s.mux.Handle("POST /v1/budget/", s.guard(ScopeBudget, o.Budget.ServeHTTP))
 	}
-	// Extension point: DELETE /v1/accounts/{account_id} (issue 17, the
-	// account's right to be forgotten) mounts here, with its own scope,
-	// once the Go Forget API exists.
+	if o.Forget != nil {
+		s.mux.Handle("DELETE /v1/accounts/{account_id}", s.guard(ScopeForget, s.forgetAccount))
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("no such endpoint: %s %s (see GET /v1/openapi.yaml)", r.Method, r.URL.Path)))
 	})

@@ -11,14 +11,21 @@ import (
 // Scope is what a token may do.
 type Scope string
 
-// The scopes. A token configured without a scope list has all three.
+// The scopes. A token configured without a scope list has the first three;
+// forget, which erases an account's biometric enrollment for good, must be
+// named.
 const (
 	ScopeEnqueue Scope = "enqueue" // POST /v1/enrollments, /v1/enrollments/batch
 	ScopeRead    Scope = "read"    // GET /v1/enrollments…
 	ScopeBudget  Scope = "budget"  // POST /v1/budget/lease, /v1/budget/report
+	ScopeForget  Scope = "forget"  // DELETE /v1/accounts/{account_id}
 )
 
-var allScopes = []Scope{ScopeEnqueue, ScopeRead, ScopeBudget}
+// defaultScopes are a token's without a scope list; knownScopes every one.
+var (
+	defaultScopes = []Scope{ScopeEnqueue, ScopeRead, ScopeBudget}
+	knownScopes   = []Scope{ScopeEnqueue, ScopeRead, ScopeBudget, ScopeForget}
+)
 
 // Token is one configured bearer token. Only its SHA-256 is kept, and it is
 // named in logs by its position ("token 2"), never by its value.
@@ -36,8 +43,8 @@ func (t Token) Scopes() []Scope { return slices.Clone(t.scopes) }
 
 // ParseTokens reads ENROLLQ_API_TOKENS: entries separated by commas,
 // spaces or newlines (a tokens file holds one a line), each
-// SECRET or SECRET:SCOPE[+SCOPE…] with scopes enqueue, read and budget; an
-// entry without scopes has all of them. Errors name the entry by its
+// SECRET or SECRET:SCOPE[+SCOPE…] with scopes enqueue, read, budget and
+// forget; an entry without scopes has enqueue, read and budget. Errors name the entry by its
 // position, never by its secret. An empty s is no tokens (and no error).
 func ParseTokens(s string) ([]Token, error) {
 	entries := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' })
@@ -55,11 +62,11 @@ func ParseTokens(s string) ([]Token, error) {
 		}
 		seen[t.hash] = true
 		if !hasScopes {
-			t.scopes = slices.Clone(allScopes)
+			t.scopes = slices.Clone(defaultScopes)
 		} else {
 			for sc := range strings.SplitSeq(scopeList, "+") {
-				if !slices.Contains(allScopes, Scope(sc)) {
-					return nil, fmt.Errorf("%s: unknown scope %q (scopes are enqueue, read and budget, joined with +)", name, sc)
+				if !slices.Contains(knownScopes, Scope(sc)) {
+					return nil, fmt.Errorf("%s: unknown scope %q (scopes are enqueue, read, budget and forget, joined with +)", name, sc)
 				}
 				if !slices.Contains(t.scopes, Scope(sc)) {
 					t.scopes = append(t.scopes, Scope(sc))

@@ -214,7 +214,7 @@ type Config struct {
 	// APITokens are the bearer tokens of `enrollq serve`, comma-separated,
 	// each SECRET or SECRET:SCOPE[+SCOPE] (api.ParseTokens). Default empty:
 	// no token asked, loopback only. It never prints: see Secret.
-	APITokens Secret `name:"api-tokens" env:"ENROLLQ_API_TOKENS" help:"Bearer tokens of enrollq serve, comma-separated, each SECRET or SECRET:SCOPE[+SCOPE] (enqueue, read, budget); never printed. Prefer --api-tokens-file."`
+	APITokens Secret `name:"api-tokens" env:"ENROLLQ_API_TOKENS" help:"Bearer tokens of enrollq serve, comma-separated, each SECRET or SECRET:SCOPE[+SCOPE] (enqueue, read, budget; forget only when named); never printed. Prefer --api-tokens-file."`
 
 	// APITokensFile is a file holding APITokens, one a line. Default empty.
 	APITokensFile string `name:"api-tokens-file" env:"ENROLLQ_API_TOKENS_FILE" secretfile:"APITokens" placeholder:"PATH" help:"File holding enrollq serve's tokens, one a line (a mounted secret)."`

@@ -46,7 +46,12 @@ func (serveCmd) Run(e *env) error {
 	case e.cfg.APIKey != "" || e.cfg.ProjectsFile != "" || slices.ContainsFunc(os.Environ(), isProjectKeyVar):
 		return err // a key is configured, and wrongly: say so
 	}
+	fg, err := newForgetter(e, rdb, nil) // DELETE /v1/accounts/{id}, for tokens with the forget scope
+	if err != nil {
+		return err
+	}
 	srv, err := api.New(api.Options{
+		Forget:          fg,
 		Enqueue:         enq,
 		Ready:           func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		Tokens:          tokens,
