@@ -8,11 +8,13 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/enrollq/enrollq/api"
 	"github.com/enrollq/enrollq/budget"
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/forget"
 )
 
 // serveCmd is `enrollq serve`: the HTTP API for producers (package api).
@@ -46,10 +48,10 @@ func (serveCmd) Run(e *env) error {
 	case e.cfg.APIKey != "" || e.cfg.ProjectsFile != "" || slices.ContainsFunc(os.Environ(), isProjectKeyVar):
 		return err // a key is configured, and wrongly: say so
 	}
-	fg, err := newForgetter(e, rdb, nil) // DELETE /v1/accounts/{id}, for tokens with the forget scope
-	if err != nil {
-		return err
-	}
+	// DELETE /v1/accounts/{id}, for tokens with the forget scope. Made on
+	// first use: forget.New reads (or makes) the erasure key in Redis, and
+	// serve starts, answering 503, while Redis is down.
+	fg := &lazyForgetter{make: func() (*forget.Forgetter, error) { return newForgetter(e, rdb, nil) }}
 	srv, err := api.New(api.Options{
 		Forget:          fg,
 		Enqueue:         enq,
@@ -81,4 +83,27 @@ func (serveCmd) Run(e *env) error {
 // key (VERISOUL_API_KEY_<PROJECT>[_FILE]).
 func isProjectKeyVar(kv string) bool {
 	return strings.HasPrefix(kv, "VERISOUL_API_KEY_") && !strings.HasPrefix(kv, "VERISOUL_API_KEY_FILE=")
+}
+
+// lazyForgetter makes its forget.Forgetter on the first call that needs it
+// (and again after a failure, such as Redis being down).
+type lazyForgetter struct {
+	mu   sync.Mutex
+	f    *forget.Forgetter
+	make func() (*forget.Forgetter, error)
+}
+
+func (l *lazyForgetter) Forget(ctx context.Context, accountID string, o forget.Options) (forget.Result, error) {
+	l.mu.Lock()
+	if l.f == nil {
+		f, err := l.make()
+		if err != nil {
+			l.mu.Unlock()
+			return forget.Result{}, err
+		}
+		l.f = f
+	}
+	f := l.f
+	l.mu.Unlock()
+	return f.Forget(ctx, accountID, o)
 }

@@ -21,8 +21,9 @@ import (
 
 // Tokens of the serve tests' API.
 const (
-	serveEnqToken  = "e2e-enqueue-token-7f3a9c1d2b"
-	serveReadToken = "e2e-read-token-5e8b0a4c6d"
+	serveEnqToken    = "e2e-enqueue-token-7f3a9c1d2b"
+	serveReadToken   = "e2e-read-token-5e8b0a4c6d"
+	serveForgetToken = "e2e-forget-token-7c1d9e2f4a"
 )
 
 // serveStack is `enrollq fake-api`, `enrollq worker` and `enrollq serve`
@@ -49,7 +50,7 @@ func startServeStack(t *testing.T) *serveStack {
 	startWorker(t, []string{redisURL, "VERISOUL_BASE_URL=" + fake, "VERISOUL_API_KEY=" + fakeKey})
 	apiAddr := freePort(t)
 	stopServe := startEnrollq(t, []string{redisURL, "ENROLLQ_API_ADDR=" + apiAddr, "VERISOUL_API_KEY=" + fakeKey,
-		"ENROLLQ_API_TOKENS=" + serveEnqToken + ":enqueue+read," + serveReadToken + ":read", "ENROLLQ_API_MAX_BODY=4096"},
+		"ENROLLQ_API_TOKENS=" + serveEnqToken + ":enqueue+read," + serveReadToken + ":read," + serveForgetToken + ":forget", "ENROLLQ_API_MAX_BODY=4096"},
 		"http://"+apiAddr+"/healthz", "serve")
 	base := "http://" + apiAddr
 	c, err := apitest.Fetch(base)
@@ -228,6 +229,16 @@ func TestServeEndToEnd(t *testing.T) {
 		spec, _ := os.ReadFile(filepath.Join("..", "..", "api", "openapi.yaml"))
 		if code != 200 || body != string(spec) {
 			t.Errorf("curl, openapi.yaml: %d, %d bytes (the file has %d)", code, len(body), len(spec))
+		}
+		// Forgetting over HTTP: the enqueue token lacks the forget scope;
+		// the forget token's dry run reads Redis and writes nothing.
+		code, _, body = curl(t, "-X", "DELETE", st.proxy+"/v1/accounts/acct-e2e-forget", "-H", "Authorization: Bearer "+serveEnqToken)
+		if code != 403 || !strings.Contains(body, "urn:enrollq:problem:forbidden") {
+			t.Errorf("curl, DELETE without the forget scope: %d %s", code, body)
+		}
+		code, _, body = curl(t, "-X", "DELETE", st.proxy+"/v1/accounts/acct-e2e-forget?dry_run=true", "-H", "Authorization: Bearer "+serveForgetToken)
+		if code != 200 || !strings.Contains(body, `"state":"dry_run"`) {
+			t.Errorf("curl, DELETE dry run: %d %s", code, body)
 		}
 	}
 
