@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"sort"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
@@ -72,18 +74,23 @@ func TestProjectsCallWithTheirOwnKey(t *testing.T) {
 
 	srv := httptest.NewServer(b.w.HTTPHandler())
 	defer srv.Close()
-	m := scrape(t, srv.URL)
-	for series, want := range map[string]float64{
-		`enrollq_attempts_total{code=,outcome=done,project=default}`: 4,
-		`enrollq_attempts_total{code=,outcome=done,project=acme}`:    3,
-		`enrollq_rate_budget_used_total{project=acme}`:               3,
-		`enrollq_rate_limit_per_minute{project=acme}`:                6000,
-		`enrollq_breaker_open{breaker=auth,project=acme}`:            0,
-	} {
-		if m[series] != want {
-			t.Errorf("%s = %v, want %v", series, m[series], want)
+	// The ledger says enrolled when the attempt settles; its metric is
+	// counted a moment later, as the attempt returns.
+	testutil.EventuallyNil(t, "the projects' metrics", func() error {
+		m := scrape(t, srv.URL)
+		for series, want := range map[string]float64{
+			`enrollq_attempts_total{code=,outcome=done,project=default}`: 4,
+			`enrollq_attempts_total{code=,outcome=done,project=acme}`:    3,
+			`enrollq_rate_budget_used_total{project=acme}`:               3,
+			`enrollq_rate_limit_per_minute{project=acme}`:                6000,
+			`enrollq_breaker_open{breaker=auth,project=acme}`:            0,
+		} {
+			if m[series] != want {
+				return fmt.Errorf("%s = %v, want %v", series, m[series], want)
+			}
 		}
-	}
+		return nil
+	})
 	st, err := worker.ReadStats(context.Background(), b.rdb, b.prefix, nil)
 	if err != nil {
 		t.Fatal(err)
