@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/enrollq/enrollq/verisoul"
 )
@@ -45,12 +44,7 @@ func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, call Call) 
 	idx := len(s.calls)
 	s.calls = append(s.calls, call)
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		call.Done = time.Now()
-		s.calls[idx] = call
-		s.mu.Unlock()
-	}()
+	defer s.complete(idx, &call)
 
 	if !sleep(r, latency+step.Delay) {
 		return

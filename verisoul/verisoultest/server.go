@@ -380,12 +380,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.calls = append(s.calls, call)
 	s.mu.Unlock()
 
-	defer func() {
-		s.mu.Lock()
-		call.Done = time.Now()
-		s.calls[idx] = call
-		s.mu.Unlock()
-	}()
+	defer s.complete(idx, &call)
 
 	if !sleep(r, latency+step.Delay) {
 		return // the client gave up; it sees no answer
@@ -479,4 +474,13 @@ func newUUID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// complete records call, the idx-th, as answered (its Done time): the
+// handlers defer it, so a call is completed when its handler returns.
+func (s *Server) complete(idx int, call *Call) {
+	s.mu.Lock()
+	call.Done = time.Now()
+	s.calls[idx] = *call
+	s.mu.Unlock()
 }

@@ -28,12 +28,7 @@ func (s *Server) ScriptVerifyFace(steps ...Step) {
 // verifyFace answers a verify-face call: like the real API's live calls,
 // it enrolls nothing, and shares the key's rate window with enroll.
 func (s *Server) verifyFace(w http.ResponseWriter, r *http.Request, idx int, call Call, decodeErr error, latency time.Duration, step Step) {
-	defer func() {
-		s.mu.Lock()
-		call.Done = time.Now()
-		s.calls[idx] = call
-		s.mu.Unlock()
-	}()
+	defer s.complete(idx, &call)
 	if !sleep(r, latency+step.Delay) {
 		return
 	}
