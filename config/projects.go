@@ -64,6 +64,13 @@ func validProjectName(name string) bool {
 
 // projectKeyVars returns the VERISOUL_API_KEY_<PROJECT>[_FILE] variables
 // of environ that are set (not empty), by variable name.
+// ProjectsConfigured reports whether any project key is configured:
+// VERISOUL_API_KEY, ENROLLQ_PROJECTS_FILE or a VERISOUL_API_KEY_<PROJECT>
+// variable in environ. Without one, Projects has nothing to return.
+func (c Config) ProjectsConfigured(environ []string) bool {
+	return c.APIKey != "" || c.ProjectsFile != "" || len(projectKeyVars(environ)) > 0
+}
+
 func projectKeyVars(environ []string) map[string]string {
 	out := map[string]string{}
 	for _, kv := range environ {

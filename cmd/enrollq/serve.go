@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -45,7 +43,7 @@ func (serveCmd) Run(e *env) error {
 			return err
 		}
 		budgetRoutes = budget.ProjectsRoutes(budgets)
-	case e.cfg.APIKey != "" || e.cfg.ProjectsFile != "" || slices.ContainsFunc(os.Environ(), isProjectKeyVar):
+	case e.cfg.ProjectsConfigured(os.Environ()):
 		return err // a key is configured, and wrongly: say so
 	}
 	// DELETE /v1/accounts/{id}, for tokens with the forget scope. Made on
@@ -77,12 +75,6 @@ func (serveCmd) Run(e *env) error {
 	}
 	e.log.Info("api stopped")
 	return nil
-}
-
-// isProjectKeyVar reports whether an environment entry sets a project's
-// key (VERISOUL_API_KEY_<PROJECT>[_FILE]).
-func isProjectKeyVar(kv string) bool {
-	return strings.HasPrefix(kv, "VERISOUL_API_KEY_") && !strings.HasPrefix(kv, "VERISOUL_API_KEY_FILE=")
 }
 
 // lazyForgetter makes its forget.Forgetter on the first call that needs it
