@@ -75,7 +75,7 @@ func (l *Ledger) Lookup(ctx context.Context, sessionIDs []string, order ...strin
 			if err != nil {
 				return fmt.Errorf("ledger: reading %s: %w", ss[g.i].text, err)
 			}
-			r, err := decodeRecord(ss[g.i].text, []byte(v))
+			r, err := decodeRecord(ss[g.i].text, v) // substrings of v: no copy
 			if err != nil {
 				return err
 			}

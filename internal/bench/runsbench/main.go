@@ -19,7 +19,10 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,14 +40,17 @@ import (
 
 const key = "runsbench-key"
 
+// cpuprofile is -cpuprofile.
+var cpuprofile string
+
 func main() {
 	scenario := flag.String("scenario", "show", "show, report or eta")
 	rows := flag.Int("rows", 0, "rows of the run (default: 100,000 for show, 1,000,000 for report, 5,000 per run for eta)")
 	limit := flag.Int("limit", 6000, "eta: the API key's limit per minute")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process here")
+	flag.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile here: of the first report (report), else of the whole process")
 	flag.Parse()
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
+	if cpuprofile != "" && *scenario != "report" {
+		f, err := os.Create(cpuprofile)
 		if err == nil && pprof.StartCPUProfile(f) == nil {
 			defer pprof.StopCPUProfile()
 		}
@@ -233,7 +239,7 @@ func report(ctx context.Context, n int) error {
 		}, func() { _ = closer() }
 	}
 	for run := range 3 {
-		bare, conc, err := bareLookups(ctx, rdb, n)
+		bare, conc, bareCPU, bareRedis, err := bareLookups(ctx, rdb, n)
 		if err != nil {
 			return err
 		}
@@ -249,17 +255,29 @@ func report(ctx context.Context, n int) error {
 		done()
 		rows, done = rowsOf()
 		out, _ := os.Create(filepath.Join(dir, "report.csv"))
+		cpu0, rcpu0 := selfCPU(), redisCPU(ctx, rdb)
+		profiling := false
+		if run == 0 && cpuprofile != "" {
+			if f, err := os.Create(cpuprofile); err == nil {
+				profiling = pprof.StartCPUProfile(f) == nil
+			}
+		}
 		t = time.Now()
 		sum, err := runs.Report(ctx, led, info, rows, out, runs.FormatCSV)
 		el := time.Since(t)
+		if profiling {
+			pprof.StopCPUProfile()
+		}
 		done()
 		_ = out.Close()
 		if err != nil {
 			return err
 		}
+		cpu, rcpu := selfCPU()-cpu0, redisCPU(ctx, rdb)-rcpu0
 		rate := float64(sum.Lines) / el.Seconds()
-		fmt.Printf("report run %d: %d lines in %s = %.0f rows/s = %.2fx the bare reads (reading the input alone: %.0f rows/s) %v\n",
-			run+1, sum.Lines, el.Round(time.Millisecond), rate, rate/bare, float64(k)/parse.Seconds(), sum.ByOutcome)
+		fmt.Printf("report run %d: %d lines in %s = %.0f rows/s = %.2fx the bare reads (reading the input alone: %.0f rows/s) %v; CPU a row: this process %.2f µs, redis-server %.2f µs (bare reads: %.2f µs, %.2f µs)\n",
+			run+1, sum.Lines, el.Round(time.Millisecond), rate, rate/bare, float64(k)/parse.Seconds(), sum.ByOutcome,
+			perRow(cpu, sum.Lines), perRow(rcpu, sum.Lines), perRow(bareCPU, n), perRow(bareRedis, n))
 	}
 	return nil
 }
@@ -268,7 +286,7 @@ func report(ctx context.Context, n int) error {
 // one read per row — pipelined HGETs, 2,000 a pipeline, of n 16-byte
 // fields spread over 32,768 hashes of ~64-byte values (the ledger's
 // buckets' shape), at 1, 2, 4 and 8 pipelines in flight.
-func bareLookups(ctx context.Context, rdb *redis.Client, n int) (float64, int, error) {
+func bareLookups(ctx context.Context, rdb *redis.Client, n int) (rate float64, conc int, cpu, rcpu time.Duration, err error) {
 	const hashes = 32768
 	field := func(i int) string { return fmt.Sprintf("%016d", i) }
 	val := string(make([]byte, 60))
@@ -279,12 +297,13 @@ func bareLookups(ctx context.Context, rdb *redis.Client, n int) (float64, int, e
 				p.HSet(ctx, fmt.Sprintf("bench:h:%d", i%hashes), field(i), val)
 			}
 			if _, err := p.Exec(ctx); err != nil {
-				return 0, 0, err
+				return 0, 0, 0, 0, err
 			}
 		}
 	}
 	best, bestC := 0.0, 0
 	for _, c := range []int{1, 2, 4, 8} {
+		cpu0, rcpu0 := selfCPU(), redisCPU(ctx, rdb)
 		next := make(chan int, 1024)
 		go func() {
 			for i := 0; i < n; i += 2000 {
@@ -311,9 +330,36 @@ func bareLookups(ctx context.Context, rdb *redis.Client, n int) (float64, int, e
 		if r := float64(n) / time.Since(t).Seconds(); r > best {
 			best, bestC = r, c
 		}
+		if c == 8 {
+			cpu, rcpu = selfCPU()-cpu0, redisCPU(ctx, rdb)-rcpu0
+		}
 	}
-	return best, bestC, nil
+	return best, bestC, cpu, rcpu, nil
 }
+
+// selfCPU is this process's CPU time so far (user and system), and
+// redisCPU the redis-server's (INFO cpu): CPU a row is what a report
+// costs whatever the load on the machine.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func redisCPU(ctx context.Context, rdb *redis.Client) time.Duration {
+	info, _ := rdb.Info(ctx, "cpu").Result()
+	total := 0.0
+	for _, line := range strings.Split(info, "\n") {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "used_cpu_sys" || k == "used_cpu_user" {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+func perRow(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(max(n, 1)) }
 
 type sample struct {
 	at    time.Time
