@@ -69,6 +69,23 @@ type RunInfo struct {
 	// the event's totals (JSON).
 	CompletedEvent string `redis:"completed_event"`
 	Totals         string `redis:"totals"`
+
+	// Producing says the producer's lease is held: it renews it (every
+	// UpdateRun) until it is done. A run whose producer is not done and
+	// holds no lease was interrupted (the producer was killed or lost
+	// Redis for over ProducerLease): see Interrupted.
+	Producing bool `redis:"-"`
+}
+
+// ProducerLease is how long a run's producer lease lasts without renewal;
+// the producer renews it every few seconds while it reads its input.
+const ProducerLease = 10 * time.Second
+
+// Interrupted reports whether the run's producer stopped without
+// finishing (not done, not cancelled, and its lease lapsed): the run has
+// the rows it enqueued, and ends when they do.
+func (r RunInfo) Interrupted() bool {
+	return r.StartedMS > 0 && r.EnqueuedMS == 0 && r.CancelledMS == 0 && !r.Producing
 }
 
 // Started is StartedMS as a time.
@@ -111,12 +128,14 @@ func runShard(id string) int {
 }
 
 func (l *Ledger) runKey(id string) string                 { return l.tag(runShard(id)) + "run:" + id }
+func (l *Ledger) producerKey(id string) string            { return l.runKey(id) + ":producer" }
 func (l *Ledger) runCountersKey(sh int, id string) string { return l.runsKey(sh) + ":" + id }
 func (l *Ledger) runListKey() string                      { return l.opts.Prefix + "runs" }
 func (l *Ledger) activeRunsKey() string                   { return l.opts.Prefix + "runs:active" }
 
 // StartRun records a new run (ID, Name, Queue, Input… as given;
-// StartedMS is set to Redis's clock when zero) and lists it as active. It
+// StartedMS is set to Redis's clock when zero), lists it as active and
+// takes its producer lease (ProducerLease; UpdateRun renews it). It
 // returns ErrExists when a run of that id exists.
 func (l *Ledger) StartRun(ctx context.Context, r RunInfo) (RunInfo, error) {
 	if err := CheckRunID(r.ID); err != nil {
@@ -146,22 +165,34 @@ func (l *Ledger) StartRun(ctx context.Context, r RunInfo) (RunInfo, error) {
 		p.HSet(ctx, key, f)
 		p.ZAdd(ctx, l.runListKey(), redis.Z{Score: float64(r.StartedMS), Member: r.ID})
 		p.ZAdd(ctx, l.activeRunsKey(), redis.Z{Score: float64(r.StartedMS), Member: r.ID})
+		p.Set(ctx, l.producerKey(r.ID), 1, ProducerLease)
 		return nil
 	})
 	if err != nil {
 		return r, fmt.Errorf("ledger: starting run %s: %w", r.ID, err)
 	}
+	r.Producing = true
 	return r, nil
 }
 
 // UpdateRun writes the producer's side of the run (its counts, the input's
 // checksum, EnqueuedMS when it is done), leaving the run's ends
-// (cancelled, completed) as they are.
+// (cancelled, completed) as they are, and renews the producer's lease —
+// or, with EnqueuedMS set, drops it, in the same atomic step.
 func (l *Ledger) UpdateRun(ctx context.Context, r RunInfo) error {
 	if err := CheckRunID(r.ID); err != nil {
 		return err
 	}
-	if err := l.rdb.HSet(ctx, l.runKey(r.ID), r.producerFields()).Err(); err != nil {
+	_, err := l.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, l.runKey(r.ID), r.producerFields())
+		if r.EnqueuedMS > 0 {
+			p.Del(ctx, l.producerKey(r.ID))
+		} else {
+			p.Set(ctx, l.producerKey(r.ID), 1, ProducerLease)
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("ledger: updating run %s: %w", r.ID, err)
 	}
 	return nil
@@ -178,23 +209,20 @@ func (r RunInfo) producerFields() map[string]any {
 	}
 }
 
-// GetRun returns the run's record; ErrNotFound when there is none.
+// GetRun returns the run's record (and whether its producer holds its
+// lease); ErrNotFound when there is none.
 func (l *Ledger) GetRun(ctx context.Context, id string) (RunInfo, error) {
-	var r RunInfo
 	if err := CheckRunID(id); err != nil {
-		return r, err
+		return RunInfo{}, err
 	}
-	res := l.rdb.HGetAll(ctx, l.runKey(id))
-	if err := res.Err(); err != nil {
-		return r, fmt.Errorf("ledger: reading run %s: %w", id, err)
+	rs, err := l.runInfos(ctx, []string{id})
+	if err != nil {
+		return RunInfo{}, fmt.Errorf("ledger: reading run %s: %w", id, err)
 	}
-	if len(res.Val()) == 0 {
-		return r, &StateError{Op: "run", SessionID: id, kind: ErrNotFound}
+	if len(rs) == 0 {
+		return RunInfo{}, &StateError{Op: "run", SessionID: id, kind: ErrNotFound}
 	}
-	if err := res.Scan(&r); err != nil {
-		return r, fmt.Errorf("ledger: reading run %s: %w", id, err)
-	}
-	return r, nil
+	return rs[0], nil
 }
 
 // FindRuns returns the ids of the runs named name, or the run whose id is
@@ -237,11 +265,15 @@ func (l *Ledger) ActiveRuns(ctx context.Context) ([]RunInfo, error) {
 	return l.runInfos(ctx, ids)
 }
 
+// runInfos reads the records of the runs ids (one round trip), leaving
+// out those that have none.
 func (l *Ledger) runInfos(ctx context.Context, ids []string) ([]RunInfo, error) {
 	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	leases := make([]*redis.IntCmd, len(ids))
 	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
 			cmds[i] = p.HGetAll(ctx, l.runKey(id))
+			leases[i] = p.Exists(ctx, l.producerKey(id))
 		}
 		return nil
 	})
@@ -249,11 +281,15 @@ func (l *Ledger) runInfos(ctx context.Context, ids []string) ([]RunInfo, error) 
 		return nil, fmt.Errorf("ledger: reading runs: %w", err)
 	}
 	out := make([]RunInfo, 0, len(ids))
-	for _, c := range cmds {
+	for i, c := range cmds {
 		var r RunInfo
-		if len(c.Val()) == 0 || c.Scan(&r) != nil {
+		if len(c.Val()) == 0 {
 			continue
 		}
+		if c.Scan(&r) != nil {
+			continue
+		}
+		r.Producing = leases[i].Val() == 1
 		out = append(out, r)
 	}
 	return out, nil

@@ -27,6 +27,10 @@ type Totals struct {
 	DuplicateRows   int            `json:"duplicate_rows"`
 	NotEnqueued     int            `json:"not_enqueued"`
 	StartedAt       time.Time      `json:"started_at"`
+	// Interrupted: the producer stopped without finishing; the producer's
+	// counts are those of its last update, and the rows it never enqueued
+	// are in no count.
+	Interrupted bool `json:"producer_interrupted,omitempty"`
 }
 
 // TotalsOf computes the totals of a run's progress.
@@ -36,12 +40,13 @@ func TotalsOf(p Progress) Totals {
 		Rows: i.Read, Enqueued: p.Rows, Enrolled: p.Enrolled, Reconciled: p.Reconciled, DeadLettered: p.Dead,
 		DeadByCode: p.DeadByCode, Cancelled: p.Cancelled, Rejected: i.Rejected, AlreadyEnrolled: i.AlreadyEnrolled,
 		AlreadyDead: i.AlreadyDead, AlreadyQueued: i.AlreadyQueued, DuplicateRows: i.DuplicateRows,
-		NotEnqueued: i.Failed + i.NotAttempted, StartedAt: i.Started(),
+		NotEnqueued: i.Failed + i.NotAttempted, StartedAt: i.Started(), Interrupted: i.Interrupted(),
 	}
 }
 
 // Check reads a run's progress and, when the run has ended — the producer
-// is done and no row is pending, in flight or waiting — records its end
+// is done (or cancelled, or interrupted: see ledger.RunInfo.Interrupted)
+// and no row is pending, in flight or waiting — records its end
 // and fires its backfill.completed event, once: whoever calls Check (the
 // worker's Watcher, `backfill --wait`, `runs show`) first does it, and
 // later calls change nothing. The Progress returned is after the event.
@@ -50,7 +55,7 @@ func Check(ctx context.Context, led *ledger.Ledger, id string, limitPerMinute fl
 	if err != nil || !p.Info.Completed().IsZero() {
 		return p, err
 	}
-	ended := p.Left() == 0 && (p.Info.EnqueuedMS > 0 || p.Info.CancelledMS > 0)
+	ended := p.Left() == 0 && (p.Info.EnqueuedMS > 0 || p.Info.CancelledMS > 0 || p.Info.Interrupted())
 	if !ended {
 		return p, nil
 	}

@@ -38,6 +38,8 @@ type Outcome struct {
 	// it): nothing rejected, dead-lettered, cancelled or left unenqueued.
 	AllEnrolled bool
 	Totals      Totals
+	// Progress is where the run ended.
+	Progress Progress
 }
 
 // OutcomeOf says whether a run that is over ended with every row enrolled.
@@ -46,5 +48,5 @@ type Outcome struct {
 func OutcomeOf(p Progress) Outcome {
 	t := TotalsOf(p)
 	bad := t.Rejected + t.DeadLettered + t.AlreadyDead + t.Cancelled + t.NotEnqueued
-	return Outcome{AllEnrolled: bad == 0 && p.Over(), Totals: t}
+	return Outcome{AllEnrolled: bad == 0 && p.Over() && !t.Interrupted, Totals: t, Progress: p}
 }

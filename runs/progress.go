@@ -14,6 +14,10 @@ const (
 	PhaseCancelling = "cancelling" // cancelled; rows in flight are finishing
 	PhaseCompleted  = "completed"  // every row reached a final state
 	PhaseCancelled  = "cancelled"  // cancelled, and every row is final
+	// PhaseInterrupted: the producer stopped without finishing (killed, or
+	// cut from Redis for over ledger.ProducerLease); the rows it enqueued
+	// go on, and the run completes when they end.
+	PhaseInterrupted = "interrupted"
 )
 
 // RateWindow is how far back the observed rate looks (at most; less at the
@@ -61,6 +65,10 @@ func (p Progress) Left() int { return p.Pending + p.InFlight + p.Waiting }
 // Final is the number of rows that reached a final state.
 func (p Progress) Final() int { return p.Enrolled + p.Dead + p.Cancelled }
 
+// Interrupted reports whether the run's producer stopped without finishing
+// (ledger.RunInfo.Interrupted): the run has only the rows it enqueued.
+func (p Progress) Interrupted() bool { return p.Info.Interrupted() }
+
 // Over reports whether the run has ended (completed or cancelled with
 // nothing in flight).
 func (p Progress) Over() bool { return p.Phase == PhaseCompleted || p.Phase == PhaseCancelled }
@@ -100,10 +108,12 @@ func progressOf(info ledger.RunInfo, c ledger.RunCounters, limit float64) Progre
 		p.Phase = PhaseCancelled
 	case info.CancelledMS > 0:
 		p.Phase = PhaseCancelling
-	case enqueued && p.Left() == 0:
+	case (enqueued || info.Interrupted()) && p.Left() == 0:
 		p.Phase = PhaseCompleted
 	case enqueued:
 		p.Phase = PhaseDraining
+	case info.Interrupted():
+		p.Phase = PhaseInterrupted
 	default:
 		p.Phase = PhaseEnqueueing
 	}
