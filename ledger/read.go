@@ -117,7 +117,8 @@ func (l *Ledger) ByAccount(ctx context.Context, accountID string) ([]Record, err
 
 // Sweep removes the records whose retention ended (enrolled ones, and live
 // ones nobody touched for the retention period) and their account index
-// entries. It reads every live and done bucket (Shards × Buckets × 2
+// entries, then the runs that ended over the retention ago (TrimRuns). It
+// reads every live and done bucket (Shards × Buckets × 2
 // reads, pipelined by shard) and removes each expired record with a
 // compare-and-set on its generation, so a record that moved on meanwhile
 // stays. It returns how many it removed. Run it from one process about
@@ -194,6 +195,10 @@ func (l *Ledger) Sweep(ctx context.Context) (int, error) {
 				removed++
 			}
 		}
+	}
+	// The runs whose records are all past their retention go too.
+	if _, err := l.TrimRuns(ctx); err != nil {
+		return removed, fmt.Errorf("ledger sweep: %w", err)
 	}
 	return removed, nil
 }
