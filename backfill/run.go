@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/runs"
 	"github.com/enrollq/enrollq/tasks"
 )
 
@@ -68,6 +69,22 @@ type Options struct {
 	Run, RunName, Input string
 }
 
+// Check checks the options a caller sets: Queue ("" or a lane), Project,
+// RunName (runs.CheckName), and Parallel, MaxQueued and FromLine not
+// negative. Run checks them too.
+func (o Options) Check() error {
+	switch {
+	case o.Queue != "" && o.Queue != tasks.QueueBackfill && o.Queue != tasks.QueueSignup:
+		return fmt.Errorf("backfill: Queue (--queue) must be %s or %s, got %q", tasks.QueueBackfill, tasks.QueueSignup, o.Queue)
+	case o.Parallel < 0 || o.MaxQueued < 0 || o.FromLine < 0:
+		return errors.New("backfill: Parallel, MaxQueued and FromLine (--parallel, --max-queued, --from-line) must not be negative")
+	}
+	if err := tasks.ValidateProject(o.Project); err != nil {
+		return fmt.Errorf("backfill: %w", err)
+	}
+	return runs.CheckName(o.RunName)
+}
+
 // StopError is why a run stopped before the end of its input: Redis failed
 // while enqueueing the row at Line, or the rejects could not be written
 // (Line 0). The rows from Summary.ResumeLine on may not be enqueued.
@@ -110,12 +127,10 @@ func Run(ctx context.Context, enq *enqueue.Client, in io.Reader, o Options) (Sum
 	if o.Queue == "" {
 		o.Queue = tasks.QueueBackfill
 	}
-	switch {
-	case o.Queue != tasks.QueueBackfill && o.Queue != tasks.QueueSignup:
-		return Summary{}, fmt.Errorf("backfill: Queue must be %s or %s, got %q", tasks.QueueBackfill, tasks.QueueSignup, o.Queue)
-	case o.Parallel < 0 || o.MaxQueued < 0 || o.FromLine < 0:
-		return Summary{}, errors.New("backfill: Parallel, MaxQueued and FromLine must not be negative")
-	case enq == nil && !o.DryRun:
+	if err := o.Check(); err != nil {
+		return Summary{}, err
+	}
+	if enq == nil && !o.DryRun {
 		return Summary{}, errors.New("backfill: a nil *enqueue.Client works only with DryRun")
 	}
 	p := o.Progress

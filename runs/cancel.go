@@ -106,3 +106,9 @@ func cancelRow(ctx context.Context, led *ledger.Ledger, insp *asynq.Inspector, r
 	}
 	return false, false, fmt.Errorf("cancelling %s: %w", r.SessionID, err)
 }
+
+// String is what the cancel did: "12 waiting rows removed from the
+// queues (their records say cancelled), 2 in flight finish on their own".
+func (r CancelResult) String() string {
+	return fmt.Sprintf("%d waiting rows removed from the queues (their records say cancelled), %d in flight finish on their own", r.Removed, r.InFlight)
+}

@@ -14,6 +14,7 @@ import (
 	"iter"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/enrollq/enrollq/ledger"
 )
@@ -28,6 +29,8 @@ const (
 type ReportSummary struct {
 	Lines     int
 	ByOutcome map[string]int
+	// Elapsed is how long the report took to write.
+	Elapsed time.Duration
 }
 
 // reportBatch is how many rows one ledger lookup covers, and lookups is
@@ -51,8 +54,10 @@ var ErrInputChanged = errors.New("the input is not the one the run read")
 // account mismatch, from the record of the other account), repeats of an
 // earlier row by the line the record keeps. rows' error ends the report
 // with it.
-func Report(ctx context.Context, led *ledger.Ledger, run ledger.RunInfo, rows iter.Seq2[InputRow, error], w io.Writer, format string) (ReportSummary, error) {
-	sum := ReportSummary{ByOutcome: map[string]int{}}
+func Report(ctx context.Context, led *ledger.Ledger, run ledger.RunInfo, rows iter.Seq2[InputRow, error], w io.Writer, format string) (sum ReportSummary, err error) {
+	start := time.Now()
+	sum = ReportSummary{ByOutcome: map[string]int{}}
+	defer func() { sum.Elapsed = time.Since(start) }()
 	var out lineWriter
 	switch format {
 	case FormatCSV, "":

@@ -7,7 +7,6 @@ import (
 	"github.com/enrollq/enrollq/backfill"
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/runs"
-	"github.com/enrollq/enrollq/tasks"
 )
 
 type backfillCmd struct {
@@ -24,46 +23,31 @@ type backfillCmd struct {
 	Wait      bool   `help:"After enqueueing, follow the run until every row is final: exit 0 when every row ended enrolled, 3 when some were rejected, dead-lettered or cancelled."`
 }
 
-// Run streams the file into the queue with backfill.Run and prints its
+// Run streams the file into the queue (backfill.File) and prints its
 // summary. Exit status: 0, or 3 when rows were rejected, 1 when Redis
-// failed or the run was interrupted, 2 for a file that cannot be read or a
-// --rejects that names the input.
+// failed or the run was interrupted, 2 for a bad flag or file.
 func (c backfillCmd) Run(e *env) error {
-	if c.Queue != tasks.QueueSignup && c.Queue != tasks.QueueBackfill {
-		return usageErr("--queue: must be %s or %s, got %q", tasks.QueueSignup, tasks.QueueBackfill, c.Queue)
-	}
-	if err := tasks.ValidateProject(c.Project); err != nil {
-		return usageErr("--%v", err)
-	}
-	if c.MaxQueued < 0 || c.FromLine < 0 || c.Parallel < 1 {
-		return usageErr("--max-queued and --from-line must not be negative, --parallel must be at least 1")
-	}
-	if err := runs.CheckName(c.RunName); err != nil {
+	o := backfill.FileOptions{FormatName: c.Format, RejectsPath: c.Rejects, Display: backfill.Display{Out: e.stderr, TTY: isTerminal(e.stderr), Log: e.log},
+		Options: backfill.Options{Queue: c.Queue, Project: c.Project, Parallel: c.Parallel, FromLine: c.FromLine, DryRun: c.DryRun, MaxQueued: c.MaxQueued, RunName: c.RunName}}
+	if err := o.Check(); err != nil {
 		return usageErr("%v", err)
 	}
 	if c.DryRun && c.Wait {
 		return usageErr("--wait: a dry run enqueues nothing to wait for")
 	}
-	format, err := backfill.FormatFor(c.File, c.Format)
+	named := ""
+	if c.RunName != "" {
+		named = fmt.Sprintf(" (%q)", c.RunName)
+	}
+	if !c.DryRun {
+		o.Run = runs.NewID()
+		o.Started = func() { fmt.Fprintf(e.stdout, "backfill run %s started%s: enrollq runs show %s [--watch]\n", o.Run, named, o.Run) }
+	}
+	f, err := backfill.OpenFile(c.File, o)
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	var rejects *backfill.RejectsFile
-	if c.Rejects != "" {
-		if rejects, err = backfill.CreateRejects(c.Rejects, c.File, format); err != nil {
-			if errors.Is(err, backfill.ErrRejectsIsInput) {
-				return usageErr("--rejects %v", err)
-			}
-			return usageErr("--rejects: %v", err)
-		}
-		defer rejects.Discard()
-	}
-	in, size, consumed, closeIn, err := backfill.OpenInput(c.File)
-	if err != nil {
-		return usageErr("%v", err)
-	}
-	defer closeIn()
-
+	defer f.Close()
 	var enq *enqueue.Client
 	if !c.DryRun {
 		rdb, err := e.openRedis(c.Parallel + 4)
@@ -73,49 +57,29 @@ func (c backfillCmd) Run(e *env) error {
 		defer rdb.Close()
 		enq = enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention), enqueue.WithKeepCompleted(e.cfg.KeepCompleted))
 	}
-
-	show := newBackfillProgress(e, size, consumed)
-	defer show.stop()
-	opts := backfill.Options{
-		Format: format, Queue: c.Queue, Project: c.Project, Parallel: c.Parallel, FromLine: c.FromLine, DryRun: c.DryRun,
-		MaxQueued: c.MaxQueued, OnQueueFull: show.queueFull, OnReject: show.reject, Progress: show.progress,
-	}
-	if rejects != nil {
-		opts.Rejects = rejects.Writer()
-	}
-	if !c.DryRun {
-		opts.Run, opts.RunName, opts.Input = runs.NewID(), c.RunName, c.File
-		fmt.Fprintf(e.stdout, "backfill run %s started%s: enrollq runs show %s [--watch]\n", opts.Run, quotedName(c.RunName), opts.Run)
-	}
-	sum, err := backfill.Run(e.ctx, enq, in, opts)
-	show.stop()
+	sum, err := f.Run(e.ctx, enq)
 	name := c.File
 	if name == "-" {
 		name = "(stdin)"
 	}
 	fmt.Fprintf(e.stdout, "backfill %s: %s\n", name, sum)
-	if rejects != nil {
-		if err := rejects.Commit(); err != nil {
-			return &exitError{code: exitFailure, err: fmt.Errorf("writing the rejects file %s: %w", c.Rejects, err)}
-		}
-	}
-
-	var stop *backfill.StopError
+	stop, stopped := errors.AsType[*backfill.StopError](err)
+	_, rejectsLost := errors.AsType[*backfill.RejectsError](err)
 	switch {
-	case errors.As(err, &stop):
+	case rejectsLost:
+		return &exitError{code: exitFailure, err: err}
+	case stopped:
 		return &exitError{code: exitFailure, err: fmt.Errorf("stopped: %w; fix it and run the same command again (rows already enqueued are skipped), or add --from-line %d", stop, sum.ResumeLine)}
 	case err != nil && e.ctx.Err() != nil && errors.Is(err, e.ctx.Err()):
 		return &exitError{code: exitFailure, err: fmt.Errorf("interrupted: run the same command again to resume (rows already enqueued are reported as already queued), or add --from-line %d to skip the rows before the first one that may not be enqueued", sum.ResumeLine)}
 	case err != nil:
 		return usageErr("%s: %v", name, err)
 	case c.Wait:
-		return waitForRun(e, enq.Ledger(), opts.Run)
+		return waitForRun(e, enq.Ledger(), o.Run)
+	case sum.Rejected > 0 && c.Rejects != "":
+		return &exitError{code: exitRejected, err: fmt.Errorf("%d rows rejected; fix them in %s and feed it back", sum.Rejected, c.Rejects)}
 	case sum.Rejected > 0:
-		hint := ""
-		if c.Rejects != "" {
-			hint = fmt.Sprintf("; fix them in %s and feed it back", c.Rejects)
-		}
-		return &exitError{code: exitRejected, err: fmt.Errorf("%d rows rejected%s", sum.Rejected, hint)}
+		return &exitError{code: exitRejected, err: fmt.Errorf("%d rows rejected", sum.Rejected)}
 	}
 	return nil
 }

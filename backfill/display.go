@@ -1,21 +1,31 @@
-package main
+package backfill
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
-
-	"github.com/enrollq/enrollq/backfill"
 )
 
-// backfillProgress shows a backfill's progress: a bar with rate and ETA on
-// a terminal, a log line every few seconds otherwise, and each rejected
-// row as it is rejected.
-type backfillProgress struct {
-	e        *env
-	progress *backfill.Progress
+// Display shows a Run's progress as it goes (FileOptions.Display): a bar
+// with rate and ETA on a terminal, a log line every few seconds otherwise,
+// and each rejected row as it is rejected.
+type Display struct {
+	// Out is where the bar and the rejected rows go, TTY whether it is a
+	// terminal; Log gets the log lines when it is not.
+	Out io.Writer
+	TTY bool
+	Log *slog.Logger
+}
+
+// display is a Display at work on one Run.
+type display struct {
+	out      io.Writer
+	log      *slog.Logger
+	progress *Progress
 	size     int64
 	consumed func() int64
 	start    time.Time
@@ -29,15 +39,22 @@ type backfillProgress struct {
 	queued   int
 }
 
-func newBackfillProgress(e *env, size int64, consumed func() int64) *backfillProgress {
-	p := &backfillProgress{e: e, progress: new(backfill.Progress), size: size, consumed: consumed, start: time.Now(), done: make(chan struct{})}
-	tty := isTerminal(e.stderr)
+// start shows a run of an input of size bytes, consumed of them read so
+// far, wiring itself into o (OnQueueFull, OnReject, Progress).
+func (d Display) start(o *Options, size int64, consumed func() int64) *display {
+	log := d.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &display{out: d.Out, log: log, progress: new(Progress), size: size, consumed: consumed, start: time.Now(), done: make(chan struct{})}
+	o.OnQueueFull, o.OnReject, o.Progress = p.queueFull, p.reject, p.progress
+	tty := d.TTY
 	if tty {
 		// The bar moves by the bytes of the file read, for its percentage
 		// and ETA; the rate it would show is bytes, so the description
 		// carries rows/s instead. The ticker below throttles rendering.
 		p.bar = progressbar.NewOptions64(size,
-			progressbar.OptionSetWriter(e.stderr),
+			progressbar.OptionSetWriter(d.Out),
 			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionSetElapsedTime(true),
 			progressbar.OptionThrottle(0),
@@ -68,18 +85,18 @@ func newBackfillProgress(e *env, size int64, consumed func() int64) *backfillPro
 }
 
 // reject is Options.OnReject: it prints the row's line and reason.
-func (p *backfillProgress) reject(line int, reason string) {
+func (p *display) reject(line int, reason string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.bar != nil {
 		_ = p.bar.Clear()
 	}
-	fmt.Fprintf(p.e.stderr, "line %d: rejected: %s\n", line, reason)
+	fmt.Fprintf(p.out, "line %d: rejected: %s\n", line, reason)
 }
 
 // tick shows the counts now; note is added at the end (the last line's
 // "interrupted").
-func (p *backfillProgress) tick(note string) {
+func (p *display) tick(note string) {
 	s := p.progress.Summary()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -110,37 +127,37 @@ func (p *backfillProgress) tick(note string) {
 	if full {
 		attrs = append(attrs, "queue_waiting", p.queued, "note", "queue full: feeding as workers drain it")
 	}
-	p.e.log.Info("backfill progress", attrs...)
+	p.log.Info("backfill progress", attrs...)
 }
 
 // queueFull is Options.OnQueueFull. Entering the state is said at once;
 // the periodic progress repeats it while it lasts.
-func (p *backfillProgress) queueFull(queued int) {
+func (p *display) queueFull(queued int) {
 	p.mu.Lock()
 	entering := time.Since(p.fullSeen) > 3*time.Second
 	p.fullSeen, p.queued = time.Now(), queued
 	tty := p.bar != nil
 	p.mu.Unlock()
 	if entering && !tty {
-		p.e.log.Info("backfill waiting: queue full; feeding more as workers drain it", "queue_waiting", queued)
+		p.log.Info("backfill waiting: queue full; feeding more as workers drain it", "queue_waiting", queued)
 	}
 }
 
 // stop ends the progress. The bar's last line shows the final counts and
 // the part of the file really read: it is not filled to 100 % when the run
-// stopped early.
-func (p *backfillProgress) stop() {
+// stopped early ("(interrupted)" when interrupted).
+func (p *display) stop(interrupted bool) {
 	p.once.Do(func() {
 		close(p.done)
 		p.wg.Wait()
 		if p.bar != nil {
 			note := ""
-			if p.e.ctx.Err() != nil {
+			if interrupted {
 				note = " (interrupted)"
 			}
 			p.tick(note)
 			p.mu.Lock()
-			fmt.Fprintln(p.e.stderr)
+			fmt.Fprintln(p.out)
 			p.mu.Unlock()
 		}
 	})
