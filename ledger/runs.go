@@ -361,11 +361,14 @@ func (l *Ledger) Counters(ctx context.Context, run string) (RunCounters, error) 
 			case f == "reconciled":
 				n, _ := strconv.Atoi(v)
 				out.Reconciled += n
-			case f == "first":
-				s, _ := strconv.ParseInt(v, 10, 64)
-				if t := unix(s); !t.IsZero() && (out.FirstFinal.IsZero() || t.Before(out.FirstFinal)) {
-					out.FirstFinal = t
+			case f == "first": // seconds; first_ms, when there, is precise
+				if _, ok := c.Val()["first_ms"]; !ok {
+					n, _ := strconv.ParseInt(v, 10, 64)
+					out.FirstFinal = earliest(out.FirstFinal, unix(n))
 				}
+			case f == "first_ms":
+				n, _ := strconv.ParseInt(v, 10, 64)
+				out.FirstFinal = earliest(out.FirstFinal, msTime(n))
 			case strings.HasPrefix(f, "code:"):
 				n, _ := strconv.Atoi(v)
 				if n != 0 {
@@ -389,6 +392,14 @@ func (l *Ledger) Counters(ctx context.Context, run string) (RunCounters, error) 
 		}
 	}
 	return out, nil
+}
+
+// earliest is the earlier of two times, zero meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // CancelRun sets the run's cancel flag in every shard and records when:

@@ -24,9 +24,16 @@ const (
 // start of a run).
 const RateWindow = 5 * time.Minute
 
-// minObserved is how long a run must have been producing outcomes before
-// its own rate is trusted for the ETA.
-const minObserved = 20 * time.Second
+// minObserved is how long, and minOutcomes how many outcomes, a run must
+// have produced before its own rate is trusted for the ETA. The rate is
+// the share of the budget the run really gets (after signups, the
+// reserve, leases, other runs and 429 pauses), which the configured limit
+// only bounds: it is trusted as soon as it is measured, as the first
+// outcome's time is known to the millisecond.
+const (
+	minObserved = 5 * time.Second
+	minOutcomes = 20
+)
 
 // Progress is where a run stands, at the API side, with its ETA.
 type Progress struct {
@@ -49,7 +56,7 @@ type Progress struct {
 
 	// Rate is the run's final transitions per minute over the last
 	// RateWindow (or since its first outcome, when more recent); 0 before
-	// it has been observed for 20 s.
+	// it has been observed for 5 s and 20 outcomes.
 	Rate float64
 	// ETA is when the run should end: from Rate when known (ETABasis
 	// "observed"), else from the configured limit the run could get at
@@ -136,13 +143,18 @@ func progressOf(info ledger.RunInfo, c ledger.RunCounters, limit float64) Progre
 // RateWindow, or since its first one when that is more recent, from the
 // ledger's rate ring: slot 0 is the current 10-second slot (the part of it
 // that has passed), slot i ended i-1 slots before it began. It is 0 until
-// the run has produced outcomes for minObserved.
+// the run has produced minOutcomes outcomes (in the ring) over
+// minObserved.
 func observedRate(c ledger.RunCounters) float64 {
 	if c.FirstFinal.IsZero() {
 		return 0
 	}
 	span := c.Now.Sub(c.FirstFinal)
-	if span < minObserved {
+	seen := 0
+	for _, k := range c.Slots {
+		seen += k
+	}
+	if span < minObserved || seen < minOutcomes {
 		return 0
 	}
 	slot := ledger.RateSlot

@@ -10,7 +10,7 @@ import (
 
 // TestObservedRate: the rate comes from the ring's slots over the last 5
 // minutes, or since the first outcome when the run is younger, and is not
-// trusted before 20 s of outcomes.
+// trusted before 5 s and 20 outcomes.
 func TestObservedRate(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_800_000_005, 0) // 5 s into a slot
@@ -30,7 +30,9 @@ func TestObservedRate(t *testing.T) {
 	}{
 		{"old run, steady 100 per 10 s", time.Hour, ring(100), 600},
 		{"young run: only since its first outcome", 65 * time.Second, append([]int{50, 100, 100, 100, 100, 100, 100}, make([]int, ledger.RateSlots-7)...), 650 / (65.0 / 60)},
-		{"too young to trust", 15 * time.Second, ring(100), 0},
+		{"a run's first seconds", 7 * time.Second, append([]int{70}, make([]int, ledger.RateSlots-1)...), 600},
+		{"too young to trust", 4 * time.Second, ring(100), 0},
+		{"too few outcomes to trust", time.Hour, append([]int{19}, make([]int, ledger.RateSlots-1)...), 0},
 		{"no outcome yet", 0, make([]int, ledger.RateSlots), 0},
 	} {
 		cn := ledger.RunCounters{Now: now, Slots: c.slots}
