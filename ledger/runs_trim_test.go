@@ -83,14 +83,3 @@ func TestSweepTrimsRunsPastTheirRetention(t *testing.T) {
 		t.Errorf("after the sweep: runs %+v, the run not ended holds %v", runs, held("going"))
 	}
 }
-
-// allKeys is every key of the bundle's prefix, with a hash tag or not.
-func (b bundle) allKeys(t *testing.T) []string {
-	t.Helper()
-	var out []string
-	iter := b.rdb.Scan(b.ctx, 0, "*"+b.l.opts.Prefix+"*", 1000).Iterator()
-	for iter.Next(b.ctx) {
-		out = append(out, iter.Val())
-	}
-	return out
-}

@@ -105,13 +105,8 @@ end
 
 -- tick counts one final transition of a run in its rate ring: 36 slots of
 -- 10 s ("t<slot mod 36>" = "<slot>:<count>"), the last 6 minutes, for the
--- observed rate the ETA is computed from; "first_ms" is the first one's
--- time in ms (the rate over a run's first seconds needs it precise).
+-- observed rate the ETA is computed from (and "first_ms": the first's, in ms).
 local function tick(rk, now)
-  if redis.call('HEXISTS', rk, 'first_ms') == 0 then
-    local _, ms = clock()
-    redis.call('HSET', rk, 'first_ms', ms)
-  end
   local slot = math.floor(now / 10)
   local f = 't' .. (slot % 36)
   local n = 0
@@ -121,7 +116,7 @@ local function tick(rk, now)
     if tonumber(s) == slot then n = tonumber(c) end
   end
   redis.call('HSET', rk, f, slot .. ':' .. (n + 1))
-  redis.call('HSETNX', rk, 'first', now)
+  redis.call('HSETNX', rk, 'first_ms', select(2, clock()))
 end
 
 -- runs moves one count from state old (nil: a new record) to r's state,

@@ -57,11 +57,17 @@ func newSession() string {
 	return formatUUID(string(b[:]))
 }
 
-// keysOf lists every key of the ledger in Redis.
-func (b bundle) keysOf(t *testing.T) []string {
+// keysOf lists every key of the ledger's shards in Redis.
+func (b bundle) keysOf(t *testing.T) []string { return b.scan(t, "{"+b.l.opts.Prefix+"*") }
+
+// allKeys is every key of the bundle's prefix, with a hash tag or not
+// (the run lists have none).
+func (b bundle) allKeys(t *testing.T) []string { return b.scan(t, "*"+b.l.opts.Prefix+"*") }
+
+func (b bundle) scan(t *testing.T, pattern string) []string {
 	t.Helper()
 	var out []string
-	iter := b.rdb.Scan(b.ctx, 0, "{"+b.l.opts.Prefix+"*", 1000).Iterator()
+	iter := b.rdb.Scan(b.ctx, 0, pattern, 1000).Iterator()
 	for iter.Next(b.ctx) {
 		out = append(out, iter.Val())
 	}

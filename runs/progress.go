@@ -20,9 +20,13 @@ const (
 	PhaseInterrupted = "interrupted"
 )
 
-// RateWindow is how far back the observed rate looks (at most; less at the
-// start of a run).
-const RateWindow = 5 * time.Minute
+// RateWindow is how far back the observed rate looks at most: the recent
+// half of the time the run has produced outcomes, from recentWindow up to
+// RateWindow (all of it when younger than recentWindow).
+const (
+	RateWindow   = 5 * time.Minute
+	recentWindow = 30 * time.Second
+)
 
 // minObserved is how long, and minOutcomes how many outcomes, a run must
 // have produced before its own rate is trusted for the ETA. The rate is
@@ -55,7 +59,8 @@ type Progress struct {
 	Pending, InFlight, Waiting int
 
 	// Rate is the run's final transitions per minute over the last
-	// RateWindow (or since its first outcome, when more recent); 0 before
+	// half of the time it has produced outcomes (30 s to RateWindow, in
+	// whole 10-second slots); 0 before
 	// it has been observed for 5 s and 20 outcomes.
 	Rate float64
 	// ETA is when the run should end: from Rate when known (ETABasis
@@ -140,7 +145,8 @@ func progressOf(info ledger.RunInfo, c ledger.RunCounters, limit float64) Progre
 }
 
 // observedRate is the run's final transitions per minute over the last
-// RateWindow, or since its first one when that is more recent, from the
+// recent half of the time since its first one (at least recentWindow, at
+// most RateWindow; all of it when more recent), from the
 // ledger's rate ring: slot 0 is the current 10-second slot (the part of it
 // that has passed), slot i ended i-1 slots before it began. It is 0 until
 // the run has produced minOutcomes outcomes (in the ring) over
@@ -159,7 +165,9 @@ func observedRate(c ledger.RunCounters) float64 {
 	}
 	slot := ledger.RateSlot
 	into := time.Duration(c.Now.UnixNano() % int64(slot))
-	window := min(span, RateWindow)
+	// The recent half of what was observed (at least recentWindow, at
+	// most RateWindow): the rate now, not the run's start-up.
+	window := min(span, max(recentWindow, span/2), RateWindow)
 	n, covered := 0, time.Duration(0)
 	for i, k := range c.Slots {
 		began := into + time.Duration(i)*slot // how long ago slot i began
@@ -169,10 +177,8 @@ func observedRate(c ledger.RunCounters) float64 {
 		n += k
 		covered = began
 	}
-	if span < RateWindow {
-		// Nothing before the first outcome: it bounds the time observed.
-		covered = span
-	}
+	// Nothing before the first outcome: it bounds the time observed.
+	covered = min(covered, span)
 	if covered <= 0 {
 		return 0
 	}

@@ -8,9 +8,9 @@ import (
 	"github.com/enrollq/enrollq/ledger"
 )
 
-// TestObservedRate: the rate comes from the ring's slots over the last 5
-// minutes, or since the first outcome when the run is younger, and is not
-// trusted before 5 s and 20 outcomes.
+// TestObservedRate: the rate comes from the ring's slots over the recent
+// half of the time since the first outcome (30 s to 5 minutes), all of it
+// for a younger run, and is not trusted before 5 s and 20 outcomes.
 func TestObservedRate(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_800_000_005, 0) // 5 s into a slot
@@ -30,6 +30,7 @@ func TestObservedRate(t *testing.T) {
 	}{
 		{"old run, steady 100 per 10 s", time.Hour, ring(100), 600},
 		{"young run: only since its first outcome", 65 * time.Second, append([]int{50, 100, 100, 100, 100, 100, 100}, make([]int, ledger.RateSlots-7)...), 650 / (65.0 / 60)},
+		{"a young run that slowed: its recent half (in whole slots)", 100 * time.Second, append([]int{25, 50, 50, 50, 50, 100, 100, 100, 100, 100}, make([]int, ledger.RateSlots-10)...), 325 / (55.0 / 60)},
 		{"a run's first seconds", 7 * time.Second, append([]int{70}, make([]int, ledger.RateSlots-1)...), 600},
 		{"too young to trust", 4 * time.Second, ring(100), 0},
 		{"too few outcomes to trust", time.Hour, append([]int{19}, make([]int, ledger.RateSlots-1)...), 0},

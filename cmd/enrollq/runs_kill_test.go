@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -96,14 +95,7 @@ func TestBackfillSIGKILLedRunEndsWithWhatItEnqueued(t *testing.T) {
 	if v := show(); v.Totals.Enrolled != enqueued || !v.Interrupted {
 		t.Errorf("completed run: %+v, want %d enrolled and producer_interrupted", v, enqueued)
 	}
-	evs, _ := led.Outcomes(t.Context(), time.Time{}, 10000)
-	n := 0
-	for _, e := range evs {
-		if e.Type == "completed" && e.Run == id {
-			n++
-		}
-	}
-	if n != 1 {
+	if n := completedEvents(t, led, id); n != 1 {
 		t.Errorf("%d completed events for the interrupted run, want 1", n)
 	}
 }

@@ -351,15 +351,25 @@ func TestRunsCancel(t *testing.T) {
 		t.Errorf("report has %d cancelled rows, the run %d", cancelled, v.Totals.Cancelled)
 	}
 	led, _ := ledger.New(rdb, ledger.Options{})
-	evs, _ := led.Outcomes(t.Context(), time.Time{}, 10000)
-	n := 0
-	for _, e := range evs {
-		if e.Type == "completed" && e.Run == id {
-			n++
-		}
-	}
-	if n != 1 {
+	if n := completedEvents(t, led, id); n != 1 {
 		t.Errorf("%d completed events for the cancelled run, want 1", n)
 	}
 	_ = redistest.Kind
+}
+
+// completedEvents counts the run's completed events in the ledger's
+// outcome streams.
+func completedEvents(t *testing.T, led *ledger.Ledger, run string) int {
+	t.Helper()
+	evs, err := led.Outcomes(t.Context(), time.Time{}, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range evs {
+		if e.Type == "completed" && e.Run == run {
+			n++
+		}
+	}
+	return n
 }

@@ -40,13 +40,17 @@ import (
 
 const key = "runsbench-key"
 
-// cpuprofile is -cpuprofile.
-var cpuprofile string
+// cpuprofile is -cpuprofile, verbose -v.
+var (
+	cpuprofile string
+	verbose    bool
+)
 
 func main() {
 	scenario := flag.String("scenario", "show", "show, report or eta")
 	rows := flag.Int("rows", 0, "rows of the run (default: 100,000 for show, 1,000,000 for report, 5,000 per run for eta)")
 	limit := flag.Int("limit", 6000, "eta: the API key's limit per minute")
+	flag.BoolVar(&verbose, "v", false, "eta: print every sample")
 	flag.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile here: of the first report (report), else of the whole process")
 	flag.Parse()
 	if cpuprofile != "" && *scenario != "report" {
@@ -435,6 +439,9 @@ func eta(ctx context.Context, n, limit int) error {
 	var errRun, errLeft []float64
 	naive := 0.0
 	for _, s := range samples {
+		if verbose {
+			fmt.Printf("eta sample: at %5.1fs final %5d eta %6.1fs (%s), end %.1fs\n", s.at.Sub(start).Seconds(), s.final, s.eta.Sub(start).Seconds(), s.basis, dur.Seconds())
+		}
 		if s.final < n/10 || s.eta.IsZero() {
 			continue
 		}
