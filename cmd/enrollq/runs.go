@@ -62,7 +62,11 @@ func (e *env) openRun(name string) (rdb redis.UniversalClient, led *ledger.Ledge
 	} else if err != nil {
 		err = fmt.Errorf("reading runs from Redis at %s: %w", e.cfg.RedactedRedisURL(), err)
 	}
-	return rdb, led, id, err
+	if err != nil {
+		_ = rdb.Close()
+		return nil, nil, "", err
+	}
+	return rdb, led, id, nil
 }
 
 // Run lists the runs.
