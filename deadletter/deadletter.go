@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/ledger"
@@ -344,4 +345,43 @@ func (s *Store) Counts(ctx context.Context) (map[string]int, error) {
 // Total is the number of records.
 func (s *Store) Total(ctx context.Context) (int64, error) {
 	return s.rdb.ZCard(ctx, s.byTime()).Result()
+}
+
+// Purge removes records dead before olderThan (and of code, when not
+// empty), 1,000 at a time, and returns how many. Their archived asynq tasks
+// are deleted too.
+func (s *Store) Purge(ctx context.Context, insp *asynq.Inspector, olderThan time.Time, code string) (int, error) {
+	idx := s.index(Query{Code: code})
+	max := "(" + strconv.FormatInt(olderThan.UnixMilli(), 10)
+	n := 0
+	for {
+		ids, err := s.rdb.ZRangeByScore(ctx, idx, &redis.ZRangeBy{Min: "-inf", Max: max, Count: 1000}).Result()
+		if err != nil || len(ids) == 0 {
+			return n, err
+		}
+		recs, err := s.records(ctx, ids)
+		if err != nil {
+			return n, err
+		}
+		for _, r := range recs {
+			if insp != nil {
+				if info, err := insp.GetTaskInfo(r.Queue, r.TaskID); err == nil && info.State == asynq.TaskStateArchived {
+					_ = insp.DeleteTask(r.Queue, r.TaskID)
+				}
+			}
+		}
+		for _, id := range ids {
+			ok, err := s.Delete(ctx, id)
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				n++
+			} else {
+				// An index entry without a record: drop it so the loop
+				// moves on.
+				s.rdb.ZRem(ctx, idx, id)
+			}
+		}
+	}
 }

@@ -31,8 +31,10 @@ type Task struct {
 	State string
 	// Info is asynq's task (nil when State is "", and from LookupMany).
 	Info *asynq.TaskInfo
-	// retried is asynq's retry count when Info is nil (LookupMany).
+	// What LookupMany read of the task (Info is nil there).
 	retried int
+	id      string
+	payload []byte
 }
 
 // Retried is asynq's retry count of the task (0 when there is none).
@@ -41,6 +43,23 @@ func (t Task) Retried() int {
 		return t.retried
 	}
 	return t.Info.Retried
+}
+
+// ID is asynq's task ID ("" when there is none): tasks.TaskID's form, or
+// the older "enroll:<session>".
+func (t Task) ID() string {
+	if t.Info == nil {
+		return t.id
+	}
+	return t.Info.ID
+}
+
+// Payload is the task's payload (nil when there is none).
+func (t Task) Payload() []byte {
+	if t.Info == nil {
+		return t.payload
+	}
+	return t.Info.Payload
 }
 
 // Lookup finds the session's task in queue: by its ID (tasks.TaskID), then
