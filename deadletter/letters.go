@@ -127,9 +127,26 @@ type Page struct {
 	// Records are the page's dead letters, newest first, each checked
 	// against asynq just now.
 	Records []ledger.Record
+	// Offset is how many newer ones the page skipped.
+	Offset int
 	// Total is the number of dead letters the filter selects in the
 	// ledger (see Letters on what it can still count).
 	Total int
+}
+
+// Summary says which of the dead letters the page holds: "1–50 of 120",
+// or "no dead letters".
+func (p Page) Summary() string {
+	if p.Total == 0 {
+		return "no dead letters"
+	}
+	return fmt.Sprintf("%d–%d of %d", min(p.Offset+1, p.Total), p.Offset+len(p.Records), p.Total)
+}
+
+// Next is the offset of the next page, and whether there is one.
+func (p Page) Next() (int, bool) {
+	end := p.Offset + len(p.Records)
+	return end, end < p.Total
 }
 
 // Page returns the dead letters f selects, newest first, skipping offset,
@@ -166,7 +183,7 @@ func (d *Letters) Page(ctx context.Context, f Filter, offset, limit int) (Page, 
 		// place. Each round moves at least one, so this ends.
 	}
 	total, err := d.Count(ctx, f)
-	return Page{Records: out, Total: total}, err
+	return Page{Records: out, Offset: offset, Total: total}, err
 }
 
 // stillDead appends to out the records of checked that are still dead.

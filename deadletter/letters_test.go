@@ -303,7 +303,7 @@ func TestRequeueAndPurgeInPages(t *testing.T) {
 	if err := f.d.Refuse(recs); err != nil {
 		t.Errorf("Refuse(session_not_found) = %v", err)
 	}
-	res, err := f.d.Requeue(ctx, recs)
+	res, err := f.d.Requeue(ctx, recs, false)
 	if err != nil || res.Requeued != 3 || len(res.Skipped) != 0 {
 		t.Fatalf("Requeue = %+v, %v", res, err)
 	}
@@ -316,15 +316,18 @@ func TestRequeueAndPurgeInPages(t *testing.T) {
 			t.Errorf("%s requeued with payload %+v (%v), want created_at %s", s, p, err, created)
 		}
 	}
-	if res, _ := f.d.Requeue(ctx, recs[:1]); res.Requeued != 0 || len(res.Skipped) != 1 {
+	if res, _ := f.d.Requeue(ctx, recs[:1], false); res.Requeued != 0 || len(res.Skipped) != 1 {
 		t.Errorf("requeue of one no longer dead = %+v, want it skipped", res)
 	}
 	one, err := f.d.Select(ctx, deadletter.Selection{IDs: []string{tasks.TaskID(f.q, failed)}})
 	if err != nil || len(one) != 1 {
 		t.Fatalf("Select by task ID = %v, %v", one, err)
 	}
-	if err := f.d.Refuse(one); !errors.Is(err, deadletter.ErrInvalid) || !strings.Contains(err.Error(), "failed the liveness check") {
+	if err := f.d.Refuse(one); !errors.Is(err, deadletter.ErrNeverRequeue) || !errors.Is(err, deadletter.ErrInvalid) || !strings.Contains(err.Error(), "failed the liveness check") {
 		t.Errorf("Refuse(liveness_check_failed) = %v, want the runbook's reason", err)
+	}
+	if res, err := f.d.Requeue(ctx, one, false); !errors.Is(err, deadletter.ErrNeverRequeue) || res.Requeued != 0 || f.state(failed) != ledger.StateDead {
+		t.Errorf("Requeue(liveness_check_failed) without force = %+v, %v; want refused, still dead", res, err)
 	}
 	for _, s := range []deadletter.Selection{{}, {Code: "x", All: true}, {IDs: []string{ran}}, {IDs: []string{"nope"}}} {
 		if _, err := f.d.Select(ctx, s); !errors.Is(err, deadletter.ErrInvalid) {

@@ -68,7 +68,17 @@ func (d *Letters) Select(ctx context.Context, s Selection) ([]ledger.Record, err
 	return out, err
 }
 
-// Refuse returns an error matching ErrInvalid when recs hold codes of
+// ErrNeverRequeue: the dead letters hold codes the runbook says not to
+// requeue (Letters.NeverRequeue). It matches ErrInvalid too.
+var ErrNeverRequeue = errors.New("deadletter: the runbook says not to requeue")
+
+type refusedError struct{ invalidError }
+
+func (e *refusedError) Is(target error) bool {
+	return target == ErrNeverRequeue || target == ErrInvalid
+}
+
+// Refuse returns an error matching ErrNeverRequeue when recs hold codes of
 // d.NeverRequeue, naming each with its count and why; nil when none.
 func (d *Letters) Refuse(recs []ledger.Record) error {
 	n := map[string]int{}
@@ -87,7 +97,7 @@ func (d *Letters) Refuse(recs []ledger.Record) error {
 		}
 		fmt.Fprintf(&b, "%s (%d): %s", c, n[c], d.NeverRequeue[c])
 	}
-	return invalid("the runbook says not to requeue %s", b.String())
+	return &refusedError{invalidError{"the runbook says not to requeue " + b.String()}}
 }
 
 // Requeued is what Requeue did.
@@ -98,15 +108,27 @@ type Requeued struct {
 	Skipped []string
 }
 
+// String says what was done: "requeued 3 dead letters; skipped 1".
+func (r Requeued) String() string {
+	if len(r.Skipped) == 0 {
+		return fmt.Sprintf("requeued %d dead letters", r.Requeued)
+	}
+	return fmt.Sprintf("requeued %d dead letters; skipped %d", r.Requeued, len(r.Skipped))
+}
+
 // Requeue puts dead sessions back as fresh tasks in their queues — a fresh
 // retry budget, unlike asynq's Inspector.RunTask, which keeps the archived
 // task's retry count — each after recording the requeue in the ledger
 // (dead → requeued, with its event). The archived asynq task, if asynq
 // still has it, is deleted and its payload (created_at) reused; tasks are
-// looked up 500 a round trip. A record no longer dead is skipped; on
+// looked up 500 a round trip. Unless force, it requeues nothing when Refuse
+// refuses recs (ErrNeverRequeue). A record no longer dead is skipped; on
 // another error it returns what it did so far with the error.
-func (d *Letters) Requeue(ctx context.Context, recs []ledger.Record) (Requeued, error) {
+func (d *Letters) Requeue(ctx context.Context, recs []ledger.Record, force bool) (Requeued, error) {
 	var done Requeued
+	if err := d.Refuse(recs); err != nil && !force {
+		return done, err
+	}
 	for page := range slices.Chunk(recs, 500) {
 		ts, err := reconcile.LookupMany(ctx, d.Ledger.Redis(), page)
 		if err != nil {

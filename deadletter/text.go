@@ -2,6 +2,7 @@ package deadletter
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -24,6 +25,18 @@ func WriteTable(w io.Writer, recs []ledger.Record) error {
 			r.Project(), r.Queue, r.Attempts, short(strings.TrimPrefix(r.LastError, r.Code+": "), 80))
 	}
 	return tw.Flush()
+}
+
+// WriteJSONL writes dead letters one JSON object a line (RecordOf), as
+// `dead list --json` prints them.
+func WriteJSONL(w io.Writer, recs []ledger.Record) error {
+	enc := json.NewEncoder(w)
+	for _, r := range recs {
+		if err := enc.Encode(RecordOf(r)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // short is s on one line, cut to n runes with an ellipsis.

@@ -19,9 +19,9 @@ const (
 	CodeTaskDeleted = "task_deleted"
 )
 
-// deadPage is how many index entries EachDead and DeadPages read per shard
-// and round trip.
-const deadPage = 500
+// deadPageSize is how many index entries EachDead and DeadPages read per
+// shard and round trip (Ledger.deadPage overrides it in tests).
+const deadPageSize = 500
 
 // EachDead calls fn with every dead record (with code, when code is not
 // ""), shard by shard, newest first within a shard, a page of the shard's
@@ -53,6 +53,10 @@ func (l *Ledger) DeadPages(ctx context.Context, code string, fn func([]Record) e
 }
 
 func (l *Ledger) deadPages(ctx context.Context, code string, track bool, fn func([]Record) error) error {
+	deadPage := int64(deadPageSize)
+	if l.deadPage > 0 {
+		deadPage = l.deadPage
+	}
 	for sh := range Shards {
 		idx := l.deadIndexKey(sh)
 		for start := int64(0); ; {
@@ -84,7 +88,7 @@ func (l *Ledger) deadPages(ctx context.Context, code string, track bool, fn func
 					return err
 				}
 			}
-			if len(members) < deadPage {
+			if int64(len(members)) < deadPage {
 				break
 			}
 			stay := int64(len(members))

@@ -22,17 +22,20 @@ type deadCmd struct {
 }
 
 type deadFilter struct {
-	Code  string `help:"Only this code (e.g. session_older_than_30_days)."`
-	Since string `help:"Only dead letters since then: RFC 3339 time or a duration back from now (24h)."`
+	Code  string    `help:"Only this code (e.g. session_older_than_30_days)."`
+	Since sinceFlag `placeholder:"TIME" help:"Only dead letters since then: RFC 3339 time or a duration back from now (24h)."`
 }
 
-func (f deadFilter) filter() (q deadletter.Filter, err error) {
-	if q.Code = f.Code; f.Since != "" {
-		if q.Since, err = parseSince(f.Since, time.Now()); err != nil {
-			err = usageErr("--since: %v", err)
-		}
-	}
-	return q, err
+func (f deadFilter) filter() deadletter.Filter {
+	return deadletter.Filter{Code: f.Code, Since: f.Since.Time}
+}
+
+// sinceFlag is a --since value: an RFC 3339 time or a duration back from now.
+type sinceFlag struct{ time.Time }
+
+func (s *sinceFlag) UnmarshalText(b []byte) (err error) {
+	s.Time, err = parseSince(string(b), time.Now())
+	return err
 }
 
 func parseSince(s string, now time.Time) (time.Time, error) {
@@ -45,11 +48,11 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("must be an RFC 3339 time (2026-11-01T00:00:00Z) or a duration (24h), got %q", s)
 }
 
-// withDead calls fn with the dead letters (unless ferr, a flag's error),
-// and makes a request they find invalid a usage error of the command.
-func (e *env) withDead(cmd string, ferr error, fn func(*deadletter.Letters) error) error {
+// withDead calls fn with the dead letters, and makes a request they find
+// invalid a usage error of the command.
+func (e *env) withDead(cmd string, fn func(*deadletter.Letters) error) error {
 	rdb, err := e.openRedis()
-	if err = errors.Join(ferr, err); err != nil {
+	if err != nil {
 		return err
 	}
 	defer rdb.Close()
@@ -72,24 +75,20 @@ type deadListCmd struct {
 }
 
 func (c deadListCmd) Run(e *env) error {
-	f, err := c.filter()
-	return e.withDead("list", err, func(d *deadletter.Letters) error {
-		p, err := d.Page(e.ctx, f, c.Offset, c.Limit)
-		for i := 0; c.JSON && err == nil && i < len(p.Records); i++ {
-			err = json.NewEncoder(e.stdout).Encode(deadletter.RecordOf(p.Records[i]))
-		}
+	if c.Limit < 1 || c.Offset < 0 {
+		return usageErr("--limit must be at least 1 and --offset not negative")
+	}
+	return e.withDead("list", func(d *deadletter.Letters) error {
+		p, err := d.Page(e.ctx, c.filter(), c.Offset, c.Limit)
 		if err != nil || c.JSON {
-			return err
+			return errors.Join(err, deadletter.WriteJSONL(e.stdout, p.Records))
 		}
 		_ = deadletter.WriteTable(e.stdout, p.Records)
-		switch end := c.Offset + len(p.Records); {
-		case p.Total == 0:
-			fmt.Fprintln(e.stdout, "no dead letters")
-		case end < p.Total:
-			fmt.Fprintf(e.stdout, "%d–%d of %d; next page: --offset %d\n", c.Offset+1, end, p.Total, end)
-		default:
-			fmt.Fprintf(e.stdout, "%d–%d of %d\n", min(c.Offset+1, p.Total), end, p.Total)
+		fmt.Fprint(e.stdout, p.Summary())
+		if next, ok := p.Next(); ok {
+			fmt.Fprintf(e.stdout, "; next page: --offset %d", next)
 		}
+		fmt.Fprintln(e.stdout)
 		return nil
 	})
 }
@@ -99,7 +98,7 @@ type deadCountsCmd struct {
 }
 
 func (c deadCountsCmd) Run(e *env) error {
-	return e.withDead("counts", nil, func(d *deadletter.Letters) error {
+	return e.withDead("counts", func(d *deadletter.Letters) error {
 		counts, err := d.Counts(e.ctx)
 		if err != nil || c.JSON {
 			return errors.Join(err, json.NewEncoder(e.stdout).Encode(counts))
@@ -110,23 +109,22 @@ func (c deadCountsCmd) Run(e *env) error {
 
 type deadExportCmd struct {
 	deadFilter
-	Format string `default:"csv" help:"csv or jsonl."`
+	Format string `default:"csv" enum:"csv,jsonl" help:"csv or jsonl."`
 	Output string `short:"o" help:"Write to this file instead of standard output."`
 }
 
 func (c deadExportCmd) Run(e *env) error {
-	f, err := c.filter()
-	return e.withDead("export", err, func(d *deadletter.Letters) error {
+	return e.withDead("export", func(d *deadletter.Letters) error {
 		w := e.stdout
 		if c.Output != "" {
-			f, err := os.Create(c.Output)
+			file, err := os.Create(c.Output)
 			if err != nil {
 				return usageErr("--output: %v", err)
 			}
-			defer f.Close()
-			w = f
+			defer file.Close()
+			w = file
 		}
-		n, err := d.Export(e.ctx, w, f, c.Format)
+		n, err := d.Export(e.ctx, w, c.filter(), c.Format)
 		if err == nil {
 			fmt.Fprintf(e.stderr, "exported %d dead letters\n", n)
 		}
@@ -143,7 +141,7 @@ type deadRequeueCmd struct {
 }
 
 func (c deadRequeueCmd) Run(e *env) error {
-	return e.withDead("requeue", nil, func(d *deadletter.Letters) error {
+	return e.withDead("requeue", func(d *deadletter.Letters) error {
 		recs, err := d.Select(e.ctx, deadletter.Selection{Code: c.Code, IDs: c.ID, All: c.All})
 		if err != nil {
 			return fmt.Errorf("%w (--code C, --id ID..., --all)", err)
@@ -159,22 +157,19 @@ func (c deadRequeueCmd) Run(e *env) error {
 			fmt.Fprintf(e.stdout, "would requeue %d dead letters (dry run)\n", len(recs))
 			return nil
 		}
-		if err := d.Refuse(recs); err != nil && !c.Force {
+		res, err := d.Requeue(e.ctx, recs, c.Force)
+		if errors.Is(err, deadletter.ErrNeverRequeue) {
 			return fmt.Errorf("%w; add --force to requeue anyway", err)
 		}
-		res, err := d.Requeue(e.ctx, recs)
 		for _, s := range res.Skipped {
 			fmt.Fprintf(e.stderr, "skipped %s: no longer a dead letter\n", s)
 		}
-		switch {
-		case err != nil:
+		if err != nil {
 			fmt.Fprintf(e.stdout, "requeued %d dead letters before the error\n", res.Requeued)
-		case len(res.Skipped) > 0:
-			fmt.Fprintf(e.stdout, "requeued %d dead letters; skipped %d\n", res.Requeued, len(res.Skipped))
-		default:
-			fmt.Fprintf(e.stdout, "requeued %d dead letters\n", res.Requeued)
+			return err
 		}
-		return err
+		fmt.Fprintln(e.stdout, res)
+		return nil
 	})
 }
 
@@ -187,7 +182,7 @@ func (c deadPurgeCmd) Run(e *env) error {
 	if c.OlderThan < 0 {
 		return usageErr("--older-than: must not be negative")
 	}
-	return e.withDead("purge", nil, func(d *deadletter.Letters) error {
+	return e.withDead("purge", func(d *deadletter.Letters) error {
 		n, err := d.Purge(e.ctx, time.Now().Add(-c.OlderThan), c.Code)
 		if err == nil || n > 0 {
 			fmt.Fprintf(e.stdout, "purged %d dead letters\n", n)

@@ -6,11 +6,13 @@
 // record's queue, by tasks.TaskID) and lets ledger.Reconcile decide.
 //
 // Two callers: readers that meet a record (enqueue's duplicate answer,
-// `enrollq status`, `enrollq dead …`) call Check on it, so what they print
-// is right at that moment; and a Sweeper, run by the worker, walks the
-// ledger's live and dead records and asynq's archives periodically, so that
-// counts and listings are right too without anyone asking. It replaces the
-// dashboard's follower, which parsed asynqmon's private routes.
+// `enrollq status`, `enrollq dead …`) call Check on it, or CheckPage on the
+// page of records they print or act on, and Archived on asynq's archives,
+// so what they print is right at that moment without reading every record;
+// and a Sweeper, run by the worker, walks the ledger's live and dead
+// records and asynq's archives periodically, so that counts are right too
+// without anyone asking. It replaces the dashboard's follower, which parsed
+// asynqmon's private routes.
 package reconcile
 
 import (

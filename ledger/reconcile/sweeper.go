@@ -129,8 +129,8 @@ const archivePage = 1000
 // whose task sits in asynq's archive of its queue: archived from outside
 // the worker (the asynq CLI, asynqmon, asynq's recoverer after a lost
 // lease). It reads the archives of queues (nil: every queue asynq knows)
-// as task IDs only, 1,000 a round trip, and their records 1,000 a round
-// trip (StatusMany); each live one found is reconciled with Check. asynq
+// as task IDs only, 1,000 a round trip, and their live records 1,000 a
+// round trip (LiveMany); each live one found is reconciled with Check. asynq
 // caps an archive at 10,000 tasks, so its cost is bounded by the queues,
 // not by the dead letters the ledger keeps.
 func Archived(ctx context.Context, l *ledger.Ledger, insp *asynq.Inspector, queues []string) (Report, error) {
@@ -155,7 +155,7 @@ func Archived(ctx context.Context, l *ledger.Ledger, insp *asynq.Inspector, queu
 					sessions = append(sessions, s)
 				}
 			}
-			recs, err := l.StatusMany(ctx, sessions)
+			recs, err := l.LiveMany(ctx, sessions)
 			if err != nil {
 				return rep, err
 			}
