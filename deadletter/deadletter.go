@@ -1,9 +1,15 @@
-// Package deadletter keeps enrollq's own durable record of dead letters in
-// Redis, beside asynq's archive. asynq trims its archive beyond 10,000 tasks
-// per queue or 90 days without a trace; this record never trims by itself
-// (Purge removes on purpose). The worker writes a record before it lets
-// asynq archive the task, so a dead letter is never missed; records are
-// keyed by task ID, so none is recorded twice.
+// Package deadletter reads and writes the dead letters: Letters are the
+// ledger's (every session's dead letter: list a page, count, export,
+// select, requeue, purge — what `enrollq dead` does, checked against asynq
+// where it reads), and Store keeps the few the ledger cannot key (a task
+// whose payload has no valid session id).
+//
+// Store is enrollq's own durable record of those, in Redis beside asynq's
+// archive. asynq trims its archive beyond 10,000 tasks per queue or 90 days
+// without a trace; this record never trims by itself (Purge removes on
+// purpose). The worker writes a record before it lets asynq archive the
+// task, so a dead letter is never missed; records are keyed by task ID, so
+// none is recorded twice.
 //
 // Layout, all on one Redis Cluster slot (hash tag {dl}):
 //
