@@ -382,18 +382,21 @@ func TestWorkerSIGKILLMidDeliveryLosesNothing(t *testing.T) {
 	}
 	t.Logf("killed after %d deliveries of %d events, %d read but unacknowledged", got, len(evs), pending)
 	_, logs = start()
-	deadline := time.Now().Add(120 * time.Second)
-	for {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the restarted worker:\n%s", logs.String())
+		}
+	})
+	// The killed worker's deliveries come back once their leases run out:
+	// longer than testutil.Timeout.
+	testutil.EventuallyWithin(t, 120*time.Second, "every event delivered after the restart", func() error {
 		evs, err = l.Outcomes(ctx, time.Time{}, 10*n)
 		// n sessions' events and the backfill run's backfill.completed.
-		if err == nil && len(evs) == n+1 && recv.distinct() == n+1 {
-			break
+		if err == nil && (len(evs) != n+1 || recv.distinct() != n+1) {
+			err = fmt.Errorf("%d events in the ledger, %d delivered, want %d", len(evs), recv.distinct(), n+1)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the restart: %d events in the ledger, %d delivered, want %d (%v)\n%s", len(evs), recv.distinct(), n+1, err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
 	recv.mu.Lock()
 	defer recv.mu.Unlock()
 	dups := 0
