@@ -233,7 +233,11 @@ func Test410DisablesTheEndpoint(t *testing.T) {
 		}
 		return 204
 	})
-	d := b.start(t, webhooks.Options{Endpoints: []webhooks.Endpoint{endpoint(t, "app", r.srv.URL, secret)}})
+	// A healthy endpoint beside it reads the same streams at the same
+	// pace: once it has every event, the disabled one had its chance to
+	// (wrongly) call for them.
+	healthy := newGoReceiver(t, secret, func(int) int { return 204 })
+	d := b.start(t, webhooks.Options{Endpoints: []webhooks.Endpoint{endpoint(t, "app", r.srv.URL, secret), endpoint(t, "healthy", healthy.srv.URL, secret)}})
 	if _, err := outcomestest.Enrolled(b.ctx, b.l, "a1", "", false); err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +248,7 @@ func Test410DisablesTheEndpoint(t *testing.T) {
 	if _, err := outcomestest.Mix(b.ctx, b.l, 5); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // give a wrong deliverer time to call
+	testutil.Eventually(t, "the healthy endpoint to have every event", func() bool { _, n := healthy.got(); return n == 6 })
 	if calls, _ := r.got(); calls != 1 {
 		t.Errorf("%d calls after a 410, want 1", calls)
 	}
