@@ -302,10 +302,18 @@ func TestOutcomesTail(t *testing.T) {
 	if err := outcomestest.Requeue(ctx, l, dead, "cli"); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, "the new event", func() bool { return strings.Count(out.String(), "\n") == 3 })
-	time.Sleep(500 * time.Millisecond) // a few more polls: nothing printed twice
-	if n := strings.Count(out.String(), "\n"); n != 3 || !strings.Contains(out.String(), `"type":"enrollment.requeued"`) {
-		t.Errorf("--follow printed %d lines:\n%s", n, out.String())
+	testutil.Eventually(t, "the new event", func() bool { return strings.Count(out.String(), "\n") >= 3 })
+	// Two more events, each printed before the next is appended: the polls
+	// that printed them came after the one that printed the requeue, and
+	// printed nothing twice.
+	for i, want := range []int{4, 5} {
+		if _, err := outcomestest.Enrolled(ctx, l, fmt.Sprintf("acct-later-%d", i), "", false); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, fmt.Sprintf("later event %d", i+1), func() bool { return strings.Count(out.String(), "\n") >= want })
+	}
+	if n := strings.Count(out.String(), "\n"); n != 5 || strings.Count(out.String(), `"type":"enrollment.requeued"`) != 1 {
+		t.Errorf("--follow printed %d lines, want 5 with one requeue:\n%s", n, out.String())
 	}
 }
 
