@@ -190,12 +190,21 @@ func (s *Server) guard(scope Scope, h http.HandlerFunc) http.Handler {
 			writeProblem(w, p)
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), s.o.RequestTimeout)
+		ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), tokenKey{}, name), s.o.RequestTimeout)
 		defer cancel()
 		start := time.Now()
 		h(w, r.WithContext(ctx))
 		s.o.Logger.Debug("api request", "method", r.Method, "path", r.URL.Path, "token", name, "duration", time.Since(start))
 	})
+}
+
+type tokenKey struct{}
+
+// tokenName is the name of the request's token ("anonymous" without
+// tokens), once guard let it through.
+func tokenName(ctx context.Context) string {
+	name, _ := ctx.Value(tokenKey{}).(string)
+	return name
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
