@@ -68,7 +68,7 @@ func listen(b *testing.B, h http.Handler) string {
 	return "http://" + ln.Addr().String()
 }
 
-func apiHandler(b *testing.B, rdb *redis.Client) http.Handler {
+func apiHandler(b *testing.B, rdb redis.UniversalClient) http.Handler {
 	b.Helper()
 	ts, err := api.ParseTokens(benchToken)
 	if err != nil {
@@ -157,7 +157,23 @@ func sessions(n int) [][]byte {
 // each at client concurrency 8…256, fresh sessions every time; reports the
 // best of each and their ratio (goal ≥ 0.8).
 func BenchmarkEnrollThroughput(b *testing.B) {
+	throughput(b, redistest.Client(b, redisDB))
+}
+
+// BenchmarkEnrollThroughputAutoPipelined is BenchmarkEnrollThroughput with
+// both sides on go-redis's (experimental) blocking autopipeliner, which
+// sends the commands of concurrent requests as one pipeline: what the bare
+// handler and the API each get from it.
+func BenchmarkEnrollThroughputAutoPipelined(b *testing.B) {
 	rdb := redistest.Client(b, redisDB)
+	ap, err := rdb.AutoPipeline()
+	if err != nil {
+		b.Fatal(err)
+	}
+	throughput(b, ap)
+}
+
+func throughput(b *testing.B, rdb redis.UniversalClient) {
 	bare := listen(b, bareHandler(asynq.NewClientFromRedisClient(rdb)))
 	apiURL := listen(b, apiHandler(b, rdb))
 	const n = 6000

@@ -65,8 +65,10 @@ type RowResult struct {
 func (r RowResult) Expired(now time.Time) bool { return r.Row.Expired(now) }
 
 // EnrollMany enqueues every row of rows with Enroll's validation and
-// duplicate handling, WithConcurrency enqueues in flight, and yields one
-// result per row, in completion order (Row.Line says which). Memory stays
+// duplicate handling, over WithConcurrency workers that each enqueue the
+// rows waiting for them as one page (enrollPage: about two pipelined
+// round trips a page), and yields one result per row, in completion order
+// (Row.Line says which). Memory stays
 // bounded whatever the number of rows: rows are pulled as results are
 // consumed. Stopping the iteration, or ctx ending, stops reading rows;
 // results of rows already taken are still yielded unless the loop stopped.
