@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -178,20 +180,48 @@ func throughput(b *testing.B, rdb redis.UniversalClient) {
 	apiURL := listen(b, apiHandler(b, rdb))
 	const n = 6000
 	best := map[string]float64{}
+	redisCPU := map[string]time.Duration{} // Redis's CPU time, over every run of the side
+	runs := 0
 	for b.Loop() {
 		for _, conc := range []int{8, 16, 32, 64, 128, 256} {
 			for _, side := range []struct{ name, url string }{{"bare", bare}, {"api", apiURL + "/v1/enrollments"}} {
 				redistest.Reset(b, redisDB)
 				bodies := sessions(n)
+				cpu0 := serverCPU(b, rdb)
 				rps := newLoader(conc).run(b, side.url, "application/json", n, conc, http.StatusAccepted, func(i int) []byte { return bodies[i] })
+				redisCPU[side.name] += serverCPU(b, rdb) - cpu0
 				b.Logf("%-4s concurrency %3d: %6.0f req/s", side.name, conc, rps)
 				best[side.name] = max(best[side.name], rps)
 			}
+			runs++
 		}
 	}
 	b.ReportMetric(best["bare"], "bare_req/s")
 	b.ReportMetric(best["api"], "api_req/s")
 	b.ReportMetric(best["api"]/best["bare"], "ratio")
+	// Redis's own CPU per request (INFO cpu, user + system): what each
+	// side asks of the one thread every producer shares.
+	b.ReportMetric(float64(redisCPU["bare"].Microseconds())/float64(runs*n), "bare_redis_µs/req")
+	b.ReportMetric(float64(redisCPU["api"].Microseconds())/float64(runs*n), "api_redis_µs/req")
+}
+
+// serverCPU is the CPU time the Redis server has used (INFO cpu: user and
+// system, main thread and others).
+func serverCPU(b *testing.B, rdb redis.UniversalClient) time.Duration {
+	b.Helper()
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for line := range strings.Lines(info) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "used_cpu_user" || k == "used_cpu_sys" {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }
 
 // BenchmarkEnrollLatencyAt1000 sends POST /v1/enrollments at a steady
