@@ -16,8 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/enrollq/enrollq/api"
 	"github.com/enrollq/enrollq/backfill"
+	"github.com/enrollq/enrollq/internal/redistest"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/runs"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -249,5 +252,47 @@ func TestBatchIsARun(t *testing.T) {
 	want[1], want[3] = runs.OutcomeEnrolled, runs.OutcomeEnrolled
 	if r := report(); !maps.Equal(r, want) {
 		t.Errorf("report after the run %v, want %v", r, want)
+	}
+}
+
+// TestBatchRedisFailsMidBatch: Redis fails some rows of a batch, at the
+// ledger's step or at asynq's: those rows answer 503 redis-unavailable
+// (the document allows it per row) and leave nothing (GET is 404, no
+// task), the others are queued whole, and the run counts them as failed.
+func TestBatchRedisFailsMidBatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	const ledgerFails, asynqFails = "acct-batch-ledger-fails", "acct-batch-asynq-fails"
+	h := &redistest.FailHook{Fails: func(c redis.Cmder) bool {
+		return redistest.ScriptFor(c, "{enrollq:", ledgerFails) || redistest.ScriptFor(c, "asynq:", asynqFails)
+	}}
+	b.rdb.AddHook(h)
+	var rows []string
+	sessions := make([]string, 30)
+	for i := range sessions {
+		sessions[i] = verisoultest.NewSessionID()
+		rows = append(rows, string(enrollBody(sessions[i], []string{"acct-ok", ledgerFails, asynqFails}[i%3])))
+	}
+	a := b.post("/v1/enrollments/batch?queue=signup", []byte("["+strings.Join(rows, ",")+"]"))
+	got := rowsOf(t, a, len(rows))
+	if h.Failed.Load() < 20 {
+		t.Fatalf("only %d scripts failed", h.Failed.Load())
+	}
+	for i, s := range sessions {
+		queued := i%3 == 0
+		want := "503 redis-unavailable"
+		if queued {
+			want = "202 queued"
+		}
+		if o := rowOutcome(got[i]); o != want {
+			t.Errorf("row %d: %s, want %s", i, o, want)
+		}
+		if st := b.get("/v1/enrollments/" + s).status; (st == http.StatusOK) != queued || b.taskExists("signup", s) != queued {
+			t.Errorf("row %d: GET %d, task %v; want queued %v", i, st, b.taskExists("signup", s), queued)
+		}
+	}
+	info, err := b.enq.Ledger().GetRun(context.Background(), a.obj(t)["run_id"].(string))
+	if err != nil || info.Enqueued != 10 || info.Failed != 20 {
+		t.Errorf("run %+v (%v): want 10 enqueued, 20 failed", info, err)
 	}
 }
