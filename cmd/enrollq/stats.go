@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/hibiken/asynq"
@@ -26,10 +25,5 @@ func (c statsCmd) Run(e *env) error {
 	if err != nil {
 		return fmt.Errorf("reading stats from Redis at %s: %w", e.cfg.RedactedRedisURL(), err)
 	}
-	if c.JSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
-	}
-	return st.WriteText(e.stdout)
+	return e.print(c.JSON, st, st.WriteText)
 }

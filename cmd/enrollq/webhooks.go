@@ -1,8 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -27,20 +27,19 @@ type (
 	webhooksStatusCmd struct {
 		JSON bool `help:"Print JSON instead of a table."`
 	}
-	webhooksTestCmd struct {
-		Endpoint string `help:"Only this endpoint (default all)."`
-	}
+	webhooksTestCmd   struct{ endpointFlag }
+	webhooksFailedCmd struct{ endpointFlag }
 	webhooksReplayCmd struct {
-		Since    string   `required:"" help:"Replay events at or after this time: RFC 3339 (2026-01-02T15:04:05Z) or a duration ago (2h)."`
-		Type     []string `help:"Only events of this type (repeatable or comma-separated)."`
-		Session  string   `help:"Only this session's events."`
-		Endpoint string   `help:"Only this endpoint (default all)."`
-	}
-	webhooksFailedCmd struct {
-		Endpoint string `help:"Only this endpoint (default all)."`
+		Since   string   `required:"" help:"Replay events at or after this time: RFC 3339 (2026-01-02T15:04:05Z) or a duration ago (2h)."`
+		Type    []string `help:"Only events of this type (repeatable or comma-separated)."`
+		Session string   `help:"Only this session's events."`
+		endpointFlag
 	}
 	webhooksEnableCmd struct {
 		Name string `arg:"" help:"Endpoint name."`
+	}
+	endpointFlag struct {
+		Endpoint string `help:"Only this endpoint (default all)."`
 	}
 )
 
@@ -141,12 +140,7 @@ func (c webhooksStatusCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	if c.JSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(sts)
-	}
-	return webhooks.WriteStatus(e.stdout, sts, time.Now())
+	return e.print(c.JSON, sts, func(w io.Writer) error { return webhooks.WriteStatus(w, sts, time.Now()) })
 }
 
 // Run sends a webhook.test to each endpoint; it fails when one does not

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"slices"
 
 	"github.com/redis/go-redis/v9"
@@ -55,4 +57,14 @@ func background(ctx context.Context, fn func(context.Context)) (stop func()) {
 	done := make(chan struct{})
 	go func() { defer close(done); fn(ctx) }()
 	return func() { cancel(); <-done }
+}
+
+// print writes v to stdout as indented JSON when asJSON, else with text.
+func (e *env) print(asJSON bool, v any, text func(io.Writer) error) error {
+	if !asJSON {
+		return text(e.stdout)
+	}
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
