@@ -27,7 +27,7 @@ type backfillCmd struct {
 // summary. Exit status: 0, or 3 when rows were rejected, 1 when Redis
 // failed or the run was interrupted, 2 for a bad flag or file.
 func (c backfillCmd) Run(e *env) error {
-	o := backfill.FileOptions{FormatName: c.Format, RejectsPath: c.Rejects, Display: backfill.Display{Out: e.stderr, TTY: isTerminal(e.stderr), Log: e.log},
+	o := backfill.FileOptions{FormatName: c.Format, RejectsPath: c.Rejects, Display: backfill.Display{Out: e.stderr, TTY: e.stderrTTY, Log: e.log},
 		Options: backfill.Options{Queue: c.Queue, Project: c.Project, Parallel: c.Parallel, FromLine: c.FromLine, DryRun: c.DryRun, MaxQueued: c.MaxQueued, RunName: c.RunName}}
 	if err := o.Check(); err != nil {
 		return usageErr("%v", err)

@@ -48,7 +48,7 @@ func fakeAPIPrefixes() []fakeAPIPrefix {
 		{prefix: "expired-", what: "400 session_older_than_30_days (dead letter)", steps: []verisoultest.Step{verisoultest.Fail(verisoul.CodeSessionOlderThan30Days)}, terminal: true},
 		{prefix: "liveness-failed-", what: "400 liveness_check_failed (dead letter)", steps: []verisoultest.Step{verisoultest.Fail(verisoul.CodeLivenessCheckFailed)}, terminal: true},
 		{prefix: "not-found-", what: "400 session_not_found (dead letter)", steps: []verisoultest.Step{verisoultest.Fail(verisoul.CodeSessionNotFound)}, terminal: true},
-		{prefix: "flaky-", what: "four 503s, then enrolled", steps: repeat(verisoultest.Status(http.StatusServiceUnavailable), 4)},
+		{prefix: "flaky-", what: "four 503s, then enrolled", steps: verisoultest.Repeat(verisoultest.Status(http.StatusServiceUnavailable), 4)},
 		{prefix: "rate-limited-", what: "one 429 with Retry-After: 1, then enrolled", steps: []verisoultest.Step{verisoultest.RateLimited("1")}},
 		{prefix: "lost-", what: "enrolled but the answer is lost (connection dropped), then already tied: reconciled", steps: []verisoultest.Step{verisoultest.Lost()}},
 		{prefix: "not-complete-", what: "one 400 session_not_complete, then enrolled", steps: []verisoultest.Step{verisoultest.Fail(verisoul.CodeSessionNotComplete)}},

@@ -19,8 +19,9 @@ const DefaultInterval = time.Minute
 // checks every live record (its task may have been deleted or archived from
 // outside) and every dead record (its task may have been run again from
 // outside: `asynq task run`, runall, asynqmon's Run), with Check. A worker
-// runs one (worker.Run wires it); several at once are safe, since every
-// change is a ledger transition that compares the record's state.
+// runs one (Housekeep, which enrollq worker starts); several at once are
+// safe, since every change is a ledger transition that compares the
+// record's state.
 type Sweeper struct {
 	Ledger    *ledger.Ledger
 	Inspector *asynq.Inspector
