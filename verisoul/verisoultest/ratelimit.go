@@ -8,7 +8,8 @@ import (
 
 // rateLocked applies the key's limit (SetRateLimit, SetKeyRateLimit) to a call of key arriving at
 // at: over the limit it returns the 429 step to answer. Every endpoint
-// shares it. The caller holds s.mu.
+// shares it. The caller holds s.mu and took at under it, so a key's window
+// (s.recent) is in arrival order: it drops expired calls from its front.
 func (s *Server) rateLocked(key string, at time.Time) (Step, bool) {
 	limitN := s.limitOf(key)
 	if limitN <= 0 {

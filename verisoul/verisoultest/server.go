@@ -108,8 +108,13 @@ func EchoHeaders(status, keyAt int) Step {
 type Call struct {
 	// Path is the endpoint called: verisoul.EnrollPath or VerifyFacePath.
 	Path string
-	// At is when the call arrived; Done when the fake finished with it
-	// (answered, dropped, or saw the client give up), zero while in flight.
+	// At is when the call arrived at the fake's rate limit: read after its
+	// body, under the lock that orders the calls, so the times of a key's
+	// window are in order whatever the goroutines' scheduling (a time taken
+	// before the lock let a call that came first be counted after one that
+	// came later, and the window kept an expired call). Done is when the
+	// fake finished with it (answered, dropped, or saw the client give up),
+	// zero while in flight.
 	At        time.Time
 	Done      time.Time
 	SessionID string
@@ -162,24 +167,33 @@ type Server struct {
 	faultRand *rand.Rand
 	faults    int
 	slowFault time.Duration
+
+	onDone func(Call) // Serve's log line, called as each call completes
 }
 
 // NewServer starts a fake API that accepts apiKey. Close it when done.
 func NewServer(apiKey string) *Server {
-	s := &Server{
-		apiKey:     apiKey,
-		enrolled:   make(map[string]string),
-		perSession: make(map[string][]Step),
-	}
+	s := newServer(apiKey)
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
 	s.URL = s.srv.URL
 	return s
 }
 
+// newServer is a fake not yet serving (NewServer, Serve).
+func newServer(apiKey string) *Server {
+	return &Server{
+		apiKey:     apiKey,
+		enrolled:   make(map[string]string),
+		perSession: make(map[string][]Step),
+	}
+}
+
 // Close shuts the server down, ending open connections.
 func (s *Server) Close() {
-	s.srv.CloseClientConnections()
-	s.srv.Close()
+	if s.srv != nil {
+		s.srv.CloseClientConnections()
+		s.srv.Close()
+	}
 }
 
 // SetAPIKey changes the key the fake accepts (to simulate a rotated key).
@@ -335,7 +349,7 @@ type enrollBody struct {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	call := Call{At: time.Now(), Path: r.URL.Path, UserAgent: r.UserAgent()}
+	call := Call{Path: r.URL.Path, UserAgent: r.UserAgent()}
 	if r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, verisoul.AccountPath) {
 		s.serveDelete(w, r, call)
 		return
@@ -350,8 +364,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	sentKey := r.Header.Get("x-api-key")
-	call.KeyOK = sentKey == s.apiKey || s.otherKeys[sentKey]
-	call.Key = sentKey
+	call.KeyOK, call.Key, call.At = s.keyOKLocked(sentKey), sentKey, time.Now()
 	latency := s.latency
 	var step Step
 	step, call.OverLimit = s.rateLocked(sentKey, call.At)
@@ -482,5 +495,9 @@ func (s *Server) complete(idx int, call *Call) {
 	s.mu.Lock()
 	call.Done = time.Now()
 	s.calls[idx] = *call
+	onDone := s.onDone
 	s.mu.Unlock()
+	if onDone != nil {
+		onDone(*call)
+	}
 }
