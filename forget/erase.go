@@ -59,7 +59,7 @@ func (f *Forgetter) Complete(ctx context.Context, p tasks.DeletePayload, verisou
 		return prev, plan, nil // done before
 	}
 	if !found {
-		req = request{AccountID: p.AccountID, RequestID: p.RequestID}
+		req = request{AccountID: p.AccountID, RequestID: p.RequestID, Project: p.ProjectName()}
 	}
 	if verisoulRequestID == "" {
 		verisoulRequestID = req.VerisoulRequestID
@@ -106,6 +106,9 @@ func (f *Forgetter) Complete(ctx context.Context, p tasks.DeletePayload, verisou
 		return Erasure{}, plan, err
 	}
 	e := Erasure{AccountKey: key, RequestID: req.RequestID, ErasedAt: now.UTC().Truncate(time.Millisecond), LocalOnly: req.LocalOnly, VerisoulRequestID: verisoulRequestID}
+	if req.Project != tasks.DefaultProject {
+		e.Project = req.Project
+	}
 	if erased && prev.RequestID == e.RequestID {
 		e = prev // a re-run after a crash: the record and its event are out already
 	} else {
