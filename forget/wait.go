@@ -84,7 +84,7 @@ func (s Status) Summary(accountID string) string {
 	}
 	at := "Verisoul"
 	if s.Project != tasks.DefaultProject {
-		at = "Verisoul (project " + s.Project + ")"
+		at = "Verisoul in project " + s.Project
 	}
 	return fmt.Sprintf("account %q deleted at %s (request id %s) and erased here at %s", accountID, at, rid, s.Erasure.ErasedAt.Format(time.RFC3339))
 }

@@ -320,7 +320,7 @@ func TestForgetPerProjectCommand(t *testing.T) {
 		r := enrollq(t, env, "forget", "--account", account, "--project", project, "--wait", "60s")
 		want := "deleted at Verisoul (request id "
 		if project == "acme" {
-			want = "deleted at Verisoul (project acme) (request id "
+			want = "deleted at Verisoul in project acme (request id "
 		}
 		if r.code != 0 || !strings.Contains(r.stdout, want) {
 			_, logs := stopWorker()
