@@ -7,10 +7,12 @@
 package enqueue
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"time"
 
@@ -254,6 +256,11 @@ func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Opt
 	if err == nil {
 		return Enrolled{TaskID: info.ID, Queue: info.Queue}, nil
 	}
+	if errors.Is(err, asynq.ErrTaskIDConflict) && c.ownTask(t, o.Queue, p.SessionID) {
+		// go-redis sent asynq's enqueue script again after its reply was
+		// lost (a read timeout): the task that holds the ID is this call's.
+		return Enrolled{TaskID: tasks.TaskID(o.Queue, p.SessionID), Queue: o.Queue}, nil
+	}
 	// Undo the record: nothing was enqueued. A fresh context, so that a
 	// cancelled call does not leave a record without a task (Reconcile
 	// would turn it into task_deleted a minute later).
@@ -267,6 +274,18 @@ func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Opt
 		return Enrolled{}, c.describeDuplicate(p, o)
 	}
 	return Enrolled{}, c.redisErr(ctx, p, "enqueueing", err)
+}
+
+// ownTask reports whether the task holding the session's ID in queue is
+// t itself: waiting, with t's payload and headers (its run and line). Only a
+// producer whose ledger record is fresh enqueues the task, so another
+// producer's task of this session cannot be waiting beside the record.
+func (c *Client) ownTask(t *asynq.Task, queue, sessionID string) bool {
+	info, err := c.insp.GetTaskInfo(queue, tasks.TaskID(queue, sessionID))
+	if err != nil || (info.State != asynq.TaskStatePending && info.State != asynq.TaskStateScheduled) {
+		return false
+	}
+	return bytes.Equal(info.Payload, t.Payload()) && maps.Equal(info.Headers, t.Headers())
 }
 
 func (c *Client) redisErr(ctx context.Context, p tasks.EnrollPayload, what string, err error) error {

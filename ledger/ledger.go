@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"hash/fnv"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -297,6 +298,12 @@ func secs(d time.Duration) string { return strconv.FormatInt(int64((d+time.Secon
 func millis(d time.Duration) string {
 	return strconv.FormatInt(int64((d+time.Millisecond-1)/time.Millisecond), 10)
 }
+
+// nonce tells one call of a script from another, so that a script go-redis
+// sends again after a read timeout recognises its own first run (see
+// scripts.go). 32 random bits, kept in the record while it stays in the
+// state the call made: a few bytes.
+func nonce() string { return strconv.FormatUint(uint64(rand.Uint32()), 10) }
 
 func boolArg(b bool) string {
 	if b {

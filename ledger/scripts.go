@@ -10,6 +10,15 @@ import "github.com/redis/go-redis/v9"
 // (every key carries the shard's hash tag). Timestamps come from Redis's
 // clock (TIME), so workers' clocks do not matter.
 //
+// A script may run twice for one call: go-redis sends a command again when
+// its reply does not come within the read timeout, though Redis may have run
+// it. Every script whose second run would answer differently recognises its
+// own first run by the call's random nonce, which the record keeps (field
+// 20) until the next call moves it on; an enrolled record, kept small, has
+// none, and a settle to enrolled is known by its claim's token and request
+// id instead. The second run then writes nothing and answers as the first
+// did.
+//
 // Common KEYS: 1 live bucket, 2 done bucket, 3 dead bucket, 4 outcome
 // stream, 5 counters, 6 dead-letter time index (7 account index bucket,
 // where named).
@@ -17,7 +26,7 @@ const prelude = msgpackLua + `
 local QUEUED, CALLING, WAITING, RETRYING, ENROLLED, DEAD, REQUEUED, CANCELLED = 1, 2, 3, 4, 5, 6, 7, 8
 local NAMES = {'queued', 'calling', 'waiting', 'retrying', 'enrolled', 'dead', 'requeued', 'cancelled'}
 local LIVE, DONE, DEADK = KEYS[1], KEYS[2], KEYS[3]
-local NF, NENROLLED, MAXV = 19, 11, 64
+local NF, NENROLLED, MAXV, NONCE = 19, 11, 64, 20
 
 local function clock()
   local t = redis.call('TIME')
@@ -57,7 +66,9 @@ end
 
 -- save writes r to bucket to (removing it from bucket from). Enrolled
 -- records keep fields 1..11 only, and any record sheds its oldest history
--- while it is over 64 bytes, so that buckets stay listpacks.
+-- while it is over 64 bytes, so that buckets stay listpacks. Field 20 is
+-- the nonce of the last call that moved the record (enrolled records, kept
+-- to 11 fields, have none).
 local function save(r, from, to, sid)
   if from and from ~= to then redis.call('HDEL', from, sid) end
   local out = r
@@ -180,7 +191,7 @@ end
 
 // queuedScript: a producer enqueued the session. ARGV: sid, account hash,
 // account, queue, run ("run|line", the line in base 36), retention (s),
-// index field. KEYS[8] is the shard's fence (fence.go): a fenced account
+// index field, nonce. KEYS[8] is the shard's fence (fence.go): a fenced account
 // takes no new session. A cancelled record of the same account is replaced
 // (the session never had its call); a session of a cancelled run is
 // refused.
@@ -188,9 +199,11 @@ var queuedScript = redis.NewScript(prelude + `
 local sid = ARGV[1]
 if redis.call('HEXISTS', KEYS[8], ARGV[2]) == 1 then return {'fenced'} end
 local r, where, v = load(sid)
+if r and r[1] == QUEUED and r[NONCE] == tonumber(ARGV[8]) then return {'ok', v} end
 if r and not (r[1] == CANCELLED and r[5] == ARGV[2]) then return {'exists', v} end
 local now = clock()
 local n = fill({QUEUED, 1, now, now + tonumber(ARGV[6]), ARGV[2], ARGV[4], ARGV[5]})
+n[NONCE] = tonumber(ARGV[8])
 if cancelled(n) then return {'cancelled'} end
 if r then
   -- The cancelled record leaves its run's counts and the all-sessions one.
@@ -206,7 +219,7 @@ return {'ok', v}
 `)
 
 // claimScript: an attempt takes the session for a call. ARGV: sid, account
-// hash, account, queue, run, retention (s), index field, lease (ms).
+// hash, account, queue, run, retention (s), index field, lease (ms), nonce.
 // KEYS[8] is the shard's fence (fence.go): no claim of a fenced account
 // succeeds, in the same atomic step that would take it.
 var claimScript = redis.NewScript(prelude + `
@@ -220,6 +233,7 @@ if not r then
   r[12] = ARGV[3]
   redis.call('HSET', KEYS[7], ARGV[7], '')
 else
+  if r[1] == CALLING and r[NONCE] == tonumber(ARGV[9]) then return {'ok', v, 0} end
   old = r[1]
   if r[1] == ENROLLED then return {'enrolled', v} end
   if r[1] == DEAD then return {'dead', v} end
@@ -241,6 +255,7 @@ else
 end
 r[16] = nowms + tonumber(ARGV[8])
 r[4] = now + tonumber(ARGV[6])
+r[NONCE] = tonumber(ARGV[9])
 v = save(r, where, LIVE, sid)
 runs(r, old, now)
 return {'ok', v, crashed}
@@ -259,7 +274,7 @@ return {'ok', v}
 
 // settleScript records what a claimed attempt showed, if the claim is still
 // the session's. ARGV: sid, token, outcome, retention (s), session id text,
-// stream cap, then by outcome:
+// stream cap, then by outcome, then the nonce (last):
 //
 //	enrolled: request id (compact), reconciled, request id (text)
 //	dead:     code, last error, request id, asynq retried, called
@@ -269,10 +284,16 @@ var settleScript = redis.NewScript(prelude + `
 local sid = ARGV[1]
 local r, where, v = load(sid)
 if not r then return {'notfound'} end
+local nonce = tonumber(ARGV[#ARGV])
+if r[NONCE] == nonce or (r[1] == ENROLLED and ARGV[3] == 'enrolled' and r[2] == tonumber(ARGV[2]) + 1 and r[9] == ARGV[7]) then
+  -- This settle's own first run.
+  return {'ok', v, ''}
+end
 if r[1] ~= CALLING or r[2] ~= tonumber(ARGV[2]) then return {'conflict', v} end
 local now = clock()
 local o, ret, ev = ARGV[3], tonumber(ARGV[4]), ''
 r[16] = 0
+r[NONCE] = nonce
 if o == 'enrolled' then
   r[8] = r[8] + 1
   if r[19] == 0 then r[19] = now end
@@ -328,13 +349,15 @@ return {'ok', v, ev}
 `)
 
 // requeueScript: an operator runs a dead session again. ARGV: sid, session
-// id text, stream cap, by, retention (s).
+// id text, stream cap, by, retention (s), nonce.
 var requeueScript = redis.NewScript(prelude + `
 local r, where, v = load(ARGV[1])
 if not r then return {'notfound'} end
+if r[1] == REQUEUED and r[NONCE] == tonumber(ARGV[6]) then return {'ok', v, ''} end
 if r[1] ~= DEAD then return {'state', v} end
 local now = clock()
 local ev
+r[NONCE] = tonumber(ARGV[6])
 v, ev = requeue(r, where, ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), now)
 return {'ok', v, ev}
 `)

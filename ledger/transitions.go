@@ -72,7 +72,7 @@ func (l *Ledger) Queued(ctx context.Context, a QueuedArgs) (Record, error) {
 	ah := accountHash(a.AccountID)
 	keys := append(l.transitionKeys(s), l.indexKey(s, ah), l.fenceKey(s.shard()))
 	res, err := queuedScript.Run(ctx, l.rdb, keys, s.raw, hashBytes(ah), a.AccountID, compactQueue(a.Queue), a.runField(),
-		secs(l.opts.Retention), indexField(s, ah)).Slice()
+		secs(l.opts.Retention), indexField(s, ah), nonce()).Slice()
 	return l.answer("queued", s, res, err, map[string]error{"exists": ErrExists, "fenced": ErrFenced, "cancelled": ErrCancelled})
 }
 
@@ -126,7 +126,7 @@ func (l *Ledger) Claim(ctx context.Context, a ClaimArgs) (Claim, error) {
 	ah := accountHash(a.AccountID)
 	keys := append(l.transitionKeys(s), l.indexKey(s, ah), l.fenceKey(s.shard()))
 	res, err := claimScript.Run(ctx, l.rdb, keys, s.raw, hashBytes(ah), a.AccountID, compactQueue(a.Queue), a.Run,
-		secs(l.opts.Retention), indexField(s, ah), millis(a.Lease)).Slice()
+		secs(l.opts.Retention), indexField(s, ah), millis(a.Lease), nonce()).Slice()
 	r, err := l.answer("claim", s, res, err, map[string]error{"conflict": ErrConflict, "enrolled": ErrEnrolled, "dead": ErrDead, "cancelled": ErrCancelled, "fenced": ErrFenced})
 	if err != nil {
 		return Claim{}, err
@@ -227,7 +227,7 @@ func (l *Ledger) settle(ctx context.Context, c Claim, outcome string, args ...an
 	if err != nil {
 		return Record{}, err
 	}
-	argv := append([]any{s.raw, c.Token, outcome, secs(l.opts.Retention), s.text, l.opts.StreamMaxLen}, args...)
+	argv := append(append([]any{s.raw, c.Token, outcome, secs(l.opts.Retention), s.text, l.opts.StreamMaxLen}, args...), nonce())
 	res, err := settleScript.Run(ctx, l.rdb, l.transitionKeys(s), argv...).Slice()
 	return l.answer(outcome, s, res, err, map[string]error{"conflict": ErrConflict, "notfound": ErrNotFound})
 }
@@ -244,7 +244,7 @@ func (l *Ledger) Requeue(ctx context.Context, sessionID, by string) (Record, err
 	if err := checkText("by", by, maxField); err != nil {
 		return Record{}, err
 	}
-	res, err := requeueScript.Run(ctx, l.rdb, l.transitionKeys(s), s.raw, s.text, l.opts.StreamMaxLen, by, secs(l.opts.Retention)).Slice()
+	res, err := requeueScript.Run(ctx, l.rdb, l.transitionKeys(s), s.raw, s.text, l.opts.StreamMaxLen, by, secs(l.opts.Retention), nonce()).Slice()
 	return l.answer("requeue", s, res, err, map[string]error{"state": ErrWrongState, "notfound": ErrNotFound})
 }
 
