@@ -116,7 +116,7 @@ func (f *Forgetter) Complete(ctx context.Context, p tasks.DeletePayload, verisou
 		if err := f.rdb.HSet(ctx, f.erasuresKey(), key, b).Err(); err != nil {
 			return Erasure{}, plan, fmt.Errorf("forget: writing the erasure record: %w", err)
 		}
-		if _, err := f.led.AccountEvent(ctx, ledger.AccountEventArgs{Type: "account.deleted", AccountID: p.AccountID, ForgetID: e.RequestID, RequestID: verisoulRequestID}); err != nil {
+		if _, err := f.led.AccountEvent(ctx, ledger.AccountEventArgs{Type: "account.deleted", AccountID: p.AccountID, ForgetID: e.RequestID, RequestID: verisoulRequestID, Project: e.Project}); err != nil {
 			return Erasure{}, plan, err
 		}
 	}

@@ -122,6 +122,22 @@ func TestForgetPerProject(t *testing.T) {
 	if st, err := b.f.StatusOf(b.ctx, acctA); err != nil || st.Project != "acme" {
 		t.Errorf("StatusOf(acme's account) = %+v, %v", st, err)
 	}
+	evs, err := b.led.Outcomes(b.ctx, time.Time{}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range evs {
+		if e.Type == "account.deleted" {
+			got[e.AccountID] = e.Project
+		}
+	}
+	if p, ok := got[acctA]; !ok || p != "acme" {
+		t.Errorf("account.deleted of acme's account names project %q (found %v), want acme", p, ok)
+	}
+	if p, ok := got[acctD]; !ok || p != "" {
+		t.Errorf("account.deleted of the default project's account names project %q (found %v), want none", p, ok)
+	}
 }
 
 // TestForgetDeleteInAnotherProjectsLane: a delete task that names the

@@ -98,6 +98,6 @@ func (f *Forgetter) Failed(ctx context.Context, p tasks.DeletePayload, code, las
 		return err
 	}
 	_, err = f.led.AccountEvent(ctx, ledger.AccountEventArgs{Type: "account.delete_failed", AccountID: p.AccountID,
-		ForgetID: req.RequestID, RequestID: verisoulRequestID, Code: code, LastError: lastErr})
+		ForgetID: req.RequestID, RequestID: verisoulRequestID, Code: code, LastError: lastErr, Project: req.Project})
 	return err
 }
