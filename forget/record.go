@@ -123,8 +123,8 @@ type Erasure struct {
 	// VerisoulRequestID is Verisoul's request id of the delete ("" when
 	// the account was not found there, or LocalOnly).
 	VerisoulRequestID string `json:"verisoul_request_id,omitempty"`
-	// Project is the Verisoul project the account was deleted at (omitted
-	// for the default project).
+	// Project is the forget's Verisoul project, the one the account was
+	// deleted at unless LocalOnly (omitted for the default project).
 	Project string `json:"project,omitempty"`
 }
 
