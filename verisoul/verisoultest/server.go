@@ -22,7 +22,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -202,16 +201,6 @@ func (s *Server) SetAPIKey(k string) { s.mu.Lock(); s.apiKey = k; s.mu.Unlock() 
 // SetLatency adds d to every answer.
 func (s *Server) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
 
-// SetRateLimit makes the fake enforce the API's rate limit like the real
-// one: a call that would make more than n calls of its key in any window of
-// length per (by arrival time, every endpoint counted together) is answered
-// 429 with a Retry-After in whole seconds. n <= 0 removes the limit.
-func (s *Server) SetRateLimit(n int, per time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.limitN, s.limitPer, s.recent = n, per, map[string][]time.Time{}
-}
-
 // CallsTo returns the calls of one endpoint (verisoul.EnrollPath or
 // VerifyFacePath), in arrival order.
 func (s *Server) CallsTo(path string) []Call {
@@ -222,37 +211,6 @@ func (s *Server) CallsTo(path string) []Call {
 		}
 	}
 	return out
-}
-
-// RateLimited counts the calls the fake answered 429 on its own (not by a
-// script) because they were over SetRateLimit's limit.
-func (s *Server) RateLimited() int {
-	n := 0
-	for _, c := range s.Calls() {
-		if c.OverLimit {
-			n++
-		}
-	}
-	return n
-}
-
-// MaxInWindow returns the largest number of calls that arrived within any
-// window of length d (half-open: a call exactly d after another is in the
-// next window), and when that window started.
-func MaxInWindow(calls []Call, d time.Duration) (int, time.Time) {
-	calls = append([]Call(nil), calls...)
-	sort.Slice(calls, func(i, j int) bool { return calls[i].At.Before(calls[j].At) })
-	best, at := 0, time.Time{}
-	j := 0
-	for i := range calls {
-		for calls[i].At.Sub(calls[j].At) >= d {
-			j++
-		}
-		if n := i - j + 1; n > best {
-			best, at = n, calls[j].At
-		}
-	}
-	return best, at
 }
 
 // SetFaults makes a share rate (0..1) of the calls that have no script fail
