@@ -28,7 +28,12 @@ const retryAfterRedis = 1
 // answer is the one place that turns what enqueue.Enroll (or one row of
 // EnrollMany) returned into an HTTP status and body; single and batch
 // requests answer alike. It returns a *Problem for every error status.
-func answer(res enqueue.Enrolled, err error) (int, *EnrollmentResult, *Problem) {
+// index turns an earlier row's line (EnrollMany's Row.Line) into its index
+// in the batch; nil for a single enrollment.
+func answer(res enqueue.Enrolled, err error, index func(line int) *int) (int, *EnrollmentResult, *Problem) {
+	if index == nil {
+		index = func(int) *int { return nil }
+	}
 	var (
 		ve  *tasks.ValidationError
 		dup *enqueue.DuplicateError
@@ -42,7 +47,7 @@ func answer(res enqueue.Enrolled, err error) (int, *EnrollmentResult, *Problem) 
 	case errors.As(err, &mm):
 		p := problem(http.StatusConflict, TypeAccountMismatch, mm.Error())
 		p.SessionID, p.Queue, p.TaskID, p.State, p.Code, p.ExistingAccountID = mm.SessionID, mm.Queue, mm.TaskID, mm.State, mm.Code, mm.ExistingAccountID
-		p.FirstIndex = lineIndex(mm.FirstLine)
+		p.FirstIndex = index(mm.FirstLine)
 		return p.Status, nil, p
 	case errors.As(err, &dup) && errors.Is(err, enqueue.ErrDeadLettered):
 		p := problem(http.StatusConflict, TypeDeadLettered, dup.Error()+"; requeue it with `enrollq dead requeue --id "+dup.SessionID+"` once its cause is fixed")
@@ -54,7 +59,7 @@ func answer(res enqueue.Enrolled, err error) (int, *EnrollmentResult, *Problem) 
 		case errors.Is(err, enqueue.ErrAlreadyEnrolled):
 			r.Status = "already_enrolled"
 		case errors.Is(err, enqueue.ErrDuplicateRow):
-			r.Status, r.FirstIndex = "duplicate_row", lineIndex(dup.FirstLine)
+			r.Status, r.FirstIndex = "duplicate_row", index(dup.FirstLine)
 		}
 		return http.StatusOK, r, nil
 	case errors.Is(err, ledger.ErrFenced):
@@ -78,16 +83,6 @@ func ve422(ve *tasks.ValidationError) (int, *EnrollmentResult, *Problem) {
 	p := invalid(ve.Field, ve.Rule)
 	p.Detail = ve.Error()
 	return p.Status, nil, p
-}
-
-// lineIndex turns a 1-based row line (EnrollMany's Row.Line) into the
-// 0-based index of the batch; nil when there is none.
-func lineIndex(line int) *int {
-	if line <= 0 {
-		return nil
-	}
-	i := line - 1
-	return &i
 }
 
 // sessionOf reads the session id from a task id enroll:<queue>:<session>.

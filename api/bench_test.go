@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -68,7 +70,7 @@ func listen(b *testing.B, h http.Handler) string {
 	return "http://" + ln.Addr().String()
 }
 
-func apiHandler(b *testing.B, rdb *redis.Client) http.Handler {
+func apiHandler(b *testing.B, rdb redis.UniversalClient) http.Handler {
 	b.Helper()
 	ts, err := api.ParseTokens(benchToken)
 	if err != nil {
@@ -157,25 +159,69 @@ func sessions(n int) [][]byte {
 // each at client concurrency 8…256, fresh sessions every time; reports the
 // best of each and their ratio (goal ≥ 0.8).
 func BenchmarkEnrollThroughput(b *testing.B) {
+	throughput(b, redistest.Client(b, redisDB))
+}
+
+// BenchmarkEnrollThroughputAutoPipelined is BenchmarkEnrollThroughput with
+// both sides on go-redis's (experimental) blocking autopipeliner, which
+// sends the commands of concurrent requests as one pipeline: what the bare
+// handler and the API each get from it.
+func BenchmarkEnrollThroughputAutoPipelined(b *testing.B) {
 	rdb := redistest.Client(b, redisDB)
+	ap, err := rdb.AutoPipeline()
+	if err != nil {
+		b.Fatal(err)
+	}
+	throughput(b, ap)
+}
+
+func throughput(b *testing.B, rdb redis.UniversalClient) {
 	bare := listen(b, bareHandler(asynq.NewClientFromRedisClient(rdb)))
 	apiURL := listen(b, apiHandler(b, rdb))
 	const n = 6000
 	best := map[string]float64{}
+	redisCPU := map[string]time.Duration{} // Redis's CPU time, over every run of the side
+	runs := 0
 	for b.Loop() {
 		for _, conc := range []int{8, 16, 32, 64, 128, 256} {
 			for _, side := range []struct{ name, url string }{{"bare", bare}, {"api", apiURL + "/v1/enrollments"}} {
 				redistest.Reset(b, redisDB)
 				bodies := sessions(n)
+				cpu0 := serverCPU(b, rdb)
 				rps := newLoader(conc).run(b, side.url, "application/json", n, conc, http.StatusAccepted, func(i int) []byte { return bodies[i] })
+				redisCPU[side.name] += serverCPU(b, rdb) - cpu0
 				b.Logf("%-4s concurrency %3d: %6.0f req/s", side.name, conc, rps)
 				best[side.name] = max(best[side.name], rps)
 			}
+			runs++
 		}
 	}
 	b.ReportMetric(best["bare"], "bare_req/s")
 	b.ReportMetric(best["api"], "api_req/s")
 	b.ReportMetric(best["api"]/best["bare"], "ratio")
+	// Redis's own CPU per request (INFO cpu, user + system): what each
+	// side asks of the one thread every producer shares.
+	b.ReportMetric(float64(redisCPU["bare"].Microseconds())/float64(runs*n), "bare_redis_µs/req")
+	b.ReportMetric(float64(redisCPU["api"].Microseconds())/float64(runs*n), "api_redis_µs/req")
+}
+
+// serverCPU is the CPU time the Redis server has used (INFO cpu: user and
+// system, main thread and others).
+func serverCPU(b *testing.B, rdb redis.UniversalClient) time.Duration {
+	b.Helper()
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for line := range strings.Lines(info) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		if k == "used_cpu_user" || k == "used_cpu_sys" {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }
 
 // BenchmarkEnrollLatencyAt1000 sends POST /v1/enrollments at a steady
@@ -246,10 +292,13 @@ func BenchmarkBatchVsSingle(b *testing.B) {
 	base := listen(b, apiHandler(b, rdb))
 	const rows, batches = 1000, 12
 	var single, batch float64
+	var singleCPU, batchCPU time.Duration // Redis's, for all the rows
 	for b.Loop() {
 		redistest.Reset(b, redisDB)
 		bodies := sessions(rows * batches)
+		cpu0 := serverCPU(b, rdb)
 		single = newLoader(64).run(b, base+"/v1/enrollments", "application/json", len(bodies), 64, http.StatusAccepted, func(i int) []byte { return bodies[i] })
+		singleCPU = serverCPU(b, rdb) - cpu0
 
 		redistest.Reset(b, redisDB)
 		bodies = sessions(rows * batches)
@@ -257,10 +306,14 @@ func BenchmarkBatchVsSingle(b *testing.B) {
 		for i := range arrays {
 			arrays[i] = append(append([]byte("["), bytes.Join(bodies[i*rows:(i+1)*rows], []byte(","))...), ']')
 		}
+		cpu0 = serverCPU(b, rdb)
 		batch = float64(rows) * newLoader(4).run(b, base+"/v1/enrollments/batch?queue=signup", "application/json", batches, 4, http.StatusOK, func(i int) []byte { return arrays[i] })
+		batchCPU = serverCPU(b, rdb) - cpu0
 		b.Logf("single: %.0f rows/s, batch: %.0f rows/s", single, batch)
 	}
 	b.ReportMetric(single, "single_rows/s")
 	b.ReportMetric(batch, "batch_rows/s")
 	b.ReportMetric(batch/single, "ratio")
+	b.ReportMetric(float64(singleCPU.Microseconds())/(rows*batches), "single_redis_µs/row")
+	b.ReportMetric(float64(batchCPU.Microseconds())/(rows*batches), "batch_redis_µs/row")
 }

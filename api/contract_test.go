@@ -102,6 +102,23 @@ func TestContractCatchesADisagreement(t *testing.T) {
 			t.Errorf("the answer %d %s passed validation", bad.status, bad.body)
 		}
 	}
+	// A method the path has no operation for: only the document's 405
+	// problem with the path's Allow passes.
+	allow := http.Header{"Content-Type": {"application/problem+json"}, "Allow": {"GET, HEAD, POST"}}
+	p405 := []byte(`{"type":"urn:enrollq:problem:method-not-allowed","title":"Method not allowed","status":405,"detail":"x"}`)
+	for _, bad := range []answer{
+		{status: http.StatusMethodNotAllowed, header: http.Header{"Content-Type": {"text/plain"}, "Allow": {"GET, HEAD, POST"}}, body: []byte("Method Not Allowed")},
+		{status: http.StatusMethodNotAllowed, header: problem, body: p405},
+		{status: http.StatusMethodNotAllowed, header: http.Header{"Content-Type": {"application/problem+json"}, "Allow": {"POST"}}, body: p405},
+		{status: http.StatusNotFound, header: allow, body: []byte(`{"type":"urn:enrollq:problem:not-found","title":"x","status":404,"detail":"x"}`)},
+	} {
+		if _, err := b.api.doc.Check(http.MethodDelete, u, bad.status, bad.header, bad.body); err == nil {
+			t.Errorf("the answer %d %v %s to DELETE passed validation", bad.status, bad.header, bad.body)
+		}
+	}
+	if _, err := b.api.doc.Check(http.MethodDelete, u, http.StatusMethodNotAllowed, allow, p405); err != nil {
+		t.Errorf("the documented 405 failed validation: %v", err)
+	}
 	good := answer{status: http.StatusAccepted, header: http.Header{"Content-Type": {"application/json"}},
 		body: []byte(`{"status":"queued","session_id":"s","queue":"signup","task_id":"enroll:signup:s"}`)}
 	if _, err := b.api.doc.Check(http.MethodPost, u, good.status, good.header, good.body); err != nil {

@@ -100,9 +100,12 @@ func jsonKind(goKind string) string {
 }
 
 // batchRow is one row of a batch: decoded, or the problem that stopped it.
+// line is its line in the run's input (enqueue.Row.Line): the line of the
+// body for NDJSON (blank lines count), the index + 1 in an array.
 type batchRow struct {
-	e   enrollment
-	bad *Problem
+	e    enrollment
+	bad  *Problem
+	line int
 }
 
 // decodeBatch splits a batch body into rows: NDJSON (one object a line,
@@ -112,10 +115,13 @@ type batchRow struct {
 // rows, is a problem for the whole request.
 func decodeBatch(b []byte, ndjson bool, defaultQueue string) ([]batchRow, *Problem) {
 	var raws [][]byte
+	var lines []int
 	if ndjson {
+		n := 0
 		for line := range bytes.Lines(b) {
+			n++
 			if line = bytes.TrimSpace(line); len(line) > 0 {
-				raws = append(raws, line)
+				raws, lines = append(raws, line), append(lines, n)
 			}
 			if len(raws) > MaxBatchRows {
 				return nil, tooManyRows()
@@ -139,6 +145,10 @@ func decodeBatch(b []byte, ndjson bool, defaultQueue string) ([]batchRow, *Probl
 	rows := make([]batchRow, len(raws))
 	for i, r := range raws {
 		rows[i].e, rows[i].bad = decodeEnrollment(r, defaultQueue)
+		rows[i].line = i + 1
+		if lines != nil {
+			rows[i].line = lines[i]
+		}
 	}
 	return rows, nil
 }

@@ -1,12 +1,8 @@
 package api
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"net/http"
-	"slices"
-	"strconv"
 	"time"
 
 	"github.com/enrollq/enrollq/enqueue"
@@ -31,7 +27,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.o.Enqueue.Enroll(r.Context(), e.SessionID, e.AccountID, enqueue.WithQueue(e.Queue), enqueue.WithCreatedAt(e.CreatedAt))
-	status, body, p := answer(res, err)
+	status, body, p := answer(res, err, nil)
 	if p != nil {
 		s.logRedis(p, err)
 		writeProblem(w, p)
@@ -48,84 +44,6 @@ func (s *Server) logRedis(p *Problem, err error) {
 	if p.Type == TypeRedisUnavailable && err != nil {
 		s.o.Logger.Warn("api: redis failed", "error", err.Error())
 	}
-}
-
-// BatchResult is the body of a batch's answer.
-type BatchResult struct {
-	RunID   string         `json:"run_id"`
-	Counts  map[string]int `json:"counts"`
-	Results []RowResult    `json:"results"`
-}
-
-// RowResult is one row's answer: the status and body a single POST would
-// have had.
-type RowResult struct {
-	Index   int               `json:"index"`
-	Status  int               `json:"status"`
-	Result  *EnrollmentResult `json:"result,omitempty"`
-	Problem *Problem          `json:"problem,omitempty"`
-}
-
-// batch serves POST /v1/enrollments/batch: it decodes every row, hands the
-// good ones to EnrollMany (one call per queue, tagged with a new run), and
-// answers one result per row in input order.
-func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
-	mt := mediaType(r)
-	ndjson := mt == "application/x-ndjson" || mt == "application/jsonl"
-	if !ndjson && !isJSON(mt) {
-		writeProblem(w, unsupported("a JSON array (application/json) or NDJSON (application/x-ndjson)"))
-		return
-	}
-	queue := r.URL.Query().Get("queue")
-	if queue == "" {
-		queue = tasks.QueueBackfill
-	}
-	if queue != tasks.QueueSignup && queue != tasks.QueueBackfill {
-		writeProblem(w, invalid("queue", "must be signup or backfill"))
-		return
-	}
-	b, p := readBody(w, r, s.o.MaxBody)
-	if p != nil {
-		writeProblem(w, p)
-		return
-	}
-	rows, p := decodeBatch(b, ndjson, queue)
-	if p != nil {
-		writeProblem(w, p)
-		return
-	}
-	out := BatchResult{RunID: newRunID(), Counts: map[string]int{}, Results: make([]RowResult, len(rows))}
-	byQueue := map[string][]enqueue.Row{}
-	for i, row := range rows {
-		out.Results[i].Index = i
-		if row.bad != nil {
-			out.Results[i].Status, out.Results[i].Problem = row.bad.Status, row.bad
-			continue
-		}
-		byQueue[row.e.Queue] = append(byQueue[row.e.Queue], enqueue.Row{Line: i + 1, SessionID: row.e.SessionID, AccountID: row.e.AccountID, CreatedAt: row.e.CreatedAt})
-	}
-	for q, qrows := range byQueue {
-		for res := range s.o.Enqueue.EnrollMany(r.Context(), slices.Values(qrows), enqueue.WithQueue(q), enqueue.WithRun(out.RunID)) {
-			rr := &out.Results[res.Row.Line-1]
-			enrolled := enqueue.Enrolled{TaskID: tasks.TaskID(q, res.Row.SessionID), Queue: q}
-			var p *Problem
-			rr.Status, rr.Result, p = answer(enrolled, res.Err)
-			if p != nil {
-				s.logRedis(p, res.Err)
-				rr.Problem = p
-			}
-		}
-	}
-	for _, rr := range out.Results {
-		out.Counts[strconv.Itoa(rr.Status)]++
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func newRunID() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return "api-" + time.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:4])
 }
 
 // Status is the body of GET /v1/enrollments/{session_id}: the session's

@@ -20,6 +20,7 @@ const (
 	TypeAccountMismatch      = "urn:enrollq:problem:account-mismatch"
 	TypeAccountForgotten     = "urn:enrollq:problem:account-being-forgotten"
 	TypeNotFound             = "urn:enrollq:problem:not-found"
+	TypeMethodNotAllowed     = "urn:enrollq:problem:method-not-allowed"
 	TypeRateLimited          = "urn:enrollq:problem:rate-limited"
 	TypeRedisUnavailable     = "urn:enrollq:problem:redis-unavailable"
 	TypeShuttingDown         = "urn:enrollq:problem:shutting-down"
@@ -64,6 +65,7 @@ var titles = map[string]string{
 	TypeDeadLettered:         "Dead-lettered",
 	TypeAccountMismatch:      "Account mismatch",
 	TypeNotFound:             "Not found",
+	TypeMethodNotAllowed:     "Method not allowed",
 	TypeRateLimited:          "Rate limited",
 	TypeRedisUnavailable:     "Redis unavailable",
 	TypeShuttingDown:         "Shutting down",

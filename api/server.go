@@ -126,10 +126,30 @@ func New(o Options) (*Server, error) {
 	if o.Forget != nil {
 		s.mux.Handle("DELETE /v1/accounts/{account_id}", s.guard(ScopeForget, s.forgetAccount))
 	}
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("no such endpoint: %s %s (see GET /v1/openapi.yaml)", r.Method, r.URL.Path)))
-	})
+	s.mux.HandleFunc("/", s.noRoute)
 	return s, nil
+}
+
+// methods are the methods noRoute tries for a path's Allow.
+var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// noRoute answers a request no endpoint takes: 405 with Allow when the
+// path has endpoints for other methods, else 404.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range methods {
+		other := r.WithContext(r.Context())
+		other.Method = m
+		if _, pattern := s.mux.Handler(other); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) == 0 {
+		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("no such endpoint: %s %s (see GET /v1/openapi.yaml)", r.Method, r.URL.Path)))
+		return
+	}
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	writeProblem(w, problem(http.StatusMethodNotAllowed, TypeMethodNotAllowed, fmt.Sprintf("%s %s: the method is not allowed; the path takes %s (see GET /v1/openapi.yaml)", r.Method, r.URL.Path, strings.Join(allow, ", "))))
 }
 
 type health struct {
@@ -170,12 +190,21 @@ func (s *Server) guard(scope Scope, h http.HandlerFunc) http.Handler {
 			writeProblem(w, p)
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), s.o.RequestTimeout)
+		ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), tokenKey{}, name), s.o.RequestTimeout)
 		defer cancel()
 		start := time.Now()
 		h(w, r.WithContext(ctx))
 		s.o.Logger.Debug("api request", "method", r.Method, "path", r.URL.Path, "token", name, "duration", time.Since(start))
 	})
+}
+
+type tokenKey struct{}
+
+// tokenName is the name of the request's token ("anonymous" without
+// tokens), once guard let it through.
+func tokenName(ctx context.Context) string {
+	name, _ := ctx.Value(tokenKey{}).(string)
+	return name
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

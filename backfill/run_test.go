@@ -16,6 +16,7 @@ import (
 	"github.com/enrollq/enrollq/backfill"
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -200,13 +201,19 @@ func TestRunInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	progress := new(backfill.Progress)
+	type result struct {
+		sum backfill.Summary
+		err error
+	}
+	ran := make(chan result, 1)
 	go func() {
-		for progress.Summary().Enqueued < 3 {
-			time.Sleep(5 * time.Millisecond)
-		}
-		cancel()
+		sum, err := backfill.Run(ctx, enq, in, backfill.Options{Parallel: 1, Progress: progress})
+		ran <- result{sum, err}
 	}()
-	sum, err := backfill.Run(ctx, enq, in, backfill.Options{Parallel: 1, Progress: progress})
+	testutil.Eventually(t, "three rows enqueued", func() bool { return progress.Summary().Enqueued >= 3 })
+	cancel()
+	r := <-ran
+	sum, err := r.sum, r.err
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}

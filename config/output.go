@@ -124,3 +124,13 @@ func (c Config) MarshalJSON() ([]byte, error) {
 	b.WriteByte('}')
 	return b.Bytes(), nil
 }
+
+// ProjectsLog is what a log line says of the projects: names, limits,
+// reserves, concurrency and where each key came from, never a key.
+func ProjectsLog(ps []Project) []map[string]any {
+	out := make([]map[string]any, len(ps))
+	for i, p := range ps {
+		out[i] = map[string]any{"name": p.Name, "rate_limit": p.RateLimit, "rate_reserve": p.RateReserve, "concurrency": p.Concurrency, "key_from": p.Source}
+	}
+	return out
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/enrollq/enrollq/dashboard"
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/ledger/reconcile"
 	"github.com/enrollq/enrollq/tasks"
@@ -112,17 +113,13 @@ func (b *bundle) dead(t *testing.T, s string) {
 
 func (b *bundle) waitState(t *testing.T, id string, want asynq.TaskState) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testutil.EventuallyNil(t, "task "+id+" "+want.String(), func() error {
 		info, err := b.insp.GetTaskInfo(b.queue, id)
-		if err == nil && info.State == want {
-			return
+		if err == nil && info.State != want {
+			err = fmt.Errorf("it is %s", info.State)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("task %s never reached %s: %+v %v", id, want, info, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 func (b *bundle) state(t *testing.T, id string) asynq.TaskState {

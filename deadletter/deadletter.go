@@ -1,9 +1,15 @@
-// Package deadletter keeps enrollq's own durable record of dead letters in
-// Redis, beside asynq's archive. asynq trims its archive beyond 10,000 tasks
-// per queue or 90 days without a trace; this record never trims by itself
-// (Purge removes on purpose). The worker writes a record before it lets
-// asynq archive the task, so a dead letter is never missed; records are
-// keyed by task ID, so none is recorded twice.
+// Package deadletter reads and writes the dead letters: Letters are the
+// ledger's (every session's dead letter: list a page, count, export,
+// select, requeue, purge — what `enrollq dead` does, checked against asynq
+// where it reads), and Store keeps the few the ledger cannot key (a task
+// whose payload has no valid session id).
+//
+// Store is enrollq's own durable record of those, in Redis beside asynq's
+// archive. asynq trims its archive beyond 10,000 tasks per queue or 90 days
+// without a trace; this record never trims by itself (Purge removes on
+// purpose). The worker writes a record before it lets asynq archive the
+// task, so a dead letter is never missed; records are keyed by task ID, so
+// none is recorded twice.
 //
 // Layout, all on one Redis Cluster slot (hash tag {dl}):
 //
@@ -21,6 +27,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/ledger"
@@ -344,4 +351,43 @@ func (s *Store) Counts(ctx context.Context) (map[string]int, error) {
 // Total is the number of records.
 func (s *Store) Total(ctx context.Context) (int64, error) {
 	return s.rdb.ZCard(ctx, s.byTime()).Result()
+}
+
+// Purge removes records dead before olderThan (and of code, when not
+// empty), 1,000 at a time, and returns how many. Their archived asynq tasks
+// are deleted too.
+func (s *Store) Purge(ctx context.Context, insp *asynq.Inspector, olderThan time.Time, code string) (int, error) {
+	idx := s.index(Query{Code: code})
+	max := "(" + strconv.FormatInt(olderThan.UnixMilli(), 10)
+	n := 0
+	for {
+		ids, err := s.rdb.ZRangeByScore(ctx, idx, &redis.ZRangeBy{Min: "-inf", Max: max, Count: 1000}).Result()
+		if err != nil || len(ids) == 0 {
+			return n, err
+		}
+		recs, err := s.records(ctx, ids)
+		if err != nil {
+			return n, err
+		}
+		for _, r := range recs {
+			if insp != nil {
+				if info, err := insp.GetTaskInfo(r.Queue, r.TaskID); err == nil && info.State == asynq.TaskStateArchived {
+					_ = insp.DeleteTask(r.Queue, r.TaskID)
+				}
+			}
+		}
+		for _, id := range ids {
+			ok, err := s.Delete(ctx, id)
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				n++
+			} else {
+				// An index entry without a record: drop it so the loop
+				// moves on.
+				s.rdb.ZRem(ctx, idx, id)
+			}
+		}
+	}
 }

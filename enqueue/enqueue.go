@@ -137,10 +137,12 @@ func (e *DuplicateError) Is(target error) bool { return target == e.kind }
 // process. It holds nothing of its own to release: the Redis connection is
 // the caller's, and so there is no Close.
 type Client struct {
-	rdb      redis.UniversalClient
-	ac       *asynq.Client
-	insp     *asynq.Inspector
-	led      *ledger.Ledger
+	rdb  redis.UniversalClient
+	ac   *asynq.Client // on the gatherer
+	insp *asynq.Inspector
+	led  *ledger.Ledger
+	// rec is led through the gatherer: it records the enqueues.
+	rec      *ledger.Ledger
 	defaults settings
 }
 
@@ -149,7 +151,7 @@ type Client struct {
 func New(rdb redis.UniversalClient, opts ...ClientOption) *Client {
 	c := &Client{
 		rdb:  rdb,
-		ac:   asynq.NewClientFromRedisClient(rdb),
+		ac:   asynq.NewClientFromRedisClient(gatherer{rdb}),
 		insp: asynq.NewInspectorFromRedisClient(rdb),
 		defaults: settings{
 			task:        tasks.Options{Queue: tasks.QueueSignup, MaxRetry: config.Default().MaxRetry},
@@ -169,6 +171,7 @@ func New(rdb redis.UniversalClient, opts ...ClientOption) *Client {
 			c.led, _ = ledger.New(rdb, ledger.Options{})
 		}
 	}
+	c.rec = c.led.Using(gatherer{rdb})
 	return c
 }
 
@@ -240,7 +243,7 @@ func (c *Client) enqueue(ctx context.Context, p tasks.EnrollPayload, o tasks.Opt
 	if err != nil {
 		return Enrolled{}, err
 	}
-	led := c.led
+	led := c.rec
 	rec, err := led.Queued(ctx, ledger.QueuedArgs{SessionID: p.SessionID, AccountID: p.AccountID, Queue: o.Queue, Run: s.run, Line: s.line})
 	if err != nil {
 		var se *ledger.StateError

@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 )
@@ -70,21 +71,22 @@ func TestReenqueueBeyondAsynqTrim(t *testing.T) {
 			t.Fatalf("first run, line %d: %v", r.Row.Line, r.Err)
 		}
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		qi, err := b.insp.GetQueueInfo(b.queue)
-		if err == nil && qi.Pending+qi.Active+qi.Retry+qi.Scheduled == 0 && qi.Processed >= n {
-			if qi.Archived >= n {
-				t.Fatalf("asynq's archive holds %d tasks, want fewer than %d (its trim at 10,000); the test needs the trim", qi.Archived, n)
-			}
-			t.Logf("asynq's archive keeps %d of %d dead letters", qi.Archived, n)
-			break
+	var qi *asynq.QueueInfo
+	// 10,100 tasks: longer than testutil.Timeout on a busy machine.
+	testutil.EventuallyWithin(t, 2*time.Minute, "the queue drained of every dead letter", func() error {
+		var err error
+		if qi, err = b.insp.GetQueueInfo(b.queue); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue never drained: %+v, %v", qi, err)
+		if left := qi.Pending + qi.Active + qi.Retry + qi.Scheduled; left != 0 || qi.Processed < n {
+			return fmt.Errorf("%d left, %d processed", left, qi.Processed)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if qi.Archived >= n {
+		t.Fatalf("asynq's archive holds %d tasks, want fewer than %d (its trim at 10,000); the test needs the trim", qi.Archived, n)
 	}
+	t.Logf("asynq's archive keeps %d of %d dead letters", qi.Archived, n)
 	srv.Shutdown()
 
 	enqueued, dead := 0, 0

@@ -65,8 +65,10 @@ type RowResult struct {
 func (r RowResult) Expired(now time.Time) bool { return r.Row.Expired(now) }
 
 // EnrollMany enqueues every row of rows with Enroll's validation and
-// duplicate handling, WithConcurrency enqueues in flight, and yields one
-// result per row, in completion order (Row.Line says which). Memory stays
+// duplicate handling, over WithConcurrency workers that each enqueue the
+// rows waiting for them as one page (enrollPage: about two pipelined
+// round trips a page), and yields one result per row, in completion order
+// (Row.Line says which). Memory stays
 // bounded whatever the number of rows: rows are pulled as results are
 // consumed. Stopping the iteration, or ctx ending, stops reading rows;
 // results of rows already taken are still yielded unless the loop stopped.
@@ -95,7 +97,7 @@ func (c *Client) EnrollMany(ctx context.Context, rows iter.Seq[Row], opts ...Man
 		// busy shard while others idle.
 		ins := make([]chan Row, s.concurrency)
 		for i := range ins {
-			ins[i] = make(chan Row, 64)
+			ins[i] = make(chan Row, pageRows)
 		}
 		out := make(chan RowResult, s.concurrency)
 		go func() {
@@ -118,7 +120,9 @@ func (c *Client) EnrollMany(ctx context.Context, rows iter.Seq[Row], opts ...Man
 			go func() {
 				defer wg.Done()
 				for r := range in {
-					out <- RowResult{Row: r, Err: c.enrollRow(ctx, r, s, run, gate)}
+					for _, res := range c.enrollPage(ctx, nextPage(r, in), s, run, gate) {
+						out <- res
+					}
 				}
 			}()
 		}
@@ -133,6 +137,89 @@ func (c *Client) EnrollMany(ctx context.Context, rows iter.Seq[Row], opts ...Man
 			}
 		}
 	}
+}
+
+// pageRows is the most rows one worker enqueues together (enrollPage).
+const pageRows = 64
+
+// nextPage is first and the rows already waiting in in, up to pageRows.
+func nextPage(first Row, in <-chan Row) []Row {
+	page := append(make([]Row, 0, min(len(in)+1, pageRows)), first)
+	for len(page) < pageRows {
+		select {
+		case r, ok := <-in:
+			if !ok {
+				return page
+			}
+			page = append(page, r)
+		default:
+			return page
+		}
+	}
+	return page
+}
+
+// enrollPage enqueues a page of rows as enrollRow does each, with the
+// first row of each session run together as one group (gather.go), so
+// that the page costs about two round trips; a later row of a session
+// already in the page follows once the group is done, as in file order.
+// With a gate, a group holds only the rows the gate lets through at once.
+// It returns one result per row.
+func (c *Client) enrollPage(ctx context.Context, page []Row, s settings, run string, gate *queueGate) []RowResult {
+	out := make([]RowResult, 0, len(page))
+	seen := make(map[string]bool, len(page))
+	var firsts, later []Row
+	for _, r := range page {
+		if _, err := r.Payload(); err != nil {
+			out = append(out, RowResult{Row: r, Err: err})
+			continue
+		}
+		k := sessionKey(r.SessionID)
+		if seen[k] {
+			later = append(later, r)
+			continue
+		}
+		seen[k] = true
+		firsts = append(firsts, r)
+	}
+	for len(firsts) > 0 {
+		n := len(firsts)
+		if gate != nil && ctx.Err() == nil {
+			var err error
+			if n, err = gate.admit(ctx, n); err != nil {
+				out = append(out, RowResult{Row: firsts[0], Err: err})
+				firsts = firsts[1:]
+				continue
+			}
+		}
+		out = append(out, c.enrollGroup(ctx, firsts[:n], s, run)...)
+		firsts = firsts[n:]
+	}
+	for _, r := range later {
+		out = append(out, RowResult{Row: r, Err: c.enrollRow(ctx, r, s, run, gate)})
+	}
+	return out
+}
+
+// enrollGroup enqueues rows of distinct sessions together.
+func (c *Client) enrollGroup(ctx context.Context, rows []Row, s settings, run string) []RowResult {
+	out := make([]RowResult, len(rows))
+	if len(rows) == 1 {
+		out[0] = RowResult{Row: rows[0], Err: c.enrollRow(ctx, rows[0], s, run, nil)}
+		return out
+	}
+	gctx, g := newGroup(ctx, c.rdb, len(rows))
+	var wg sync.WaitGroup
+	for i, r := range rows {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer g.leave()
+			out[i] = RowResult{Row: r, Err: c.enrollRow(gctx, r, s, run, nil)}
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 func (c *Client) enrollRow(ctx context.Context, r Row, s settings, run string, gate *queueGate) error {
@@ -162,9 +249,12 @@ func (c *Client) enrollRow(ctx context.Context, r Row, s settings, run string, g
 // workers.
 func shard(sessionID string, n int) int {
 	h := fnv.New32a()
-	_, _ = h.Write([]byte(strings.ToLower(strings.TrimSpace(sessionID))))
+	_, _ = h.Write([]byte(sessionKey(sessionID)))
 	return int(h.Sum32() % uint32(n))
 }
+
+// sessionKey is a session id as task IDs compare it.
+func sessionKey(sessionID string) string { return strings.ToLower(strings.TrimSpace(sessionID)) }
 
 func newRunID() string {
 	b := make([]byte, 8)
@@ -186,6 +276,21 @@ type queueGate struct {
 }
 
 const pollEvery = time.Second
+
+// admit waits until the queue has room for one more task, then takes room
+// for as many more of n as it has now; it returns how many it took.
+func (g *queueGate) admit(ctx context.Context, n int) (int, error) {
+	if err := g.wait(ctx); err != nil {
+		return 0, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k := 1
+	for ; k < n && g.queued < g.max; k++ {
+		g.queued++
+	}
+	return k, nil
+}
 
 func (g *queueGate) wait(ctx context.Context) error {
 	for {

@@ -165,9 +165,10 @@ func TestEnrollManyStopsEarly(t *testing.T) {
 	}
 	// The reader stops: the rows' iterator returns (an unstopped reader
 	// would go on forever), having pulled at most the shards' buffers (64
-	// rows each) and one row per worker beyond what was consumed.
+	// rows each), one page (64 rows) per worker and one row per worker
+	// beyond what was consumed.
 	testutil.Eventually(t, "the rows' iterator to return", returned.Load)
-	if p := pulled.Load(); p > 10+4*(64+2) {
+	if p := pulled.Load(); p > 10+4*(2*64+2) {
 		t.Errorf("%d rows pulled after stopping at 10: more than the buffers hold", p)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 )
@@ -135,19 +136,20 @@ func TestMemoryPerEnrolledSession(t *testing.T) {
 func waitDrained(t *testing.T, rdb *redis.Client, queue string, want int) {
 	t.Helper()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		qi, err := insp.GetQueueInfo(queue)
-		if err == nil && qi.Size == 0 && qi.Processed >= want {
-			if qi.Failed > 0 {
-				t.Fatalf("%d tasks failed", qi.Failed)
-			}
-			return
+	var qi *asynq.QueueInfo
+	// 100,000 tasks: longer than testutil.Timeout on a busy machine.
+	testutil.EventuallyWithin(t, 5*time.Minute, fmt.Sprintf("queue %s drained of %d tasks", queue, want), func() error {
+		var err error
+		if qi, err = insp.GetQueueInfo(queue); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue never drained: %+v %v", qi, err)
+		if qi.Size != 0 || qi.Processed < want {
+			return fmt.Errorf("size %d, processed %d", qi.Size, qi.Processed)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if qi.Failed > 0 {
+		t.Fatalf("%d tasks failed", qi.Failed)
 	}
 }
 

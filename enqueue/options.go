@@ -114,9 +114,9 @@ func WithCreatedAt(t time.Time) EnrollOption {
 	return enrollOnly(func(s *settings) { s.createdAt = t })
 }
 
-// WithConcurrency sets how many enqueues EnrollMany keeps in flight
-// (default 32). asynq has no batch enqueue, so throughput comes from
-// concurrent round trips over the client's connection pool.
+// WithConcurrency sets how many workers EnrollMany shards its rows over
+// (default 32); each enqueues the rows waiting for it, up to 64, as one
+// page of about two pipelined round trips (see EnrollMany).
 func WithConcurrency(n int) ManyOption {
 	return manyOnly(func(s *settings) { s.concurrency = max(n, 1) })
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/enrollq/enrollq/deadletter"
 	"github.com/enrollq/enrollq/forget"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
@@ -44,7 +45,7 @@ func (b *bundle) forget(account string) forget.Result {
 
 func (b *bundle) waitState(session string, st ledger.State) {
 	b.t.Helper()
-	waitFor(b.t, 30*time.Second, "session "+session+" "+st.String(), func() bool {
+	testutil.Eventually(b.t, "session "+session+" "+st.String(), func() bool {
 		r, err := b.led.Status(b.ctx, session)
 		return err == nil && r.State == st
 	})
@@ -124,7 +125,7 @@ func TestForgetRetryingEnroll(t *testing.T) {
 	b.startWorker()
 	b.enroll(s, acct)
 	b.waitState(s, ledger.StateRetrying)
-	waitFor(t, 10*time.Second, "the task in asynq's retry set", func() bool {
+	testutil.Eventually(t, "the task in asynq's retry set", func() bool {
 		info, err := b.insp.GetTaskInfo("signup", tasks.TaskID("signup", s))
 		return err == nil && info.State == asynq.TaskStateRetry
 	})
@@ -146,7 +147,7 @@ func TestForgetEnrollInFlight(t *testing.T) {
 	b.api.Script(s, verisoultest.Slow(3*time.Second))
 	b.startWorker()
 	b.enroll(s, acct)
-	waitFor(t, 10*time.Second, "the enroll in flight at the fake", func() bool {
+	testutil.Eventually(t, "the enroll in flight at the fake", func() bool {
 		calls := b.api.CallsFor(s)
 		return len(calls) == 1 && calls[0].Done.IsZero()
 	})
@@ -177,7 +178,7 @@ func TestForgetDeadLettered(t *testing.T) {
 	b.startWorker()
 	b.enroll(s, acct)
 	b.waitState(s, ledger.StateDead)
-	waitFor(t, 10*time.Second, "the archived task", func() bool {
+	testutil.Eventually(t, "the archived task", func() bool {
 		info, err := b.insp.GetTaskInfo("signup", tasks.TaskID("signup", s))
 		return err == nil && info.State == asynq.TaskStateArchived
 	})
@@ -273,7 +274,7 @@ func TestForgetDeleteDeadLetter(t *testing.T) {
 	b.waitState(s, ledger.StateEnrolled)
 	b.api.ScriptDelete(verisoultest.Step{Status: 400, Code: "account_locked"})
 	res := b.forget(acct)
-	waitFor(t, 20*time.Second, "the failed delete", func() bool {
+	testutil.Eventually(t, "the failed delete", func() bool {
 		st, _ := b.f.StatusOf(b.ctx, acct)
 		return st.State == "failed"
 	})

@@ -17,6 +17,7 @@ import (
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/forget"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -127,32 +128,23 @@ func (b *bundle) stopWorker() {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // waitErased waits until the account's forget is done (its erasure record
 // carries requestID).
 func (b *bundle) waitErased(account, requestID string) forget.Erasure {
 	b.t.Helper()
 	var e forget.Erasure
-	waitFor(b.t, 60*time.Second, "the erasure of "+account, func() bool {
+	// A forget's steps run as tasks, each after the one before: longer
+	// than testutil.Timeout on a busy machine.
+	testutil.EventuallyWithin(b.t, 60*time.Second, "the erasure of "+account, func() error {
 		st, err := b.f.StatusOf(b.ctx, account)
 		if err != nil {
 			b.t.Fatal(err)
 		}
 		if st.State == forget.StateErased && st.RequestID == requestID {
 			e = *st.Erasure
-			return true
+			return nil
 		}
-		return false
+		return fmt.Errorf("it is %s (request %s)", st.State, st.RequestID)
 	})
 	return e
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/outcomes"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -42,11 +43,15 @@ func TestForgetEventsReachWebhooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The cursors at the stream's end before any event, as a worker makes
+	// them before its first task.
+	if err := d.CreateCursors(b.ctx); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(b.ctx)
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	time.Sleep(300 * time.Millisecond) // the deliverer makes its cursors at the stream's end
 
 	acct, s := newAccount("hooks"), verisoultest.NewSessionID()
 	b.startWorker()
@@ -54,7 +59,7 @@ func TestForgetEventsReachWebhooks(t *testing.T) {
 	b.waitState(s, ledger.StateEnrolled)
 	res := b.forget(acct)
 	b.waitErased(acct, res.RequestID)
-	waitFor(t, 20*time.Second, "the account.deleted webhook", func() bool {
+	testutil.Eventually(t, "the account.deleted webhook", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, ev := range got {

@@ -107,6 +107,15 @@ func New(rdb redis.UniversalClient, opts Options) (*Ledger, error) {
 	return &Ledger{rdb: rdb, opts: opts}, nil
 }
 
+// Using returns a Ledger like l (same options, same keys) that talks to
+// Redis through rdb: a wrapper of l's client (enqueue gathers the scripts
+// of many sessions into one pipeline this way).
+func (l *Ledger) Using(rdb redis.UniversalClient) *Ledger {
+	c := *l
+	c.rdb = rdb
+	return &c
+}
+
 // Load puts every script in Redis's script cache, so that later calls (and
 // pipelines, which cannot fall back from EVALSHA to EVAL) find them. Calls
 // load a missing script by themselves; Load only saves that first trip.

@@ -45,49 +45,6 @@ func (l *Ledger) EachLive(ctx context.Context, fn func(Record) error) error {
 	return nil
 }
 
-// EachDead calls fn with every dead record (with code, when code is not
-// ""), shard by shard, newest first within a shard, a page of the shard's
-// dead-letter time index at a time. Unlike DeadList it needs no global
-// order, so it reads each record once however many share a second: it is
-// for `enrollq dead export|requeue` and the sweeper. Records requeued or
-// purged while it runs may be skipped or seen; it stops at fn's first
-// error and returns it.
-func (l *Ledger) EachDead(ctx context.Context, code string, fn func(Record) error) error {
-	const page = 500
-	for sh := range Shards {
-		for start := int64(0); ; start += page {
-			members, err := l.rdb.ZRevRange(ctx, l.deadIndexKey(sh), start, start+page-1).Result()
-			if err != nil {
-				return fmt.Errorf("ledger: reading the dead-letter index: %w", err)
-			}
-			ss := make([]sid, 0, len(members))
-			for _, m := range members {
-				if len(m) != 16 {
-					continue
-				}
-				if s, err := parseSession(formatUUID(m)); err == nil {
-					ss = append(ss, s)
-				}
-			}
-			recs, err := l.records(ctx, ss)
-			if err != nil {
-				return err
-			}
-			for _, r := range recs {
-				if r.State == StateDead && (code == "" || r.Code == code) {
-					if err := fn(r); err != nil {
-						return err
-					}
-				}
-			}
-			if len(members) < page {
-				break
-			}
-		}
-	}
-	return nil
-}
-
 // statusPage is how many sessions StatusMany reads per round trip.
 const statusPage = 1000
 
@@ -96,6 +53,24 @@ const statusPage = 1000
 // sweep over many sessions, where Status would cost one round trip each.
 // An id that is not a canonical UUID is ErrInvalid.
 func (l *Ledger) StatusMany(ctx context.Context, sessionIDs []string) ([]Record, error) {
+	return l.statusMany(ctx, sessionIDs, l.recordKeys)
+}
+
+// LiveMany is StatusMany for a scan that looks for live records only
+// (reconcile.Archived): it reads only the sessions' live buckets, one read
+// a session where StatusMany makes three, and returns the live records.
+func (l *Ledger) LiveMany(ctx context.Context, sessionIDs []string) ([]Record, error) {
+	recs, err := l.statusMany(ctx, sessionIDs, func(s sid) []string { return []string{l.liveKey(s.shard(), l.bucket(s))} })
+	live := recs[:0]
+	for _, r := range recs {
+		if r.State.Live() {
+			live = append(live, r) // not cancelled, which stays in a live bucket
+		}
+	}
+	return live, err
+}
+
+func (l *Ledger) statusMany(ctx context.Context, sessionIDs []string, keys func(sid) []string) ([]Record, error) {
 	var out []Record
 	for len(sessionIDs) > 0 {
 		n := min(len(sessionIDs), statusPage)
@@ -107,7 +82,7 @@ func (l *Ledger) StatusMany(ctx context.Context, sessionIDs []string) ([]Record,
 			}
 			ss = append(ss, s)
 		}
-		recs, err := l.records(ctx, ss)
+		recs, err := l.recordsIn(ctx, ss, keys)
 		if err != nil {
 			return nil, err
 		}

@@ -33,10 +33,15 @@ func (l *Ledger) Status(ctx context.Context, sessionID string) (Record, error) {
 // records reads the records of sessions (those that have one), in one
 // pipelined round trip.
 func (l *Ledger) records(ctx context.Context, ss []sid) ([]Record, error) {
+	return l.recordsIn(ctx, ss, l.recordKeys)
+}
+
+// recordsIn is records that looks only in the buckets keys names.
+func (l *Ledger) recordsIn(ctx context.Context, ss []sid, keys func(sid) []string) ([]Record, error) {
 	cmds := make([][]*redis.StringCmd, len(ss))
 	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, s := range ss {
-			for _, k := range l.recordKeys(s) {
+			for _, k := range keys(s) {
 				cmds[i] = append(cmds[i], p.HGet(ctx, k, s.raw))
 			}
 		}

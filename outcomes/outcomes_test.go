@@ -252,9 +252,12 @@ func TestConsume(t *testing.T) {
 		}, outcomes.ConsumeOptions{Consumer: "a", ClaimAfter: 300 * time.Millisecond, Poll: 20 * time.Millisecond})
 	}()
 	// Wait for the groups to exist before producing (a new group starts
-	// at the newest event).
-	testutil.Eventually(t, "the consumer groups to exist", func() bool { return rdb.Exists(ctx, l.StreamKey(ledger.Shards-1)).Val() == 1 })
-	time.Sleep(50 * time.Millisecond)
+	// at the newest event). Consume creates them shard by shard before it
+	// reads: the last shard's group means all are there.
+	testutil.Eventually(t, "the consumer groups to exist", func() bool {
+		g, err := rdb.XInfoGroups(ctx, l.StreamKey(ledger.Shards-1)).Result()
+		return err == nil && len(g) == 1 && g[0].Name == "app"
+	})
 	sessions, err := outcomestest.Mix(ctx, l, 20)
 	if err != nil {
 		t.Fatal(err)

@@ -96,8 +96,10 @@ type goReceiver struct {
 	mu  sync.Mutex
 	// calls counts requests; verified maps event ids to verified 2xx'd
 	// deliveries; order lists the ids in the order they were acknowledged.
-	calls    int
-	bad      int
+	calls int
+	bad   int
+	// hungUp counts delayed calls the sender gave up on before the answer.
+	hungUp   int
 	verified map[string]int
 	order    []outcomes.Event
 	// latency: event time → first verified 2xx, by event id.
@@ -124,6 +126,9 @@ func newGoReceiver(t testing.TB, secret string, status func(call int) int) *goRe
 			select {
 			case <-time.After(delay(n)):
 			case <-req.Context().Done():
+				r.mu.Lock()
+				r.hungUp++
+				r.mu.Unlock()
 				return
 			}
 		}

@@ -148,6 +148,8 @@ func (s store) status(ctx context.Context, ep Endpoint) (Status, error) {
 // Failure is a delivery that ran out of retries, kept in its endpoint's
 // failed list until replayed.
 type Failure struct {
+	// Endpoint is the name of the endpoint it failed at.
+	Endpoint string
 	// StreamID is its entry in the failed list.
 	StreamID string
 	// EventID, Type, SessionID are the event's.
@@ -176,7 +178,7 @@ func (s store) failures(ctx context.Context, ep string) ([]Failure, error) {
 	out := make([]Failure, 0, len(msgs))
 	for _, m := range msgs {
 		get := func(k string) string { v, _ := m.Values[k].(string); return v }
-		out = append(out, Failure{StreamID: m.ID, EventID: get("id"), Type: get("type"), SessionID: get("sid"),
+		out = append(out, Failure{Endpoint: ep, StreamID: m.ID, EventID: get("id"), Type: get("type"), SessionID: get("sid"),
 			At: msTime(get("at")), FailedAt: idTime(m.ID), LastError: get("err"), Body: []byte(get("body"))})
 	}
 	return out, nil

@@ -185,10 +185,7 @@ func TestLeaseReported429PausesWorkers(t *testing.T) {
 	sessions := b.enrollN(60)
 	bud := b.backend(rate, 0)
 	// Let the workers get going, then one live call gets a 429.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(b.api.Calls()) < 5 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the workers' first 5 calls", func() bool { return len(b.api.Calls()) >= 5 })
 	b.api.ScriptVerifyFace(verisoultest.RateLimited("2"))
 	l, err := bud.Acquire(context.Background())
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/enrollq/enrollq/ledger"
-	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 	"github.com/enrollq/enrollq/worker"
@@ -43,20 +42,9 @@ func TestSlowCallKeepsTheSessionLock(t *testing.T) {
 	// second live task of a session, an older producer or a tool does not.
 	b.twin(s, other)
 
-	deadline := time.Now().Add(latency + 15*time.Second)
 	final := map[string]*asynq.TaskInfo{}
 	for _, q := range []string{b.queue, other} {
-		for {
-			info, err := b.insp.GetTaskInfo(q, tasks.TaskID(q, s))
-			if err == nil && (info.State == asynq.TaskStateCompleted || info.State == asynq.TaskStateArchived) {
-				final[q] = info
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("task of %s in %s never finished: %+v %v", s, q, info, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		final[q] = b.waitFinal(q, s)
 	}
 	calls := b.calls(s)
 	defer func() {

@@ -2,14 +2,15 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/worker"
 )
 
@@ -62,11 +63,5 @@ func TestEvictingRedisIsRefused(t *testing.T) {
 // waitLog waits until the bundle's logs hold s at least n times.
 func waitLog(t *testing.T, b *bundle, s string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(b.logs.String(), s) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%q not logged %d times", s, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, fmt.Sprintf("%q logged %d times", s, n), func() bool { return strings.Count(b.logs.String(), s) >= n })
 }

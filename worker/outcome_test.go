@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -74,19 +75,18 @@ func TestSuccessKeepsRequestID(t *testing.T) {
 	if evs := b.finalEvents(s); len(evs) != 1 || evs[0].Type != "enrolled" || evs[0].RequestID != rec.RequestID {
 		t.Errorf("final events %+v, want one enrolled with request id %s", evs, rec.RequestID)
 	}
-	// The worker answers asynq after it settles the ledger: give asynq a
-	// moment to drop the task, then it must be gone.
-	deadline := time.Now().Add(waitLong)
-	for {
-		_, err := b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, s))
+	// The worker answers asynq after it settles the ledger: asynq then
+	// drops the task, keeping no completed one.
+	testutil.EventuallyNil(t, "asynq to drop the completed task without WithKeepCompleted", func() error {
+		info, err := b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, s))
 		if errors.Is(err, asynq.ErrTaskNotFound) {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("asynq still holds the completed task without WithKeepCompleted: %v", err)
+		if err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("it is %s", info.State)
+	})
 
 	// The bundle's producer keeps completed tasks for an hour.
 	k := newSessionID()
@@ -393,19 +393,9 @@ func TestInvalidPayloadDeadLettersWithoutCalling(t *testing.T) {
 		}
 	}
 	for id := range payloads {
-		deadline := time.Now().Add(waitLong)
-		for {
-			info, err := b.insp.GetTaskInfo(b.queue, id)
-			if err == nil && info.State == asynq.TaskStateArchived {
-				if got := tasks.CodeOf(info.LastErr); got != worker.CodeInvalidPayload {
-					t.Errorf("%s: archived with %q", id, info.LastErr)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never archived: %+v %v", id, info, err)
-			}
-			time.Sleep(50 * time.Millisecond)
+		info := b.waitTask(b.queue, id, asynq.TaskStateArchived)
+		if got := tasks.CodeOf(info.LastErr); got != worker.CodeInvalidPayload {
+			t.Errorf("%s: archived with %q", id, info.LastErr)
 		}
 	}
 	if n := len(b.api.Calls()); n != 0 {

@@ -126,17 +126,7 @@ func TestTwoWorkersRaceOnSessions(t *testing.T) {
 	}
 	for _, s := range sessions {
 		b.waitState(s, asynq.TaskStateCompleted)
-		deadline := time.Now().Add(waitLong)
-		for {
-			info, err := b.insp.GetTaskInfo(other, tasks.TaskID(other, s))
-			if err == nil && info.State == asynq.TaskStateCompleted {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s in %s: %+v %v", s, other, info, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		b.waitTask(other, tasks.TaskID(other, s), asynq.TaskStateCompleted)
 		enrolled := 0
 		for _, c := range b.calls(s) {
 			if c.Enrolled {

@@ -2,8 +2,11 @@ package worker_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -133,8 +136,22 @@ func TestTaskOfAnotherProjectIsNeverCalledWithTheWrongKey(t *testing.T) {
 	if !strings.Contains(r.LastError, `names project "acme"`) {
 		t.Errorf("dead letter's last error %q does not say which project", r.LastError)
 	}
-	// Another second for the worker to (wrongly) take acme's lane.
-	time.Sleep(time.Second)
+	// The worker does not serve acme's lane at all: the queues it started
+	// its asynq servers on (its "worker started" line, logged once every
+	// lane's server is up) hold the default lane and not acme's, so acme's
+	// task stays pending whatever the timing.
+	var started struct{ Queues []string }
+	testutil.EventuallyNil(t, "the worker started line", func() error {
+		for _, line := range strings.Split(b.logs.String(), "\n") {
+			if strings.Contains(line, `"msg":"worker started"`) {
+				return json.Unmarshal([]byte(line), &started)
+			}
+		}
+		return errors.New("not logged yet")
+	})
+	if !slices.Contains(started.Queues, b.queue) || slices.Contains(started.Queues, acmeLane) {
+		t.Errorf("a worker with only the default key serves %v, want %s and not acme's lane %s", started.Queues, b.queue, acmeLane)
+	}
 	if info, err := b.insp.GetTaskInfo(acmeLane, tasks.TaskID(acmeLane, waiting)); err != nil || info.State != asynq.TaskStatePending {
 		t.Errorf("acme's task: %+v %v, want pending for a worker with acme's key", info, err)
 	}
@@ -169,7 +186,9 @@ func TestOneProjectsBackfillDoesNotDelayAnothersSignups(t *testing.T) {
 	b.api.SetKeyRateLimit(acmeAPIKey, acmeLimit)
 	b.api.SetLatency(50 * time.Millisecond)
 	backfill := b.enrollN(10, enqueue.WithProject("acme"))
-	time.Sleep(time.Second) // acme's backfill holds all of acme's slots
+	// acme's backfill is draining at its limit once its first call is in:
+	// the rest wait for acme's slots.
+	testutil.Eventually(t, "acme's first backfill call", func() bool { return len(b.api.CallsWithKey(acmeAPIKey)) > 0 })
 	var signups []string
 	enqueued := map[string]time.Time{}
 	for range 6 {
@@ -177,6 +196,8 @@ func TestOneProjectsBackfillDoesNotDelayAnothersSignups(t *testing.T) {
 		enqueued[s] = time.Now()
 		b.enroll(s, enqueue.WithQueue(signupLane))
 		signups = append(signups, s)
+		// The scenario, not a wait for a result: signups arrive one by
+		// one over a few of acme's 2 s slots, as signups do.
 		time.Sleep(700 * time.Millisecond)
 	}
 	for _, s := range signups {

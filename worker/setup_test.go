@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -244,18 +245,32 @@ func (b *bundle) waitLedger(sessionID string, state ledger.State) ledger.Record 
 // info.
 func (b *bundle) waitState(sessionID string, state asynq.TaskState) *asynq.TaskInfo {
 	b.t.Helper()
+	return b.waitTask(b.queue, tasks.TaskID(b.queue, sessionID), state)
+}
+
+// waitTask waits until the task id in queue is in one of states, and
+// returns its info.
+func (b *bundle) waitTask(queue, id string, states ...asynq.TaskState) *asynq.TaskInfo {
+	b.t.Helper()
 	var info *asynq.TaskInfo
-	testutil.EventuallyNil(b.t, "the task of "+sessionID+" "+state.String(), func() error {
+	testutil.EventuallyNil(b.t, fmt.Sprintf("task %s in %s %v", id, queue, states), func() error {
 		var err error
-		if info, err = b.insp.GetTaskInfo(b.queue, tasks.TaskID(b.queue, sessionID)); err != nil {
+		if info, err = b.insp.GetTaskInfo(queue, id); err != nil {
 			return err
 		}
-		if info.State != state {
+		if !slices.Contains(states, info.State) {
 			return fmt.Errorf("it is %s (retried %d, last error %q)", info.State, info.Retried, info.LastErr)
 		}
 		return nil
 	})
 	return info
+}
+
+// waitFinal waits until the session's task in queue is completed or
+// archived, and returns its info.
+func (b *bundle) waitFinal(queue, sessionID string) *asynq.TaskInfo {
+	b.t.Helper()
+	return b.waitTask(queue, tasks.TaskID(queue, sessionID), asynq.TaskStateCompleted, asynq.TaskStateArchived)
 }
 
 // calls returns the calls the fake API received for the session, waiting a

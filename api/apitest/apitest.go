@@ -7,6 +7,7 @@ package apitest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 // Contract validates answers against one OpenAPI 3.1 document.
 type Contract struct {
 	router routers.Router
+	doc    *openapi3.T
 
 	mu      sync.Mutex
 	checked int
@@ -51,7 +53,7 @@ func Load(spec []byte) (*Contract, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Contract{router: router}, nil
+	return &Contract{router: router, doc: doc}, nil
 }
 
 // Fetch loads the document a running API serves at base/v1/openapi.yaml.
@@ -88,6 +90,9 @@ func (c *Contract) Check(method string, u *url.URL, status int, h http.Header, b
 		return "", err
 	}
 	route, params, err := c.router.FindRoute(hr)
+	if errors.Is(err, routers.ErrMethodNotAllowed) {
+		return "", c.checkMethodNotAllowed(method, u.Path, status, h, body)
+	}
 	if err != nil {
 		return "", fmt.Errorf("%s %s answered %d, but the document has no such operation: %w", method, u.Path, status, err)
 	}
@@ -135,4 +140,76 @@ func (c *Contract) Proxy(target string, onErr func(error)) (http.Handler, error)
 			w.WriteHeader(http.StatusBadGateway)
 		},
 	}, nil
+}
+
+// checkMethodNotAllowed validates the answer to a method a path of the
+// document has no operation for: the document's MethodNotAllowed response,
+// a 405 problem whose Allow names exactly the methods the document has for
+// the path (HEAD with GET).
+func (c *Contract) checkMethodNotAllowed(method, path string, status int, h http.Header, body []byte) error {
+	c.mu.Lock()
+	c.checked++
+	c.mu.Unlock()
+	resp := c.doc.Components.Responses["MethodNotAllowed"]
+	if resp == nil || resp.Value == nil {
+		return fmt.Errorf("%s %s answered %d: the document has no operation for the method, and no MethodNotAllowed response", method, path, status)
+	}
+	if status != http.StatusMethodNotAllowed {
+		return fmt.Errorf("%s %s answered %d; the document has no operation for the method, so it must be 405", method, path, status)
+	}
+	media := resp.Value.Content.Get("application/problem+json")
+	if !strings.HasPrefix(h.Get("Content-Type"), "application/problem+json") || media == nil {
+		return fmt.Errorf("%s %s answered 405 as %q, not application/problem+json", method, path, h.Get("Content-Type"))
+	}
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		return fmt.Errorf("%s %s answered 405 with a body that is not JSON: %w", method, path, err)
+	}
+	if err := media.Schema.Value.VisitJSON(v); err != nil {
+		return fmt.Errorf("%s %s answered 405, which the document's MethodNotAllowed does not allow: %w\nbody: %s", method, path, err, body)
+	}
+	if m, _ := v.(map[string]any); m["type"] != "urn:enrollq:problem:method-not-allowed" || m["status"] != float64(405) {
+		return fmt.Errorf("%s %s answered 405 with the problem %s", method, path, body)
+	}
+	want := c.methodsOf(path)
+	if got := h.Get("Allow"); got != strings.Join(want, ", ") {
+		return fmt.Errorf("%s %s answered 405 with Allow %q; the document has %q", method, path, got, strings.Join(want, ", "))
+	}
+	return nil
+}
+
+// methodsOf is every method the document has for path (on any template
+// that matches it), and HEAD with GET, in the server's order.
+func (c *Contract) methodsOf(path string) []string {
+	has := map[string]bool{}
+	for tmpl, item := range c.doc.Paths.Map() {
+		if !templateMatches(tmpl, path) {
+			continue
+		}
+		for m := range item.Operations() {
+			has[m] = true
+		}
+	}
+	has[http.MethodHead] = has[http.MethodHead] || has[http.MethodGet]
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if has[m] {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// templateMatches reports whether a path template ("/a/{b}") matches path.
+func templateMatches(tmpl, path string) bool {
+	ts, ps := strings.Split(tmpl, "/"), strings.Split(path, "/")
+	if len(ts) != len(ps) {
+		return false
+	}
+	for i, t := range ts {
+		if t != ps[i] && !(strings.HasPrefix(t, "{") && strings.HasSuffix(t, "}") && ps[i] != "") {
+			return false
+		}
+	}
+	return true
 }

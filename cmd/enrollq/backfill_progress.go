@@ -31,7 +31,7 @@ type backfillProgress struct {
 
 func newBackfillProgress(e *env, size int64, consumed func() int64) *backfillProgress {
 	p := &backfillProgress{e: e, progress: new(backfill.Progress), size: size, consumed: consumed, start: time.Now(), done: make(chan struct{})}
-	tty := isTerminal(e.stderr)
+	tty := e.stderrTTY
 	if tty {
 		// The bar moves by the bytes of the file read, for its percentage
 		// and ETA; the rate it would show is bytes, so the description

@@ -555,24 +555,24 @@ func TestBackfillProgressBarInterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	tty.Close()
-	var screen bytes.Buffer
+	var screen lockedBuffer
 	copied := make(chan struct{})
 	go func() { _, _ = io.Copy(&screen, ptmx); close(copied) }() // ends with EIO once the command exits
+	// When a wait below fails.
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
 
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.EventuallyNil(t, "the backfill to fill the queue to --max-queued", func() error {
 		qi, err := insp.GetQueueInfo(tasks.QueueBackfill)
-		if err == nil && qi.Pending >= 200 {
-			break
+		if err == nil && qi.Pending < 200 {
+			err = fmt.Errorf("%d pending", qi.Pending)
 		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatalf("backfill never filled the queue: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(time.Second) // a few frames while it waits
+		return err
+	})
+	// The bar has drawn a frame while it waits for workers.
+	testutil.Eventually(t, "a frame of the bar saying the queue is full", func() bool {
+		return strings.Contains(screen.String(), "queue full")
+	})
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	_ = cmd.Wait()
 	select {

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"reflect"
 	"strings"
 
 	"github.com/alecthomas/kong"
 
 	"github.com/enrollq/enrollq/config"
+	"github.com/enrollq/enrollq/internal/buildinfo"
+	"github.com/enrollq/enrollq/internal/logging"
 )
 
 // Exit statuses, as in DESIGN.md.
@@ -88,7 +88,7 @@ type kongExit int
 
 // run parses args and runs the command, returning the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
-	unsetEmptyEnv()
+	config.UnsetEmptyEnv()
 	var c cli
 	parser, err := kong.New(&c,
 		kong.Name("enrollq"),
@@ -97,7 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		kong.Exit(func(code int) { panic(kongExit(code)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.ExplicitGroups([]kong.Group{globalGroup}),
-		kong.Vars{"version": version()},
+		kong.Vars{"version": buildinfo.Describe()},
 	)
 	if err != nil {
 		fmt.Fprintf(stderr, "enrollq: %v\n", err)
@@ -112,65 +112,45 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 			code = int(k)
 		}
 	}()
+	// Bad flags, or a setting that fails config.Validate; then the secrets
+	// given as files (VERISOUL_API_KEY_FILE, …), checked like the rest.
 	kctx, err := parser.Parse(args)
-	if err != nil {
-		// Bad flags, or a setting that fails config.Validate.
-		var cfgErr *config.Error
-		if errors.As(err, &cfgErr) {
-			fmt.Fprintf(stderr, "enrollq: %v\n", cfgErr)
-		} else {
-			fmt.Fprintf(stderr, "enrollq: %v (see enrollq --help)\n", err)
+	var cfgErr *config.Error
+	switch {
+	case errors.As(err, &cfgErr):
+		err = cfgErr
+	case err != nil:
+		err = fmt.Errorf("%w (see enrollq --help)", err)
+	default:
+		if err = c.Config.ReadSecretFiles(); err == nil {
+			err = c.Config.Validate()
 		}
-		return exitUsage
 	}
-	// Secrets given as files (VERISOUL_API_KEY_FILE, …) are read now, then
-	// checked like the rest.
-	if err := c.Config.ReadSecretFiles(); err != nil {
+	if err != nil {
 		fmt.Fprintf(stderr, "enrollq: %v\n", err)
 		return exitUsage
 	}
-	if err := c.Config.Validate(); err != nil {
-		fmt.Fprintf(stderr, "enrollq: %v\n", err)
-		return exitUsage
-	}
-	e := &env{cfg: c.Config, stdout: stdout, stderr: stderr, stderrTTY: isTerminal(stderr)}
-	e.log = newLogger(c.Config, stderr, e.stderrTTY)
-	e.ctx = ctx
+	e := &env{ctx: ctx, cfg: c.Config, stdout: stdout, stderr: stderr, stderrTTY: logging.IsTerminal(stderr)}
+	e.log = logging.New(c.Config.LogLevel, c.Config.LogFormat, stderr, e.stderrTTY)
 	redisLevel := slog.LevelDebug
 	if cmd := strings.Fields(kctx.Command()); len(cmd) > 0 && longRunning[cmd[0]] {
 		redisLevel = slog.LevelWarn
 	}
-	routeRedisLogs(e.log, redisLevel)
-	runErr := kctx.Run(e)
-	if runErr == nil {
-		return exitOK
-	}
+	logging.RouteRedis(e.log, redisLevel)
+	err = kctx.Run(e)
 	var xe *exitError
-	if errors.As(runErr, &xe) {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &xe):
 		if xe.err != nil && xe.err.Error() != "" {
 			fmt.Fprintf(stderr, "enrollq: %v\n", xe.err)
 		}
 		return xe.code
-	}
-	var cfgErr *config.Error
-	if errors.As(runErr, &cfgErr) {
+	case errors.As(err, &cfgErr):
 		fmt.Fprintf(stderr, "enrollq: %v\n", cfgErr)
 		return exitUsage
 	}
-	fmt.Fprintf(stderr, "enrollq: %v\n", runErr)
+	fmt.Fprintf(stderr, "enrollq: %v\n", err)
 	return exitFailure
-}
-
-// unsetEmptyEnv treats an empty setting variable as unset, so that
-// `ENROLLQ_RATE_LIMIT=` (as docker-compose writes for `${X:-}`) means the
-// default rather than a parse error.
-func unsetEmptyEnv() {
-	t := reflect.TypeFor[config.Config]()
-	for i := range t.NumField() {
-		if name := t.Field(i).Tag.Get("env"); name != "" {
-			if v, ok := os.LookupEnv(name); ok && v == "" {
-				_ = os.Unsetenv(name)
-			}
-		}
-	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,12 +16,12 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
 
 	"github.com/enrollq/enrollq/config"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 )
@@ -74,20 +75,14 @@ func TestWorkerLogIsJSON(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	waitLog := func(what string, want ...string) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			all := true
+		testutil.EventuallyNil(t, what+" in the log", func() error {
 			for _, w := range want {
-				all = all && strings.Contains(out.String(), w)
+				if !strings.Contains(out.String(), w) {
+					return fmt.Errorf("no %s in:\n%s", w, out.String())
+				}
 			}
-			if all {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not in the log after 20 s:\n%s", what, out.String())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	waitLog("worker started", `"msg":"worker started"`)
 	mr.Close()
@@ -240,18 +235,7 @@ func TestAPIKeyFromFile(t *testing.T) {
 	}
 	stop, _ := startWorker(t, append(env, "VERISOUL_API_KEY_FILE="+keyFile))
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
-		if err == nil && info.State == asynq.TaskStateCompleted {
-			break
-		}
-		if time.Now().After(deadline) {
-			_, logs := stop()
-			t.Fatalf("session never enrolled with the key from the file (%+v, %v):\n%s", info, err, logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitTask(t, insp, tasks.QueueSignup, s, asynq.TaskStateCompleted) // enrolled with the key from the file
 	if _, ok := api.Enrolled(s); !ok {
 		t.Errorf("the API did not enroll %s", s)
 	}

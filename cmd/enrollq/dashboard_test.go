@@ -21,6 +21,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/ledger/reconcile"
 	"github.com/enrollq/enrollq/tasks"
@@ -66,18 +67,17 @@ func archiveSignupTask(t *testing.T, rdb *redis.Client, env []string) string {
 	taskID := tasks.TaskID(tasks.QueueSignup, session)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	store := newDeadReader(t, rdb)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testutil.EventuallyNil(t, "task "+taskID+" dead-lettered", func() error {
 		info, err := insp.GetTaskInfo(tasks.QueueSignup, taskID)
-		_, recorded, _ := store.Get(context.Background(), session)
-		if err == nil && info.State == asynq.TaskStateArchived && recorded {
-			return taskID
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("task %s never dead-lettered: %+v %v (recorded %v)", taskID, info, err, recorded)
+		if _, recorded, _ := store.Get(context.Background(), session); info.State != asynq.TaskStateArchived || !recorded {
+			return fmt.Errorf("it is %s, dead letter recorded %v", info.State, recorded)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return taskID
 }
 
 // TestDashboardBrowserRunsArchivedTask is what an operator does: open the
@@ -222,21 +222,17 @@ func TestDashboardBrowserRunsArchivedTask(t *testing.T) {
 	// reader and the worker's sweeper do), its record is no longer a dead
 	// letter.
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.EventuallyNil(t, "after Run: the task pending and its dead-letter record gone", func() error {
 		info, err := insp.GetTaskInfo(tasks.QueueSignup, taskID)
 		if _, err := reconcile.DeadLetters(context.Background(), store.led, insp, nil); err != nil {
 			t.Fatal(err)
 		}
 		_, found, rerr := store.Get(context.Background(), session)
 		if err == nil && info.State == asynq.TaskStatePending && rerr == nil && !found {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after Run: task %+v (%v), record still there: %t (%v)", info, err, found, rerr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("task %+v (%v), record still there: %t (%v)", info, err, found, rerr)
+	})
 	t.Logf("task pending and record gone at %s", time.Since(began).Round(time.Millisecond))
 	// And the operator is told so (asynqmon's snackbar, shown for 6 s).
 	if err := chromedp.Do(browserCtx, chromedp.WaitVisible(`//*[contains(text(), "Archived task is now pending")]`)); err != nil {
@@ -261,17 +257,13 @@ func TestDashboardBrowserRunsArchivedTask(t *testing.T) {
 	defer api.Close()
 	stopWorker, _ := startWorker(t, append([]string{"VERISOUL_API_KEY=" + apiKey, "VERISOUL_BASE_URL=" + api.URL}, env...))
 	defer stopWorker()
-	deadline = time.Now().Add(15 * time.Second)
-	for {
+	testutil.EventuallyNil(t, "the ledger of "+session+" enrolled after Run and a worker", func() error {
 		rec, _, err = store.Get(context.Background(), session)
-		if err == nil && rec.State == ledger.StateEnrolled {
-			break
+		if err == nil && rec.State != ledger.StateEnrolled {
+			err = fmt.Errorf("it is %+v", rec)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ledger of %s after Run and a worker: %+v %v, want enrolled", session, rec, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
 	if _, ok := api.Enrolled(session); !ok {
 		t.Errorf("%s not enrolled at the API after Run", session)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -138,20 +140,20 @@ func startEnrollq(t *testing.T, env []string, readyURL string, args ...string) (
 			return -1, logs.String()
 		}
 	}
-	t.Cleanup(func() { stop() })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	// A wait below that fails shows the process's output.
+	t.Cleanup(func() {
+		if _, out := stop(); t.Failed() {
+			t.Logf("enrollq %s output:\n%s", args[0], out)
+		}
+	})
+	testutil.EventuallyNil(t, "enrollq "+args[0]+" to answer "+readyURL, func() error {
 		resp, err := http.Get(readyURL)
 		if err == nil {
 			resp.Body.Close()
-			return stop
 		}
-		if time.Now().After(deadline) {
-			_, out := stop()
-			t.Fatalf("enrollq %s never answered %s: %v\n%s", args[0], readyURL, err, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
+	return stop
 }
 
 // startWorker starts `enrollq worker` on a free loopback port for its HTTP
@@ -161,6 +163,24 @@ func startWorker(t *testing.T, env []string) (stop func() (int, string), httpAdd
 	httpAddr = freePort(t)
 	stop = startEnrollq(t, append([]string{"ENROLLQ_HTTP_ADDR=" + httpAddr}, env...), "http://"+httpAddr+"/healthz", "worker")
 	return stop, httpAddr
+}
+
+// waitTask waits until the session's task in queue is in one of states,
+// and returns its info.
+func waitTask(t *testing.T, insp *asynq.Inspector, queue, session string, states ...asynq.TaskState) *asynq.TaskInfo {
+	t.Helper()
+	var info *asynq.TaskInfo
+	testutil.EventuallyNil(t, fmt.Sprintf("the task of %s in %s %v", session, queue, states), func() error {
+		var err error
+		if info, err = insp.GetTaskInfo(queue, tasks.TaskID(queue, session)); err != nil {
+			return err
+		}
+		if !slices.Contains(states, info.State) {
+			return fmt.Errorf("it is %s (retried %d, last error %q)", info.State, info.Retried, info.LastErr)
+		}
+		return nil
+	})
+	return info
 }
 
 func TestDemoExitsZero(t *testing.T) {
@@ -225,18 +245,7 @@ func TestEnqueueAndWorkEndToEnd(t *testing.T) {
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	waitFor := func(s string, state asynq.TaskState) *asynq.TaskInfo {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
-			if err == nil && info.State == state {
-				return info
-			}
-			if time.Now().After(deadline) {
-				_, logs := stop()
-				t.Fatalf("task %s never reached %s (%+v, %v)\n%s", s, state, info, err, logs)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		return waitTask(t, insp, tasks.QueueSignup, s, state)
 	}
 	waitFor(ok, asynq.TaskStateCompleted)
 	waitFor(dup, asynq.TaskStateCompleted)
@@ -405,17 +414,13 @@ func TestWorkerProcessesShareOneBudget(t *testing.T) {
 		}
 	}
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testutil.EventuallyNil(t, "the backfill drained", func() error {
 		qi, err := insp.GetQueueInfo(tasks.QueueBackfill)
-		if err == nil && qi.Completed == len(sessions) {
-			break
+		if err == nil && qi.Completed != len(sessions) {
+			err = fmt.Errorf("%d of %d completed (%+v)", qi.Completed, len(sessions), qi)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("backfill not drained: %+v %v", qi, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 	for i, stop := range stops {
 		if code, logs := stop(); code != 0 {
 			t.Errorf("worker %d exited %d\n%s", i, code, logs)

@@ -56,8 +56,7 @@ func (c enqueueCmd) Run(e *env) error {
 		return err
 	}
 	defer rdb.Close()
-	enq := enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention), enqueue.WithKeepCompleted(e.cfg.KeepCompleted))
-	res, err := enq.Enroll(e.ctx, c.SessionID, c.AccountID, enqueue.WithQueue(c.Queue), enqueue.WithProject(c.Project), enqueue.WithCreatedAt(created))
+	res, err := e.enqueuer(rdb).Enroll(e.ctx, c.SessionID, c.AccountID, enqueue.WithQueue(c.Queue), enqueue.WithProject(c.Project), enqueue.WithCreatedAt(created))
 	var dup *enqueue.DuplicateError
 	switch {
 	case err == nil && res.Moved:

@@ -37,17 +37,7 @@ func enrolledAccount(t *testing.T, api *verisoultest.Server, env []string) (acco
 		t.Fatalf("enqueue: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	stop, _ := startWorker(t, env)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, ok := api.Enrolled(session); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			_, logs := stop()
-			t.Fatalf("the worker never enrolled %s\n%s", session, logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the worker to enroll "+session, func() bool { _, ok := api.Enrolled(session); return ok })
 	if code, logs := stop(); code != 0 {
 		t.Fatalf("worker exit %d\n%s", code, logs)
 	}
@@ -149,32 +139,23 @@ func TestForgetSurvivesSIGKILL(t *testing.T) {
 		}
 	}
 	stop, _ := startWorker(t, env)
-	deadline := time.Now().Add(150 * time.Second)
-	for {
-		st, _ := f.StatusOf(ctx, account)
-		if st.State == forget.StateErased {
-			break
+	// The killed workers' tasks come back when asynq recovers their
+	// leases: longer than testutil.Timeout.
+	testutil.EventuallyWithin(t, 150*time.Second, "the forget to complete after the restarts", func() error {
+		if st, err := f.StatusOf(ctx, account); err != nil || st.State != forget.StateErased {
+			return fmt.Errorf("state %s (%v)", st.State, err)
 		}
-		if time.Now().After(deadline) {
-			_, logs := stop()
-			t.Fatalf("the forget never completed after the restarts (state %s)\n%s", st.State, logs)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	// The crashed attempt's delete task is asynq's until its lease is
 	// recovered; the erasure is done once it has run and gone too.
-	deadline = time.Now().Add(150 * time.Second)
-	for {
-		keys, _ := rdb.Keys(ctx, "asynq:{forget}:t:forget:"+f.AccountKey(account)+":*").Result()
-		if len(keys) == 0 {
-			break
+	testutil.EventuallyWithin(t, 150*time.Second, "the delete task to finish", func() error {
+		keys, err := rdb.Keys(ctx, "asynq:{forget}:t:forget:"+f.AccountKey(account)+":*").Result()
+		if err == nil && len(keys) != 0 {
+			err = fmt.Errorf("asynq holds %v", keys)
 		}
-		if time.Now().After(deadline) {
-			_, logs := stop()
-			t.Fatalf("the delete task never finished\n%s", logs)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err
+	})
 	if code, logs := stop(); code != 0 {
 		t.Fatalf("worker exit %d\n%s", code, logs)
 	}
@@ -192,11 +173,12 @@ func TestForgetSurvivesSIGKILL(t *testing.T) {
 	}
 	// Killed processes leave asynq heartbeat keys (they show the active
 	// task's payload) until their TTL ends.
-	deadline = time.Now().Add(30 * time.Second)
-	for len(traces(rdb, account)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Second)
-	}
-	noTrace(t, rdb, account)
+	testutil.EventuallyNil(t, "no trace of the account in Redis", func() error {
+		if w := traces(rdb, account); len(w) > 0 {
+			return fmt.Errorf("the account id is still in Redis: %s", strings.Join(w, "; "))
+		}
+		return nil
+	})
 }
 
 // killedAt runs `enrollq worker` with the crash hook at point and waits

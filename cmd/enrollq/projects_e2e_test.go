@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/enrollq/enrollq/budget"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 )
 
@@ -84,13 +85,14 @@ func TestProjectsAcrossProcesses(t *testing.T) {
 		}
 	}
 
-	deadline := time.Now().Add(90 * time.Second)
-	for api.EnrolledCount() < len(acme)+len(def) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d enrolled", api.EnrolledCount(), len(acme)+len(def))
+	// The fake's limit (10 calls per 5 s a key) paces the drain: longer
+	// than testutil.Timeout.
+	testutil.EventuallyWithin(t, 90*time.Second, "every session enrolled", func() error {
+		if n := api.EnrolledCount(); n < len(acme)+len(def) {
+			return fmt.Errorf("%d of %d enrolled", n, len(acme)+len(def))
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	for i, stop := range []func() (int, string){stop1, stop2, stop3} {
 		if code, logs := stop(); code != 0 {
 			t.Errorf("worker %d exited %d\n%s", i+1, code, logs)

@@ -205,10 +205,14 @@ func TestBackfillRunEveryKindOfRow(t *testing.T) {
 	// The completed webhook arrives once, with the totals.
 	testutil.Eventually(t, "the backfill.completed webhook", func() bool { return len(sink.completed(id)) > 0 })
 	enrollq(t, env, "runs", "show", id) // a reader checks the run again: nothing more fires
-	time.Sleep(3 * time.Second)
-	got := sink.completed(id)
-	if len(got) != 1 || got[0].Totals["enrolled"] != float64(5) || got[0].Totals["dead_lettered"] != float64(6) || got[0].Totals["rejected"] != float64(2) {
-		t.Errorf("backfill.completed deliveries for %s: %+v, want one with the totals", id, got)
+	// Checked once the rerun below has run and its own webhook came, and
+	// on the ledger's events at the end (one completed event a run).
+	wantOneCompleted := func() {
+		t.Helper()
+		got := sink.completed(id)
+		if len(got) != 1 || got[0].Totals["enrolled"] != float64(5) || got[0].Totals["dead_lettered"] != float64(6) || got[0].Totals["rejected"] != float64(2) {
+			t.Errorf("backfill.completed deliveries for %s: %+v, want one with the totals", id, got)
+		}
 	}
 
 	// A rerun of the same file is its own run: nothing is called, and its
@@ -239,6 +243,7 @@ func TestBackfillRunEveryKindOfRow(t *testing.T) {
 		}
 	}
 	testutil.Eventually(t, "the rerun's completed webhook", func() bool { return len(sink.completed(rerun)) == 1 })
+	wantOneCompleted()
 
 	// The ledger holds one completed event per run.
 	led, _ := ledger.New(rdb, ledger.Options{})
@@ -333,7 +338,14 @@ func TestRunsCancel(t *testing.T) {
 		s := enrollq(t, env, "runs", "show", id, "--json")
 		return json.Unmarshal([]byte(s.stdout), &v) == nil && v.Phase == "cancelled"
 	})
-	time.Sleep(2 * time.Second) // nothing more is called
+	// Nothing more is called: no task of the run is left to run.
+	testutil.EventuallyNil(t, "no backfill task left to run", func() error {
+		q, err := insp.GetQueueInfo(tasks.QueueBackfill)
+		if err == nil && q.Active+q.Pending+q.Scheduled+q.Retry != 0 {
+			err = fmt.Errorf("%+v", q)
+		}
+		return err
+	})
 	if v.Totals.Enrolled+v.Totals.Cancelled != 40 || v.Totals.Cancelled < 30 || api.EnrolledCount() != v.Totals.Enrolled {
 		t.Errorf("after the cancel: %+v, the API enrolled %d", v.Totals, api.EnrolledCount())
 	}

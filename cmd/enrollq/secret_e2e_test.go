@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/enqueue"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -68,24 +70,21 @@ func TestAPIKeyNeverLeaksThroughEchoingProxy(t *testing.T) {
 	stop, _ := startWorker(t, env)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	store := newDeadReader(t, rdb)
-	deadline := time.Now().Add(60 * time.Second)
 	for _, s := range append(echoed, normal...) {
 		want := asynq.TaskStateCompleted
 		if strings.Contains(strings.Join(echoed, " "), s) {
 			want = asynq.TaskStateArchived
 		}
-		for {
+		testutil.EventuallyNil(t, "the task of "+s+" "+want.String(), func() error {
 			info, err := insp.GetTaskInfo(tasks.QueueSignup, tasks.TaskID(tasks.QueueSignup, s))
-			_, recorded, _ := store.Get(ctx, s)
-			if err == nil && info.State == want && (want != asynq.TaskStateArchived || recorded) {
-				break
+			if err != nil {
+				return err
 			}
-			if time.Now().After(deadline) {
-				_, logs := stop()
-				t.Fatalf("task of %s never reached %s: %+v %v\n%s", s, want, info, err, logs)
+			if _, recorded, _ := store.Get(ctx, s); info.State != want || (want == asynq.TaskStateArchived && !recorded) {
+				return fmt.Errorf("it is %s, dead letter recorded %v", info.State, recorded)
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	echoCalls := 0
 	for _, s := range echoed {

@@ -6,12 +6,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/enrollq/enrollq/api"
 	"github.com/enrollq/enrollq/budget"
-	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/forget"
 )
 
@@ -32,13 +30,12 @@ func (serveCmd) Run(e *env) error {
 		return err
 	}
 	defer rdb.Close()
-	enq := enqueue.New(rdb, enqueue.WithMaxRetry(e.cfg.MaxRetry), enqueue.WithRetention(e.cfg.Retention), enqueue.WithKeepCompleted(e.cfg.KeepCompleted))
 	// The budget is per Verisoul key: served only for the projects whose
 	// key is known here (none: no budget endpoints).
 	var budgetRoutes http.Handler
 	switch cps, err := e.cfg.Projects(os.Environ()); {
 	case err == nil:
-		budgets, err := projectBudgets(e, rdb, cps)
+		budgets, err := budget.ForProjects(rdb, cps, e.log)
 		if err != nil {
 			return err
 		}
@@ -49,10 +46,10 @@ func (serveCmd) Run(e *env) error {
 	// DELETE /v1/accounts/{id}, for tokens with the forget scope. Made on
 	// first use: forget.New reads (or makes) the erasure key in Redis, and
 	// serve starts, answering 503, while Redis is down.
-	fg := &lazyForgetter{make: func() (*forget.Forgetter, error) { return newForgetter(e, rdb, nil) }}
+	fg := forget.NewLazy(func() (*forget.Forgetter, error) { return newForgetter(e, rdb, nil) })
 	srv, err := api.New(api.Options{
 		Forget:          fg,
-		Enqueue:         enq,
+		Enqueue:         e.enqueuer(rdb),
 		Ready:           func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		Tokens:          tokens,
 		RateLimit:       e.cfg.APIRateLimit,
@@ -75,27 +72,4 @@ func (serveCmd) Run(e *env) error {
 	}
 	e.log.Info("api stopped")
 	return nil
-}
-
-// lazyForgetter makes its forget.Forgetter on the first call that needs it
-// (and again after a failure, such as Redis being down).
-type lazyForgetter struct {
-	mu   sync.Mutex
-	f    *forget.Forgetter
-	make func() (*forget.Forgetter, error)
-}
-
-func (l *lazyForgetter) Forget(ctx context.Context, accountID string, o forget.Options) (forget.Result, error) {
-	l.mu.Lock()
-	if l.f == nil {
-		f, err := l.make()
-		if err != nil {
-			l.mu.Unlock()
-			return forget.Result{}, err
-		}
-		l.f = f
-	}
-	f := l.f
-	l.mu.Unlock()
-	return f.Forget(ctx, accountID, o)
 }

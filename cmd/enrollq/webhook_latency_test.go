@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 	"github.com/enrollq/enrollq/outcomes"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
 )
@@ -97,15 +97,12 @@ func TestWebhookLatencyDuringBackfill(t *testing.T) {
 	}
 	// The drain takes n/rate minutes; allow three times that, and a minute.
 	limit := time.Duration(3*float64(n)/rate*float64(time.Minute)) + time.Minute
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	for delivered() < n {
-		if ctx.Err() != nil {
-			_, logs := stop()
-			t.Fatalf("%d of %d outcomes delivered in %s\n%s", delivered(), n, limit, logs)
+	testutil.EventuallyWithin(t, limit, "every outcome delivered", func() error {
+		if d := delivered(); d < n {
+			return fmt.Errorf("%d of %d", d, n)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	elapsed := time.Since(start)
 	if code, logs := stop(); code != 0 {
 		t.Errorf("worker exit %d\n%s", code, logs)

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/internal/testutil"
 )
 
 // The tests here run this test binary again as a subprocess (with
@@ -288,11 +289,5 @@ func waitPing(t *testing.T, addr string) {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("no Redis on %s", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.EventuallyNil(t, "a Redis on "+addr, func() error { return c.Ping(context.Background()).Err() })
 }

@@ -39,6 +39,16 @@ func EventuallyNil(t testing.TB, what string, cond func() error) {
 	waitNil(t, Timeout, what, cond)
 }
 
+// EventuallyWithin is EventuallyNil with a timeout of its own, for a
+// scenario whose length grows with its size (100,000 tasks drained, a
+// process that retries for a minute), which Timeout would cut short on a
+// busy machine. Like Timeout, it bounds a broken test, not the code's
+// speed.
+func EventuallyWithin(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	waitNil(t, timeout, what, cond)
+}
+
 func waitNil(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)

@@ -50,7 +50,7 @@ func TestEventuallyReturnsOnceTheConditionHolds(t *testing.T) {
 func TestEventuallyNilQuotesTheLastError(t *testing.T) {
 	t.Parallel()
 	ft := run(func(ft *fakeT) {
-		waitNil(ft, 50*time.Millisecond, "the impossible", func() error { return errors.New("still 2 calls") })
+		EventuallyWithin(ft, 50*time.Millisecond, "the impossible", func() error { return errors.New("still 2 calls") })
 	})
 	if !strings.Contains(ft.failed, "the impossible") || !strings.Contains(ft.failed, "still 2 calls") {
 		t.Errorf("failure %q names neither what was awaited nor the last error", ft.failed)

@@ -25,8 +25,8 @@ func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 // many records at once: one pipelined round trip per 500 records, HMGET of
 // the state and the task message on asynq's task hashes, where Lookup costs
 // asynq's Inspector a round trip or two per record. The tasks come back in
-// recs' order, with State and Retried (Info is nil). It reads the hashes on
-// rdb, the Redis asynq uses.
+// recs' order, with State, Retried, ID and Payload (Info is nil). It reads
+// the hashes on rdb, the Redis asynq uses.
 func LookupMany(ctx context.Context, rdb redis.UniversalClient, recs []ledger.Record) ([]Task, error) {
 	out := make([]Task, 0, len(recs))
 	for len(recs) > 0 {
@@ -44,7 +44,8 @@ func LookupMany(ctx context.Context, rdb redis.UniversalClient, recs []ledger.Re
 			return nil, fmt.Errorf("reading asynq's tasks: %w", err)
 		}
 		for i, r := range page {
-			t := Task{}
+			var t Task
+			var err error
 			for _, c := range cmds[i] {
 				v := c.Val()
 				state, _ := v[0].(string)
@@ -52,11 +53,11 @@ func LookupMany(ctx context.Context, rdb redis.UniversalClient, recs []ledger.Re
 					continue
 				}
 				msg, _ := v[1].(string)
-				n, err := retriedOf([]byte(msg))
+				t, err = decodeTask([]byte(msg))
 				if err != nil {
 					return nil, fmt.Errorf("asynq's task of %s in %s: %w", r.SessionID, r.Queue, err)
 				}
-				t = Task{State: state, retried: n}
+				t.State = state
 				break
 			}
 			out = append(out, t)
@@ -65,58 +66,97 @@ func LookupMany(ctx context.Context, rdb redis.UniversalClient, recs []ledger.Re
 	return out, nil
 }
 
-// retriedOf reads the retry count from asynq's task message: its
-// internal/proto TaskMessage, field 6 (int32 retried; absent when 0).
-func retriedOf(msg []byte) (int, error) {
+// decodeTask reads the fields a Task keeps from asynq's task message (its
+// internal/proto TaskMessage): payload (field 2), id (3), retried (6;
+// absent when 0).
+func decodeTask(msg []byte) (Task, error) {
+	var t Task
 	for len(msg) > 0 {
 		num, typ, n := protowire.ConsumeTag(msg)
 		if n < 0 {
-			return 0, errors.New("unreadable task message")
+			return t, errors.New("unreadable task message")
 		}
 		msg = msg[n:]
-		if num == 6 && typ == protowire.VarintType {
-			v, n := protowire.ConsumeVarint(msg)
-			if n < 0 {
-				return 0, errors.New("unreadable task message")
-			}
-			return int(int32(v)), nil
-		}
 		n = protowire.ConsumeFieldValue(num, typ, msg)
 		if n < 0 {
-			return 0, errors.New("unreadable task message")
+			return t, errors.New("unreadable task message")
 		}
+		v := msg[:n]
 		msg = msg[n:]
+		switch {
+		case num == 6 && typ == protowire.VarintType:
+			x, _ := protowire.ConsumeVarint(v)
+			t.retried = int(int32(x))
+		case num == 2 && typ == protowire.BytesType:
+			t.payload, _ = protowire.ConsumeBytes(v)
+		case num == 3 && typ == protowire.BytesType:
+			id, _ := protowire.ConsumeBytes(v)
+			t.id = string(id)
+		}
 	}
-	return 0, nil
+	return t, nil
 }
 
 // CheckMany is Check for many records at once: it looks their tasks up
 // with LookupMany and calls ledger.Reconcile (one script) only for those
 // that disagree with their task. It returns what it did.
 func CheckMany(ctx context.Context, l *ledger.Ledger, recs []ledger.Record) (Report, error) {
+	_, rep, err := CheckPage(ctx, l, recs)
+	return rep, err
+}
+
+// Checked is one record after CheckPage.
+type Checked struct {
+	// Record is the record as it stands after the check.
+	Record ledger.Record
+	// Task is asynq's task of the session in the record's queue (zero for
+	// an enrolled record, which is not looked up).
+	Task Task
+	// Action is what Reconcile did (ReconcileNone when nothing).
+	Action ledger.ReconcileAction
+}
+
+// CheckPage is CheckMany that also returns each record, in recs' order, as
+// it stands after the check, with the task it found: for a reader that
+// prints or acts on a page of records (`enrollq dead list|export|requeue`),
+// so that what it prints is right now without checking the records it does
+// not print.
+func CheckPage(ctx context.Context, l *ledger.Ledger, recs []ledger.Record) ([]Checked, Report, error) {
 	var rep Report
-	want := recs[:0:0]
-	for _, r := range recs {
+	out := make([]Checked, len(recs))
+	var want []int
+	for i, r := range recs {
+		out[i] = Checked{Record: r, Action: ledger.ReconcileNone}
 		if r.State != ledger.StateEnrolled && r.State != ledger.StateNone {
-			want = append(want, r)
+			want = append(want, i)
 		}
 	}
-	ts, err := LookupMany(ctx, l.Redis(), want)
-	if err != nil {
-		return rep, err
+	look := make([]ledger.Record, len(want))
+	for j, i := range want {
+		look[j] = recs[i]
 	}
-	for i, r := range want {
+	ts, err := LookupMany(ctx, l.Redis(), look)
+	if err != nil {
+		return nil, rep, err
+	}
+	for j, i := range want {
+		r, t := recs[i], ts[j]
 		rep.Checked++
-		if agrees(r, ts[i]) {
+		out[i].Task = t
+		if agrees(r, t) {
 			continue
 		}
-		act, _, err := l.Reconcile(ctx, r.SessionID, ts[i].State, ts[i].Retried())
+		act, nr, err := l.Reconcile(ctx, r.SessionID, t.State, t.Retried())
 		if err != nil {
-			return rep, fmt.Errorf("reconciling %s: %w", r.SessionID, err)
+			return nil, rep, fmt.Errorf("reconciling %s: %w", r.SessionID, err)
 		}
 		rep.count(act)
+		out[i].Action = act
+		if nr.SessionID != "" {
+			out[i].Record = nr
+		}
 	}
-	return rep, nil
+	return out, rep, nil
 }
 
 // count adds one action to the report (the record was counted as

@@ -6,11 +6,13 @@
 // record's queue, by tasks.TaskID) and lets ledger.Reconcile decide.
 //
 // Two callers: readers that meet a record (enqueue's duplicate answer,
-// `enrollq status`, `enrollq dead …`) call Check on it, so what they print
-// is right at that moment; and a Sweeper, run by the worker, walks the
-// ledger's live and dead records and asynq's archives periodically, so that
-// counts and listings are right too without anyone asking. It replaces the
-// dashboard's follower, which parsed asynqmon's private routes.
+// `enrollq status`, `enrollq dead …`) call Check on it, or CheckPage on the
+// page of records they print or act on, and Archived on asynq's archives,
+// so what they print is right at that moment without reading every record;
+// and a Sweeper, run by the worker, walks the ledger's live and dead
+// records and asynq's archives periodically, so that counts are right too
+// without anyone asking. It replaces the dashboard's follower, which parsed
+// asynqmon's private routes.
 package reconcile
 
 import (
@@ -31,8 +33,10 @@ type Task struct {
 	State string
 	// Info is asynq's task (nil when State is "", and from LookupMany).
 	Info *asynq.TaskInfo
-	// retried is asynq's retry count when Info is nil (LookupMany).
+	// What LookupMany read of the task (Info is nil there).
 	retried int
+	id      string
+	payload []byte
 }
 
 // Retried is asynq's retry count of the task (0 when there is none).
@@ -41,6 +45,23 @@ func (t Task) Retried() int {
 		return t.retried
 	}
 	return t.Info.Retried
+}
+
+// ID is asynq's task ID ("" when there is none): tasks.TaskID's form, or
+// the older "enroll:<session>".
+func (t Task) ID() string {
+	if t.Info == nil {
+		return t.id
+	}
+	return t.Info.ID
+}
+
+// Payload is the task's payload (nil when there is none).
+func (t Task) Payload() []byte {
+	if t.Info == nil {
+		return t.payload
+	}
+	return t.Info.Payload
 }
 
 // Lookup finds the session's task in queue: by its ID (tasks.TaskID), then

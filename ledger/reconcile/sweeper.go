@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -20,8 +19,9 @@ const DefaultInterval = time.Minute
 // checks every live record (its task may have been deleted or archived from
 // outside) and every dead record (its task may have been run again from
 // outside: `asynq task run`, runall, asynqmon's Run), with Check. A worker
-// runs one (worker.Run wires it); several at once are safe, since every
-// change is a ledger transition that compares the record's state.
+// runs one (Housekeep, which enrollq worker starts); several at once are
+// safe, since every change is a ledger transition that compares the
+// record's state.
 type Sweeper struct {
 	Ledger    *ledger.Ledger
 	Inspector *asynq.Inspector
@@ -100,16 +100,15 @@ func (r *Report) add(o Report) {
 	r.Drift += o.Drift
 }
 
-// DeadLetters is the pass the dead-letter readers (`enrollq dead …`) run
-// before they answer: every dead record is compared with its task (run
-// again from outside → requeued), and every task in asynq's archive of
-// queues (default signup and backfill) whose record is live (archived from
-// outside) is made a dead letter. Its round trips grow with the records a
-// thousand at a time, not one by one: the dead records are read 500 a
-// shard at a time and checked with CheckMany (one round trip per 500), the
-// archive is listed 1,000 tasks a page and their records read with
-// StatusMany (one round trip per 1,000); only a record that disagrees with
-// asynq costs a Reconcile script of its own.
+// DeadLetters is the whole dead-letter pass of a sweep: every dead record
+// is compared with its task (run again from outside → requeued), then
+// Archived. Its round trips grow with the records 500 at a time, not one by
+// one: the dead records are read 500 a shard at a time and checked with
+// CheckMany (one round trip per 500); only a record that disagrees with
+// asynq costs a Reconcile script of its own. It is the sweeper's, not a
+// reader's: at 100,000 dead letters it takes tens of seconds, so `enrollq
+// dead …` checks only the records it prints or acts on (CheckPage) and
+// runs Archived, which does not grow with the dead letters.
 func DeadLetters(ctx context.Context, l *ledger.Ledger, insp *asynq.Inspector, queues []string) (Report, error) {
 	var dead []ledger.Record
 	if err := l.EachDead(ctx, "", func(r ledger.Record) error { dead = append(dead, r); return nil }); err != nil {
@@ -119,25 +118,45 @@ func DeadLetters(ctx context.Context, l *ledger.Ledger, insp *asynq.Inspector, q
 	if err != nil {
 		return rep, err
 	}
+	a, err := Archived(ctx, l, insp, queues)
+	rep.add(a)
+	return rep, err
+}
+
+// archivePage is how many archived task IDs Archived reads per round trip.
+const archivePage = 1000
+
+// Archived makes a dead letter of every session whose record is live but
+// whose task sits in asynq's archive of its queue: archived from outside
+// the worker (the asynq CLI, asynqmon, asynq's recoverer after a lost
+// lease). It reads the archives of queues (nil: every queue asynq knows)
+// as task IDs only, 1,000 a round trip, and their live records 1,000 a
+// round trip (LiveMany); each live one found is reconciled with Check. asynq
+// caps an archive at 10,000 tasks, so its cost is bounded by the queues,
+// not by the dead letters the ledger keeps.
+func Archived(ctx context.Context, l *ledger.Ledger, insp *asynq.Inspector, queues []string) (Report, error) {
+	var rep Report
 	if queues == nil {
-		queues = []string{tasks.QueueSignup, tasks.QueueBackfill}
+		qs, err := insp.Queues()
+		if err != nil {
+			return rep, fmt.Errorf("listing asynq's queues: %w", err)
+		}
+		queues = qs
 	}
+	rdb := l.Redis()
 	for _, q := range queues {
-		for page := 1; ; page++ {
-			infos, err := insp.ListArchivedTasks(q, asynq.PageSize(1000), asynq.Page(page))
-			if errors.Is(err, asynq.ErrQueueNotFound) {
-				break
-			}
+		for start := int64(0); ; start += archivePage {
+			ids, err := rdb.ZRange(ctx, "asynq:{"+q+"}:archived", start, start+archivePage-1).Result()
 			if err != nil {
-				return rep, fmt.Errorf("listing the archive of %s: %w", q, err)
+				return rep, fmt.Errorf("reading the archive of %s: %w", q, err)
 			}
-			var ids []string
-			for _, info := range infos {
-				if _, s, ok := tasks.ParseTaskID(info.ID); ok && tasks.IsCanonicalUUID(s) {
-					ids = append(ids, s)
+			var sessions []string
+			for _, id := range ids {
+				if _, s, ok := tasks.ParseTaskID(id); ok && tasks.IsCanonicalUUID(s) {
+					sessions = append(sessions, s)
 				}
 			}
-			recs, err := l.StatusMany(ctx, ids)
+			recs, err := l.LiveMany(ctx, sessions)
 			if err != nil {
 				return rep, err
 			}
@@ -145,9 +164,8 @@ func DeadLetters(ctx context.Context, l *ledger.Ledger, insp *asynq.Inspector, q
 				if !r.State.Live() || r.Queue != q {
 					continue
 				}
-				// A live record with an archived task: asynq archived it
-				// behind the worker's back (rare, so checked one by one,
-				// as Check reads the task the record's queue holds).
+				// Rare, so checked one by one, as Check reads the task
+				// the record's queue holds.
 				rep.Checked++
 				_, act, _, err := Check(ctx, l, insp, r)
 				if err != nil {
@@ -155,7 +173,7 @@ func DeadLetters(ctx context.Context, l *ledger.Ledger, insp *asynq.Inspector, q
 				}
 				rep.count(act)
 			}
-			if len(infos) < 1000 {
+			if len(ids) < archivePage {
 				break
 			}
 		}

@@ -141,12 +141,11 @@ type Prefix struct {
 // session_already_tied_to_an_account on a second enroll of the session).
 // `fail-CODE-…` answers 400 CODE on every call, for any code.
 func Prefixes() []Prefix {
-	five03 := Status(http.StatusServiceUnavailable)
 	return []Prefix{
 		{Prefix: "expired-", What: "400 session_older_than_30_days (dead letter)", Steps: []Step{Fail(verisoul.CodeSessionOlderThan30Days)}, Terminal: true},
 		{Prefix: "liveness-failed-", What: "400 liveness_check_failed (dead letter)", Steps: []Step{Fail(verisoul.CodeLivenessCheckFailed)}, Terminal: true},
 		{Prefix: "not-found-", What: "400 session_not_found (dead letter)", Steps: []Step{Fail(verisoul.CodeSessionNotFound)}, Terminal: true},
-		{Prefix: "flaky-", What: "four 503s, then enrolled", Steps: []Step{five03, five03, five03, five03}},
+		{Prefix: "flaky-", What: "four 503s, then enrolled", Steps: Repeat(Status(http.StatusServiceUnavailable), 4)},
 		{Prefix: "rate-limited-", What: "one 429 with Retry-After: 1, then enrolled", Steps: []Step{RateLimited("1")}},
 		{Prefix: "lost-", What: "enrolled but the answer is lost (connection dropped), then already tied: reconciled", Steps: []Step{Lost()}},
 		{Prefix: "not-complete-", What: "one 400 session_not_complete, then enrolled", Steps: []Step{Fail(verisoul.CodeSessionNotComplete)}},

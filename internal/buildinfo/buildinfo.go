@@ -1,4 +1,5 @@
-package main
+// Package buildinfo says what a binary was built from, for --version.
+package buildinfo
 
 import (
 	"runtime"
@@ -8,20 +9,20 @@ import (
 	"github.com/enrollq/enrollq/verisoul"
 )
 
-// version describes this binary for --version: its version, the one the
+// Describe describes this binary for --version: its version, the one the
 // API client's User-Agent names (verisoul.BuildVersion: what the build set
 // with -ldflags, else the module version, a tag for `go install …@v1.2.3`,
 // a pseudo-version or "(devel)" for a local build), the VCS revision and
 // time it was built from, whether the tree had uncommitted changes, and the
 // Go version, from the build information the Go toolchain embeds.
-func version() string {
+func Describe() string {
 	info, ok := debug.ReadBuildInfo()
-	return versionOf(verisoul.BuildVersion(), info, ok)
+	return describe(verisoul.BuildVersion(), info, ok)
 }
 
-// versionOf formats ver and info as version describes; ok is false when the
+// describe formats ver and info as Describe says; ok is false when the
 // binary carries no build information.
-func versionOf(ver string, info *debug.BuildInfo, ok bool) string {
+func describe(ver string, info *debug.BuildInfo, ok bool) string {
 	if !ok {
 		return "enrollq " + ver + " (no build information) " + runtime.Version()
 	}

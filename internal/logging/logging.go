@@ -1,4 +1,7 @@
-package main
+// Package logging builds enrollq's process logger (slog: tint's text on a
+// terminal, JSON elsewhere) and routes go-redis's own log lines through it,
+// with repeats held back.
+package logging
 
 import (
 	"context"
@@ -13,17 +16,15 @@ import (
 	"github.com/lmittmann/tint"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/term"
-
-	"github.com/enrollq/enrollq/config"
 )
 
-// newLogger builds the process's logger: tint's coloured text on a terminal
-// (or with LOG_FORMAT=text), JSON otherwise, at LOG_LEVEL. tty says whether w
-// is a terminal.
-func newLogger(cfg config.Config, w io.Writer, tty bool) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	format := cfg.LogFormat
+// New builds a logger writing to w: tint's coloured text on a terminal (or
+// with format "text"), JSON otherwise (or with format "json"), at level
+// (LOG_LEVEL: debug, info, warn, error; anything else is info). tty says
+// whether w is a terminal.
+func New(level, format string, w io.Writer, tty bool) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
 	if format == "" {
 		format = "json"
 		if tty {
@@ -31,9 +32,9 @@ func newLogger(cfg config.Config, w io.Writer, tty bool) *slog.Logger {
 		}
 	}
 	if strings.EqualFold(format, "text") {
-		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, TimeFormat: time.TimeOnly, NoColor: !tty, ReplaceAttr: durationsAsText}))
+		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: lv, TimeFormat: time.TimeOnly, NoColor: !tty, ReplaceAttr: durationsAsText}))
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv, ReplaceAttr: durationsAsText}))
 }
 
 // durationsAsText writes every duration the way Go and our flags spell it
@@ -47,8 +48,20 @@ func durationsAsText(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
+// TempFile builds a logger (as New, without colour) writing to a new file
+// named by pattern (os.CreateTemp's) in the temporary directory, for a
+// command whose own output must stand alone on a terminal. It returns the
+// file's path and the function that closes it.
+func TempFile(level, format, pattern string) (log *slog.Logger, path string, closeFile func(), err error) {
+	f, err := os.CreateTemp("", pattern)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return New(level, format, f, false), f.Name(), func() { _ = f.Close() }, nil
+}
+
+// IsTerminal reports whether w is a terminal.
+func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
@@ -100,14 +113,14 @@ func (l *redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.Log(ctx, l.level, strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "), attrs...)
 }
 
-// routeRedisLogs sends go-redis's lines to log at level. go-redis has one
+// RouteRedis sends go-redis's lines to log at level. go-redis has one
 // logger per process, so the last call wins.
 //
 // Commands that report a Redis failure themselves (every command that runs
 // once and exits) pass slog.LevelDebug: the command's one error line says it
 // all, and the pool's own lines appear only with LOG_LEVEL=debug.
 // Long-running ones pass slog.LevelWarn.
-func routeRedisLogs(log *slog.Logger, level slog.Level) {
+func RouteRedis(log *slog.Logger, level slog.Level) {
 	redis.SetLogger(&redisLogger{
 		log:        log.With(slog.String("component", "redis")),
 		level:      level,
