@@ -88,8 +88,12 @@ func TestEveryOutcomeReachesTheReceivers(t *testing.T) {
 		"ENROLLQ_WEBHOOKS_FILE=" + hooksFile,
 		// Counted retries: none, so three 503s (the call and its two
 		// in-process retries) are transient_exhausted; not-ready codes
-		// are retried for 2 s.
-		"ENROLLQ_MAX_RETRY=0", "ENROLLQ_RETRY_BASE=1s", "ENROLLQ_RETRY_MAX=1s", "ENROLLQ_NOT_READY_WINDOW=2s"}
+		// are retried for 2 s. A limit that never makes a call wait: the
+		// in-process retries must fit in 5 s with the waits for their
+		// slots (at 300/min the 18 rows queue 3.6 s of slots, and on a
+		// loaded machine the lost response's retry came too late).
+		"ENROLLQ_MAX_RETRY=0", "ENROLLQ_RETRY_BASE=1s", "ENROLLQ_RETRY_MAX=1s", "ENROLLQ_NOT_READY_WINDOW=2s",
+		"ENROLLQ_RATE_LIMIT=6000"}
 
 	failed := func(code, action string) []wantEvent {
 		return []wantEvent{{typ: outcomes.TypeFailed, code: code, action: action, requestID: true, lastError: code}}
