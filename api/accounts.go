@@ -27,6 +27,8 @@ type ForgetResult struct {
 	AccountKey string `json:"account_key"`
 	// State is queued, joined, erased or dry_run (forget.State…).
 	State string `json:"state"`
+	// Project is the Verisoul project whose key deletes the account.
+	Project string `json:"project"`
 	// Erase counts what is (dry_run: would be) erased here; zero while the
 	// delete is only queued (the worker erases after it).
 	Erase ErasePlan `json:"erase"`
@@ -43,11 +45,12 @@ type ErasePlan struct {
 }
 
 // forgetAccount serves DELETE /v1/accounts/{account_id}[?local_only=true]
-// [&dry_run=true]: 202 when the delete at Verisoul is queued (or joined one
-// under way), 200 when it was done here at once (local_only) or nothing was
-// written (dry_run).
+// [&dry_run=true][&project=P]: 202 when the delete at Verisoul is queued (or
+// joined one under way), 200 when it was done here at once (local_only) or
+// nothing was written (dry_run), 409 while a forget of the account for
+// another project is under way.
 func (s *Server) forgetAccount(w http.ResponseWriter, r *http.Request) {
-	var o forget.Options
+	o := forget.Options{Project: r.URL.Query().Get("project")}
 	for name, dst := range map[string]*bool{"local_only": &o.LocalOnly, "dry_run": &o.DryRun} {
 		if v := r.URL.Query().Get(name); v != "" {
 			b, err := strconv.ParseBool(v)
@@ -61,7 +64,11 @@ func (s *Server) forgetAccount(w http.ResponseWriter, r *http.Request) {
 	account := r.PathValue("account_id")
 	res, err := s.o.Forget.Forget(r.Context(), account, o)
 	var ve *tasks.ValidationError
+	var pc *forget.ProjectConflictError
 	switch {
+	case errors.As(err, &pc):
+		writeProblem(w, problem(http.StatusConflict, TypeAccountForgotten, pc.Error()))
+		return
 	case errors.As(err, &ve):
 		p := invalid(ve.Field, ve.Rule)
 		p.Detail = ve.Error()
@@ -77,5 +84,5 @@ func (s *Server) forgetAccount(w http.ResponseWriter, r *http.Request) {
 	if res.State == forget.StateQueued || res.State == forget.StateJoined {
 		status = http.StatusAccepted
 	}
-	writeJSON(w, status, ForgetResult{AccountID: account, RequestID: res.RequestID, AccountKey: res.AccountKey, State: res.State, Erase: ErasePlan(res.Plan)})
+	writeJSON(w, status, ForgetResult{AccountID: account, RequestID: res.RequestID, AccountKey: res.AccountKey, State: res.State, Project: res.Project, Erase: ErasePlan(res.Plan)})
 }

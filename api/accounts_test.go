@@ -100,3 +100,40 @@ func TestForgetAccount(t *testing.T) {
 		t.Fatalf("status without a token: %d", a.status)
 	}
 }
+
+// TestForgetAccountOfAProject: ?project=acme queues the delete in acme's
+// forget lane (a worker holding acme's key makes the call) and the answer
+// names the project; a forget of the same account for another project
+// while acme's is under way is 409 account-being-forgotten; a bad project
+// name is 422.
+func TestForgetAccountOfAProject(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Client(t, redisDB)
+	f, err := forget.New(context.Background(), forget.Config{Redis: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setup(t, func(o *api.Options) {
+		o.Forget = f
+		o.Tokens = tokens(t, enqToken+":forget")
+	})
+	account := "acct-forget-acme-" + verisoultest.NewSessionID()[:8]
+	del := func(query string) answer {
+		t.Helper()
+		return b.api.do(req{method: http.MethodDelete, path: "/v1/accounts/" + account + query, token: enqToken})
+	}
+	wantProblem(t, del("?project=Acme!"), http.StatusUnprocessableEntity, api.TypeInvalidInput)
+	a := del("?project=acme")
+	m := a.obj(t)
+	if a.status != http.StatusAccepted || m["state"] != forget.StateQueued || m["project"] != "acme" {
+		t.Fatalf("forget for acme: %d %s", a.status, a.body)
+	}
+	pending, err := b.insp.ListPendingTasks(tasks.QueueFor("acme", tasks.QueueForget))
+	if err != nil || len(pending) != 1 || pending[0].Type != tasks.TypeDeleteAccount {
+		t.Fatalf("delete tasks pending in forget:acme: %v (%v), want one", pending, err)
+	}
+	wantProblem(t, del(""), http.StatusConflict, api.TypeAccountForgotten)
+	if a := del("?project=acme"); a.status != http.StatusAccepted || a.obj(t)["state"] != forget.StateJoined {
+		t.Fatalf("forget for acme again: %d %s, want 202 joined", a.status, a.body)
+	}
+}

@@ -215,6 +215,25 @@ func TestNewRejectsBadRates(t *testing.T) {
 	}
 }
 
+// TestRateStretchesThePeriod: every GCRA of a key runs its period
+// stretched by 1 % (600 ms at 60 s), the margin for the calls' varying
+// delay between admission and arrival at the API, and the head start is
+// taken out of the shared rate, so that no window of the period ever holds
+// more than the limit as the API counts it.
+func TestRateStretchesThePeriod(t *testing.T) {
+	t.Parallel()
+	r := budget.Rate{Limit: 300, Period: time.Minute, Reserve: 30}
+	if got := r.Shared(1); got.Period != 60600*time.Millisecond || got.Rate != 298 || got.Burst != 1 {
+		t.Errorf("Shared(1) = %+v, want 298 (300 less the head start of 2) per 60.6 s, burst 1", got)
+	}
+	if got := r.Own(); got.Period != 60600*time.Millisecond || got.Rate != 270 {
+		t.Errorf("Own() = %+v, want 270 per 60.6 s", got)
+	}
+	if got := (budget.Rate{Limit: 20, Period: 2 * time.Second}).Slot(); got != 101*time.Millisecond {
+		t.Errorf("slot at 20 per 2 s = %s, want 101ms", got)
+	}
+}
+
 // TestHandler: the HTTP endpoints grant leases, relay 429s, and keep to
 // loopback without a token, or to the bearer token with one.
 func TestHandler(t *testing.T) {

@@ -59,7 +59,7 @@ func (f *Forgetter) Complete(ctx context.Context, p tasks.DeletePayload, verisou
 		return prev, plan, nil // done before
 	}
 	if !found {
-		req = request{AccountID: p.AccountID, RequestID: p.RequestID}
+		req = request{AccountID: p.AccountID, RequestID: p.RequestID, Project: p.ProjectName()}
 	}
 	if verisoulRequestID == "" {
 		verisoulRequestID = req.VerisoulRequestID
@@ -106,6 +106,9 @@ func (f *Forgetter) Complete(ctx context.Context, p tasks.DeletePayload, verisou
 		return Erasure{}, plan, err
 	}
 	e := Erasure{AccountKey: key, RequestID: req.RequestID, ErasedAt: now.UTC().Truncate(time.Millisecond), LocalOnly: req.LocalOnly, VerisoulRequestID: verisoulRequestID}
+	if req.Project != tasks.DefaultProject {
+		e.Project = req.Project
+	}
 	if erased && prev.RequestID == e.RequestID {
 		e = prev // a re-run after a crash: the record and its event are out already
 	} else {
@@ -113,7 +116,7 @@ func (f *Forgetter) Complete(ctx context.Context, p tasks.DeletePayload, verisou
 		if err := f.rdb.HSet(ctx, f.erasuresKey(), key, b).Err(); err != nil {
 			return Erasure{}, plan, fmt.Errorf("forget: writing the erasure record: %w", err)
 		}
-		if _, err := f.led.AccountEvent(ctx, ledger.AccountEventArgs{Type: "account.deleted", AccountID: p.AccountID, ForgetID: e.RequestID, RequestID: verisoulRequestID}); err != nil {
+		if _, err := f.led.AccountEvent(ctx, ledger.AccountEventArgs{Type: "account.deleted", AccountID: p.AccountID, ForgetID: e.RequestID, RequestID: verisoulRequestID, Project: e.Project}); err != nil {
 			return Erasure{}, plan, err
 		}
 	}

@@ -136,6 +136,28 @@ type Options struct {
 	LocalOnly bool
 	// DryRun writes nothing and reports what would be erased.
 	DryRun bool
+	// Project names the Verisoul project whose key deletes the account
+	// ("" or "default": the default project's): the delete task goes to
+	// that project's forget lane. The local erasure is the same whatever
+	// the project (the ledger knows an account id once, in every project).
+	Project string
+}
+
+// ProjectConflictError: a forget of the account for another project is
+// under way (or its delete failed and keeps the account fenced). One
+// forget of an account runs at a time; forget it for this project once
+// that one is erased, or retry that one first.
+type ProjectConflictError struct {
+	// UnderWay is the project of the forget under way; Asked the one asked.
+	UnderWay, Asked string
+	// RequestID is the forget under way.
+	RequestID string
+	// State is that forget's state ("fenced", "remote_deleted", "failed").
+	State string
+}
+
+func (e *ProjectConflictError) Error() string {
+	return fmt.Sprintf("forget: a forget of the account for project %q is under way (request %s, %s); forget it for project %q once that one is erased", e.UnderWay, e.RequestID, e.State, e.Asked)
 }
 
 // States of a Result.
@@ -162,6 +184,8 @@ type Result struct {
 	AccountKey string
 	// State is one of the State constants.
 	State string
+	// Project is the Verisoul project whose key deletes the account.
+	Project string
 	// Plan is what is (DryRun: would be) erased here.
 	Plan Plan
 	// Erasure is the erasure record (LocalOnly).
@@ -174,14 +198,16 @@ type Result struct {
 // calls in flight and erases). Calling it again while a forget of the
 // account is under way joins it; after a failed delete it starts a new
 // attempt with the same request. A forget under way keeps its own
-// LocalOnly. An account id that breaks the payload
-// rules is a *tasks.ValidationError.
+// LocalOnly; one of another project is a *ProjectConflictError. An
+// account id or project that breaks the payload rules is a
+// *tasks.ValidationError.
 func (f *Forgetter) Forget(ctx context.Context, accountID string, o Options) (Result, error) {
-	if err := (tasks.DeletePayload{AccountID: accountID, RequestID: zeroUUID}).Validate(); err != nil {
+	if err := (tasks.DeletePayload{AccountID: accountID, RequestID: zeroUUID, Project: o.Project}).Validate(); err != nil {
 		return Result{}, err
 	}
+	o.Project = tasks.ProjectName(o.Project)
 	key := f.AccountKey(accountID)
-	res := Result{AccountKey: key}
+	res := Result{AccountKey: key, Project: o.Project}
 	if o.DryRun {
 		plan, err := f.plan(ctx, accountID, "")
 		res.State, res.Plan = StateDryRun, plan
@@ -191,10 +217,13 @@ func (f *Forgetter) Forget(ctx context.Context, accountID string, o Options) (Re
 	if err != nil {
 		return res, err
 	}
+	if found && req.Project != o.Project {
+		return res, &ProjectConflictError{UnderWay: req.Project, Asked: o.Project, RequestID: req.RequestID, State: req.State}
+	}
 	joined := found && req.State != reqFailed
 	switch {
 	case !found:
-		req = request{AccountID: accountID, RequestID: newUUID(), LocalOnly: o.LocalOnly, State: reqFenced}
+		req = request{AccountID: accountID, RequestID: newUUID(), LocalOnly: o.LocalOnly, State: reqFenced, Project: o.Project}
 	case !joined:
 		// A failed delete: a new attempt of the same request.
 		req.State, req.Code, req.LastError, req.LocalOnly = reqFenced, "", "", o.LocalOnly
@@ -225,7 +254,7 @@ func (f *Forgetter) Forget(ctx context.Context, accountID string, o Options) (Re
 	}
 	f.Point("fenced")
 	if req.LocalOnly {
-		e, plan, err := f.Complete(ctx, tasks.DeletePayload{AccountID: accountID, RequestID: req.RequestID}, "", "")
+		e, plan, err := f.Complete(ctx, req.payload(), "", "")
 		res.State, res.Plan, res.Erasure = StateErased, plan, &e
 		return res, err
 	}
@@ -268,16 +297,18 @@ func (f *Forgetter) fence(ctx context.Context, req request) error {
 	return nil
 }
 
-// enqueueDelete queues the delete task, once per account: a task already
-// queued is kept; a dead one (archived) is replaced.
+// enqueueDelete queues the delete task, once per account, in the forget
+// lane of the request's project: a task already queued is kept; a dead one
+// (archived) is replaced.
 func (f *Forgetter) enqueueDelete(ctx context.Context, key string, req request) error {
-	t, err := tasks.NewDeleteTask(tasks.DeletePayload{AccountID: req.AccountID, RequestID: req.RequestID}, key, f.cfg.MaxRetry)
+	p := req.payload()
+	t, err := tasks.NewDeleteTask(p, key, f.cfg.MaxRetry)
 	if err != nil {
 		return err
 	}
 	id := tasks.DeleteTaskID(key, req.RequestID)
-	if info, err := f.insp.GetTaskInfo(tasks.QueueForget, id); err == nil && info.State == asynq.TaskStateArchived {
-		if err := f.insp.DeleteTask(tasks.QueueForget, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+	if info, err := f.insp.GetTaskInfo(p.Queue(), id); err == nil && info.State == asynq.TaskStateArchived {
+		if err := f.insp.DeleteTask(p.Queue(), id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
 			return fmt.Errorf("forget: replacing the dead delete task: %w", err)
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/enrollq/enrollq/tasks"
 )
 
 // Keys (prefix "enrollq:" by default):
@@ -68,6 +70,15 @@ type request struct {
 	VerisoulRequestID string
 	Code, LastError   string
 	At                time.Time
+	// Project is the Verisoul project whose key deletes the account
+	// (tasks.ProjectName: never ""; a request stored before projects has
+	// none, which reads as the default).
+	Project string
+}
+
+// payload is the request's delete task payload.
+func (r request) payload() tasks.DeletePayload {
+	return tasks.DeletePayload{AccountID: r.AccountID, RequestID: r.RequestID, Project: r.Project}
 }
 
 func (f *Forgetter) reqKey(key string) string { return f.cfg.Prefix + "forget:req:" + key }
@@ -82,7 +93,8 @@ func (f *Forgetter) request(ctx context.Context, key string) (request, bool, err
 	}
 	ms, _ := strconv.ParseInt(m["at"], 10, 64)
 	return request{AccountID: m["account"], RequestID: m["request_id"], State: m["state"], LocalOnly: m["local_only"] == "1",
-		VerisoulRequestID: m["rid"], Code: m["code"], LastError: m["err"], At: time.UnixMilli(ms).UTC()}, true, nil
+		VerisoulRequestID: m["rid"], Code: m["code"], LastError: m["err"], At: time.UnixMilli(ms).UTC(),
+		Project: tasks.ProjectName(m["project"])}, true, nil
 }
 
 func (f *Forgetter) saveRequest(ctx context.Context, key string, r request) error {
@@ -91,7 +103,7 @@ func (f *Forgetter) saveRequest(ctx context.Context, key string, r request) erro
 		lo = "1"
 	}
 	err := f.rdb.HSet(ctx, f.reqKey(key), "account", r.AccountID, "request_id", r.RequestID, "state", r.State,
-		"local_only", lo, "rid", r.VerisoulRequestID, "code", r.Code, "err", r.LastError,
+		"local_only", lo, "rid", r.VerisoulRequestID, "code", r.Code, "err", r.LastError, "project", tasks.ProjectName(r.Project),
 		"at", strconv.FormatInt(time.Now().UnixMilli(), 10)).Err()
 	if err != nil {
 		return fmt.Errorf("forget: recording the request: %w", err)
@@ -111,6 +123,9 @@ type Erasure struct {
 	// VerisoulRequestID is Verisoul's request id of the delete ("" when
 	// the account was not found there, or LocalOnly).
 	VerisoulRequestID string `json:"verisoul_request_id,omitempty"`
+	// Project is the forget's Verisoul project, the one the account was
+	// deleted at unless LocalOnly (omitted for the default project).
+	Project string `json:"project,omitempty"`
 }
 
 func (f *Forgetter) erasuresKey() string { return f.cfg.Prefix + "erasures" }
@@ -143,6 +158,9 @@ type Status struct {
 	// the account stays fenced until Forget runs again), or "erased".
 	State     string
 	RequestID string
+	// Project is the forget's Verisoul project (under way, or of the
+	// latest erasure); "" when State is "none".
+	Project string
 	// Code and LastError: why the delete failed.
 	Code, LastError string
 	// Erasure is set when State is "erased" (the latest erasure).
@@ -157,20 +175,22 @@ func (f *Forgetter) StatusOf(ctx context.Context, accountID string) (Status, err
 		return Status{}, err
 	}
 	if found {
-		return Status{State: req.State, RequestID: req.RequestID, Code: req.Code, LastError: req.LastError}, nil
+		return Status{State: req.State, RequestID: req.RequestID, Project: req.Project, Code: req.Code, LastError: req.LastError}, nil
 	}
 	e, ok, err := f.erasureOf(ctx, key)
 	if err != nil || !ok {
 		return Status{State: "none"}, err
 	}
-	return Status{State: StateErased, RequestID: e.RequestID, Erasure: &e}, nil
+	return Status{State: StateErased, RequestID: e.RequestID, Project: tasks.ProjectName(e.Project), Erasure: &e}, nil
 }
 
 // FailedDelete is a forget whose delete at Verisoul is a dead letter: the
 // account stays fenced until Forget runs again.
 type FailedDelete struct {
 	AccountID, RequestID string
-	Code, LastError      string
+	// Project is the Verisoul project whose delete failed.
+	Project         string
+	Code, LastError string
 	// At is when the request was last written (its failure).
 	At time.Time
 }
@@ -185,7 +205,7 @@ func (f *Forgetter) FailedDeletes(ctx context.Context) ([]FailedDelete, error) {
 		if err != nil || !found || req.State != reqFailed {
 			return err
 		}
-		out = append(out, FailedDelete{AccountID: req.AccountID, RequestID: req.RequestID, Code: req.Code, LastError: req.LastError, At: req.At})
+		out = append(out, FailedDelete{AccountID: req.AccountID, RequestID: req.RequestID, Project: req.Project, Code: req.Code, LastError: req.LastError, At: req.At})
 		return nil
 	})
 	if err != nil {

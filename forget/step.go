@@ -44,7 +44,7 @@ func (f *Forgetter) Prepare(ctx context.Context, p tasks.DeletePayload) (Step, e
 		}
 		// A task without its request (written by hand, or the request
 		// was lost): start it over, fence first.
-		req = request{AccountID: p.AccountID, RequestID: p.RequestID, State: reqFenced}
+		req = request{AccountID: p.AccountID, RequestID: p.RequestID, State: reqFenced, Project: p.ProjectName()}
 		if err := f.saveRequest(ctx, key, req); err != nil {
 			return StepWait, err
 		}
@@ -75,7 +75,7 @@ func (f *Forgetter) RemoteDeleted(ctx context.Context, p tasks.DeletePayload, ve
 		return err
 	}
 	if !found {
-		req = request{AccountID: p.AccountID, RequestID: p.RequestID}
+		req = request{AccountID: p.AccountID, RequestID: p.RequestID, Project: p.ProjectName()}
 	}
 	req.State, req.VerisoulRequestID = reqRemoteDeleted, verisoulRequestID
 	return f.saveRequest(ctx, key, req)
@@ -91,13 +91,13 @@ func (f *Forgetter) Failed(ctx context.Context, p tasks.DeletePayload, code, las
 		return err
 	}
 	if !found {
-		req = request{AccountID: p.AccountID, RequestID: p.RequestID}
+		req = request{AccountID: p.AccountID, RequestID: p.RequestID, Project: p.ProjectName()}
 	}
 	req.State, req.Code, req.LastError = reqFailed, code, lastErr
 	if err := f.saveRequest(ctx, key, req); err != nil {
 		return err
 	}
 	_, err = f.led.AccountEvent(ctx, ledger.AccountEventArgs{Type: "account.delete_failed", AccountID: p.AccountID,
-		ForgetID: req.RequestID, RequestID: verisoulRequestID, Code: code, LastError: lastErr})
+		ForgetID: req.RequestID, RequestID: verisoulRequestID, Code: code, LastError: lastErr, Project: req.Project})
 	return err
 }

@@ -184,6 +184,9 @@ type AccountEventArgs struct {
 	RequestID string
 	// Code and LastError say why a delete failed.
 	Code, LastError string
+	// Project is the Verisoul project the account is deleted at ("" for
+	// the default project: the entry then has no project, as before).
+	Project string
 }
 
 // AccountEvent appends an account.* event to the outcome stream of the
@@ -197,11 +200,15 @@ func (l *Ledger) AccountEvent(ctx context.Context, a AccountEventArgs) (string, 
 		return "", err
 	}
 	sh := int(accountHash(a.AccountID) % Shards)
-	id, err := l.rdb.XAdd(ctx, &redis.XAddArgs{
+	args := &redis.XAddArgs{
 		Stream: l.streamKey(sh), MaxLen: int64(l.opts.StreamMaxLen), Approx: true,
 		Values: []any{"ev", a.Type, "acct", a.AccountID, "fid", a.ForgetID, "rid", a.RequestID,
 			"code", a.Code, "err", truncate(a.LastError, maxLastErrorDead)},
-	}).Result()
+	}
+	if a.Project != "" && a.Project != "default" {
+		args.Values = append(args.Values.([]any), "proj", a.Project)
+	}
+	id, err := l.rdb.XAdd(ctx, args).Result()
 	if err != nil {
 		return "", fmt.Errorf("ledger: appending %s: %w", a.Type, err)
 	}

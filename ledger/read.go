@@ -231,8 +231,10 @@ type Event struct {
 	Name   string
 	Totals string
 	// ForgetID (account.deleted, account.delete_failed) is the forget
-	// request's id.
+	// request's id; Project the Verisoul project it deleted at ("" for the
+	// default; a session's event names its project through Queue).
 	ForgetID string
+	Project  string
 }
 
 // Outcomes returns up to max events at or after since from every shard's
@@ -275,7 +277,7 @@ func eventOf(shard int, m redis.XMessage) Event {
 	e := Event{
 		ID: strconv.Itoa(shard) + "-" + m.ID, Type: get("ev"), SessionID: get("sid"), AccountID: get("acct"),
 		Queue: get("q"), Run: get("run"), RequestID: get("rid"), Reconciled: get("rc") == "1",
-		Code: get("code"), LastError: get("err"), By: get("by"), Name: get("name"), Totals: get("totals"), ForgetID: get("fid"),
+		Code: get("code"), LastError: get("err"), By: get("by"), Name: get("name"), Totals: get("totals"), ForgetID: get("fid"), Project: get("proj"),
 	}
 	e.Attempts, _ = strconv.Atoi(get("n"))
 	if ms, _, ok := strings.Cut(m.ID, "-"); ok {

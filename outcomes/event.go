@@ -141,10 +141,12 @@ func FromLedger(e ledger.Event) (Event, error) {
 		out.Type = TypeAccountDeleted
 		out.Data.RequestID = e.RequestID
 		out.Data.ForgetRequestID = e.ForgetID
+		out.Data.Project = e.Project
 	case TypeAccountDeleteFailed:
 		out.Type = TypeAccountDeleteFailed
 		out.Data.RequestID = e.RequestID
 		out.Data.ForgetRequestID = e.ForgetID
+		out.Data.Project = e.Project
 		out.Data.Code = e.Code
 		le := e.LastError
 		out.Data.LastError = &le

@@ -169,6 +169,8 @@ func TestEventsFromTheLedger(t *testing.T) {
 	for _, a := range []ledger.AccountEventArgs{
 		{Type: "account.deleted", AccountID: "acct-gone", ForgetID: "0b8f6f4e-2c1d-4e5f-8a9b-0c1d2e3f4a5b", RequestID: "b733c6eb-d22e-406d-a0aa-2b2cfda2cd44"},
 		{Type: "account.delete_failed", AccountID: "acct-kept", ForgetID: "0b8f6f4e-2c1d-4e5f-8a9b-0c1d2e3f4a5c", Code: "transient_exhausted", LastError: "transient_exhausted: 503"},
+		{Type: "account.deleted", AccountID: "acct-gone-acme", ForgetID: "0b8f6f4e-2c1d-4e5f-8a9b-0c1d2e3f4a5d", Project: "acme"},
+		{Type: "account.delete_failed", AccountID: "acct-kept-acme", ForgetID: "0b8f6f4e-2c1d-4e5f-8a9b-0c1d2e3f4a5e", Code: "bad_request", LastError: "bad_request: 400", Project: "acme"},
 	} {
 		id, err := l.AccountEvent(ctx, a)
 		if err != nil {
@@ -190,7 +192,7 @@ func TestEventsFromTheLedger(t *testing.T) {
 		if err := schema.Validate(inst); err != nil {
 			t.Errorf("%s does not validate: %v", body, err)
 		}
-		if ev.Type != a.Type || ev.Data.AccountID != a.AccountID || ev.Data.ForgetRequestID != a.ForgetID || ev.Data.Code != a.Code || ev.Data.SessionID != "" {
+		if ev.Type != a.Type || ev.Data.AccountID != a.AccountID || ev.Data.ForgetRequestID != a.ForgetID || ev.Data.Code != a.Code || ev.Data.SessionID != "" || ev.Data.Project != a.Project {
 			t.Errorf("%s: %s", a.Type, body)
 		}
 	}

@@ -259,7 +259,9 @@ func TestReserveBorrowedOnlyAfterLeases(t *testing.T) {
 	if len(after) < 40 {
 		t.Fatalf("only %d enrollments after the hand-back: the test proves nothing", len(after))
 	}
-	if n, at := verisoultest.MaxInWindow(after, rate.Period); n > 31 { // 30, and one of arrival jitter
+	// 30 (a reserve kept back would let 40 through), and the calls one
+	// call's lateness lets arrive within the window (arrivalLateness).
+	if n, at := verisoultest.MaxInWindow(after, rate.Period); n > 30+int(arrivalLateness/(rate.Own().Period/time.Duration(rate.Own().Rate))) {
 		t.Errorf("%d enrollment calls in the 2 s window from %s, a period after the last lease: the reserve was not handed back", n, at.Format("15:04:05.000"))
 	}
 }

@@ -80,12 +80,13 @@ type deleteRun struct {
 	lane     *lane // the project whose queue the task came from
 }
 
-// project names the run's project for metrics.
+// project names the run's project for metrics: its lane's, else its
+// payload's.
 func (r *deleteRun) project() string {
 	if r.lane != nil {
 		return r.lane.project
 	}
-	return tasks.DefaultProject
+	return r.p.ProjectName()
 }
 
 // processDelete runs a verisoul:delete-account task: prepare (fence again,
@@ -188,9 +189,18 @@ func (w *Worker) deletePath(ctx context.Context, t *asynq.Task, r *deleteRun) De
 // deleteCall admits the call through the governor (rate budget, 429
 // pause, breakers, signups first) and makes it.
 func (w *Worker) deleteCall(ctx context.Context, r *deleteRun) Decision {
-	if r.lane = w.laneOf(r.queue); r.lane == nil {
+	// As for enrollments (checkProject): the delete is sent only with its
+	// own project's key, the key of the lane it was taken from.
+	switch r.lane = w.laneOf(r.queue); {
+	case r.lane == nil:
 		r.err = fmt.Errorf("queue %q is not a lane of this worker's projects", r.queue)
 		return ClassifyDelete(Attempt{Fact: FactWrongProject, Err: r.err}, w.policy)
+	case r.lane.project != r.p.ProjectName():
+		r.err = fmt.Errorf("the delete names project %q but was taken from queue %q of project %q: not sent with that key", r.p.ProjectName(), r.queue, r.lane.project)
+		return ClassifyDelete(Attempt{Fact: FactWrongProject, Err: r.err}, w.policy)
+	}
+	if r.lane.project != tasks.DefaultProject {
+		r.log = r.log.With(slog.String("project", r.lane.project))
 	}
 	gov := r.lane.gov
 	actx, cancel := w.untilStopping(ctx)

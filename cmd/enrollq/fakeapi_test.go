@@ -98,9 +98,37 @@ func TestFakeAPIRawCalls(t *testing.T) {
 	}
 }
 
+// TestFakeAPISeveralKeys: repeated --key makes the fake accept each key,
+// each with a window of its own at --rate (the real API has one per key);
+// the banner lists the other projects' keys and the stop line counts the
+// calls of each key.
+func TestFakeAPISeveralKeys(t *testing.T) {
+	t.Parallel()
+	const acme = "fake-api-key-acme"
+	base, stop := startFakeAPI(t, "--latency", "0s", "--rate", "2", "--key", fakeKey, "--key", acme)
+	for i, c := range []struct {
+		key        string
+		wantStatus int
+	}{{fakeKey, 200}, {fakeKey, 200}, {fakeKey, 429}, {acme, 200}, {acme, 200}, {acme, 429}, {"nobodys-key", 401}} {
+		if st, _, _ := rawEnroll(t, base, c.key, newSessionID(), "user-"+c.key); st != c.wantStatus {
+			t.Errorf("call %d with key %s: %d, want %d", i+1, c.key, st, c.wantStatus)
+		}
+	}
+	code, out := stop()
+	if code != 0 {
+		t.Errorf("fake-api exited %d after SIGTERM\n%s", code, out)
+	}
+	for _, want := range []string{"VERISOUL_API_KEY=" + fakeKey, "VERISOUL_API_KEY_<PROJECT>=KEY", "  " + acme + "\n", "2 calls a minute per key",
+		"fake-api stopped after 7 calls (4 enrolled); key 1: 3; key 2: 3"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("fake-api output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 func TestFakeAPIBadFlags(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"--rate", "-1"}, {"--latency", "-1s"}, {"--key", ""}} {
+	for _, args := range [][]string{{"--rate", "-1"}, {"--latency", "-1s"}, {"--key", ""}, {"--key", "a", "--key", "a"}} {
 		r := enrollq(t, nil, append([]string{"fake-api", "--addr", "127.0.0.1:0"}, args...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, args[0]) {
 			t.Errorf("fake-api %v: exit %d, stderr %q; want 2 naming %s", args, r.code, r.stderr, args[0])

@@ -3,6 +3,7 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -261,5 +262,85 @@ func noTrace(t *testing.T, rdb *redis.Client, account string) {
 	t.Helper()
 	for _, w := range traces(rdb, account) {
 		t.Errorf("the account id is still in Redis: %s", w)
+	}
+}
+
+// TestForgetPerProjectCommand: the README's several-projects quick start
+// on the binaries: `enrollq fake-api` with two keys, one worker holding
+// both (VERISOUL_API_KEY, VERISOUL_API_KEY_ACME), an account of each
+// project enrolled (`enqueue --project`) and forgotten (`forget --project
+// --wait`): the fake's log shows every enroll and delete made with its
+// project's key. A bad --project exits 2.
+func TestForgetPerProjectCommand(t *testing.T) {
+	rdb := freshRedis(t)
+	const acme = "fake-api-key-acme"
+	base, stopAPI := startFakeAPI(t, "--latency", "5ms", "--key", fakeKey, "--key", acme)
+	env := []string{"REDIS_URL=" + redisURL(t), "VERISOUL_BASE_URL=" + base, "VERISOUL_API_KEY=" + fakeKey, "VERISOUL_API_KEY_ACME=" + acme,
+		"ENROLLQ_RETRY_BASE=1s", "ENROLLQ_RETRY_MAX=2s"}
+	if r := enrollq(t, env, "forget", "--account", "user-1", "--project", "Acme!"); r.code != 2 || !strings.Contains(r.stderr, "project") {
+		t.Errorf("forget --project Acme!: exit %d, stderr %q; want 2 naming the project rule", r.code, r.stderr)
+	}
+	led, err := ledger.New(rdb, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopWorker, _ := startWorker(t, env)
+	keyOf := map[string]float64{"default": 1, "acme": 2} // the fake logs a key by its place in --key
+	accounts := map[string]string{}
+	for project := range keyOf {
+		s := newSessionID()
+		accounts[project] = "user-" + project + "-" + s[:8]
+		if r := enrollq(t, env, "enqueue", "--session-id", s, "--account-id", accounts[project], "--project", project); r.code != 0 {
+			t.Fatalf("enqueue --project %s: exit %d\n%s%s", project, r.code, r.stdout, r.stderr)
+		}
+		testutil.Eventually(t, "the enrollment of project "+project, func() bool {
+			rec, err := led.Status(t.Context(), s)
+			return err == nil && rec.State == ledger.StateEnrolled
+		})
+	}
+	for project, account := range accounts {
+		r := enrollq(t, env, "forget", "--account", account, "--project", project, "--wait", "60s")
+		want := "deleted at Verisoul (request id "
+		if project == "acme" {
+			want = "deleted at Verisoul in project acme (request id "
+		}
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			_, logs := stopWorker()
+			t.Fatalf("forget --project %s: exit %d, want %q\n%s%s\n%s", project, r.code, want, r.stdout, r.stderr, logs)
+		}
+	}
+	if code, logs := stopWorker(); code != 0 {
+		t.Fatalf("worker exit %d\n%s", code, logs)
+	}
+	_, out := stopAPI()
+	seen := map[string]int{}
+	for line := range strings.Lines(out) {
+		var c struct {
+			Path, AccountID string
+			Key             float64
+		}
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["msg"] != "fake-api call" {
+			continue
+		}
+		c.Path, _ = m["path"].(string)
+		c.AccountID, _ = m["account_id"].(string)
+		c.Key, _ = m["key"].(float64)
+		for project, account := range accounts {
+			if c.AccountID != account {
+				continue
+			}
+			seen[project+" "+c.Path]++
+			if c.Key != keyOf[project] {
+				t.Errorf("%s call of project %s's account made with key %v, want key %v", c.Path, project, c.Key, keyOf[project])
+			}
+		}
+	}
+	for project := range accounts {
+		for _, path := range []string{verisoul.EnrollPath, verisoul.AccountPath} {
+			if seen[project+" "+path] != 1 {
+				t.Errorf("the fake logged %d %s calls of project %s's account, want 1\n%s", seen[project+" "+path], path, project, out)
+			}
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/enrollq/enrollq/verisoul"
 )
@@ -34,7 +35,7 @@ func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, call Call) 
 
 	s.mu.Lock()
 	sentKey := r.Header.Get("x-api-key")
-	call.KeyOK = sentKey == s.apiKey
+	call.KeyOK, call.Key, call.At = s.keyOKLocked(sentKey), sentKey, time.Now()
 	latency := s.latency
 	step, over := s.rateLocked(sentKey, call.At)
 	call.OverLimit = over

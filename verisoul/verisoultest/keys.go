@@ -39,6 +39,10 @@ func (s *Server) SetKeyRateLimit(key string, n int) {
 	}
 }
 
+// keyOKLocked reports whether the fake accepts key: NewServer's (or
+// SetAPIKey's), or one of AddAPIKey's. The caller holds s.mu.
+func (s *Server) keyOKLocked(key string) bool { return key == s.apiKey || s.otherKeys[key] }
+
 // limitOf is the limit enforced on key's calls (0: none). The caller holds
 // s.mu.
 func (s *Server) limitOf(key string) int {

@@ -55,3 +55,30 @@ func TestLimitPerKeyAcrossEndpoints(t *testing.T) {
 		t.Fatalf("calls with key b = %+v", c)
 	}
 }
+
+// TestDeleteWithAnotherProjectsKey: DELETE /account/{id} accepts every
+// key the fake accepts (AddAPIKey's too), records the key it was made
+// with, and shares that key's window.
+func TestDeleteWithAnotherProjectsKey(t *testing.T) {
+	t.Parallel()
+	s := verisoultest.NewServer(key)
+	defer s.Close()
+	const other = "fake-key-acme-delete"
+	s.AddAPIKey(other)
+	s.SetKeyRateLimit(other, 2)
+	ctx := context.Background()
+	b := client(t, s, other)
+	if _, err := b.Enroll(ctx, verisoultest.NewSessionID(), "acct-acme"); err != nil {
+		t.Fatalf("enroll with key b: %v", err)
+	}
+	if _, err := b.DeleteAccount(ctx, "acct-acme"); err != nil {
+		t.Fatalf("delete with key b: %v", err)
+	}
+	if _, err := b.DeleteAccount(ctx, "acct-acme"); apiErr(t, err).Status != 429 {
+		t.Fatalf("key b's third call of the minute: %v, want 429", err)
+	}
+	d := s.Deletes()
+	if len(d) != 2 || d[0].Key != other || !d[0].KeyOK || d[0].Status != 200 || !d[1].OverLimit {
+		t.Fatalf("deletes = %+v, want key b's: 200, then over its limit", d)
+	}
+}

@@ -22,7 +22,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -108,8 +107,13 @@ func EchoHeaders(status, keyAt int) Step {
 type Call struct {
 	// Path is the endpoint called: verisoul.EnrollPath or VerifyFacePath.
 	Path string
-	// At is when the call arrived; Done when the fake finished with it
-	// (answered, dropped, or saw the client give up), zero while in flight.
+	// At is when the call arrived at the fake's rate limit: read after its
+	// body, under the lock that orders the calls, so the times of a key's
+	// window are in order whatever the goroutines' scheduling (a time taken
+	// before the lock let a call that came first be counted after one that
+	// came later, and the window kept an expired call). Done is when the
+	// fake finished with it (answered, dropped, or saw the client give up),
+	// zero while in flight.
 	At        time.Time
 	Done      time.Time
 	SessionID string
@@ -162,24 +166,33 @@ type Server struct {
 	faultRand *rand.Rand
 	faults    int
 	slowFault time.Duration
+
+	onDone func(Call) // Serve's log line, called as each call completes
 }
 
 // NewServer starts a fake API that accepts apiKey. Close it when done.
 func NewServer(apiKey string) *Server {
-	s := &Server{
-		apiKey:     apiKey,
-		enrolled:   make(map[string]string),
-		perSession: make(map[string][]Step),
-	}
+	s := newServer(apiKey)
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
 	s.URL = s.srv.URL
 	return s
 }
 
+// newServer is a fake not yet serving (NewServer, Serve).
+func newServer(apiKey string) *Server {
+	return &Server{
+		apiKey:     apiKey,
+		enrolled:   make(map[string]string),
+		perSession: make(map[string][]Step),
+	}
+}
+
 // Close shuts the server down, ending open connections.
 func (s *Server) Close() {
-	s.srv.CloseClientConnections()
-	s.srv.Close()
+	if s.srv != nil {
+		s.srv.CloseClientConnections()
+		s.srv.Close()
+	}
 }
 
 // SetAPIKey changes the key the fake accepts (to simulate a rotated key).
@@ -187,16 +200,6 @@ func (s *Server) SetAPIKey(k string) { s.mu.Lock(); s.apiKey = k; s.mu.Unlock() 
 
 // SetLatency adds d to every answer.
 func (s *Server) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
-
-// SetRateLimit makes the fake enforce the API's rate limit like the real
-// one: a call that would make more than n calls of its key in any window of
-// length per (by arrival time, every endpoint counted together) is answered
-// 429 with a Retry-After in whole seconds. n <= 0 removes the limit.
-func (s *Server) SetRateLimit(n int, per time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.limitN, s.limitPer, s.recent = n, per, map[string][]time.Time{}
-}
 
 // CallsTo returns the calls of one endpoint (verisoul.EnrollPath or
 // VerifyFacePath), in arrival order.
@@ -208,37 +211,6 @@ func (s *Server) CallsTo(path string) []Call {
 		}
 	}
 	return out
-}
-
-// RateLimited counts the calls the fake answered 429 on its own (not by a
-// script) because they were over SetRateLimit's limit.
-func (s *Server) RateLimited() int {
-	n := 0
-	for _, c := range s.Calls() {
-		if c.OverLimit {
-			n++
-		}
-	}
-	return n
-}
-
-// MaxInWindow returns the largest number of calls that arrived within any
-// window of length d (half-open: a call exactly d after another is in the
-// next window), and when that window started.
-func MaxInWindow(calls []Call, d time.Duration) (int, time.Time) {
-	calls = append([]Call(nil), calls...)
-	sort.Slice(calls, func(i, j int) bool { return calls[i].At.Before(calls[j].At) })
-	best, at := 0, time.Time{}
-	j := 0
-	for i := range calls {
-		for calls[i].At.Sub(calls[j].At) >= d {
-			j++
-		}
-		if n := i - j + 1; n > best {
-			best, at = n, calls[j].At
-		}
-	}
-	return best, at
 }
 
 // SetFaults makes a share rate (0..1) of the calls that have no script fail
@@ -335,7 +307,7 @@ type enrollBody struct {
 }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	call := Call{At: time.Now(), Path: r.URL.Path, UserAgent: r.UserAgent()}
+	call := Call{Path: r.URL.Path, UserAgent: r.UserAgent()}
 	if r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, verisoul.AccountPath) {
 		s.serveDelete(w, r, call)
 		return
@@ -350,8 +322,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	sentKey := r.Header.Get("x-api-key")
-	call.KeyOK = sentKey == s.apiKey || s.otherKeys[sentKey]
-	call.Key = sentKey
+	call.KeyOK, call.Key, call.At = s.keyOKLocked(sentKey), sentKey, time.Now()
 	latency := s.latency
 	var step Step
 	step, call.OverLimit = s.rateLocked(sentKey, call.At)
@@ -482,5 +453,9 @@ func (s *Server) complete(idx int, call *Call) {
 	s.mu.Lock()
 	call.Done = time.Now()
 	s.calls[idx] = *call
+	onDone := s.onDone
 	s.mu.Unlock()
+	if onDone != nil {
+		onDone(*call)
+	}
 }
