@@ -483,20 +483,4 @@ local now = clock()
 return {'ok', cancel(r, where, ARGV[1], tonumber(ARGV[2]), now)}
 `)
 
-// completeScript records that a run reached its end and appends its
-// backfill.completed event to the run's shard's stream, once: a second call
-// finds completed_at set and appends nothing. KEYS: the run's record, the
-// shard's outcome stream. ARGV: run, stream cap, totals (JSON), name,
-// shard (for the event's id, "<shard>-<stream id>").
-var completeScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'notfound'} end
-local done = redis.call('HGET', KEYS[1], 'completed_at')
-if done then return {'already', redis.call('HGET', KEYS[1], 'completed_event') or ''} end
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'ev', 'completed', 'run', ARGV[1], 'name', ARGV[4], 'totals', ARGV[3])
-redis.call('HSET', KEYS[1], 'completed_at', ms, 'completed_event', ARGV[5] .. '-' .. id, 'totals', ARGV[3])
-return {'ok', id}
-`)
-
-var allScripts = []*redis.Script{queuedScript, claimScript, renewScript, settleScript, requeueScript, reconcileScript, removeScript, expireScript, movedScript, cancelScript, completeScript}
+var allScripts = []*redis.Script{queuedScript, claimScript, renewScript, settleScript, requeueScript, reconcileScript, removeScript, expireScript, movedScript, cancelScript}

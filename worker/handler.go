@@ -482,16 +482,6 @@ func waitWhy(d Decision) string {
 	return d.Reason
 }
 
-// since is how long ago a fact the ledger timed began, at least: the
-// ledger keeps whole seconds (floored), so the fact began within the second
-// after t, and a window measured from it never ends early.
-func since(t, now time.Time) time.Duration {
-	if t.IsZero() {
-		return 0
-	}
-	return max(now.Sub(t.Add(time.Second)), 0)
-}
-
 func msTime(s string) time.Time {
 	ms, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || ms == 0 {

@@ -65,3 +65,13 @@ func newBackoff(base, max time.Duration) *backoff.ExponentialBackOff {
 	b.Reset()
 	return b
 }
+
+// since is how long ago a fact the ledger timed began, at least: the
+// ledger keeps whole seconds (floored), so the fact began within the second
+// after t, and a window measured from it never ends early.
+func since(t, now time.Time) time.Duration {
+	if t.IsZero() {
+		return 0
+	}
+	return max(now.Sub(t.Add(time.Second)), 0)
+}
