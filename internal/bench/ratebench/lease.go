@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/enrollq/enrollq/budget"
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/tasks"
@@ -176,13 +174,9 @@ func leaseRun(ctx context.Context, bin string, limit int, perMin float64, seed i
 			}(addrs[i%len(addrs)])
 		}
 	}()
-	insp := asynq.NewInspectorFromRedisClient(rdb)
-	for {
-		qi, err := insp.GetQueueInfo(tasks.QueueBackfill)
-		if err == nil && qi.Completed+qi.Archived >= n {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := drained(ctx, rdb, n); err != nil {
+		stopLive()
+		return r, err
 	}
 	stopLive()
 	wg.Wait()

@@ -57,11 +57,11 @@ import (
 	"sort"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/enrollq/enrollq/enqueue"
 	"github.com/enrollq/enrollq/internal/redistest"
+	"github.com/enrollq/enrollq/ledger"
 	"github.com/enrollq/enrollq/tasks"
 	"github.com/enrollq/enrollq/verisoul"
 	"github.com/enrollq/enrollq/verisoul/verisoultest"
@@ -148,13 +148,8 @@ func share(ctx context.Context) error {
 	}
 	start := time.Now()
 	fmt.Printf("share: 3 worker processes, limit %d/min, %d tasks, API latency 100ms; draining (about %s)…\n", limit, n, time.Duration(n/limit)*time.Minute)
-	insp := asynq.NewInspectorFromRedisClient(rdb)
-	for {
-		qi, err := insp.GetQueueInfo(tasks.QueueBackfill)
-		if err == nil && qi.Completed+qi.Archived >= n {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
+	if err := drained(ctx, rdb, n); err != nil {
+		return err
 	}
 	elapsed := time.Since(start)
 	for _, p := range procs {
@@ -249,4 +244,25 @@ func signupRun(ctx context.Context, signupFirst bool) ([]time.Duration, error) {
 		lat = append(lat, calls[0].At.Sub(at))
 	}
 	return lat, nil
+}
+
+// drained waits until n sessions have a final outcome in the ledger
+// (enrolled or dead). asynq keeps no completed tasks by default
+// (ENROLLQ_KEEP_COMPLETED=0), so its queue counts cannot tell.
+func drained(ctx context.Context, rdb redis.UniversalClient, n int) error {
+	l, err := ledger.New(rdb, ledger.Options{})
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := l.Counts(ctx)
+		if err == nil && c[ledger.StateEnrolled]+c[ledger.StateDead] >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
