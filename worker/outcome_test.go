@@ -24,8 +24,6 @@ import (
 	"github.com/enrollq/enrollq/worker"
 )
 
-const waitLong = 20 * time.Second
-
 func resultOf(t *testing.T, info *asynq.TaskInfo) worker.Result {
 	t.Helper()
 	var r worker.Result
