@@ -27,7 +27,9 @@ type RejectsError struct {
 	Err  error
 }
 
-func (e *RejectsError) Error() string { return fmt.Sprintf("writing the rejects file %s: %v", e.Path, e.Err) }
+func (e *RejectsError) Error() string {
+	return fmt.Sprintf("writing the rejects file %s: %v", e.Path, e.Err)
+}
 func (e *RejectsError) Unwrap() error { return e.Err }
 
 // FileOptions configure a File's run.

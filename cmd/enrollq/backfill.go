@@ -41,7 +41,9 @@ func (c backfillCmd) Run(e *env) error {
 	}
 	if !c.DryRun {
 		o.Run = runs.NewID()
-		o.Started = func() { fmt.Fprintf(e.stdout, "backfill run %s started%s: enrollq runs show %s [--watch]\n", o.Run, named, o.Run) }
+		o.Started = func() {
+			fmt.Fprintf(e.stdout, "backfill run %s started%s: enrollq runs show %s [--watch]\n", o.Run, named, o.Run)
+		}
 	}
 	f, err := backfill.OpenFile(c.File, o)
 	if err != nil {
